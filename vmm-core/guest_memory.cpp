@@ -1,0 +1,86 @@
+#include "vmm-core/guest_memory.hpp"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <string>
+
+#include "vmm-core/layout.hpp"
+
+namespace apiary::vmm {
+
+namespace {
+uint8_t* map_anonymous(uint64_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error(Errc::host_out_of_memory,
+                "mmap of " + std::to_string(bytes >> 20) + " MiB guest RAM failed: " +
+                    std::strerror(errno));
+  return static_cast<uint8_t*>(p);
+}
+}  // namespace
+
+GuestMemory::GuestMemory(uint64_t bytes) {
+  if (bytes == 0 || bytes % 4096 != 0)
+    throw Error(Errc::invalid_argument, "guest memory size must be a non-zero multiple of 4 KiB");
+  const uint64_t low = bytes < layout::kMmioHoleStart ? bytes : layout::kMmioHoleStart;
+  regions_.push_back({0, low, map_anonymous(low)});
+  if (bytes > low) {
+    try {
+      regions_.push_back({layout::kMmioHoleEnd, bytes - low, map_anonymous(bytes - low)});
+    } catch (...) {
+      ::munmap(regions_.front().host, low);
+      throw;
+    }
+  }
+  size_ = bytes;
+}
+
+GuestMemory::~GuestMemory() {
+  for (auto& r : regions_) ::munmap(r.host, r.size);
+}
+
+bool GuestMemory::contains(uint64_t gpa, uint64_t len) const noexcept {
+  return host_range(gpa, len) != nullptr;
+}
+
+uint8_t* GuestMemory::host_range(uint64_t gpa, uint64_t len) const noexcept {
+  for (const auto& r : regions_) {
+    if (gpa >= r.gpa && gpa - r.gpa <= r.size && len <= r.size - (gpa - r.gpa))
+      return r.host + (gpa - r.gpa);
+  }
+  return nullptr;
+}
+
+uint8_t* GuestMemory::checked(uint64_t gpa, uint64_t len) const {
+  uint8_t* p = host_range(gpa, len);
+  if (!p) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "[%#llx, +%#llx) is not guest RAM",
+                  static_cast<unsigned long long>(gpa), static_cast<unsigned long long>(len));
+    throw Error(Errc::guest_address_out_of_range, buf);
+  }
+  return p;
+}
+
+void GuestMemory::write(uint64_t gpa, std::span<const uint8_t> bytes) {
+  uint8_t* p = checked(gpa, bytes.size());
+  if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+}
+
+void GuestMemory::write(uint64_t gpa, std::string_view text) {
+  write(gpa, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+void GuestMemory::read(uint64_t gpa, std::span<uint8_t> out) const {
+  const uint8_t* p = checked(gpa, out.size());
+  if (!out.empty()) std::memcpy(out.data(), p, out.size());
+}
+
+void GuestMemory::fill(uint64_t gpa, uint64_t len, uint8_t value) {
+  uint8_t* p = checked(gpa, len);
+  std::memset(p, value, len);
+}
+
+}  // namespace apiary::vmm

@@ -1,0 +1,82 @@
+// The guest-visible machine: every guest-physical address, I/O port, IRQ
+// line and size limit Apiary uses, in one place.
+//
+// This header is shared by the VMM (C++20, hosted) and by the freestanding
+// in-tree guests (guest/, built with -ffreestanding), so it includes nothing
+// but <stdint.h> and holds only constexpr values. docs/layout.md mirrors it
+// as a table; change both together.
+#pragma once
+
+#include <stdint.h>
+
+namespace apiary::layout {
+
+// ---------------------------------------------------------------- memory --
+// Low memory used by the VMM for boot structures (all below 1 MiB).
+inline constexpr uint64_t kBootGdt = 0x500;          // 4 x 8-byte descriptors
+inline constexpr uint64_t kBootIdt = 0x520;          // empty IDT (limit 0)
+inline constexpr uint64_t kPvhStartInfo = 0x6000;    // struct hvm_start_info
+inline constexpr uint64_t kPvhModlist = 0x6200;      // hvm_modlist_entry[]
+inline constexpr uint64_t kPvhMemmap = 0x6400;       // hvm_memmap_table_entry[]
+inline constexpr uint64_t kZeroPage = 0x7000;        // Linux struct boot_params (4 KiB)
+inline constexpr uint64_t kMultibootInfo = 0x8000;   // struct multiboot_info
+inline constexpr uint64_t kMultibootMmap = 0x8100;   // multiboot mmap entries
+inline constexpr uint64_t kMultibootMods = 0x8800;   // multiboot module list
+inline constexpr uint64_t kMultibootStrings = 0x8c00;// module strings, loader name
+inline constexpr uint64_t kPml4 = 0x9000;            // identity page tables:
+inline constexpr uint64_t kPdpt = 0xa000;            //   PML4 -> PDPT -> 4 PDs of
+inline constexpr uint64_t kPd = 0xb000;              //   2 MiB pages = 0..4 GiB
+inline constexpr uint64_t kPdCount = 4;              //   (0xb000..0xefff)
+inline constexpr uint64_t kCmdline = 0x20000;        // kernel command line
+inline constexpr uint64_t kCmdlineMax = 4096;        // bytes incl. the NUL
+inline constexpr uint64_t kEbdaStart = 0x9fc00;      // reserved: EBDA, VGA, BIOS
+inline constexpr uint64_t kHighMemory = 0x100000;    // 1 MiB: kernels load here
+inline constexpr uint64_t kKernelLoad = kHighMemory;
+
+// The 32-bit MMIO hole: guest RAM never occupies [kMmioHoleStart, 4 GiB).
+// RAM above the hole continues at 4 GiB.
+inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
+inline constexpr uint64_t kMmioHoleEnd = 0x100000000;
+inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
+inline constexpr uint64_t kVirtioMmioStride = 0x1000;
+inline constexpr uint32_t kVirtioMmioSlots = 8;
+inline constexpr uint64_t kIoapicBase = 0xfec00000;
+inline constexpr uint64_t kLapicBase = 0xfee00000;
+inline constexpr uint64_t kKvmIdentityMap = 0xfffbc000;  // KVM_SET_IDENTITY_MAP_ADDR
+inline constexpr uint64_t kKvmTss = 0xfffbd000;          // KVM_SET_TSS_ADDR (3 pages)
+
+// Initrd / modules go as high as possible below this (Linux's default
+// initrd_addr_max for 64-bit kernels is higher, but 32-bit protocols need it).
+inline constexpr uint64_t kInitrdMax = 0x37ffffff;
+
+// ----------------------------------------------------------------- board --
+inline constexpr uint32_t kMaxVcpus = 64;
+inline constexpr uint64_t kMinMemoryMib = 4;
+inline constexpr uint64_t kMaxMemoryMib = 64 * 1024;
+
+// -------------------------------------------------------------- I/O ports --
+inline constexpr uint16_t kCom1Base = 0x3f8;     // 16550A, 8 registers
+inline constexpr uint16_t kCom1Size = 8;
+inline constexpr uint8_t kCom1Irq = 4;
+inline constexpr uint16_t kI8042Data = 0x60;
+inline constexpr uint16_t kI8042Command = 0x64;  // status on read
+inline constexpr uint8_t kI8042Irq = 1;
+inline constexpr uint8_t kI8042ResetCommand = 0xfe;
+inline constexpr uint16_t kRtcIndex = 0x70;
+inline constexpr uint16_t kRtcData = 0x71;
+inline constexpr uint16_t kPostPort = 0x80;      // progress codes
+inline constexpr uint16_t kDebugExitPort = 0xf4; // QEMU isa-debug-exit
+inline constexpr uint16_t kFwCfgSelector = 0x510;
+inline constexpr uint16_t kFwCfgData = 0x511;
+inline constexpr uint16_t kFwCfgDma = 0x514;
+inline constexpr uint16_t kAcpiPm1aEvt = 0x600;  // PM1a_EVT_BLK (4 bytes)
+inline constexpr uint16_t kAcpiPm1aCnt = 0x604;  // PM1a_CNT_BLK (2 bytes)
+inline constexpr uint8_t kAcpiSciIrq = 9;
+inline constexpr uint16_t kAcpiSlpTypSoftOff = 5;
+inline constexpr uint16_t kResetControl = 0xcf9;
+inline constexpr uint8_t kVirtioFirstIrq = 5;
+
+// Debug exit: a write of v ends the VM with status (v << 1) | 1.
+constexpr int debug_exit_status(uint32_t v) { return static_cast<int>((v << 1) | 1); }
+
+}  // namespace apiary::layout
