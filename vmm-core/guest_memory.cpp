@@ -83,4 +83,10 @@ void GuestMemory::fill(uint64_t gpa, uint64_t len, uint8_t value) {
   std::memset(p, value, len);
 }
 
+void GuestMemory::zero_all() {
+  for (auto& r : regions_) {
+    if (::madvise(r.host, r.size, MADV_DONTNEED) != 0) std::memset(r.host, 0, r.size);
+  }
+}
+
 }  // namespace apiary::vmm

@@ -48,6 +48,9 @@ class GuestMemory {
   void write(uint64_t gpa, std::string_view text);  // no terminator
   void read(uint64_t gpa, std::span<uint8_t> out) const;
   void fill(uint64_t gpa, uint64_t len, uint8_t value);
+  // Returns every page to zero by dropping it (MADV_DONTNEED): no host RAM
+  // is touched, unlike a memset. Used for reboot.
+  void zero_all();
 
   template <class T>
   void write_obj(uint64_t gpa, const T& v) {

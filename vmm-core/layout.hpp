@@ -13,8 +13,8 @@ namespace apiary::layout {
 
 // ---------------------------------------------------------------- memory --
 // Low memory used by the VMM for boot structures (all below 1 MiB).
-inline constexpr uint64_t kBootGdt = 0x500;          // 4 x 8-byte descriptors
-inline constexpr uint64_t kBootIdt = 0x520;          // empty IDT (limit 0)
+inline constexpr uint64_t kBootGdt = 0x500;          // 6 x 8-byte descriptors
+inline constexpr uint64_t kBootIdt = 0x540;          // empty IDT (limit 0)
 inline constexpr uint64_t kPvhStartInfo = 0x6000;    // struct hvm_start_info
 inline constexpr uint64_t kPvhModlist = 0x6200;      // hvm_modlist_entry[]
 inline constexpr uint64_t kPvhMemmap = 0x6400;       // hvm_memmap_table_entry[]
@@ -75,6 +75,8 @@ inline constexpr uint8_t kAcpiSciIrq = 9;
 inline constexpr uint16_t kAcpiSlpTypSoftOff = 5;
 inline constexpr uint16_t kResetControl = 0xcf9;
 inline constexpr uint8_t kVirtioFirstIrq = 5;
+// A port claimed by a device that does nothing: the exit-cost benchmark's target.
+inline constexpr uint16_t kNoopPort = 0x2000;
 
 // Debug exit: a write of v ends the VM with status (v << 1) | 1.
 constexpr int debug_exit_status(uint32_t v) { return static_cast<int>((v << 1) | 1); }

@@ -1,0 +1,50 @@
+# Apiary's front door. `make run` and `make test` each set up everything they
+# need on a fresh Debian bookworm machine (packages, configure, build).
+BUILD ?= build
+SAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup configure build run test test-unit test-kvm asan bench clean
+
+all: build
+
+setup:
+	@scripts/setup-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	@scripts/setup-deps.sh
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+configure: $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Boots the embedded demo guest with its console on this terminal.
+run: build
+	$(BUILD)/apps/apiary run
+
+# The whole suite, through ctest (what CI runs).
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+
+test-kvm: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L kvm
+
+# Unit and KVM tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan:
+	@scripts/setup-deps.sh
+	cmake -S . -B $(SAN_BUILD) -DAPIARY_SANITIZE=ON -DAPIARY_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L 'unit|kvm'
+
+bench: build
+	cmake --build $(BUILD) -j $(JOBS) --target apiary_benchmarks
+	scripts/run-benchmarks.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

@@ -1,0 +1,38 @@
+// The `apiary` binary: one executable, one subcommand per role.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "apps/run_command.hpp"
+
+namespace {
+void print_help() {
+  std::cout <<
+R"(Usage: apiary <command> [options]
+
+Apiary: an actor-model KVM hypervisor runtime.
+
+Commands:
+  run        boot one VM with its serial console on this terminal
+             (the embedded demo guest by default)
+  help       this text; `apiary <command> --help` for a command
+
+Examples:
+  apiary run
+  apiary run --kernel guest/hello.elf --cmdline "hello world"
+)";
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_help();
+    return args.empty() ? 2 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "run") return apiary::apps::run_command(args);
+  std::cerr << "apiary: unknown command '" << cmd << "' (try apiary --help)\n";
+  return 2;
+}

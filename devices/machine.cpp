@@ -1,0 +1,121 @@
+#include "devices/machine.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "vmm-core/layout.hpp"
+#include "vmm-core/sim_vcpu.hpp"
+#include "vmm-core/x86_setup.hpp"
+
+namespace apiary::devices {
+
+using vmm::Errc;
+using vmm::Error;
+
+uint64_t host_memory_mib() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key) {
+    if (key == "MemTotal:") {
+      in >> kib;
+      return kib / 1024;
+    }
+    in.ignore(256, '\n');
+  }
+  return layout::kMaxMemoryMib;
+}
+
+Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(config_.console_history_bytes) {
+  if (config_.vcpus == 0)
+    throw Error(Errc::invalid_argument, "vcpus: must be at least 1");
+  if (config_.vcpus > layout::kMaxVcpus)
+    throw Error(Errc::too_many_vcpus, "vcpus: " + std::to_string(config_.vcpus) + " exceeds the limit of " +
+                                          std::to_string(layout::kMaxVcpus));
+  if (config_.memory_mib < layout::kMinMemoryMib)
+    throw Error(Errc::invalid_argument, "memory: at least " + std::to_string(layout::kMinMemoryMib) + " MiB");
+  const uint64_t host = host_memory_mib();
+  if (config_.memory_mib > layout::kMaxMemoryMib || config_.memory_mib > host)
+    throw Error(Errc::memory_too_large, "memory: " + std::to_string(config_.memory_mib) +
+                                            " MiB exceeds what this host allows (" + std::to_string(host) +
+                                            " MiB of RAM)");
+  if (config_.kernel.empty()) throw Error(Errc::invalid_argument, "no kernel image");
+
+  memory_ = std::make_unique<vmm::GuestMemory>(config_.memory_mib << 20);
+  if (!simulated()) {
+    kvm_ = std::make_unique<vmm::kvm::System>(config_.kvm_path);
+    if (config_.vcpus > static_cast<uint32_t>(kvm_->max_vcpus()))
+      throw Error(Errc::too_many_vcpus, "vcpus: KVM allows at most " + std::to_string(kvm_->max_vcpus()));
+    vm_ = std::make_unique<vmm::kvm::Vm>(*kvm_);
+    vm_->map_memory(*memory_);
+  }
+
+  IrqLine& irq = *this;
+  DeviceEvents& events = *this;
+  com1_ = std::make_unique<Uart16550>("com1", layout::kCom1Irq, irq, console_);
+  debug_exit_ = std::make_unique<DebugExit>("debug-exit", events);
+  post_ = std::make_unique<PostPort>("post", events);
+  noop_ = std::make_unique<NoopPort>("noop");
+  using vmm::AddressSpace;
+  bus_.add(AddressSpace::pio, layout::kCom1Base, layout::kCom1Size, com1_.get(), com1_->name());
+  bus_.add(AddressSpace::pio, layout::kDebugExitPort, 1, debug_exit_.get(), debug_exit_->name());
+  bus_.add(AddressSpace::pio, layout::kPostPort, 1, post_.get(), post_->name());
+  bus_.add(AddressSpace::pio, layout::kNoopPort, 1, noop_.get(), noop_->name());
+  bus_.freeze();
+
+  load_kernel();
+  for (uint32_t id = 0; id < config_.vcpus; ++id) {
+    if (simulated()) {
+      vcpus_.push_back(std::make_unique<vmm::SimVcpuBackend>(id, bus_));
+    } else {
+      vcpus_.push_back(std::make_unique<vmm::KvmVcpuBackend>(*vm_, id, config_.vcpus, bus_));
+    }
+    vcpus_.back()->reset(id == 0 ? &plan_ : nullptr);
+  }
+  for (Device* d : devices()) d->start();
+}
+
+Machine::~Machine() = default;
+
+void Machine::load_kernel() {
+  vmm::BootInputs in{config_.kernel, config_.cmdline, config_.initrd};
+  plan_ = vmm::load_kernel(*memory_, in);
+  vmm::x86::write_boot_tables(*memory_);
+}
+
+std::vector<Device*> Machine::devices() const {
+  return {com1_.get(), debug_exit_.get(), post_.get(), noop_.get()};
+}
+
+void Machine::set_event_handler(std::function<void(const MachineEvent&)> handler) {
+  std::lock_guard lock(handler_mutex_);
+  handler_ = std::move(handler);
+}
+
+void Machine::reset_for_reboot() {
+  // Fresh RAM contents: a rebooted guest must not see its old memory.
+  memory_->zero_all();
+  load_kernel();
+  for (Device* d : devices()) d->reset();
+  for (auto& v : vcpus_) v->reset(v->id() == 0 ? &plan_ : nullptr);
+}
+
+void Machine::emit(const MachineEvent& e) {
+  std::function<void(const MachineEvent&)> h;
+  {
+    std::lock_guard lock(handler_mutex_);
+    h = handler_;
+  }
+  if (h) h(e);
+}
+
+void Machine::reset_requested(std::string_view device) { emit(EventResetRequest{std::string(device)}); }
+void Machine::poweroff_requested(std::string_view device) { emit(EventPoweroffRequest{std::string(device)}); }
+void Machine::debug_exit(std::string_view, int status) { emit(EventDebugExit{status}); }
+void Machine::progress(std::string_view, uint8_t code) { emit(EventProgress{code}); }
+
+void Machine::set_level(uint32_t gsi, bool level) {
+  if (vm_) vm_->set_irq_line(gsi, level);
+}
+
+}  // namespace apiary::devices

@@ -1,0 +1,108 @@
+// The PC machine, assembled: guest RAM, the KVM VM (or nothing, for the
+// simulated backend), the loaded kernel, the platform devices on the bus and
+// one vCPU backend per vCPU — everything except the threads that run it.
+//
+// The Machine is the one place that knows the board (which device sits at
+// which port, per layout.hpp). It is owned by whoever drives it: the
+// MachineRunner (plain threads, used by tests and benchmarks) or the instance
+// and vCPU actors. Device events are translated into MachineEvents and
+// handed to the owner's handler; the Machine itself decides nothing.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "devices/console_backend.hpp"
+#include "devices/debug_exit.hpp"
+#include "devices/device.hpp"
+#include "devices/noop_port.hpp"
+#include "devices/post_port.hpp"
+#include "devices/uart16550.hpp"
+#include "vmm-core/boot.hpp"
+#include "vmm-core/bus.hpp"
+#include "vmm-core/guest_memory.hpp"
+#include "vmm-core/kvm.hpp"
+#include "vmm-core/vcpu.hpp"
+
+namespace apiary::devices {
+
+enum class VcpuBackendKind { kvm, simulated };
+
+struct MachineConfig {
+  uint32_t vcpus = 1;
+  uint64_t memory_mib = 64;
+  std::vector<uint8_t> kernel;
+  std::string cmdline;
+  std::vector<uint8_t> initrd;
+  size_t console_history_bytes = 64 * 1024;
+  VcpuBackendKind backend = VcpuBackendKind::kvm;
+  std::string kvm_path = "/dev/kvm";
+};
+
+struct EventDebugExit { int status; };
+struct EventResetRequest { std::string device; };
+struct EventPoweroffRequest { std::string device; };
+struct EventProgress { uint8_t code; };
+using MachineEvent = std::variant<EventDebugExit, EventResetRequest, EventPoweroffRequest, EventProgress>;
+
+// Host RAM in MiB (MemTotal), for the memory_too_large check.
+uint64_t host_memory_mib();
+
+class Machine final : private DeviceEvents, private IrqLine {
+ public:
+  // Validates the config (too_many_vcpus, memory_too_large, invalid_argument),
+  // builds memory, VM, devices and vCPUs, and loads the kernel (loader Errc).
+  explicit Machine(MachineConfig config);
+  ~Machine() override;
+
+  const MachineConfig& config() const noexcept { return config_; }
+  vmm::GuestMemory& memory() noexcept { return *memory_; }
+  vmm::Bus& bus() noexcept { return bus_; }
+  const vmm::BootPlan& boot_plan() const noexcept { return plan_; }
+  ConsoleBackend& console() noexcept { return console_; }
+  Uart16550& com1() noexcept { return *com1_; }
+  PostPort& post() noexcept { return *post_; }
+  NoopPort& noop() noexcept { return *noop_; }
+  const std::vector<std::unique_ptr<vmm::VcpuBackend>>& vcpus() const noexcept { return vcpus_; }
+  std::vector<Device*> devices() const;
+  bool simulated() const noexcept { return config_.backend == VcpuBackendKind::simulated; }
+
+  // Called on vCPU threads: keep it quick and thread-safe.
+  void set_event_handler(std::function<void(const MachineEvent&)> handler);
+
+  // Power-on state again: reload the kernel, reset every device and vCPU.
+  // Only while no vCPU is running.
+  void reset_for_reboot();
+
+ private:
+  void load_kernel();
+  // DeviceEvents
+  void reset_requested(std::string_view device) override;
+  void poweroff_requested(std::string_view device) override;
+  void debug_exit(std::string_view device, int status) override;
+  void progress(std::string_view device, uint8_t code) override;
+  // IrqLine
+  void set_level(uint32_t gsi, bool level) override;
+  void emit(const MachineEvent& e);
+
+  MachineConfig config_;
+  std::unique_ptr<vmm::GuestMemory> memory_;
+  std::unique_ptr<vmm::kvm::System> kvm_;
+  std::unique_ptr<vmm::kvm::Vm> vm_;
+  vmm::Bus bus_;
+  vmm::BootPlan plan_{};
+  ConsoleBackend console_;
+  std::unique_ptr<Uart16550> com1_;
+  std::unique_ptr<DebugExit> debug_exit_;
+  std::unique_ptr<PostPort> post_;
+  std::unique_ptr<NoopPort> noop_;
+  std::vector<std::unique_ptr<vmm::VcpuBackend>> vcpus_;
+  std::mutex handler_mutex_;
+  std::function<void(const MachineEvent&)> handler_;
+};
+
+}  // namespace apiary::devices

@@ -1,0 +1,41 @@
+// The demo guest's shell commands.
+//
+// The shell (main.cpp) only reads lines and looks names up in kCommands; a
+// command is a name, a one-line help text and a handler. To add one (reboot,
+// poweroff, crash, disk, rng, time, ... as devices arrive): write the handler
+// in its own cmd_<name>.cpp, declare it below, add a row to the table in
+// commands.cpp, and list the file in guest/CMakeLists.txt.
+#pragma once
+
+#include <stddef.h>
+
+#include "guest/lib/boot_info.hpp"
+
+namespace apiary::guestlib::demo {
+
+struct CommandContext {
+  const BootInfo& boot;
+  const char* args;  // the rest of the line after the name, leading blanks skipped
+};
+
+using CommandHandler = void (*)(const CommandContext& ctx);
+
+struct Command {
+  const char* name;
+  const char* usage;  // shown by help, e.g. "exit [n]"
+  const char* help;   // one line
+  CommandHandler run;
+};
+
+// The table, in the order help lists it.
+extern const Command kCommands[];
+extern const size_t kCommandCount;
+
+// nullptr when no command has this name (name ends at a blank or NUL).
+const Command* find_command(const char* name);
+
+void cmd_help(const CommandContext& ctx);
+void cmd_info(const CommandContext& ctx);
+void cmd_exit(const CommandContext& ctx);
+
+}  // namespace apiary::guestlib::demo

@@ -1,0 +1,38 @@
+// Shared helpers for the Boost.Test suites: the /dev/kvm precondition (tests
+// that need KVM are reported as skipped, with the reason, where it is
+// unusable), paths of the in-tree guest images, and a bounded machine run.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "vmm-core/boot.hpp"
+
+namespace apiary::test {
+
+// Precondition for BOOST_AUTO_TEST_CASE(x, *boost::unit_test::precondition(kvm_available)).
+struct KvmAvailable {
+  boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+    int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      boost::test_tools::assertion_result r(false);
+      r.message() << "skipped: this test boots a guest and needs /dev/kvm, which is not usable here ("
+                  << std::strerror(errno) << ")";
+      return r;
+    }
+    ::close(fd);
+    return true;
+  }
+};
+inline const KvmAvailable kvm_available{};
+
+inline std::string guest_path(const std::string& file) { return std::string(APIARY_GUEST_DIR) + "/" + file; }
+inline std::vector<uint8_t> guest_image(const std::string& file) { return vmm::read_file(guest_path(file)); }
+
+}  // namespace apiary::test

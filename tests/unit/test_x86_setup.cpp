@@ -1,0 +1,127 @@
+// Boot CPU state checked field by field against the SDM: GDT descriptors,
+// identity page tables, segment and control registers per entry mode, CPUID
+// and MSR setup.
+#define BOOST_TEST_MODULE x86_setup
+#include <boost/test/unit_test.hpp>
+
+#include "vmm-core/layout.hpp"
+#include "vmm-core/x86.hpp"
+#include "vmm-core/x86_setup.hpp"
+
+using namespace apiary;
+using namespace apiary::vmm;
+
+BOOST_AUTO_TEST_CASE(gdt_descriptors_match_the_sdm_encoding) {
+  auto gdt = x86::boot_gdt();
+  BOOST_REQUIRE(gdt.size() == x86::kBootGdtEntries);
+  BOOST_TEST(gdt[0] == 0u);
+  // Flat 4 GiB 32-bit code: base 0, limit 0xfffff, G=1 D=1 P=1 S=1 type=0xb.
+  BOOST_TEST(gdt[x86::kSelCode32 / 8] == 0x00cf9b000000ffffull);
+  // 64-bit code: L=1, D=0.
+  BOOST_TEST(gdt[x86::kSelCode64 / 8] == 0x00af9b000000ffffull);
+  // Flat data: type 3 (read/write, accessed).
+  BOOST_TEST(gdt[x86::kSelData / 8] == 0x00cf93000000ffffull);
+  // TSS: present, type 0xb (busy), limit 0x67, byte granular.
+  BOOST_TEST(gdt[x86::kSelTss / 8] == 0x00008b0000000067ull);
+  // Base split across the descriptor.
+  BOOST_TEST(x86::gdt_entry(0x0093, 0x12345678, 0xabcde) == 0x120a93345678bcdeull);
+}
+
+BOOST_AUTO_TEST_CASE(page_tables_identity_map_four_gib_with_2mib_pages) {
+  GuestMemory mem(16 << 20);
+  x86::write_boot_tables(mem);
+  const uint64_t pml4e = mem.read_obj<uint64_t>(layout::kPml4);
+  BOOST_TEST(pml4e == (layout::kPdpt | x86::kPtePresent | x86::kPteWritable));
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPml4 + 8) == 0u);
+  for (uint64_t i = 0; i < layout::kPdCount; ++i) {
+    const uint64_t pdpte = mem.read_obj<uint64_t>(layout::kPdpt + i * 8);
+    BOOST_TEST(pdpte == ((layout::kPd + i * 0x1000) | 3u));
+  }
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPdpt + layout::kPdCount * 8) == 0u);
+  // Spot-check: first, second, last entry of the first PD; an entry in the
+  // MMIO hole; the very last 2 MiB page below 4 GiB.
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPd) == 0x83u);
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPd + 8) == 0x200083u);
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPd + 511 * 8) == ((511ull << 21) | 0x83));
+  const uint64_t hole_index = layout::kVirtioMmioBase >> 21;
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPd + hole_index * 8) == (layout::kVirtioMmioBase | 0x83));
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPd + (4 * 512 - 1) * 8) == (0xffe00000ull | 0x83));
+  // Every entry in between follows the same rule.
+  for (uint64_t i = 0; i < 4 * 512; ++i)
+    BOOST_REQUIRE(mem.read_obj<uint64_t>(layout::kPd + i * 8) == ((i << 21) | 0x83));
+  // GDT in memory equals boot_gdt().
+  auto gdt = x86::boot_gdt();
+  for (size_t i = 0; i < gdt.size(); ++i) BOOST_TEST(mem.read_obj<uint64_t>(layout::kBootGdt + i * 8) == gdt[i]);
+}
+
+BOOST_AUTO_TEST_CASE(protected_mode_sregs_for_pvh_and_multiboot) {
+  kvm_sregs s = x86::boot_sregs(kvm_sregs{}, EntryMode::protected32);
+  BOOST_TEST(s.cs.selector == x86::kSelCode32);
+  BOOST_TEST(s.cs.base == 0u);
+  BOOST_TEST(s.cs.limit == 0xffffffffu);
+  BOOST_TEST(s.cs.type == 0xb);
+  BOOST_TEST(s.cs.db == 1);
+  BOOST_TEST(s.cs.l == 0);
+  BOOST_TEST(s.cs.g == 1);
+  BOOST_TEST(s.cs.present == 1);
+  BOOST_TEST(s.ds.selector == x86::kSelData);
+  BOOST_TEST(s.ss.type == 0x3);
+  BOOST_TEST(s.ds.limit == 0xffffffffu);
+  BOOST_TEST(s.cr0 == (x86::kCr0Pe | x86::kCr0Et | x86::kCr0Ne));
+  BOOST_TEST(!(s.cr0 & x86::kCr0Pg));
+  BOOST_TEST(s.efer == 0u);
+  BOOST_TEST(s.cr4 == 0u);
+  BOOST_TEST(s.gdt.base == layout::kBootGdt);
+  BOOST_TEST(s.gdt.limit == x86::kBootGdtEntries * 8 - 1);
+  BOOST_TEST(s.tr.selector == x86::kSelTss);
+  BOOST_TEST(s.tr.type == 0xb);
+}
+
+BOOST_AUTO_TEST_CASE(long_mode_sregs_for_linux64) {
+  kvm_sregs s = x86::boot_sregs(kvm_sregs{}, EntryMode::long64);
+  BOOST_TEST(s.cs.selector == 0x10);  // __BOOT_CS
+  BOOST_TEST(s.cs.l == 1);
+  BOOST_TEST(s.cs.db == 0);
+  BOOST_TEST(s.ds.selector == 0x18);  // __BOOT_DS
+  BOOST_TEST(s.es.selector == 0x18);
+  BOOST_TEST(s.ss.selector == 0x18);
+  BOOST_TEST((s.cr0 & (x86::kCr0Pe | x86::kCr0Pg)) == (x86::kCr0Pe | x86::kCr0Pg));
+  BOOST_TEST(s.cr4 & x86::kCr4Pae);
+  BOOST_TEST(s.efer == (x86::kEferLme | x86::kEferLma));
+  BOOST_TEST(s.cr3 == layout::kPml4);
+}
+
+BOOST_AUTO_TEST_CASE(registers_carry_the_protocol_arguments) {
+  BootPlan linux_plan{BootProtocol::linux64, EntryMode::long64, 0x100200, layout::kZeroPage};
+  kvm_regs r = x86::boot_regs(linux_plan);
+  BOOST_TEST(r.rip == 0x100200u);
+  BOOST_TEST(r.rsi == layout::kZeroPage);
+  BOOST_TEST(r.rflags == 2u);
+  BootPlan mb{BootProtocol::multiboot, EntryMode::protected32, 0x100010};
+  mb.eax = 0x2BADB002;
+  mb.ebx = layout::kMultibootInfo;
+  r = x86::boot_regs(mb);
+  BOOST_TEST(r.rax == 0x2BADB002u);
+  BOOST_TEST(r.rbx == layout::kMultibootInfo);
+}
+
+BOOST_AUTO_TEST_CASE(cpuid_reports_apic_id_and_vcpu_count) {
+  std::vector<kvm_cpuid_entry2> supported(2);
+  supported[0].function = 1;
+  supported[0].ebx = 0xff00ffff;  // stale APIC id and count must be replaced
+  supported[1].function = 0xb;
+  auto out = x86::vcpu_cpuid(supported, 3, 4);
+  BOOST_TEST((out[0].ebx >> 24) == 3u);
+  BOOST_TEST(((out[0].ebx >> 16) & 0xff) == 4u);
+  BOOST_TEST((out[0].ebx & 0xffff) == 0xffffu);
+  BOOST_TEST((out[0].ecx & x86::kCpuidEcxHypervisor) != 0u);
+  BOOST_TEST((out[0].edx & x86::kCpuidEdxHtt) != 0u);
+  BOOST_TEST(out[1].edx == 3u);
+  auto msrs = x86::boot_msrs();
+  bool misc = false;
+  for (auto& m : msrs)
+    if (m.index == x86::kMsrMiscEnable) misc = m.data == x86::kMiscEnableFastStrings;
+  BOOST_TEST(misc);
+  BOOST_TEST(x86::boot_fpu().fcw == 0x37f);
+  BOOST_TEST(x86::boot_fpu().mxcsr == 0x1f80u);
+}

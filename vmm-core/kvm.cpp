@@ -1,0 +1,200 @@
+#include "vmm-core/kvm.hpp"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "vmm-core/layout.hpp"
+
+namespace apiary::vmm::kvm {
+
+namespace {
+constexpr int kKvmApiVersion = 12;
+constexpr uint32_t kMaxCpuidEntries = 256;
+
+// <linux/kvm.h> declares the variable-length tails of kvm_cpuid2 and kvm_msrs
+// with __DECLARE_FLEX_ARRAY, whose empty struct has size 1 in C++: sizeof()
+// and the offset of entries[] come out 12 instead of 8, which corrupts both
+// the ioctl numbers and the layout. So these ioctls use their own 8-byte
+// headers, matching the kernel ABI (the entries follow at offset 8).
+struct VarHeader {
+  uint32_t count;
+  uint32_t padding;
+};
+static_assert(sizeof(VarHeader) == 8);
+constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, VarHeader);
+constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, VarHeader);
+constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, VarHeader);
+
+template <class Entry>
+std::vector<uint8_t> var_buffer(const Entry* entries, uint32_t n) {
+  std::vector<uint8_t> buf(sizeof(VarHeader) + n * sizeof(Entry));
+  VarHeader h{n, 0};
+  std::memcpy(buf.data(), &h, sizeof h);
+  if (entries) std::memcpy(buf.data() + sizeof h, entries, n * sizeof(Entry));
+  return buf;
+}
+}  // namespace
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+long checked_ioctl(int fd, unsigned long request, const char* name, unsigned long arg) {
+  long r;
+  do {
+    r = ::ioctl(fd, request, arg);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) throw Error(Errc::ioctl_failed, std::string(name) + ": " + std::strerror(errno));
+  return r;
+}
+
+System::System(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT || err == ENODEV || err == ENXIO)
+      throw Error(Errc::kvm_unavailable, path + ": " + std::strerror(err) +
+                                             " (is the kvm module loaded? does this host allow virtualization?)");
+    throw Error(Errc::kvm_permission, path + ": " + std::strerror(err) +
+                                          " (run as root or add the user to the kvm group)");
+  }
+  fd_ = Fd(fd);
+  long version = APIARY_KVM_IOCTL(fd, KVM_GET_API_VERSION);
+  if (version != kKvmApiVersion)
+    throw Error(Errc::kvm_api_version, "KVM API version " + std::to_string(version) + ", need 12");
+  vcpu_mmap_size_ = static_cast<size_t>(APIARY_KVM_IOCTL(fd, KVM_GET_VCPU_MMAP_SIZE));
+  for (long cap : {KVM_CAP_IRQCHIP, KVM_CAP_PIT2, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_USER_MEMORY,
+                   KVM_CAP_EXT_CPUID}) {
+    if (check_extension(cap) <= 0)
+      throw Error(Errc::kvm_capability, "KVM capability " + std::to_string(cap) + " missing");
+  }
+  auto buf = var_buffer<kvm_cpuid_entry2>(nullptr, kMaxCpuidEntries);
+  checked_ioctl(fd, kGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID", buf.data());
+  VarHeader h;
+  std::memcpy(&h, buf.data(), sizeof h);
+  cpuid_.resize(h.count);
+  std::memcpy(cpuid_.data(), buf.data() + sizeof h, h.count * sizeof(kvm_cpuid_entry2));
+}
+
+int System::check_extension(long cap) const {
+  int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+  return r < 0 ? 0 : r;
+}
+
+int System::max_vcpus() const {
+  int n = check_extension(KVM_CAP_MAX_VCPUS);
+  if (n <= 0) n = check_extension(KVM_CAP_NR_VCPUS);
+  return n > 0 ? n : 1;
+}
+
+Vm::Vm(const System& sys) : sys_(&sys) {
+  fd_ = Fd(static_cast<int>(APIARY_KVM_IOCTL(sys.fd(), KVM_CREATE_VM, 0ul)));
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(layout::kKvmTss));
+  uint64_t identity = layout::kKvmIdentityMap;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &identity);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_CREATE_IRQCHIP);
+  kvm_pit_config pit{};
+  pit.flags = KVM_PIT_SPEAKER_DUMMY;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_CREATE_PIT2, &pit);
+}
+
+void Vm::map_memory(const GuestMemory& mem) {
+  for (const auto& r : mem.regions()) {
+    kvm_userspace_memory_region region{};
+    region.slot = next_slot_++;
+    region.guest_phys_addr = r.gpa;
+    region.memory_size = r.size;
+    region.userspace_addr = reinterpret_cast<uint64_t>(r.host);
+    APIARY_KVM_IOCTL(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region);
+  }
+}
+
+void Vm::set_irq_line(uint32_t irq, bool level) {
+  kvm_irq_level l{};
+  l.irq = irq;
+  l.level = level ? 1 : 0;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_IRQ_LINE, &l);
+}
+
+void Vm::add_irqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd f{};
+  f.fd = static_cast<uint32_t>(eventfd);
+  f.gsi = gsi;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_IRQFD, &f);
+}
+
+Vcpu::Vcpu(const Vm& vm, uint32_t id) : id_(id) {
+  fd_ = Fd(static_cast<int>(APIARY_KVM_IOCTL(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id))));
+  run_size_ = vm.system().vcpu_mmap_size();
+  void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  if (p == MAP_FAILED)
+    throw Error(Errc::ioctl_failed, std::string("mmap(kvm_run): ") + std::strerror(errno));
+  run_ = static_cast<kvm_run*>(p);
+}
+
+Vcpu::~Vcpu() {
+  if (run_) ::munmap(run_, run_size_);
+}
+
+int Vcpu::run() noexcept {
+  return ::ioctl(fd_.get(), KVM_RUN, 0) < 0 ? -errno : 0;
+}
+
+kvm_regs Vcpu::get_regs() const {
+  kvm_regs r{};
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_REGS, &r);
+  return r;
+}
+void Vcpu::set_regs(const kvm_regs& r) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_REGS, &r); }
+kvm_sregs Vcpu::get_sregs() const {
+  kvm_sregs s{};
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_SREGS, &s);
+  return s;
+}
+void Vcpu::set_sregs(const kvm_sregs& s) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_SREGS, &s); }
+kvm_mp_state Vcpu::get_mp_state() const {
+  kvm_mp_state m{};
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_MP_STATE, &m);
+  return m;
+}
+void Vcpu::set_mp_state(uint32_t state) {
+  kvm_mp_state m{state};
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_MP_STATE, &m);
+}
+void Vcpu::set_fpu(const kvm_fpu& f) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_FPU, &f); }
+
+void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+  auto buf = var_buffer(entries.data(), static_cast<uint32_t>(entries.size()));
+  checked_ioctl(fd_.get(), kSetCpuid2, "KVM_SET_CPUID2", buf.data());
+}
+
+void Vcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
+  auto buf = var_buffer(msrs.data(), static_cast<uint32_t>(msrs.size()));
+  long n = checked_ioctl(fd_.get(), kSetMsrs, "KVM_SET_MSRS", buf.data());
+  if (n != static_cast<long>(msrs.size()))
+    throw Error(Errc::ioctl_failed, "KVM_SET_MSRS: set " + std::to_string(n) + " of " +
+                                        std::to_string(msrs.size()) + " MSRs (first refused: index " +
+                                        std::to_string(msrs[static_cast<size_t>(n)].index) + ")");
+}
+
+kvm_lapic_state Vcpu::get_lapic() const {
+  kvm_lapic_state l{};
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_LAPIC, &l);
+  return l;
+}
+void Vcpu::set_lapic(const kvm_lapic_state& l) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_LAPIC, &l); }
+
+}  // namespace apiary::vmm::kvm

@@ -1,0 +1,118 @@
+// RAII wrappers over the KVM ioctl API: the system (/dev/kvm), one VM, and
+// one vCPU with its mmapped kvm_run page.
+//
+// Every failed ioctl is turned into Errc::ioctl_failed naming the ioctl and
+// errno, so an operator sees "KVM_CREATE_VCPU: Invalid argument" instead of a
+// bare -1. KVM_RUN itself never throws: it is the hot path and its EINTR is
+// the normal way a kicked vCPU leaves the guest.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vmm-core/error.hpp"
+#include "vmm-core/guest_memory.hpp"
+
+namespace apiary::vmm::kvm {
+
+// An owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd();
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const noexcept { return fd_; }
+  int release() noexcept { int f = fd_; fd_ = -1; return f; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// ioctl that throws Errc::ioctl_failed("NAME: strerror") on failure.
+long checked_ioctl(int fd, unsigned long request, const char* name, unsigned long arg = 0);
+template <class T>
+long checked_ioctl(int fd, unsigned long request, const char* name, T* arg) {
+  return checked_ioctl(fd, request, name, reinterpret_cast<unsigned long>(arg));
+}
+#define APIARY_KVM_IOCTL(fd, req, ...) ::apiary::vmm::kvm::checked_ioctl(fd, req, #req, ##__VA_ARGS__)
+
+class System {
+ public:
+  // Opens the KVM device. Errc::kvm_unavailable if it does not exist,
+  // kvm_permission if it cannot be opened, kvm_api_version if the API is not 12.
+  explicit System(const std::string& path = "/dev/kvm");
+
+  int fd() const noexcept { return fd_.get(); }
+  int check_extension(long cap) const;  // 0 when absent
+  int max_vcpus() const;
+  size_t vcpu_mmap_size() const noexcept { return vcpu_mmap_size_; }
+  const std::vector<kvm_cpuid_entry2>& supported_cpuid() const noexcept { return cpuid_; }
+
+ private:
+  Fd fd_;
+  size_t vcpu_mmap_size_ = 0;
+  std::vector<kvm_cpuid_entry2> cpuid_;
+};
+
+class Vm {
+ public:
+  // Creates the VM, sets the TSS and identity-map addresses, and creates the
+  // in-kernel irqchip (PIC, IOAPIC, LAPIC) and PIT.
+  explicit Vm(const System& sys);
+
+  int fd() const noexcept { return fd_.get(); }
+  const System& system() const noexcept { return *sys_; }
+  // Registers every region of `mem` as a memslot.
+  void map_memory(const GuestMemory& mem);
+  // Drives an irqchip input line (IRQ 0-23 of PIC/IOAPIC).
+  void set_irq_line(uint32_t irq, bool level);
+  // Registers an eventfd that raises `gsi` when signalled.
+  void add_irqfd(int eventfd, uint32_t gsi);
+
+ private:
+  const System* sys_;
+  Fd fd_;
+  uint32_t next_slot_ = 0;
+};
+
+class Vcpu {
+ public:
+  Vcpu(const Vm& vm, uint32_t id);
+  ~Vcpu();
+  Vcpu(const Vcpu&) = delete;
+  Vcpu& operator=(const Vcpu&) = delete;
+
+  uint32_t id() const noexcept { return id_; }
+  int fd() const noexcept { return fd_.get(); }
+  kvm_run* run_page() const noexcept { return run_; }
+  // KVM_RUN: 0 on an exit, -errno otherwise (-EINTR after a kick). Never throws.
+  int run() noexcept;
+
+  kvm_regs get_regs() const;
+  void set_regs(const kvm_regs& r);
+  kvm_sregs get_sregs() const;
+  void set_sregs(const kvm_sregs& s);
+  kvm_mp_state get_mp_state() const;
+  void set_mp_state(uint32_t state);
+  void set_fpu(const kvm_fpu& f);
+  void set_cpuid(const std::vector<kvm_cpuid_entry2>& entries);
+  void set_msrs(const std::vector<kvm_msr_entry>& msrs);
+  kvm_lapic_state get_lapic() const;
+  void set_lapic(const kvm_lapic_state& l);
+
+ private:
+  uint32_t id_;
+  Fd fd_;
+  kvm_run* run_ = nullptr;
+  size_t run_size_ = 0;
+};
+
+}  // namespace apiary::vmm::kvm

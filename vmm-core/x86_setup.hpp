@@ -1,0 +1,53 @@
+// CPU state at the first instruction: the boot GDT and identity page tables
+// in guest memory, segment/control registers for 32-bit protected mode (PVH,
+// multiboot) or 64-bit long mode (Linux 64-bit boot protocol), CPUID, MSRs,
+// FPU and local-APIC LINT wiring.
+//
+// The boot GDT follows the Linux boot protocol's selectors so one table serves
+// every protocol: 0x08 flat 32-bit code, 0x10 64-bit code (__BOOT_CS),
+// 0x18 flat data (__BOOT_DS), 0x20 a 64-bit TSS (two slots).
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "vmm-core/boot.hpp"
+#include "vmm-core/guest_memory.hpp"
+#include "vmm-core/kvm.hpp"
+
+namespace apiary::vmm::x86 {
+
+inline constexpr uint16_t kSelCode32 = 0x08;
+inline constexpr uint16_t kSelCode64 = 0x10;
+inline constexpr uint16_t kSelData = 0x18;
+inline constexpr uint16_t kSelTss = 0x20;
+inline constexpr unsigned kBootGdtEntries = 6;
+
+// Encodes a segment descriptor (SDM 3.4.5) for the GDT.
+uint64_t gdt_entry(uint16_t flags, uint32_t base, uint32_t limit);
+// The boot GDT as written to layout::kBootGdt.
+std::vector<uint64_t> boot_gdt();
+// Writes the GDT, an empty IDT and page tables identity-mapping 0..4 GiB.
+void write_boot_tables(GuestMemory& mem);
+
+// Segment/control registers for the plan's entry mode, applied to `base`
+// (as read from the vCPU, so KVM's other fields are preserved).
+kvm_sregs boot_sregs(const kvm_sregs& base, EntryMode mode);
+// General registers for the plan (rip, rsi / eax, ebx, rflags).
+kvm_regs boot_regs(const BootPlan& plan);
+
+// KVM's supported CPUID with this vCPU's APIC id and the vCPU count in leaf 1
+// EBX[31:24] / EBX[23:16], the hypervisor bit, and leaf 0xB's x2APIC id.
+std::vector<kvm_cpuid_entry2> vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
+                                         uint32_t apic_id, uint32_t vcpu_count);
+std::vector<kvm_msr_entry> boot_msrs();
+kvm_fpu boot_fpu();
+
+// Programs a vCPU for boot: CPUID, MSRs, FPU, LAPIC LINT0=ExtINT/LINT1=NMI,
+// and — for the bootstrap processor — the plan's registers. Application
+// processors are left in KVM's wait-for-SIPI state.
+void setup_vcpu(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count, const BootPlan* plan);
+
+}  // namespace apiary::vmm::x86
