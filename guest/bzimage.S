@@ -81,4 +81,5 @@ version_string:
     .org SETUP_SIZE
 kernel_start:
     .incbin APIARY_FLAT_IMAGE
+    .balign 16, 0   // loaders check syssize * 16 <= the bytes after the setup
 kernel_end:

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -72,6 +73,9 @@ System::System(const std::string& path) {
                                           " (run as root or add the user to the kvm group)");
   }
   fd_ = Fd(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISCHR(st.st_mode) || ::ioctl(fd, KVM_GET_API_VERSION, 0) < 0)
+    throw Error(Errc::kvm_unavailable, path + " is not a KVM device");
   long version = APIARY_KVM_IOCTL(fd, KVM_GET_API_VERSION);
   if (version != kKvmApiVersion)
     throw Error(Errc::kvm_api_version, "KVM API version " + std::to_string(version) + ", need 12");

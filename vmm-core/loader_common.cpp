@@ -28,10 +28,10 @@ namespace loader {
 
 Bytes file_range(Bytes image, uint64_t offset, uint64_t len, std::string_view what) {
   const uint64_t size = image.size();
-  if (offset > size)
-    throw Error(Errc::image_corrupt, std::string(what) + " at offset " + hex(offset) +
-                                         " lies past the end of the " + hex(size) + "-byte image");
-  if (len > size - offset)
+  if (offset > UINT64_MAX - len)
+    throw Error(Errc::image_corrupt, std::string(what) + " [" + hex(offset) + ", +" + hex(len) +
+                                         ") wraps around the address space");
+  if (offset + len > size)
     throw Error(Errc::image_truncated, std::string(what) + " [" + hex(offset) + ", +" + hex(len) +
                                            ") runs past the end of the " + hex(size) +
                                            "-byte image");

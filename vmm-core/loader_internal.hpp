@@ -37,9 +37,10 @@ inline constexpr uint64_t kKiB = 1024;
 
 // ------------------------------------------------------ image reading --
 
-// The bytes [offset, offset + len) of the image. A range that starts past
-// the end of the file (an offset no real file could have) is image_corrupt;
-// one that starts inside but runs past the end is image_truncated.
+// The bytes [offset, offset + len) of the image. A range that wraps around
+// 2^64 is image_corrupt (no file could satisfy it); one that merely runs past
+// the end of the file is image_truncated, since the header cannot tell a cut
+// file from a wrong offset and cut files are the common case.
 Bytes file_range(Bytes image, uint64_t offset, uint64_t len, std::string_view what);
 
 template <class T>

@@ -29,8 +29,9 @@ void install_kick_handler() {
 }
 
 KvmVcpuBackend::KvmVcpuBackend(const kvm::Vm& vm, uint32_t id, uint32_t vcpu_count, Bus& bus)
-    : vm_(vm), vcpu_(vm, id), vcpu_count_(vcpu_count), bus_(bus) {
+    : vcpu_(vm, id), bus_(bus) {
   install_kick_handler();
+  x86::set_vcpu_cpuid(vcpu_, vm.system(), vcpu_count);
 }
 
 void KvmVcpuBackend::bind_thread() {
@@ -120,7 +121,7 @@ VcpuDump KvmVcpuBackend::dump() const {
 }
 
 void KvmVcpuBackend::reset(const BootPlan* plan) {
-  x86::setup_vcpu(vcpu_, vm_.system(), vcpu_count_, plan);
+  x86::reset_vcpu(vcpu_, plan);
   if (!plan && vcpu_.id() != 0) vcpu_.set_mp_state(KVM_MP_STATE_UNINITIALIZED);
   if (plan) vcpu_.set_mp_state(KVM_MP_STATE_RUNNABLE);
 }

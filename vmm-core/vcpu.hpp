@@ -86,9 +86,7 @@ class KvmVcpuBackend final : public VcpuBackend {
   void dispatch_pio(const ExitPio& pio) noexcept;
   void dispatch_mmio() noexcept;
 
-  const kvm::Vm& vm_;
   kvm::Vcpu vcpu_;
-  uint32_t vcpu_count_;
   Bus& bus_;
   std::mutex bind_mutex_;
   pthread_t thread_{};

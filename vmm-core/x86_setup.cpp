@@ -156,8 +156,11 @@ void set_lvt(kvm_lapic_state& l, uint32_t reg, uint32_t mode) {
 }
 }  // namespace
 
-void setup_vcpu(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count, const BootPlan* plan) {
+void set_vcpu_cpuid(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count) {
   vcpu.set_cpuid(vcpu_cpuid(sys.supported_cpuid(), vcpu.id(), vcpu_count));
+}
+
+void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan) {
   vcpu.set_msrs(boot_msrs());
   vcpu.set_fpu(boot_fpu());
   kvm_lapic_state lapic = vcpu.get_lapic();

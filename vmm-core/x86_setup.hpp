@@ -45,9 +45,11 @@ std::vector<kvm_cpuid_entry2> vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& su
 std::vector<kvm_msr_entry> boot_msrs();
 kvm_fpu boot_fpu();
 
-// Programs a vCPU for boot: CPUID, MSRs, FPU, LAPIC LINT0=ExtINT/LINT1=NMI,
+// CPUID, once per vCPU before it first runs (KVM refuses changes after that).
+void set_vcpu_cpuid(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count);
+// Programs a vCPU for (re)boot: MSRs, FPU, LAPIC LINT0=ExtINT/LINT1=NMI,
 // and — for the bootstrap processor — the plan's registers. Application
-// processors are left in KVM's wait-for-SIPI state.
-void setup_vcpu(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count, const BootPlan* plan);
+// processors are left for INIT/SIPI by the caller.
+void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan);
 
 }  // namespace apiary::vmm::x86

@@ -30,7 +30,9 @@ void cmd_help(const CommandContext&) {
 
 void cmd_info(const CommandContext& ctx) {
   printf("vcpus: %u\n", vcpu_count());
-  printf("memory: %lu MiB\n", ctx.boot.ram_bytes >> 20);
+  // Rounded to the nearest MiB: the map leaves out the 384 KiB legacy hole
+  // below 1 MiB, so a 256 MiB VM has 255.6 MiB of RAM entries.
+  printf("memory: %lu MiB\n", (ctx.boot.ram_bytes + (1u << 19)) >> 20);
   printf("protocol: %s\n", ctx.boot.protocol_name);
   printf("cmdline: %s\n", ctx.boot.cmdline);
 }

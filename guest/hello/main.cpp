@@ -8,11 +8,11 @@
 namespace apiary::guestlib {
 
 int guest_main(const BootInfo& boot) {
-  progress(0x01);  // reached C++
+  progress(0x01);  // reached guest_main: entry stub, long mode, COM1 init, boot info
   printf("Hello from the Apiary guest (%s)\n", boot.protocol_name);
+  progress(0x02);  // banner out
   printf("cmdline: %s\n", boot.cmdline);
-  progress(0x02);  // console output done
-  progress(0x03);  // about to exit
+  progress(0x03);  // command line out; exiting next
   debug_exit(0);
 }
 
