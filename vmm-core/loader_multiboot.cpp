@@ -9,8 +9,6 @@
 // loader name and the initrd as module 0.
 //
 // Reference: the Multiboot Specification 0.6.96, sections 3.1 - 3.3.
-#include <elf.h>
-
 #include <algorithm>
 
 #include "vmm-core/boot.hpp"
@@ -22,22 +20,26 @@ namespace apiary::vmm {
 
 using bootproto::MultibootHeader;
 
-namespace loader {
+namespace {
+constexpr uint64_t kMandatoryHeader = 3 * sizeof(uint32_t);  // magic, flags, checksum
 
-std::optional<uint64_t> find_multiboot_magic(Bytes image) noexcept {
+// The next 4-byte aligned magic at or after `from` whose mandatory header
+// part would end within the first 8 KiB (it may still run past the file).
+std::optional<uint64_t> next_magic(loader::Bytes image, uint64_t from) {
   const uint64_t window = std::min<uint64_t>(image.size(), bootproto::kMultibootSearch);
-  // The mandatory part of the header is magic, flags and checksum.
-  constexpr uint64_t kMandatory = 3 * sizeof(uint32_t);
-  for (uint64_t off = 0; off + sizeof(uint32_t) <= window;
+  for (uint64_t off = from; off + sizeof(uint32_t) <= window;
        off += bootproto::kMultibootHeaderAlign) {
-    if (off + kMandatory > bootproto::kMultibootSearch) break;
+    if (off + kMandatoryHeader > bootproto::kMultibootSearch) break;
     uint32_t magic;
     std::memcpy(&magic, image.data() + off, sizeof magic);
     if (magic == bootproto::kMultibootHeaderMagic) return off;
   }
   return std::nullopt;
 }
+}  // namespace
 
+namespace loader {
+std::optional<uint64_t> find_multiboot_magic(Bytes image) noexcept { return next_magic(image, 0); }
 }  // namespace loader
 
 namespace {
@@ -45,7 +47,6 @@ namespace {
 using loader::Bytes;
 using loader::hex;
 
-constexpr uint64_t kMandatoryHeader = 3 * sizeof(uint32_t);  // magic, flags, checksum
 // Spec 3.1.2: flag bits 0-15 are requirements a loader must fulfil or refuse.
 constexpr uint32_t kRequiredFlagsMask = 0x0000ffff;
 // Page-aligned modules (ours always are) and memory info (always given). The
@@ -73,19 +74,14 @@ bool checksum_ok(Bytes image, uint64_t off) {
 // the end of the file is image_truncated; magics that all fail the checksum
 // are multiboot_bad_checksum.
 FoundHeader find_header(Bytes image) {
-  const uint64_t window = std::min<uint64_t>(image.size(), bootproto::kMultibootSearch);
   bool saw_magic = false;
-  for (uint64_t off = 0; off + sizeof(uint32_t) <= window;
-       off += bootproto::kMultibootHeaderAlign) {
-    uint32_t magic;
-    std::memcpy(&magic, image.data() + off, sizeof magic);
-    if (magic != bootproto::kMultibootHeaderMagic) continue;
-    if (off + kMandatoryHeader > bootproto::kMultibootSearch) break;
+  for (auto off = next_magic(image, 0); off;
+       off = next_magic(image, *off + bootproto::kMultibootHeaderAlign)) {
     saw_magic = true;
-    loader::file_range(image, off, kMandatoryHeader, "multiboot header");
-    if (!checksum_ok(image, off)) continue;
-    FoundHeader found{off, {}};
-    std::memcpy(&found.hdr, image.data() + off, kMandatoryHeader);
+    loader::file_range(image, *off, kMandatoryHeader, "multiboot header");
+    if (!checksum_ok(image, *off)) continue;
+    FoundHeader found{*off, {}};
+    std::memcpy(&found.hdr, image.data() + *off, kMandatoryHeader);
     return found;
   }
   if (saw_magic)

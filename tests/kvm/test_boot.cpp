@@ -106,10 +106,11 @@ BOOST_AUTO_TEST_CASE(triple_fault_is_reported_not_fatal) {
 }
 
 BOOST_AUTO_TEST_CASE(unsupported_instruction_becomes_a_named_guest_fault) {
-  // movbe eax, [0]: the instruction emulator here lacks it (see ARCHITECTURE.md);
-  // on hardware with VMX it may instead run, fault and triple-fault. Either way
-  // the VMM reports a named outcome and the process survives.
-  Machine m(config_for(multiboot_flat({0x0f, 0x38, 0xf0, 0x05, 0, 0, 0, 0, 0x0f, 0x0b})));
+  // pxor xmm0, xmm0: the instruction emulator here lacks SSE arithmetic (see
+  // ARCHITECTURE.md) and KVM reports an emulation failure; on hardware with
+  // VMX it raises #UD (CR4.OSFXSR is clear) and triple-faults. Either way the
+  // VMM reports a named outcome and the process survives.
+  Machine m(config_for(multiboot_flat({0x66, 0x0f, 0xef, 0xc0, 0xeb, 0xfe})));
   MachineRunner runner(m);
   RunOutcome out = runner.run(kBootDeadline);
   BOOST_TEST_MESSAGE("outcome: " << to_string(out.kind) << " " << out.detail);
