@@ -66,7 +66,8 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   load_kernel();
   for (uint32_t id = 0; id < config_.vcpus; ++id) {
     if (simulated()) {
-      vcpus_.push_back(std::make_unique<vmm::SimVcpuBackend>(id, bus_));
+      vcpus_.push_back(std::make_unique<vmm::SimVcpuBackend>(
+          id, bus_, id < config_.sim_programs.size() ? config_.sim_programs[id] : std::vector<vmm::SimStep>{}));
     } else {
       vcpus_.push_back(std::make_unique<vmm::KvmVcpuBackend>(*vm_, id, config_.vcpus, bus_));
     }
@@ -92,10 +93,17 @@ void Machine::set_event_handler(std::function<void(const MachineEvent&)> handler
   handler_ = std::move(handler);
 }
 
-void Machine::reset_for_reboot() {
+void Machine::reload_kernel() {
   // Fresh RAM contents: a rebooted guest must not see its old memory.
   memory_->zero_all();
   load_kernel();
+}
+
+bool Machine::inject_ctrl_alt_del() { return false; }
+bool Machine::press_power_button() { return false; }
+
+void Machine::reset_for_reboot() {
+  reload_kernel();
   for (Device* d : devices()) d->reset();
   for (auto& v : vcpus_) v->reset(v->id() == 0 ? &plan_ : nullptr);
 }

@@ -26,6 +26,7 @@
 #include "vmm-core/bus.hpp"
 #include "vmm-core/guest_memory.hpp"
 #include "vmm-core/kvm.hpp"
+#include "vmm-core/sim_vcpu.hpp"
 #include "vmm-core/vcpu.hpp"
 
 namespace apiary::devices {
@@ -40,6 +41,9 @@ struct MachineConfig {
   std::vector<uint8_t> initrd;
   size_t console_history_bytes = 64 * 1024;
   VcpuBackendKind backend = VcpuBackendKind::kvm;
+  // Simulated backend only: the program each vCPU replays (index = vCPU id;
+  // missing entries are idle vCPUs).
+  std::vector<std::vector<vmm::SimStep>> sim_programs;
   std::string kvm_path = "/dev/kvm";
 };
 
@@ -77,6 +81,13 @@ class Machine final : private DeviceEvents, private IrqLine {
   // Power-on state again: reload the kernel, reset every device and vCPU.
   // Only while no vCPU is running.
   void reset_for_reboot();
+  // The memory part of a reboot: RAM cleared, kernel and boot tables
+  // reloaded. Devices and vCPUs are reset by their owners (fan-outs).
+  void reload_kernel();
+
+  // Soft events for the guest to react to (false: the board lacks the device).
+  bool inject_ctrl_alt_del();
+  bool press_power_button();
 
  private:
   void load_kernel();

@@ -7,6 +7,12 @@ extern const uint8_t apiary_guest_demo_elf_start[];
 extern const uint8_t apiary_guest_demo_elf_end[];
 extern const uint8_t apiary_guest_hello_elf_start[];
 extern const uint8_t apiary_guest_hello_elf_end[];
+extern const uint8_t apiary_guest_triple_elf_start[];
+extern const uint8_t apiary_guest_triple_elf_end[];
+extern const uint8_t apiary_guest_spin_elf_start[];
+extern const uint8_t apiary_guest_spin_elf_end[];
+extern const uint8_t apiary_guest_smp_elf_start[];
+extern const uint8_t apiary_guest_smp_elf_end[];
 }
 
 namespace apiary::guest {
@@ -15,6 +21,9 @@ std::span<const EmbeddedGuest> embedded_guests() {
   static const EmbeddedGuest guests[] = {
       {"demo", {apiary_guest_demo_elf_start, apiary_guest_demo_elf_end}},
       {"hello", {apiary_guest_hello_elf_start, apiary_guest_hello_elf_end}},
+      {"triple", {apiary_guest_triple_elf_start, apiary_guest_triple_elf_end}},
+      {"spin", {apiary_guest_spin_elf_start, apiary_guest_spin_elf_end}},
+      {"smp", {apiary_guest_smp_elf_start, apiary_guest_smp_elf_end}},
   };
   return guests;
 }

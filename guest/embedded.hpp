@@ -2,7 +2,8 @@
 //
 // `apiary run` with no --kernel boots the demo guest, and tests can boot
 // hello without touching the filesystem; both need the images inside the
-// executable. The build produces demo.elf and hello.elf (PVH ELF images, see
+// executable. The build produces demo.elf, hello.elf and the test guests
+// triple.elf, spin.elf and smp.elf (PVH ELF images, see
 // guest/CMakeLists.txt) and embedded_images.S pulls them in with .incbin, so
 // this is a plain host library: link apiary_embedded_guests and call
 // embedded_guests() / find_embedded().
@@ -15,7 +16,7 @@
 namespace apiary::guest {
 
 struct EmbeddedGuest {
-  std::string_view name;          // "demo", "hello"
+  std::string_view name;          // "demo", "hello", "triple", "spin", "smp"
   std::span<const uint8_t> image;  // a PVH ELF image
 };
 

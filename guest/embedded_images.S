@@ -1,7 +1,7 @@
 // The guest images inside the apiary binary (see embedded.hpp). Host
 // assembly: .incbin copies each built image verbatim into .rodata between
 // a start and an end symbol. The paths come from guest/CMakeLists.txt as
-// APIARY_DEMO_ELF / APIARY_HELLO_ELF.
+// APIARY_<NAME>_ELF.
 
 .macro embed name, path
     .section .rodata.apiary_guest_\name, "a", @progbits
@@ -17,5 +17,8 @@ apiary_guest_\name\()_end:
 
     embed demo_elf, APIARY_DEMO_ELF
     embed hello_elf, APIARY_HELLO_ELF
+    embed triple_elf, APIARY_TRIPLE_ELF
+    embed spin_elf, APIARY_SPIN_ELF
+    embed smp_elf, APIARY_SMP_ELF
 
     .section .note.GNU-stack, "", @progbits

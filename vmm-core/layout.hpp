@@ -78,7 +78,25 @@ inline constexpr uint8_t kVirtioFirstIrq = 5;
 // A port claimed by a device that does nothing: the exit-cost benchmark's target.
 inline constexpr uint16_t kNoopPort = 0x2000;
 
+// Legacy platform devices (i8042, CMOS RTC, ACPI PM, fw_cfg): the sizes of
+// the port ranges they are registered with, and the CMOS memory-size base.
+inline constexpr uint16_t kRtcPorts = 2;             // 0x70 index + 0x71 data
+inline constexpr uint16_t kAcpiPm1aEvtLen = 4;       // PM1_STS(2) + PM1_EN(2)
+inline constexpr uint16_t kAcpiPm1aCntLen = 2;       // PM1_CNT
+inline constexpr uint16_t kResetControlLen = 1;      // 0xcf9, byte register
+inline constexpr uint16_t kFwCfgDmaLen = 8;          // be64 address: high @+0, low @+4
+inline constexpr uint16_t kFwCfgPorts = kFwCfgDma + kFwCfgDmaLen - kFwCfgSelector;  // 0x510..0x51b
+inline constexpr uint32_t kCmosBaseMemoryKib = 640;  // CMOS 0x15/0x16 conventional memory
+
 // Debug exit: a write of v ends the VM with status (v << 1) | 1.
 constexpr int debug_exit_status(uint32_t v) { return static_cast<int>((v << 1) | 1); }
+
+// ------------------------------------------------- in-tree test guests --
+// Numbers the guests in guest/ rely on (added with the triple and smp guests).
+// CMOS RAM byte (survives reboots, not guest RAM) where guests count boots.
+inline constexpr uint8_t kCmosBootCounter = 0x50;
+// 4 KiB page below 1 MiB the smp guest copies its AP real-mode trampoline to;
+// the STARTUP IPI vector is its page number (0x10).
+inline constexpr uint64_t kApTrampoline = 0x10000;
 
 }  // namespace apiary::layout

@@ -12,6 +12,14 @@ const Command kCommands[] = {
     {"help", "help", "list the commands", cmd_help},
     {"info", "info", "show vCPUs, memory, boot protocol and command line", cmd_info},
     {"exit", "exit [n]", "end the VM with debug-exit code n (default 0)", cmd_exit},
+    {"reboot", "reboot", "reboot through the i8042 reset line (0xFE to port 0x64)", cmd_reboot},
+    {"reset", "reset", "reboot through the reset control register (0x06 to port 0xCF9)", cmd_reset},
+    {"poweroff", "poweroff", "ACPI soft-off (SLP_TYP=5, SLP_EN)", cmd_poweroff},
+    {"crash", "crash", "triple fault (empty IDT, ud2)", cmd_crash},
+    {"time", "time", "RTC date and time, ISO 8601 UTC", cmd_time},
+    {"fwcfg", "fwcfg", "fw_cfg signature, CPU count and command line", cmd_fwcfg},
+    {"disk", "disk ...", "virtio-blk: info | read <s> | write <s> <text> | flush", cmd_disk},
+    {"rng", "rng <n>", "n (1-64) random bytes from virtio-rng, as hex", cmd_rng},
 };
 const size_t kCommandCount = sizeof kCommands / sizeof kCommands[0];
 

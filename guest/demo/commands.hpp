@@ -37,5 +37,13 @@ const Command* find_command(const char* name);
 void cmd_help(const CommandContext& ctx);
 void cmd_info(const CommandContext& ctx);
 void cmd_exit(const CommandContext& ctx);
+void cmd_reboot(const CommandContext& ctx);    // cmd_power.cpp
+void cmd_reset(const CommandContext& ctx);     // cmd_power.cpp
+void cmd_poweroff(const CommandContext& ctx);  // cmd_power.cpp
+void cmd_crash(const CommandContext& ctx);     // cmd_power.cpp
+void cmd_time(const CommandContext& ctx);      // cmd_time.cpp
+void cmd_fwcfg(const CommandContext& ctx);     // cmd_fwcfg.cpp
+void cmd_disk(const CommandContext& ctx);      // cmd_disk.cpp
+void cmd_rng(const CommandContext& ctx);       // cmd_rng.cpp
 
 }  // namespace apiary::guestlib::demo

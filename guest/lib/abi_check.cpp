@@ -12,6 +12,8 @@ static_assert(APIARY_KERNEL_LOAD == layout::kKernelLoad);
 static_assert(APIARY_INITRD_MAX == layout::kInitrdMax);
 static_assert(APIARY_CMDLINE_MAX == layout::kCmdlineMax);
 static_assert(APIARY_DEBUG_EXIT_PORT == layout::kDebugExitPort);
+static_assert(APIARY_AP_TRAMPOLINE == layout::kApTrampoline);
+static_assert(APIARY_MAX_VCPUS == layout::kMaxVcpus);
 static_assert(APIARY_XEN_ELFNOTE_PHYS32_ENTRY == bp::kXenElfNotePhys32Entry);
 static_assert(APIARY_MB_HEADER_MAGIC == bp::kMultibootHeaderMagic);
 static_assert(APIARY_MB_BOOTLOADER_MAGIC == bp::kMultibootBootloaderMagic);

@@ -33,6 +33,8 @@
 #define APIARY_LINUX_LOADED_HIGH 0x01            // bootproto::kLinuxLoadedHigh
 #define APIARY_LINUX_XLF_KERNEL_64 0x0001        // bootproto::kLinuxXlfKernel64
 #define APIARY_DEBUG_EXIT_PORT 0xf4              // layout::kDebugExitPort
+#define APIARY_AP_TRAMPOLINE 0x10000             // layout::kApTrampoline (smp guest)
+#define APIARY_MAX_VCPUS 64                      // layout::kMaxVcpus
 
 // ------------------------------------------- the bzImage header we emit --
 #define APIARY_LINUX_BOOT_VERSION 0x020f   // protocol 2.15

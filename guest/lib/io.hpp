@@ -40,6 +40,18 @@ inline CpuidResult cpuid(uint32_t leaf, uint32_t subleaf = 0) {
   return r;
 }
 
+// Memory-mapped device registers (virtio-mmio, the local APIC). The guest
+// identity-maps 0..4 GiB, so a guest-physical address is also a pointer.
+// volatile keeps each access a single load or store of exactly that width.
+inline uint32_t mmio_read32(uint64_t addr) { return *reinterpret_cast<volatile uint32_t*>(addr); }
+inline void mmio_write32(uint64_t addr, uint32_t v) { *reinterpret_cast<volatile uint32_t*>(addr) = v; }
+inline uint8_t mmio_read8(uint64_t addr) { return *reinterpret_cast<volatile uint8_t*>(addr); }
+
+// Spin-wait hint, also a compiler barrier: a polled location is re-read.
+inline void cpu_relax() { asm volatile("pause" ::: "memory"); }
+// Full fence: stores to shared rings are visible before a doorbell write.
+inline void memory_fence() { asm volatile("mfence" ::: "memory"); }
+
 // Interrupts stay disabled in these guests, so this parks the vCPU for good.
 [[noreturn]] inline void halt_forever() {
   for (;;) asm volatile("cli; hlt");

@@ -32,7 +32,11 @@ struct KvmAvailable {
 };
 inline const KvmAvailable kvm_available{};
 
-inline std::string guest_path(const std::string& file) { return std::string(APIARY_GUEST_DIR) + "/" + file; }
+inline std::string guest_path(const std::string& file) {
+  std::string p = APIARY_GUEST_DIR;
+  p.append("/").append(file);
+  return p;
+}
 inline std::vector<uint8_t> guest_image(const std::string& file) { return vmm::read_file(guest_path(file)); }
 
 }  // namespace apiary::test

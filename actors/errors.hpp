@@ -1,0 +1,31 @@
+// Named failures of the actor layer, carried as caf::error with the
+// "apiary" category so that a requester (and a remote one) can tell them
+// apart and print them.
+#pragma once
+
+#include <caf/error.hpp>
+#include <caf/make_message.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace apiary::actors {
+
+enum class ActorErrc : uint8_t {
+  transition_refused = 1,  // the state table has no such transition
+  wrong_state,             // API call not allowed in the current state
+  ack_timeout,             // a fan-out participant did not acknowledge in time
+  init_failed,             // VMM resources could not be created
+  not_writer,              // console input from a reader that does not hold the writer slot
+  writer_taken,
+  destroyed,               // the instance is gone
+  invalid_argument,
+};
+
+const char* to_string(ActorErrc e) noexcept;
+caf::error make_error(ActorErrc e, std::string detail);
+// Renders an apiary error as "wrong_state: detail"; other errors via CAF.
+std::string describe(const caf::error& e);
+inline constexpr caf::atom_value kErrorCategory = caf::atom("apiary");
+
+}  // namespace apiary::actors

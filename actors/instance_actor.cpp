@@ -1,0 +1,423 @@
+#include "actors/instance_actor.hpp"
+
+#include <optional>
+
+#include "actors/device_actor.hpp"
+#include "actors/errors.hpp"
+#include "actors/fan_out.hpp"
+#include "actors/vcpu_actor.hpp"
+#include "proto/apiary/v1/diagnostics.pb.h"
+
+namespace apiary::actors {
+
+namespace {
+
+using S = InstanceState;
+using ms = std::chrono::milliseconds;
+
+struct InstanceActorState {
+  InstanceConfig cfg;
+  std::shared_ptr<devices::Machine> machine;
+  InstanceState state = S::start;
+  std::optional<InstanceState> target;
+  uint64_t generation = 0;
+  bool busy = false;           // a transition is under way
+  bool conditions_met = false; // boot conditions
+  bool awaiting_conditions = false;
+  std::string reason;          // why the current target was set
+  std::string fault;           // first named fault on the error path
+  int32_t exit_status = -1;
+  std::vector<Participant<vcpu_actor>> vcpus;
+  std::vector<Participant<device_actor>> devices;
+  console_actor console;
+  std::vector<caf::actor> subscribers;
+  std::vector<std::pair<uint64_t, caf::typed_response_promise<std::string, uint64_t>>> waiters;
+  std::string diagnostics;
+  static inline const char* name = "instance";
+};
+using instance_pointer = instance_actor::stateful_pointer<InstanceActorState>;
+
+void drive(instance_pointer self);
+
+void set_state(instance_pointer self, InstanceState next) {
+  auto& st = self->state;
+  st.state = next;
+  ++st.generation;
+  const std::string target = st.target ? to_string(*st.target) : "";
+  for (auto& sub : st.subscribers)
+    caf::anon_send(sub, state_atom::value, std::string(to_string(next)), st.generation, target, st.reason);
+  auto& w = st.waiters;
+  for (auto it = w.begin(); it != w.end();) {
+    if (st.generation > it->first) {
+      it->second.deliver(std::string(to_string(next)), st.generation);
+      it = w.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// Target precedence: Destroy is final; Halt is only replaced by Destroy.
+void set_target(instance_pointer self, InstanceState t, std::string why) {
+  auto& st = self->state;
+  if (st.target == S::destroy) return;
+  if (st.target == S::halt && t != S::destroy) return;
+  st.target = t;
+  st.reason = std::move(why);
+  drive(self);
+}
+
+// The error path: remember the first fault, then tear down via Halt.
+void fault(instance_pointer self, std::string what) {
+  auto& st = self->state;
+  if (st.fault.empty()) st.fault = what;
+  set_target(self, S::destroy, "fault: " + what);
+}
+
+// Runs `phases` one after the other; each is a fan-out whose failure is a
+// named fault. `then` runs after the last phase whatever happened (the error
+// path still has to reach a state).
+using Phase = std::function<void(std::function<void(FanOutResult)>)>;
+void run_phases(instance_pointer self, std::vector<std::pair<std::string, Phase>> phases, size_t i,
+                std::function<void()> then) {
+  if (i == phases.size()) {
+    then();
+    return;
+  }
+  auto name = phases[i].first;
+  auto phase = phases[i].second;
+  phase([=](FanOutResult r) mutable {
+    if (!r.ok()) {
+      std::string what = "ack_timeout in " + name + ":";
+      for (auto& f : r.failed) what += " " + f + ";";
+      auto& st = self->state;
+      if (st.fault.empty()) st.fault = what;
+      if (st.target != S::destroy) {
+        st.target = S::destroy;
+        st.reason = "fault: " + what;
+      }
+    }
+    run_phases(self, std::move(phases), i + 1, std::move(then));
+  });
+}
+
+Phase vcpu_phase(instance_pointer self, auto atom) {
+  return [self, atom](std::function<void(FanOutResult)> done) {
+    fan_out(self, self->state.vcpus, self->state.cfg.phase_deadline, std::move(done), atom);
+  };
+}
+Phase device_phase(instance_pointer self, auto atom) {
+  return [self, atom](std::function<void(FanOutResult)> done) {
+    fan_out(self, self->state.devices, self->state.cfg.phase_deadline, std::move(done), atom);
+  };
+}
+
+void collect_diagnostics(instance_pointer self, std::function<void()> then) {
+  auto& st = self->state;
+  auto diag = std::make_shared<v1::InstanceDiagnostics>();
+  diag->set_instance(st.cfg.name);
+  diag->set_reason(st.fault.empty() ? st.reason : st.fault);
+  diag->set_generation(st.generation);
+  const size_t total = st.vcpus.size() + st.devices.size();
+  if (total == 0) {
+    st.diagnostics = diag->SerializeAsString();
+    then();
+    return;
+  }
+  auto remaining = std::make_shared<size_t>(total);
+  auto finish = [self, diag, remaining, then] {
+    if (--*remaining > 0) return;
+    self->state.diagnostics = diag->SerializeAsString();
+    then();
+  };
+  for (auto& v : st.vcpus) {
+    self->request(v.handle, st.cfg.phase_deadline, dump_atom::value)
+        .then(
+            [diag, finish](const std::string& bytes) {
+              diag->add_vcpus()->ParseFromString(bytes);
+              finish();
+            },
+            [diag, finish, name = v.name](caf::error& e) {
+              diag->add_missing(name + ": " + describe(e));
+              finish();
+            });
+  }
+  for (auto& d : st.devices) {
+    self->request(d.handle, st.cfg.phase_deadline, dump_atom::value)
+        .then(
+            [diag, finish](const std::string& bytes) {
+              diag->add_devices()->ParseFromString(bytes);
+              finish();
+            },
+            [diag, finish, name = d.name](caf::error& e) {
+              diag->add_missing(name + ": " + describe(e));
+              finish();
+            });
+  }
+}
+
+// Creates the machine and the child actors (Start -> Initialize).
+bool initialize(instance_pointer self) {
+  auto& st = self->state;
+  try {
+    st.machine = std::make_shared<devices::Machine>(st.cfg.machine);
+  } catch (const std::exception& e) {
+    if (st.fault.empty()) st.fault = std::string("init_failed: ") + e.what();
+    return false;
+  }
+  auto me = caf::actor_cast<caf::actor>(self);
+  st.machine->set_event_handler([me](const devices::MachineEvent& ev) {
+    // Called on a vCPU thread; one message per machine event (rare), never per I/O exit.
+    if (auto* d = std::get_if<devices::EventDebugExit>(&ev))
+      caf::anon_send(me, guest_event_atom::value, std::string("debug_exit"), static_cast<uint32_t>(d->status),
+                     std::string("debug exit"));
+    else if (auto* r = std::get_if<devices::EventResetRequest>(&ev))
+      caf::anon_send(me, guest_event_atom::value, std::string("reset_request"), 0u, "reset requested by " + r->device);
+    else if (auto* p = std::get_if<devices::EventPoweroffRequest>(&ev))
+      caf::anon_send(me, guest_event_atom::value, std::string("poweroff_request"), 0u,
+                     "poweroff requested by " + p->device);
+  });
+  auto& sys = self->system();
+  for (uint32_t i = 0; i < st.machine->vcpus().size(); ++i) {
+    auto v = spawn_vcpu(sys, st.machine, i, me);
+    self->link_to(v);
+    st.vcpus.push_back({"vcpu-" + std::to_string(i), v});
+  }
+  for (devices::Device* d : st.machine->devices()) {
+    auto a = spawn_device(sys, st.machine, *d);
+    self->link_to(a);
+    st.devices.push_back({"device " + d->name(), a});
+  }
+  st.console = spawn_console(sys, st.machine, me);
+  self->link_to(st.console);
+  st.conditions_met = !st.cfg.wait_for_console;
+  return true;
+}
+
+void destroy_children(instance_pointer self) {
+  auto& st = self->state;
+  for (auto& v : st.vcpus) {
+    self->unlink_from(v.handle);
+    self->send_exit(v.handle, caf::exit_reason::user_shutdown);
+  }
+  for (auto& d : st.devices) {
+    self->unlink_from(d.handle);
+    self->send_exit(d.handle, caf::exit_reason::user_shutdown);
+  }
+  if (st.console) {
+    self->unlink_from(st.console);
+    self->send_exit(st.console, caf::exit_reason::user_shutdown);
+  }
+  st.vcpus.clear();
+  st.devices.clear();
+  st.console = nullptr;
+  st.machine.reset();  // freed once the last child has let go (threads joined)
+}
+
+// Takes the transition cur -> next, then calls done().
+void transition(instance_pointer self, InstanceState next, std::function<void()> done) {
+  auto& st = self->state;
+  const InstanceState cur = st.state;
+  if (cur == S::start && next == S::initialize) {
+    if (!initialize(self)) {
+      st.target = S::destroy;
+      st.reason = st.fault;
+    }
+    done();
+  } else if (cur == S::boot && next == S::run) {
+    if (!st.conditions_met) {
+      st.awaiting_conditions = true;  // cond_met (or its timeout) finishes this transition
+      self->delayed_send(self, st.cfg.console_wait, cond_met_atom::value, std::string("timeout"));
+      return;
+    }
+    run_phases(self, {{"device start", device_phase(self, start_atom::value)},
+                      {"vcpu release", vcpu_phase(self, release_atom::value)}},
+               0, done);
+  } else if (cur == S::run && next == S::quiesce) {
+    run_phases(self, {{"vcpu hold", vcpu_phase(self, hold_atom::value)},
+                      {"device pause", device_phase(self, pause_atom::value)}},
+               0, done);
+  } else if (cur == S::boot && next == S::quiesce) {
+    run_phases(self, {{"device pause", device_phase(self, pause_atom::value)}}, 0, done);
+  } else if (cur == S::quiesce && next == S::run) {
+    run_phases(self, {{"device resume", device_phase(self, resume_atom::value)},
+                      {"vcpu release", vcpu_phase(self, release_atom::value)}},
+               0, done);
+  } else if (cur == S::quiesce && next == S::halt) {
+    collect_diagnostics(self, done);
+  } else if (cur == S::halt && next == S::reboot) {
+    try {
+      st.machine->reload_kernel();
+    } catch (const std::exception& e) {
+      fault(self, std::string("reboot: kernel reload failed: ") + e.what());
+    }
+    run_phases(self, {{"device reset", device_phase(self, reset_atom::value)},
+                      {"vcpu reset", vcpu_phase(self, reset_atom::value)}},
+               0, done);
+  } else if (next == S::destroy) {
+    if (st.machine) {
+      run_phases(self, {{"vcpu exit", vcpu_phase(self, exit_atom::value)},
+                        {"device halt", device_phase(self, halt_atom::value)}},
+                 0, [self, done] {
+                   destroy_children(self);
+                   done();
+                 });
+    } else {
+      done();
+    }
+  } else {
+    done();  // initialize->boot, reboot->boot: bookkeeping only
+  }
+}
+
+void drive(instance_pointer self) {
+  auto& st = self->state;
+  if (st.busy || !st.target) return;
+  if (st.state == S::reboot && st.target == S::reboot) st.target = S::run;  // reboot reached: run again
+  auto hop = next_hop(st.state, *st.target);
+  if (!hop) return;
+  if (!transition_allowed(st.state, *hop)) {  // a table bug, never a guest's doing
+    st.fault = std::string("transition_refused: ") + to_string(st.state) + " -> " + to_string(*hop);
+    return;
+  }
+  st.busy = true;
+  const InstanceState next = *hop;
+  transition(self, next, [self, next] {
+    self->state.busy = false;
+    set_state(self, next);
+    drive(self);
+  });
+}
+
+caf::error refuse(instance_pointer self, const char* action) {
+  auto& st = self->state;
+  return make_error(ActorErrc::wrong_state, std::string("cannot ") + action + " instance '" + st.cfg.name +
+                                                "' in state " + to_string(st.state) +
+                                                (st.target ? std::string(" (target ") + to_string(*st.target) + ")" : ""));
+}
+
+instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfig cfg) {
+  self->state.cfg = std::move(cfg);
+  // Whatever ends the actor, its children go with it (links), and the
+  // machine is freed by the last of them to let go.
+  return {
+      [=](start_atom) -> caf::result<ack_atom> {
+        if (self->state.state != S::start || self->state.target) return refuse(self, "start");
+        set_target(self, S::run, "start requested");
+        return ack_atom::value;
+      },
+      [=](pause_atom) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        if ((st.state != S::run && st.state != S::boot) || st.target != S::run) return refuse(self, "pause");
+        set_target(self, S::quiesce, "pause requested");
+        return ack_atom::value;
+      },
+      [=](resume_atom) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        if (st.target != S::quiesce) return refuse(self, "resume");
+        set_target(self, S::run, "resume requested");
+        return ack_atom::value;
+      },
+      [=](halt_atom) -> caf::result<ack_atom> {
+        if (self->state.state == S::destroy) return make_error(ActorErrc::destroyed, self->state.cfg.name);
+        set_target(self, S::halt, "halt requested");
+        return ack_atom::value;
+      },
+      [=](poweroff_atom) -> caf::result<ack_atom> {
+        if (self->state.state == S::destroy) return make_error(ActorErrc::destroyed, self->state.cfg.name);
+        set_target(self, S::destroy, "forced poweroff");
+        return ack_atom::value;
+      },
+      [=](hard_reset_atom) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        if (st.state == S::destroy || st.target == S::destroy || st.state == S::start) return refuse(self, "reset");
+        set_target(self, S::reboot, "forced reset");
+        return ack_atom::value;
+      },
+      [=](soft_reset_atom) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        if (st.state != S::run) return refuse(self, "soft-reset");
+        if (!st.machine->inject_ctrl_alt_del())
+          return make_error(ActorErrc::invalid_argument, "this machine has no keyboard controller");
+        return ack_atom::value;
+      },
+      [=](soft_off_atom) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        if (st.state != S::run) return refuse(self, "soft-poweroff");
+        if (!st.machine->press_power_button())
+          return make_error(ActorErrc::invalid_argument, "this machine has no ACPI power button");
+        return ack_atom::value;
+      },
+      [=](get_state_atom) -> caf::result<std::string, uint64_t, std::string> {
+        auto& st = self->state;
+        return {std::string(to_string(st.state)), st.generation,
+                st.target ? std::string(to_string(*st.target)) : std::string()};
+      },
+      [=](wait_state_atom, uint64_t after) -> caf::result<std::string, uint64_t> {
+        auto& st = self->state;
+        if (st.generation > after) return {std::string(to_string(st.state)), st.generation};
+        auto rp = self->make_response_promise<std::string, uint64_t>();
+        st.waiters.emplace_back(after, rp);
+        return rp;
+      },
+      [=](subscribe_atom, caf::actor who) -> ack_atom {
+        self->state.subscribers.push_back(who);
+        return ack_atom::value;
+      },
+      [=](diag_atom) -> std::string { return self->state.diagnostics; },
+      [=](console_atom) -> console_actor { return self->state.console; },
+      [=](exit_status_atom) -> int32_t { return self->state.exit_status; },
+      [=](fault_hook_atom, const std::string& hook, uint32_t index) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        if (hook == "ignore_kicks" && index < st.vcpus.size()) {
+          self->request(st.vcpus[index].handle, st.cfg.phase_deadline, fault_hook_atom::value, hook)
+              .then([](ack_atom) {}, [](caf::error&) {});
+          return ack_atom::value;
+        }
+        if (hook == "ignore_pause" && index < st.devices.size()) {
+          self->request(st.devices[index].handle, st.cfg.phase_deadline, fault_hook_atom::value, hook)
+              .then([](ack_atom) {}, [](caf::error&) {});
+          return ack_atom::value;
+        }
+        return make_error(ActorErrc::invalid_argument, "unknown fault hook or index: " + hook);
+      },
+      [=](guest_event_atom, const std::string& kind, uint32_t arg, const std::string& detail) {
+        auto& st = self->state;
+        if (st.state == S::destroy) return;
+        if (kind == "triple_fault" || kind == "reset_request") {
+          set_target(self, S::reboot, detail);
+        } else if (kind == "poweroff_request") {
+          set_target(self, S::destroy, detail);
+        } else if (kind == "debug_exit") {
+          st.exit_status = static_cast<int32_t>(arg);
+          set_target(self, S::destroy, "guest debug exit, status " + std::to_string(arg));
+        } else {  // guest_fault: stop and keep the diagnostics
+          if (st.fault.empty()) st.fault = "guest_fault: " + detail;
+          set_target(self, S::halt, "guest_fault: " + detail);
+        }
+      },
+      [=](cond_met_atom, const std::string& which) {
+        auto& st = self->state;
+        if (which == "console") st.conditions_met = true;
+        if (!st.awaiting_conditions) return;
+        st.awaiting_conditions = false;
+        if (!st.conditions_met) {
+          // The boot condition timed out: nothing ran; take the error path.
+          st.busy = false;
+          fault(self, "boot condition wait_for_console not met within " +
+                          std::to_string(st.cfg.console_wait.count()) + " ms");
+          return;
+        }
+        st.busy = false;
+        drive(self);  // retries Boot -> Run, now with the condition met
+      },
+  };
+}
+
+}  // namespace
+
+instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config) {
+  return sys.spawn(instance_impl, std::move(config));
+}
+
+}  // namespace apiary::actors

@@ -1,0 +1,77 @@
+// The instance actor: the single writer of one VM's lifecycle state and the
+// driver that moves it through the table in instance_lifecycle.hpp towards
+// its target state.
+//
+// It owns the Machine (shared with its vCPU, device and console actors so
+// memory outlives every thread that touches it), spawns one actor per vCPU
+// and per device, and runs every phase as a fan-out with a deadline:
+//   pause:   vCPUs hold (acks), then devices pause (acks)
+//   resume:  devices resume (acks), then vCPUs release (acks)
+//   reboot:  RAM cleared and kernel reloaded, devices reset (acks), vCPUs reset (acks)
+//   destroy: vCPU threads exit and are joined (acks), devices halt (acks)
+// A missing ack is the named fault ack_timeout naming the silent actor; the
+// instance then takes its error path (target Destroy, through Halt so the
+// diagnostics are kept).
+//
+// API calls only set the target (or inject an event) and answer at once;
+// progress is observed through the generation-numbered state stream
+// (subscribe, wait_state), as with Propolis' state monitor.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <string>
+
+#include "actors/atoms.hpp"
+#include "actors/console_actor.hpp"
+#include "actors/instance_lifecycle.hpp"
+#include "devices/machine.hpp"
+
+namespace apiary::actors {
+
+struct InstanceConfig {
+  std::string name = "instance";
+  devices::MachineConfig machine;
+  bool wait_for_console = false;
+  std::chrono::milliseconds console_wait{30000};
+  std::chrono::milliseconds phase_deadline{5000};  // per fan-out phase
+};
+
+// Replies and errors (ActorErrc, category "apiary"):
+//   start      -> ack                 wrong_state unless in Start
+//   pause      -> ack                 wrong_state unless Boot/Run with target Run
+//   resume     -> ack                 wrong_state unless paused (target Quiesce)
+//   halt       -> ack                 target Halt; destroyed after Destroy
+//   poweroff   -> ack                 forced: target Destroy
+//   hardreset  -> ack                 forced: target Reboot
+//   softreset  -> ack                 Ctrl-Alt-Del into the guest; wrong_state unless Run
+//   softoff    -> ack                 ACPI power button; wrong_state unless Run
+//   getstate   -> (state, generation, target)   target "" when none
+//   waitstate G -> (state, generation)          the first state with generation > G
+//   subscribe A -> ack; A then gets (state_atom, state, generation, target, reason)
+//   diag       -> serialized apiary.v1.InstanceDiagnostics from the last Halt ("" if none)
+//   console    -> the console actor (invalid handle before Initialize)
+//   exitstat   -> the guest's debug-exit status, -1 if none
+using instance_actor = caf::typed_actor<
+    caf::replies_to<start_atom>::with<ack_atom>,
+    caf::replies_to<pause_atom>::with<ack_atom>,
+    caf::replies_to<resume_atom>::with<ack_atom>,
+    caf::replies_to<halt_atom>::with<ack_atom>,
+    caf::replies_to<poweroff_atom>::with<ack_atom>,
+    caf::replies_to<hard_reset_atom>::with<ack_atom>,
+    caf::replies_to<soft_reset_atom>::with<ack_atom>,
+    caf::replies_to<soft_off_atom>::with<ack_atom>,
+    caf::replies_to<get_state_atom>::with<std::string, uint64_t, std::string>,
+    caf::replies_to<wait_state_atom, uint64_t>::with<std::string, uint64_t>,
+    caf::replies_to<subscribe_atom, caf::actor>::with<ack_atom>,
+    caf::replies_to<diag_atom>::with<std::string>,
+    caf::replies_to<console_atom>::with<console_actor>,
+    caf::replies_to<exit_status_atom>::with<int32_t>,
+    caf::replies_to<fault_hook_atom, std::string, uint32_t>::with<ack_atom>,  // test-only
+    caf::reacts_to<guest_event_atom, std::string, uint32_t, std::string>,     // internal
+    caf::reacts_to<cond_met_atom, std::string>>;                              // internal
+
+instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config);
+
+}  // namespace apiary::actors

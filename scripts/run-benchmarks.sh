@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# run-benchmarks.sh: runs every benchmark executable in BUILD_DIR/bench (as
+# built by `cmake --build BUILD_DIR --target apiary_benchmarks`), shows each
+# one's output as it runs, then repeats every `figure: <name> <value> <unit>`
+# line they printed in one summary block. `make bench` calls it.
+#
+#   scripts/run-benchmarks.sh BUILD_DIR [ARGS...]
+#
+# ARGS (e.g. --benchmark_filter=Raw) are passed to every executable. The exit
+# status is non-zero if any benchmark failed; the others still run.
+set -uo pipefail
+
+if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
+  echo "usage: $0 BUILD_DIR [ARGS...]" >&2
+  exit 2
+fi
+build_dir=$1
+shift
+bench_dir=$build_dir/bench
+if [[ ! -d "$bench_dir" ]]; then
+  echo "run-benchmarks: $bench_dir does not exist (build the apiary_benchmarks target first)" >&2
+  exit 2
+fi
+
+benches=()
+for f in "$bench_dir"/*; do
+  [[ -f "$f" && -x "$f" ]] && benches+=("$f")
+done
+if [[ ${#benches[@]} -eq 0 ]]; then
+  echo "run-benchmarks: no benchmark executables in $bench_dir" >&2
+  exit 2
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+failed=()
+start=$SECONDS
+for b in "${benches[@]}"; do
+  name=$(basename "$b")
+  echo "==> $name"
+  # Each benchmark's stdout goes to the terminal and the log; stderr (Google
+  # Benchmark's context block) straight to the terminal.
+  "$b" "$@" | tee -a "$log"
+  status=${PIPESTATUS[0]}
+  if [[ $status -ne 0 ]]; then
+    echo "run-benchmarks: $name exited with status $status" >&2
+    failed+=("$name")
+  fi
+  echo
+done
+
+echo "==> summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $((SECONDS - start)) s)"
+if ! grep '^figure:' "$log"; then
+  echo "(no figures: every benchmark was skipped or failed)"
+fi
+if [[ ${#failed[@]} -ne 0 ]]; then
+  echo "failed: ${failed[*]}"
+  exit 1
+fi

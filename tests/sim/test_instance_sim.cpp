@@ -1,0 +1,319 @@
+// The instance, vCPU, device and console actors on the simulated vCPU
+// backend under CAF's deterministic scheduler: every lifecycle path of the
+// seed, the fan-out deadlines, refusals, and the state stream — with
+// simulated time, so a missing ack costs no wall-clock seconds.
+#define BOOST_TEST_MODULE instance_sim
+#include "actors/errors.hpp"
+#include "actors/instance_actor.hpp"
+#include "proto/apiary/v1/diagnostics.pb.h"
+#include "tests/support/sim_harness.hpp"
+#include "tests/support/test_support.hpp"
+#include "vmm-core/layout.hpp"
+
+using namespace apiary;
+using namespace apiary::actors;
+using namespace std::chrono_literals;
+using vmm::SimStep;
+
+namespace {
+
+InstanceConfig sim_config(std::vector<std::vector<SimStep>> programs = {}, uint32_t vcpus = 2) {
+  InstanceConfig c;
+  c.name = "sim-vm";
+  c.machine.backend = devices::VcpuBackendKind::simulated;
+  c.machine.kernel = test::guest_image("hello.elf");
+  c.machine.memory_mib = 16;
+  c.machine.vcpus = vcpus;
+  c.machine.sim_programs = std::move(programs);
+  c.phase_deadline = 2000ms;
+  return c;
+}
+
+struct Fixture : test::SimHarness {
+  instance_actor inst;
+  std::vector<std::string> seen;  // states from the subscription, in order
+
+  void spawn(InstanceConfig c) {
+    inst = spawn_instance(sys, std::move(c));
+    self->send(inst, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+    run();
+    expect_ack();
+  }
+  ~Fixture() {
+    self->send_exit(inst, caf::exit_reason::user_shutdown);
+    run();
+  }
+  // Collects state events (and nothing else) waiting in the mailbox.
+  void drain_states() {
+    while (take([&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+      seen.push_back(s);
+    })) {
+    }
+  }
+  void expect_ack() {
+    bool ok = false;
+    std::string err;
+    take([&](ack_atom) { ok = true; }, [&](caf::error& e) { err = describe(e); });
+    BOOST_TEST(ok, "expected ack, got: " << err);
+  }
+  std::string expect_error() {
+    std::string err;
+    take([&](ack_atom) {}, [&](caf::error& e) { err = describe(e); });
+    BOOST_TEST(!err.empty(), "expected an error");
+    return err;
+  }
+  template <class Atom>
+  void call(Atom a) {
+    self->send(inst, a);
+    run();
+  }
+  std::tuple<std::string, uint64_t, std::string> state() {
+    self->send(inst, get_state_atom::value);
+    run();
+    std::tuple<std::string, uint64_t, std::string> out;
+    // State events may be queued ahead of the reply.
+    for (;;) {
+      bool got_reply = false;
+      take([&](const std::string& s, uint64_t g, const std::string& t) {
+        out = {s, g, t};
+        got_reply = true;
+      },
+           [&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+             seen.push_back(s);
+           });
+      if (got_reply) return out;
+    }
+  }
+  std::string current() { return std::get<0>(state()); }
+  v1::InstanceDiagnostics diagnostics() {
+    self->send(inst, diag_atom::value);
+    run();
+    v1::InstanceDiagnostics d;
+    for (bool done = false; !done;) {
+      take([&](const std::string& bytes) {
+        d.ParseFromString(bytes);
+        done = true;
+      },
+           [&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+             seen.push_back(s);
+           });
+    }
+    return d;
+  }
+};
+
+std::vector<std::string> v(std::initializer_list<const char*> l) { return {l.begin(), l.end()}; }
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(start_runs_then_pause_resume_and_poweroff, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"initialize", "boot", "run"}), boost::test_tools::per_element());
+  seen.clear();
+
+  call(pause_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"quiesce"}), boost::test_tools::per_element());
+  BOOST_TEST(std::get<2>(state()) == "quiesce");
+
+  call(resume_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(current() == "run");
+
+  seen.clear();
+  call(poweroff_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"quiesce", "halt", "destroy"}), boost::test_tools::per_element());
+  // Diagnostics were collected at Halt: every vCPU and every device.
+  auto d = diagnostics();
+  BOOST_TEST(d.vcpus_size() == 2);
+  BOOST_TEST(d.devices_size() >= 4);
+  BOOST_TEST(d.missing_size() == 0);
+  BOOST_TEST(d.reason() == "forced poweroff");
+}
+
+BOOST_FIXTURE_TEST_CASE(forced_reset_reboots_back_to_run, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  seen.clear();
+  call(hard_reset_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"quiesce", "halt", "reboot", "boot", "run"}), boost::test_tools::per_element());
+}
+
+BOOST_FIXTURE_TEST_CASE(calls_in_the_wrong_state_are_refused_and_change_nothing, Fixture) {
+  spawn(sim_config());
+  call(resume_atom::value);
+  BOOST_TEST(expect_error().find("wrong_state: cannot resume instance 'sim-vm' in state start") == 0);
+  call(pause_atom::value);
+  BOOST_TEST(expect_error().find("wrong_state") == 0);
+  call(soft_reset_atom::value);
+  BOOST_TEST(expect_error().find("wrong_state") == 0);
+  call(hard_reset_atom::value);
+  BOOST_TEST(expect_error().find("wrong_state") == 0);
+  auto [s, gen, target] = state();
+  BOOST_TEST(s == "start");
+  BOOST_TEST(gen == 0u);
+  BOOST_TEST(target == "");
+  call(start_atom::value);
+  expect_ack();
+  call(start_atom::value);
+  BOOST_TEST(expect_error().find("wrong_state") == 0);
+  call(poweroff_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+  call(poweroff_atom::value);
+  BOOST_TEST(expect_error().find("destroyed") == 0);
+  call(start_atom::value);
+  BOOST_TEST(expect_error().find("wrong_state") == 0);
+}
+
+BOOST_FIXTURE_TEST_CASE(guest_debug_exit_destroys_with_its_status, Fixture) {
+  spawn(sim_config({{{SimStep::Kind::pio_write, layout::kPostPort, 1, 0x11},
+                     {SimStep::Kind::pio_write, layout::kDebugExitPort, 1, 3}}}));
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"initialize", "boot", "run", "quiesce", "halt", "destroy"}), boost::test_tools::per_element());
+  self->send(inst, exit_status_atom::value);
+  run();
+  int32_t status = -1;
+  take([&](int32_t s) { status = s; });
+  BOOST_TEST(status == 7);
+}
+
+BOOST_FIXTURE_TEST_CASE(triple_faults_reboot_until_powered_off, Fixture) {
+  // The simulated guest triple-faults on every boot (its program replays).
+  spawn(sim_config({{{SimStep::Kind::pio_write, layout::kPostPort, 1, 1}, {SimStep::Kind::shutdown}}}, 1));
+  // This guest never quiesces, so the scheduler runs a bounded number of jobs
+  // instead of running to quiescence.
+  self->send(inst, start_atom::value);
+  for (int i = 0; i < 300 && sched.try_run_once(); ++i) {
+  }
+  expect_ack();
+  drain_states();
+  const auto reboots = std::count(seen.begin(), seen.end(), "reboot");
+  BOOST_TEST(reboots >= 2);
+  self->send(inst, poweroff_atom::value);
+  for (int i = 0; i < 2000 && sched.try_run_once(); ++i) {
+  }
+  drain_states();
+  BOOST_REQUIRE(!seen.empty());
+  BOOST_TEST(seen.back() == "destroy");
+}
+
+BOOST_FIXTURE_TEST_CASE(guest_fault_halts_and_keeps_diagnostics, Fixture) {
+  spawn(sim_config({{{SimStep::Kind::internal_error}}}, 1));
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"initialize", "boot", "run", "quiesce", "halt"}), boost::test_tools::per_element());
+  auto d = diagnostics();
+  BOOST_TEST(d.reason().find("guest_fault: vCPU 0: internal error (suberror 1: emulation failure)") == 0);
+  BOOST_TEST(d.vcpus_size() == 1);
+  // Halt is kept until someone destroys it.
+  BOOST_TEST(std::get<2>(state()) == "halt");
+  call(poweroff_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_device_that_never_acks_pause_is_a_named_fault, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  self->send(inst, fault_hook_atom::value, std::string("ignore_pause"), 0u);  // device 0 = com1
+  run();
+  expect_ack();
+  call(pause_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(current() == "run");  // the device pause phase is still waiting
+  advance(2500ms);                 // past the phase deadline, in simulated time
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+  auto d = diagnostics();
+  BOOST_TEST_MESSAGE("reason: " << d.reason());
+  BOOST_TEST(d.reason().find("ack_timeout in device pause: device com1: ") == 0);
+  BOOST_TEST(d.reason().find("request_timeout") != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_vcpu_that_ignores_kicks_is_a_named_fault, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  self->send(inst, fault_hook_atom::value, std::string("ignore_kicks"), 1u);
+  run();
+  expect_ack();
+  call(poweroff_atom::value);
+  expect_ack();
+  advance(2500ms);
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+  auto d = diagnostics();
+  BOOST_TEST(d.reason().find("ack_timeout in vcpu hold: vcpu-1: ") != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(boot_waits_for_a_console_reader, Fixture) {
+  InstanceConfig c = sim_config();
+  c.wait_for_console = true;
+  c.console_wait = 10000ms;
+  spawn(std::move(c));
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_TEST(seen == v({"initialize", "boot"}), boost::test_tools::per_element());
+  advance(5000ms);  // half the wait: still gated
+  BOOST_TEST(current() == "boot");
+  self->send(inst, console_atom::value);
+  run();
+  console_actor con;
+  take([&](console_actor c2) { con = c2; });
+  BOOST_REQUIRE(con);
+  self->send(con, attach_atom::value, caf::actor_cast<caf::actor>(self), true);
+  run();
+  drain_states();
+  BOOST_TEST(current() == "run");
+}
+
+BOOST_FIXTURE_TEST_CASE(boot_condition_timeout_is_a_named_fault, Fixture) {
+  InstanceConfig c = sim_config();
+  c.wait_for_console = true;
+  c.console_wait = 1000ms;
+  spawn(std::move(c));
+  call(start_atom::value);
+  expect_ack();
+  advance(1500ms);
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+  auto d = diagnostics();
+  BOOST_TEST(d.reason().find("boot condition wait_for_console not met within 1000 ms") != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(wait_state_answers_after_a_generation, Fixture) {
+  spawn(sim_config());
+  self->send(inst, wait_state_atom::value, uint64_t{2});
+  run();
+  bool early = take([](const std::string&, uint64_t) {});
+  BOOST_TEST(!early);  // nothing happened yet: the request waits
+  call(start_atom::value);
+  std::string s;
+  uint64_t g = 0;
+  for (int i = 0; i < 10 && g == 0; ++i)
+    take([&](const std::string& st, uint64_t gen) { s = st; g = gen; }, [](ack_atom) {},
+         [&](state_atom, const std::string& st, uint64_t, const std::string&, const std::string&) { seen.push_back(st); });
+  BOOST_TEST(g == 3u);
+  BOOST_TEST(s == "run");
+}
