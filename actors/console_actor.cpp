@@ -9,9 +9,18 @@ namespace apiary::actors {
 namespace {
 
 // Shared between the UART's listener (vCPU threads) and the actor.
+// Every byte has an offset in the console's output stream (ConsoleBackend's
+// total count), so a reader attached at offset N gets the history up to N
+// and exactly the flushed bytes from N on: nothing twice, nothing lost.
 struct OutputBuffer {
   std::mutex mutex;
   std::string pending;
+  uint64_t flushed = 0;  // stream offset of pending[0]
+};
+
+struct Reader {
+  caf::actor actor;
+  uint64_t from = 0;  // first stream offset this reader has not seen
 };
 
 struct ConsoleState {
@@ -19,7 +28,7 @@ struct ConsoleState {
   devices::ConsoleBackend* backend = nullptr;
   devices::Uart16550* uart = nullptr;
   std::shared_ptr<OutputBuffer> buffer;
-  std::vector<caf::actor> readers;
+  std::vector<Reader> readers;
   caf::actor writer;
   caf::actor on_first_attach;
   bool announced = false;
@@ -30,7 +39,7 @@ using console_pointer = console_actor::stateful_pointer<ConsoleState>;
 void drop_reader(console_pointer self, const caf::actor_addr& who) {
   auto& st = self->state;
   st.readers.erase(std::remove_if(st.readers.begin(), st.readers.end(),
-                                  [&](const caf::actor& r) { return r.address() == who; }),
+                                  [&](const Reader& r) { return r.actor.address() == who; }),
                    st.readers.end());
   if (st.writer && st.writer.address() == who) st.writer = nullptr;
 }
@@ -45,6 +54,7 @@ console_actor::behavior_type console_impl(console_pointer self, std::shared_ptr<
   st.uart = uart;
   st.on_first_attach = std::move(on_first_attach);
   st.buffer = std::make_shared<OutputBuffer>();
+  st.buffer->flushed = backend->total_bytes();  // earlier output is history only
   auto me = caf::actor_cast<caf::actor>(self);
   backend->set_listener([buf = st.buffer, me](std::span<const uint8_t> bytes) {
     bool was_empty;
@@ -63,7 +73,13 @@ console_actor::behavior_type console_impl(console_pointer self, std::shared_ptr<
         auto& s = self->state;
         if (!reader) return make_error(ActorErrc::invalid_argument, "attach: no reader");
         self->monitor(reader);
-        s.readers.push_back(reader);
+        uint64_t total = 0;
+        std::string history;
+        {
+          std::lock_guard lock(s.buffer->mutex);
+          history = s.backend->history(total);
+        }
+        s.readers.push_back({reader, total});
         bool granted = false;
         if (want_writer && !s.writer) {
           s.writer = reader;
@@ -72,13 +88,6 @@ console_actor::behavior_type console_impl(console_pointer self, std::shared_ptr<
         if (!s.announced && s.on_first_attach) {
           s.announced = true;
           caf::anon_send(s.on_first_attach, cond_met_atom::value, std::string("console"));
-        }
-        // Output not yet flushed is in the history too; readers get it once.
-        std::string history = s.backend->history();
-        {
-          std::lock_guard lock(s.buffer->mutex);
-          if (history.size() >= s.buffer->pending.size())
-            history.resize(history.size() - s.buffer->pending.size());
         }
         return {std::move(history), granted};
       },
@@ -100,12 +109,21 @@ console_actor::behavior_type console_impl(console_pointer self, std::shared_ptr<
       [=](flush_atom) {
         auto& s = self->state;
         std::string out;
+        uint64_t offset = 0;
         {
           std::lock_guard lock(s.buffer->mutex);
           out.swap(s.buffer->pending);
+          offset = s.buffer->flushed;
+          s.buffer->flushed += out.size();
         }
         if (out.empty()) return;
-        for (auto& r : s.readers) caf::anon_send(r, output_atom::value, out);
+        const uint64_t end = offset + out.size();
+        for (auto& r : s.readers) {
+          if (r.from >= end) continue;  // already in the history it got at attach
+          const size_t skip = r.from > offset ? static_cast<size_t>(r.from - offset) : 0;
+          caf::anon_send(r.actor, output_atom::value, out.substr(skip));
+          r.from = end;
+        }
       },
   };
 }

@@ -9,9 +9,12 @@
 #include <optional>
 #include <thread>
 
+#include <caf/all.hpp>
+
 #include "apps/terminal.hpp"
 #include "devices/machine.hpp"
-#include "devices/machine_runner.hpp"
+#include "actors/instance_actor.hpp"
+#include "proto/apiary/v1/diagnostics.pb.h"
 #include "guest/embedded.hpp"
 #include "proto/spec.hpp"
 #include "vmm-core/error.hpp"
@@ -119,8 +122,8 @@ devices::MachineConfig machine_config(const v1::InstanceSpec& spec) {
   return c;
 }
 
-int exit_code_for(const vmm::Error& e) {
-  switch (e.code()) {
+int exit_code_for(vmm::Errc code) {
+  switch (code) {
     case vmm::Errc::kvm_unavailable:
     case vmm::Errc::kvm_permission:
     case vmm::Errc::kvm_api_version:
@@ -161,6 +164,116 @@ class SignalWatcher {
   std::atomic<bool> done_{false};
   std::thread thread_;
 };
+
+// Runs the instance to its end with the console on this terminal; returns
+// the process exit status.
+int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, const v1::InstanceSpec& spec,
+                   const RunOptions& opts, bool tty_in, const std::function<void(const std::string&)>& status) {
+  using namespace actors;
+  caf::scoped_actor self{sys};
+  const auto reply_deadline = std::chrono::seconds(30);
+  self->request(inst, reply_deadline, subscribe_atom::value, caf::actor_cast<caf::actor>(self))
+      .receive([](ack_atom) {}, [](caf::error&) {});
+  self->request(inst, reply_deadline, start_atom::value).receive([](ack_atom) {}, [](caf::error&) {});
+
+  const auto deadline = std::chrono::steady_clock::now() +
+                        (opts.timeout_s ? std::chrono::seconds(*opts.timeout_s) : std::chrono::hours(24 * 365));
+  std::string state = "start", target, reason;
+  console_actor console;
+  std::unique_ptr<RawTerminal> raw;
+  std::unique_ptr<InputPump> pump;
+  bool timed_out = false, stopping = false;
+  SignalWatcher watcher([&] { caf::anon_send(inst, poweroff_atom::value); });
+
+  auto attach_console = [&] {
+    self->request(inst, reply_deadline, console_atom::value)
+        .receive([&](console_actor c) { console = c; }, [](caf::error&) {});
+    if (!console) return;
+    self->request(console, reply_deadline, attach_atom::value, caf::actor_cast<caf::actor>(self), true)
+        .receive(
+            [&](const std::string& history, bool) {
+              [[maybe_unused]] auto n = ::write(STDOUT_FILENO, history.data(), history.size());
+            },
+            [](caf::error&) {});
+    raw = std::make_unique<RawTerminal>(STDIN_FILENO);
+    auto writer = caf::actor_cast<caf::actor>(self);
+    pump = std::make_unique<InputPump>(
+        STDIN_FILENO, raw->active(),
+        [&sys, console, writer](std::span<const unsigned char> b) -> size_t {
+          caf::scoped_actor sender{sys};
+          size_t accepted = 0;
+          sender->request(console, std::chrono::seconds(5), input_atom::value, writer,
+                          std::string(reinterpret_cast<const char*>(b.data()), b.size()))
+              .receive([&](uint64_t n) { accepted = n; }, [](caf::error&) {});
+          return accepted;
+        },
+        [inst] { caf::anon_send(inst, poweroff_atom::value); });
+  };
+
+  while (state != "destroy" && !(state == "halt" && target == "halt")) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::milliseconds(0) && !stopping) {
+      timed_out = stopping = true;
+      status("timeout: stopping the VM");
+      caf::anon_send(inst, poweroff_atom::value);
+    }
+    self->receive(
+        [&](output_atom, const std::string& bytes) {
+          [[maybe_unused]] auto n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
+        },
+        [&](state_atom, const std::string& s, uint64_t, const std::string& t, const std::string& why) {
+          state = s;
+          target = t;
+          reason = why;
+          if (s == "boot" && !console) {
+            status("booting '" + spec.name() + "' (" + std::to_string(spec.board().vcpus()) + " vCPU, " +
+                   std::to_string(spec.board().memory_mib()) + " MiB)");
+            if (tty_in) status(std::string("console on COM1; press ") + kDetachKeyName + " to detach");
+            attach_console();
+          } else if (s == "reboot") {
+            status("guest reboot (" + why + ")");
+          }
+        },
+        caf::after(std::chrono::milliseconds(200)) >> [] {});
+  }
+  pump.reset();
+  raw.reset();
+
+  int32_t exit_status = -1;
+  self->request(inst, reply_deadline, exit_status_atom::value).receive([&](int32_t s) { exit_status = s; },
+                                                                      [](caf::error&) {});
+  std::string diag_bytes;
+  self->request(inst, reply_deadline, diag_atom::value).receive([&](const std::string& d) { diag_bytes = d; },
+                                                               [](caf::error&) {});
+  v1::InstanceDiagnostics diag;
+  diag.ParseFromString(diag_bytes);
+  if (timed_out) return kExitTimeout;
+  if (exit_status >= 0) {
+    status("guest debug exit: status " + std::to_string(exit_status));
+    return exit_status & 0xff;
+  }
+  const std::string& why = diag.reason().empty() ? reason : diag.reason();
+  if (why.rfind("init_failed", 0) == 0 || why.rfind("fault: init_failed", 0) == 0) {
+    std::cerr << "apiary: cannot start the VM: " << why << "\n";
+    for (auto c : {vmm::Errc::kvm_unavailable, vmm::Errc::kvm_permission, vmm::Errc::kvm_api_version,
+                   vmm::Errc::kvm_capability})
+      if (why.find(vmm::to_string(c)) != std::string::npos) return kExitNoKvm;
+    return kExitBadSpec;
+  }
+  if (why.find("guest_fault") != std::string::npos) {
+    std::cerr << "apiary: " << why << "\n";
+    for (auto& v : diag.vcpus())
+      std::cerr << "  vcpu " << v.id() << ": rip=" << std::hex << v.registers().at("rip") << std::dec
+                << " mp_state=" << v.mp_state_name() << "\n";
+    return kExitGuestFault;
+  }
+  if (why.find("poweroff requested") != std::string::npos) {
+    status("guest powered off");
+    return kExitPoweroff;
+  }
+  status("stopped (" + why + ")");
+  return kExitStopped;
+}
 
 }  // namespace
 
@@ -211,75 +324,30 @@ int run_command(const std::vector<std::string>& args) {
   const sigset_t stop_signals = SignalWatcher::signals();
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  std::unique_ptr<devices::Machine> machine;
+  actors::InstanceConfig icfg;
+  icfg.name = spec->name();
   try {
-    machine = std::make_unique<devices::Machine>(machine_config(*spec));
+    icfg.machine = machine_config(*spec);
   } catch (const vmm::Error& e) {
     std::cerr << "apiary: cannot start the VM: " << e.what() << "\n";
-    return exit_code_for(e);
+    return exit_code_for(e.code());
   }
+  icfg.wait_for_console = spec->boot_conditions().wait_for_console();
+  if (icfg.wait_for_console)
+    icfg.console_wait = std::chrono::milliseconds(spec->boot_conditions().console_wait_timeout_ms());
 
   const bool tty_in = ::isatty(STDIN_FILENO);
   auto status = [&](const std::string& line) {
     if (!opts.quiet) std::cerr << "[apiary] " << line << (tty_in ? "\r\n" : "\n") << std::flush;
   };
-  status("booting '" + spec->name() + "' (" + std::to_string(spec->board().vcpus()) + " vCPU, " +
-         std::to_string(spec->board().memory_mib()) + " MiB, " + to_string(machine->boot_plan().protocol) +
-         " boot)");
-  if (tty_in) status(std::string("console on COM1; press ") + kDetachKeyName + " to detach");
 
-  machine->console().set_listener([](std::span<const uint8_t> bytes) {
-    [[maybe_unused]] auto n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
-  });
-
-  devices::MachineRunner runner(*machine);
-  RawTerminal raw(STDIN_FILENO);
-  SignalWatcher watcher([&] {
-    status("signal received: stopping the VM");
-    runner.stop();
-  });
-
-  std::optional<std::chrono::milliseconds> timeout;
-  if (opts.timeout_s) timeout = std::chrono::milliseconds(*opts.timeout_s * 1000);
-  const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(std::chrono::hours(24 * 365));
-
-  devices::RunOutcome outcome;
-  {
-    InputPump pump(
-        STDIN_FILENO, raw.active(),
-        [&](std::span<const unsigned char> b) { return machine->com1().input(b); },
-        [&] { runner.stop(); });
-    for (;;) {
-      std::optional<std::chrono::milliseconds> left;
-      if (timeout)
-        left = std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          deadline - std::chrono::steady_clock::now()));
-      outcome = runner.run(left);
-      using K = devices::RunOutcome::Kind;
-      if (outcome.kind != K::reset && outcome.kind != K::triple_fault) break;
-      status(outcome.detail + ": rebooting");
-      machine->reset_for_reboot();
-    }
-  }
-  using K = devices::RunOutcome::Kind;
-  switch (outcome.kind) {
-    case K::debug_exit:
-      status("guest debug exit: status " + std::to_string(outcome.status));
-      return outcome.status & 0xff;
-    case K::poweroff:
-    case K::halted:
-      status("guest powered off");
-      return kExitPoweroff;
-    case K::guest_fault:
-      std::cerr << "apiary: guest fault: " << outcome.detail << "\n";
-      return kExitGuestFault;
-    case K::timeout:
-      status("timeout: " + outcome.detail);
-      return kExitTimeout;
-    default:
-      status("stopped");
-      return kExitStopped;
-  }
+  caf::actor_system_config cfg;
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  caf::actor_system sys{cfg};
+  auto inst = actors::spawn_instance(sys, std::move(icfg));
+  int code = drive_instance(sys, inst, *spec, opts, tty_in, status);
+  caf::anon_send_exit(inst, caf::exit_reason::user_shutdown);
+  return code;
 }
 
 }  // namespace apiary::apps

@@ -234,9 +234,11 @@ void CmosRtc::write_reg(unsigned reg, uint8_t v) {
     case kRegB: {
       uint8_t b = v;
       if (b & kBSet) b &= static_cast<uint8_t>(~kBUie);  // SET clears UIE, as on the part
-      cmos_[kRegB] = b;  // the new DM/24h mode applies to the freeze/commit below
-      if (!set && (b & kBSet)) freeze(now());
+      // The frozen registers were written in the mode in force while SET
+      // was 1; a new DM/24h mode in this same write applies from now on.
       if (set && !(b & kBSet)) commit(now());
+      cmos_[kRegB] = b;
+      if (!set && (b & kBSet)) freeze(now());  // encoded in the new mode
       return;
     }
     case kRegC:

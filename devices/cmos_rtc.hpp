@@ -20,7 +20,8 @@
 //    always reads 0.
 //  * Setting the clock: while SET (register B bit 7) is 1 the time registers
 //    are frozen and plain storage; clearing SET turns them into a new guest
-//    offset from the host clock. Writing a time register while SET is 0
+//    offset from the host clock (decoded in the mode that was in force
+//    while SET was 1). Writing a time register while SET is 0
 //    changes that field at once (a new offset, too). Day-of-week is derived
 //    from the date and writes to it do not move the clock. Out-of-range
 //    values are normalised (timegm), never refused.

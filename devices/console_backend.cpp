@@ -33,6 +33,12 @@ std::string ConsoleBackend::history() const {
   return std::string(history_.begin(), history_.end());
 }
 
+std::string ConsoleBackend::history(uint64_t& total) const {
+  std::lock_guard lock(mutex_);
+  total = total_;
+  return std::string(history_.begin(), history_.end());
+}
+
 uint64_t ConsoleBackend::dropped() const {
   std::lock_guard lock(mutex_);
   return dropped_;

@@ -25,6 +25,9 @@ class ConsoleBackend {
   void set_listener(Listener l);
 
   std::string history() const;
+  // The history and the total byte count at the same instant: the history
+  // holds bytes [total - history.size(), total).
+  std::string history(uint64_t& total) const;
   uint64_t dropped() const;
   uint64_t total_bytes() const;
   size_t capacity() const noexcept { return capacity_; }

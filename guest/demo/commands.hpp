@@ -1,10 +1,13 @@
 // The demo guest's shell commands.
 //
 // The shell (main.cpp) only reads lines and looks names up in kCommands; a
-// command is a name, a one-line help text and a handler. To add one (reboot,
-// poweroff, crash, disk, rng, time, ... as devices arrive): write the handler
-// in its own cmd_<name>.cpp, declare it below, add a row to the table in
-// commands.cpp, and list the file in guest/CMakeLists.txt.
+// command is a name, a one-line help text and a handler. Besides the
+// built-ins (help, info, exit) there is one per platform device, so each
+// VMM device can be exercised by hand or by a test piping lines in: reboot,
+// reset, poweroff, crash (cmd_power.cpp), time, fwcfg, disk, rng. To add
+// one: write the handler in its own cmd_<name>.cpp, declare it below, add a
+// row to the table in commands.cpp, and list the file in
+// guest/CMakeLists.txt.
 #pragma once
 
 #include <stddef.h>

@@ -185,7 +185,7 @@ BOOST_AUTO_TEST_CASE(the_device_itself_covers_the_combined_window) {
 BOOST_FIXTURE_TEST_CASE(reset_restores_power_on_state, Fixture) {
   out(layout::kAcpiPm1aEvt + 2, 2, kPwrBtnEn);
   pm.press_power_button();
-  out(layout::kAcpiPm1aCnt, 2, 3u << kSlpTypShift);
+  out(layout::kAcpiPm1aCnt, 2, kSciEn | (3u << kSlpTypShift));
   BOOST_TEST(irq.level());
   pm.reset();
   BOOST_TEST(!irq.level());
