@@ -64,6 +64,12 @@ void set_target(instance_pointer self, InstanceState t, std::string why) {
   if (st.target == S::halt && t != S::destroy) return;
   st.target = t;
   st.reason = std::move(why);
+  if (st.awaiting_conditions && t != S::run) {
+    // Boot was waiting for its conditions: stop waiting, go where asked.
+    // (The pending condition timeout then finds nothing to time out.)
+    st.awaiting_conditions = false;
+    st.busy = false;
+  }
   drive(self);
 }
 

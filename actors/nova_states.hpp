@@ -45,9 +45,9 @@ enum class VmState : uint8_t {
 };
 inline constexpr size_t kVmStateCount = 12;
 inline constexpr std::array<VmState, kVmStateCount> kAllVmStates = {
-    VmState::building, VmState::active,       VmState::paused,  VmState::suspended,
-    VmState::stopped,  VmState::rescued,      VmState::resized, VmState::soft_deleted,
-    VmState::deleted,  VmState::error,        VmState::shelved, VmState::shelved_offloaded};
+    VmState::building, VmState::active,  VmState::paused,  VmState::suspended,
+    VmState::stopped,  VmState::rescued, VmState::resized, VmState::soft_deleted,
+    VmState::deleted,  VmState::error,   VmState::shelved, VmState::shelved_offloaded};
 
 // task_state: none while nothing is in flight, otherwise what is happening.
 enum class TaskState : uint8_t {
@@ -83,16 +83,16 @@ enum class TaskState : uint8_t {
 };
 inline constexpr size_t kTaskStateCount = 29;
 inline constexpr std::array<TaskState, kTaskStateCount> kAllTaskStates = {
-    TaskState::none,              TaskState::scheduling,       TaskState::spawning,
-    TaskState::pausing,           TaskState::unpausing,        TaskState::suspending,
-    TaskState::resuming,          TaskState::powering_off,     TaskState::powering_on,
-    TaskState::rebooting,         TaskState::rebooting_hard,   TaskState::rescuing,
-    TaskState::unrescuing,        TaskState::resize_prep,      TaskState::resize_migrating,
-    TaskState::resize_finish,     TaskState::resize_reverting, TaskState::resize_confirming,
-    TaskState::image_snapshot,    TaskState::image_backup,     TaskState::rebuilding,
-    TaskState::migrating,         TaskState::shelving,         TaskState::shelving_offloading,
-    TaskState::unshelving,        TaskState::updating_password, TaskState::deleting,
-    TaskState::soft_deleting,     TaskState::restoring};
+    TaskState::none,           TaskState::scheduling,        TaskState::spawning,
+    TaskState::pausing,        TaskState::unpausing,         TaskState::suspending,
+    TaskState::resuming,       TaskState::powering_off,      TaskState::powering_on,
+    TaskState::rebooting,      TaskState::rebooting_hard,    TaskState::rescuing,
+    TaskState::unrescuing,     TaskState::resize_prep,       TaskState::resize_migrating,
+    TaskState::resize_finish,  TaskState::resize_reverting,  TaskState::resize_confirming,
+    TaskState::image_snapshot, TaskState::image_backup,      TaskState::rebuilding,
+    TaskState::migrating,      TaskState::shelving,          TaskState::shelving_offloading,
+    TaskState::unshelving,     TaskState::updating_password, TaskState::deleting,
+    TaskState::soft_deleting,  TaskState::restoring};
 
 enum class Action : uint8_t {
   create,
@@ -122,14 +122,16 @@ enum class Action : uint8_t {
   unshelve,
 };
 inline constexpr size_t kActionCount = 25;
+// clang-format off
 inline constexpr std::array<Action, kActionCount> kAllActions = {
-    Action::create,         Action::delete_,       Action::soft_delete,        Action::restore,
-    Action::pause,          Action::unpause,       Action::suspend,            Action::resume,
-    Action::start,          Action::stop,          Action::rescue,             Action::unrescue,
-    Action::resize,         Action::confirm_resize, Action::revert_resize,     Action::snapshot,
-    Action::backup,         Action::rebuild,       Action::set_admin_password, Action::reboot_soft,
-    Action::reboot_hard,    Action::live_migrate,  Action::shelve,             Action::shelve_offload,
-    Action::unshelve};
+    Action::create,        Action::delete_,         Action::soft_delete,   Action::restore,
+    Action::pause,         Action::unpause,         Action::suspend,       Action::resume,
+    Action::start,         Action::stop,            Action::rescue,        Action::unrescue,
+    Action::resize,        Action::confirm_resize,  Action::revert_resize, Action::snapshot,
+    Action::backup,        Action::rebuild,         Action::set_admin_password,
+    Action::reboot_soft,   Action::reboot_hard,     Action::live_migrate,
+    Action::shelve,        Action::shelve_offload,  Action::unshelve};
+// clang-format on
 
 // Host capabilities some actions need and Apiary does not have yet. An action
 // whose capability is missing answers 501 whatever the instance's state.
@@ -197,9 +199,9 @@ struct ActionRule {
   VmStateSet allowed_plus;  // the "+" states: accepted by Nova's code, not drawn in the seed
   TaskState task;           // task_state while the action is in flight (the first one, for multi-step tasks)
   Outcome outcome;
-  VmState success;          // meaning depends on `outcome`; ignored for `unchanged`
-  Capability needs;         // Capability::none = implemented now
-  bool runs_during_task;    // may start while another task is in flight (delete, hard reboot)
+  VmState success;        // meaning depends on `outcome`; ignored for `unchanged`
+  Capability needs;       // Capability::none = implemented now
+  bool runs_during_task;  // may start while another task is in flight (delete, hard reboot)
 };
 
 std::span<const ActionRule> action_rules() noexcept;

@@ -154,8 +154,16 @@ bool I8042::write_command(uint8_t cmd) {
         break;
       case kCmdWriteOutPort:
       case kCmdWriteKbdBuffer:
+      case kCmdWriteAuxBuffer:
+      case kCmdWriteAux:
         pending_cmd_ = cmd;
         break;
+      case kCmdAuxTest:
+        reply(kAuxTestClockStuckHigh);
+        break;
+      case kCmdDisableAux:
+      case kCmdEnableAux:
+        break;  // single channel: nothing to switch
       case kCmdDisableA20:
         out_port_ &= static_cast<uint8_t>(~kOutA20);
         break;
@@ -163,9 +171,6 @@ bool I8042::write_command(uint8_t cmd) {
         out_port_ |= kOutA20;
         break;
       default:
-        // Includes the auxiliary-port commands (0xA7-0xA9, 0xD3, 0xD4): this
-        // controller has no aux port, so, like a single-channel part, it
-        // ignores them.
         ++unknown_commands_;
         break;
     }
@@ -193,6 +198,10 @@ bool I8042::write_data(uint8_t v) {
       reset = write_output_port(v);
     } else if (cmd == kCmdWriteKbdBuffer) {
       reply(v);  // appears in the output buffer as if the keyboard sent it
+    } else if (cmd == kCmdWriteAuxBuffer) {
+      reply(v);  // no aux channel: comes back without AUXDATA
+    } else if (cmd == kCmdWriteAux) {
+      ++aux_dropped_;  // no mouse to send it to
     }
   } else {
     keyboard_command(v);
@@ -351,6 +360,7 @@ v1::DeviceState I8042::export_state() const {
   c["kbd_queue"] = kbd_queue_.size() + kbd_reply_.size();
   c["controller_queue"] = ctrl_queue_.size();
   c["reset_requests"] = reset_requests_;
+  c["aux_dropped"] = aux_dropped_;
   return s;
 }
 

@@ -15,6 +15,12 @@
 // irqchip only sees edges, and a read that is immediately followed by the
 // next byte sends a low/high pair so an edge-triggered PIC sees every byte.
 //
+// There is no auxiliary (mouse) port, and the controller says so quickly
+// rather than let a guest time out: 0xA9 (aux test) answers "clock line stuck
+// high", 0xD3 (aux loopback) echoes its byte without the AUXDATA status bit
+// (Linux's probe treats that as "no aux port" at once), 0xD4's byte is
+// dropped, 0xA7/0xA8 are ignored.
+//
 // Bytes reach the guest exactly as injected: no scancode translation is
 // applied (with the power-on config, translation on, the guest expects set 1,
 // which is what inject_ctrl_alt_del() sends). A20 is stored in the output
@@ -57,7 +63,11 @@ inline constexpr uint8_t kCmdSelfTest = 0xaa, kCmdInterfaceTest = 0xab, kCmdDisa
                          kCmdEnableKbd = 0xae, kCmdReadOutPort = 0xd0, kCmdWriteOutPort = 0xd1,
                          kCmdWriteKbdBuffer = 0xd2, kCmdDisableA20 = 0xdd, kCmdEnableA20 = 0xdf,
                          kCmdPulseFirst = 0xf0;  // 0xf0-0xff: pulse output lines whose bit is 0
+// Auxiliary-port commands, answered as a controller without an aux port.
+inline constexpr uint8_t kCmdDisableAux = 0xa7, kCmdEnableAux = 0xa8, kCmdAuxTest = 0xa9,
+                         kCmdWriteAuxBuffer = 0xd3, kCmdWriteAux = 0xd4;
 inline constexpr uint8_t kSelfTestOk = 0x55, kInterfaceTestOk = 0x00;
+inline constexpr uint8_t kAuxTestClockStuckHigh = 0x02;  // nothing connected
 // Keyboard commands (written to 0x60) and replies.
 inline constexpr uint8_t kKbdSetLeds = 0xed, kKbdEcho = 0xee, kKbdScancodeSet = 0xf0, kKbdIdentify = 0xf2,
                          kKbdTypematic = 0xf3, kKbdEnable = 0xf4, kKbdDisable = 0xf5, kKbdDefaults = 0xf6,
@@ -142,7 +152,8 @@ class I8042 final : public Device {
   std::deque<uint8_t> kbd_queue_;   // host scancodes: last
   bool irq_level_ = false;
   uint64_t irqs_ = 0, commands_ = 0, kbd_commands_ = 0, unknown_commands_ = 0, injected_ = 0,
-           input_dropped_ = 0, input_discarded_disabled_ = 0, reset_requests_ = 0, data_reads_ = 0;
+           input_dropped_ = 0, input_discarded_disabled_ = 0, reset_requests_ = 0, data_reads_ = 0,
+           aux_dropped_ = 0;
 };
 
 }  // namespace apiary::devices

@@ -1,0 +1,167 @@
+// The instance runtime on KVM with in-tree test guests: reboots from triple
+// faults and device resets, poweroff paths, pause/resume of a busy guest,
+// destroy while paused, soft events the guest reacts to, SMP bring-up and a
+// console-gated boot — each checked through what the guest prints and the
+// lifecycle states the instance reports.
+#define BOOST_TEST_MODULE instance_kvm
+#include <regex>
+
+#include "tests/support/instance_driver.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace apiary;
+using namespace apiary::actors;
+using namespace std::chrono_literals;
+namespace utf = boost::unit_test;
+
+namespace {
+InstanceConfig kvm_config(const std::string& image, std::string cmdline = {}, uint32_t vcpus = 1) {
+  InstanceConfig c;
+  c.name = "kvm-" + image;
+  c.machine.kernel = test::guest_image(image);
+  c.machine.cmdline = std::move(cmdline);
+  c.machine.memory_mib = 32;
+  c.machine.vcpus = vcpus;
+  c.phase_deadline = 10000ms;
+  return c;
+}
+
+// The last "tick N" the spin guest printed.
+long last_tick(const std::string& out) {
+  long n = -1;
+  static const std::regex re("tick ([0-9]+)");
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator(); ++it)
+    n = std::stol((*it)[1]);
+  return n;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(instance_on_kvm, *utf::precondition(test::kvm_available))
+
+BOOST_AUTO_TEST_CASE(hello_runs_and_its_debug_exit_destroys_the_vm) {
+  test::InstanceDriver d(kvm_config("hello.elf", "via-actors"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_state("destroy"));
+  BOOST_TEST(d.output.find("Hello from the Apiary guest (pvh)") != std::string::npos);
+  BOOST_TEST(d.exit_status() == 1);
+  const std::vector<std::string> expect = {"initialize", "boot", "run", "quiesce", "halt", "destroy"};
+  BOOST_TEST(d.states == expect, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(three_triple_faults_give_three_reboots_then_it_runs) {
+  test::InstanceDriver d(kvm_config("triple.elf"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("survived 3 triple faults", 60s));
+  BOOST_TEST(d.wait_state("destroy"));
+  BOOST_TEST(d.count_state("reboot") == 3u);
+  BOOST_TEST(d.exit_status() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(forced_poweroff_during_boot) {
+  InstanceConfig c = kvm_config("demo.elf");
+  c.wait_for_console = true;  // holds the instance in Boot
+  test::InstanceDriver d(std::move(c));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+  const std::vector<std::string> expect = {"initialize", "boot", "quiesce", "halt", "destroy"};
+  BOOST_TEST(d.states == expect, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(forced_poweroff_during_run_of_a_busy_guest) {
+  test::InstanceDriver d(kvm_config("spin.elf", {}, 2));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("tick 2"));
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy", 20s));
+  BOOST_TEST(d.diagnostics().vcpus_size() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(pause_a_busy_guest_then_resume_and_its_counter_continues) {
+  test::InstanceDriver d(kvm_config("spin.elf"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("tick 3"));
+  BOOST_TEST(d.call(pause_atom::value) == "");
+  BOOST_TEST(d.wait_state("quiesce"));
+  d.wait_until([] { return false; }, 300ms);  // let output in flight arrive
+  const long at_pause = last_tick(d.output);
+  d.wait_until([] { return false; }, 700ms);  // paused: no progress
+  BOOST_TEST(last_tick(d.output) == at_pause);
+  BOOST_TEST(d.call(resume_atom::value) == "");
+  BOOST_TEST(d.wait_state("run"));
+  BOOST_TEST(d.wait_output("tick " + std::to_string(at_pause + 2) + "\r\n"));
+  // The counter continued rather than restarting: every tick appears once, in order.
+  for (long i = 1; i <= at_pause + 2; ++i) {
+    const std::string t = "tick " + std::to_string(i) + "\r\n";
+    if (d.output.find(t) == std::string::npos) {
+      std::string shown = d.output;
+      for (auto& ch : shown) if (ch == '\r') ch = '|';
+      BOOST_ERROR(t.substr(0, t.size() - 2) << " missing from: " << shown << " (paused at " << at_pause << ")");
+    }
+  }
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(destroy_while_paused) {
+  test::InstanceDriver d(kvm_config("spin.elf"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("run"));
+  BOOST_TEST(d.call(pause_atom::value) == "");
+  BOOST_TEST(d.wait_state("quiesce"));
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+  BOOST_TEST(d.count_state("run") == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(four_vcpu_smp_bring_up) {
+  test::InstanceDriver d(kvm_config("smp.elf", {}, 4));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("all 4 CPUs online", 60s));
+  for (int ap = 1; ap < 4; ++ap) BOOST_TEST(d.output.find("AP " + std::to_string(ap) + " online") != std::string::npos);
+  BOOST_TEST(d.wait_state("destroy"));
+  BOOST_TEST(d.exit_status() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(boot_is_gated_on_console_attach) {
+  InstanceConfig c = kvm_config("hello.elf");
+  c.wait_for_console = true;
+  test::InstanceDriver d(std::move(c));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.wait_until([] { return false; }, 500ms);
+  BOOST_TEST(d.states.back() == "boot");  // still gated
+  d.attach_console();
+  BOOST_TEST(d.wait_state("destroy"));
+  // Attached before the guest ran, so the whole output came live.
+  BOOST_TEST(d.output.find("Hello from the Apiary guest") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(guest_emulation_failure_halts_with_vcpu_diagnostics) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("run"));
+  BOOST_TEST(d.call(halt_atom::value) == "");
+  BOOST_TEST(d.wait_state("halt"));
+  auto diag = d.diagnostics();
+  BOOST_TEST(diag.vcpus_size() == 1);
+  BOOST_TEST(diag.devices_size() >= 4);
+  BOOST_REQUIRE(diag.vcpus_size() == 1);
+  BOOST_TEST(diag.vcpus(0).registers().count("rip") == 1u);
+  BOOST_TEST(diag.vcpus(0).registers().at("cr0") != 0u);
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
