@@ -61,6 +61,22 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   bus_.add(AddressSpace::pio, layout::kDebugExitPort, 1, debug_exit_.get(), debug_exit_->name());
   bus_.add(AddressSpace::pio, layout::kPostPort, 1, post_.get(), post_->name());
   bus_.add(AddressSpace::pio, layout::kNoopPort, 1, noop_.get(), noop_->name());
+
+  i8042_ = std::make_unique<I8042>("i8042", irq, events);
+  bus_.add(AddressSpace::pio, layout::kI8042Data, 1, &i8042_->data_port(), "i8042-data");
+  bus_.add(AddressSpace::pio, layout::kI8042Command, 1, &i8042_->command_port(), "i8042-cmd");
+  rtc_ = std::make_unique<CmosRtc>("rtc", memory_->low_end(), memory_->size() - memory_->low_end());
+  bus_.add(AddressSpace::pio, layout::kRtcIndex, layout::kRtcPorts, rtc_.get(), rtc_->name());
+  acpi_ = std::make_unique<AcpiPm>("acpi-pm", irq, events);
+  bus_.add(AddressSpace::pio, layout::kAcpiPm1aEvt, layout::kAcpiPm1aEvtLen, &acpi_->event_block(), "acpi-pm1a-evt");
+  bus_.add(AddressSpace::pio, layout::kAcpiPm1aCnt, layout::kAcpiPm1aCntLen, &acpi_->control_block(),
+           "acpi-pm1a-cnt");
+  reset_control_ = std::make_unique<ResetControl>("reset-control", events);
+  bus_.add(AddressSpace::pio, layout::kResetControl, layout::kResetControlLen, reset_control_.get(),
+           reset_control_->name());
+  fw_cfg_ = std::make_unique<FwCfg>("fw-cfg", *memory_, config_.vcpus, memory_->size(), config_.kernel,
+                                    config_.initrd, config_.cmdline);
+  bus_.add(AddressSpace::pio, layout::kFwCfgSelector, layout::kFwCfgPorts, fw_cfg_.get(), fw_cfg_->name());
   bus_.freeze();
 
   load_kernel();
@@ -85,7 +101,8 @@ void Machine::load_kernel() {
 }
 
 std::vector<Device*> Machine::devices() const {
-  return {com1_.get(), debug_exit_.get(), post_.get(), noop_.get()};
+  return {com1_.get(), i8042_.get(),         rtc_.get(),  acpi_.get(), reset_control_.get(),
+          fw_cfg_.get(), debug_exit_.get(), post_.get(), noop_.get()};
 }
 
 void Machine::set_event_handler(std::function<void(const MachineEvent&)> handler) {
@@ -99,8 +116,11 @@ void Machine::reload_kernel() {
   load_kernel();
 }
 
-bool Machine::inject_ctrl_alt_del() { return false; }
-bool Machine::press_power_button() { return false; }
+bool Machine::inject_ctrl_alt_del() { return i8042_->inject_ctrl_alt_del() > 0; }
+bool Machine::press_power_button() {
+  acpi_->press_power_button();
+  return true;
+}
 
 void Machine::reset_for_reboot() {
   reload_kernel();

@@ -16,11 +16,16 @@
 #include <variant>
 #include <vector>
 
+#include "devices/acpi_pm.hpp"
+#include "devices/cmos_rtc.hpp"
 #include "devices/console_backend.hpp"
 #include "devices/debug_exit.hpp"
 #include "devices/device.hpp"
+#include "devices/fw_cfg.hpp"
+#include "devices/i8042.hpp"
 #include "devices/noop_port.hpp"
 #include "devices/post_port.hpp"
+#include "devices/reset_control.hpp"
 #include "devices/uart16550.hpp"
 #include "vmm-core/boot.hpp"
 #include "vmm-core/bus.hpp"
@@ -71,6 +76,10 @@ class Machine final : private DeviceEvents, private IrqLine {
   Uart16550& com1() noexcept { return *com1_; }
   PostPort& post() noexcept { return *post_; }
   NoopPort& noop() noexcept { return *noop_; }
+  I8042& i8042() noexcept { return *i8042_; }
+  CmosRtc& rtc() noexcept { return *rtc_; }
+  AcpiPm& acpi() noexcept { return *acpi_; }
+  FwCfg& fw_cfg() noexcept { return *fw_cfg_; }
   const std::vector<std::unique_ptr<vmm::VcpuBackend>>& vcpus() const noexcept { return vcpus_; }
   std::vector<Device*> devices() const;
   bool simulated() const noexcept { return config_.backend == VcpuBackendKind::simulated; }
@@ -111,6 +120,11 @@ class Machine final : private DeviceEvents, private IrqLine {
   std::unique_ptr<DebugExit> debug_exit_;
   std::unique_ptr<PostPort> post_;
   std::unique_ptr<NoopPort> noop_;
+  std::unique_ptr<I8042> i8042_;
+  std::unique_ptr<CmosRtc> rtc_;
+  std::unique_ptr<AcpiPm> acpi_;
+  std::unique_ptr<ResetControl> reset_control_;
+  std::unique_ptr<FwCfg> fw_cfg_;
   std::vector<std::unique_ptr<vmm::VcpuBackend>> vcpus_;
   std::mutex handler_mutex_;
   std::function<void(const MachineEvent&)> handler_;

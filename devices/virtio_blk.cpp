@@ -26,9 +26,8 @@ VirtioBlk::VirtioBlk(VirtioBlkConfig config) : config_(std::move(config)) {
                      "virtio-blk: " + config_.path + ": " + std::strerror(err));
   }
   struct stat st {};
-  const off_t end = (::fstat(fd_, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
-                        ? ::lseek(fd_, 0, SEEK_END)
-                        : off_t{-1};
+  const off_t end =
+      (::fstat(fd_, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) ? ::lseek(fd_, 0, SEEK_END) : off_t{-1};
   if (end < 0) {
     ::close(fd_);
     fd_ = -1;
@@ -64,8 +63,17 @@ void VirtioBlk::set_fault_injection(FaultHook hook) {
 }
 
 VirtioBlk::Counters VirtioBlk::counters() const noexcept {
-  return {reads_.load(), writes_.load(), flushes_.load(), get_ids_.load(), bytes_read_.load(),
-          bytes_written_.load(), io_errors_.load(), invalid_.load(), unsupported_.load()};
+  Counters c{};
+  c.reads = reads_.load();
+  c.writes = writes_.load();
+  c.flushes = flushes_.load();
+  c.get_ids = get_ids_.load();
+  c.bytes_read = bytes_read_.load();
+  c.bytes_written = bytes_written_.load();
+  c.io_errors = io_errors_.load();
+  c.invalid_requests = invalid_.load();
+  c.unsupported = unsupported_.load();
+  return c;
 }
 
 uint32_t VirtioBlk::in_flight() const {
@@ -188,9 +196,7 @@ VirtioBlk::Outcome VirtioBlk::execute(const VirtqChain& chain, const FaultHook& 
   std::memcpy(&sector, header + 8, 8);
   const uint32_t out_bytes = readable - kHeaderSize;  // driver -> device data
   const uint32_t in_bytes = writable - 1;             // device -> driver data
-  auto in_range = [&](uint64_t bytes) {
-    return sector <= capacity_ && bytes / kSectorSize <= capacity_ - sector;
-  };
+  auto in_range = [&](uint64_t bytes) { return sector <= capacity_ && bytes / kSectorSize <= capacity_ - sector; };
   auto injected = [&](BlkOp op) {
     if (!hook) return 0;
     try {

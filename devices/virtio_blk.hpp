@@ -58,9 +58,9 @@ inline constexpr uint32_t kCfgCapacity = 0x00, kCfgSizeMax = 0x08, kCfgSegMax = 
 enum class BlkOp { read, write, flush };
 
 struct VirtioBlkConfig {
-  std::string path;         // backing file (or block device)
-  bool read_only = false;   // VIRTIO_BLK_F_RO; the file is opened O_RDONLY
-  std::string serial;       // GET_ID answer, truncated to 20 bytes
+  std::string path;        // backing file (or block device)
+  bool read_only = false;  // VIRTIO_BLK_F_RO; the file is opened O_RDONLY
+  std::string serial;      // GET_ID answer, truncated to 20 bytes
 };
 
 class VirtioBlk final : public VirtioDevice {
@@ -82,8 +82,7 @@ class VirtioBlk final : public VirtioDevice {
   bool read_only() const noexcept { return config_.read_only; }
 
   struct Counters {
-    uint64_t reads, writes, flushes, get_ids, bytes_read, bytes_written, io_errors, invalid_requests,
-        unsupported;
+    uint64_t reads, writes, flushes, get_ids, bytes_read, bytes_written, io_errors, invalid_requests, unsupported;
   };
   Counters counters() const noexcept;
   // Requests popped but not completed yet.

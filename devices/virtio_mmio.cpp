@@ -17,8 +17,8 @@ VirtioMmio::VirtioMmio(std::string name, vmm::GuestMemory& memory, uint32_t irq,
   if (!device_) throw vmm::Error(vmm::Errc::invalid_argument, "virtio-mmio: no device model");
   for (uint16_t q = 0; q < device_->num_queues(); ++q)
     queues_.push_back(std::make_unique<Virtqueue>(memory_, device_->queue_max_size(q)));
-  offered_ = device_->device_features() | feature_bit(kFeatureVersion1) |
-             feature_bit(virtq::kFeatureIndirectDesc) | feature_bit(virtq::kFeatureEventIdx);
+  offered_ = device_->device_features() | feature_bit(kFeatureVersion1) | feature_bit(virtq::kFeatureIndirectDesc) |
+             feature_bit(virtq::kFeatureEventIdx);
   device_->attach(*this);
 }
 

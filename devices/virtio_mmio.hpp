@@ -60,14 +60,14 @@ namespace virtio_mmio {
 inline constexpr uint64_t kMagicValue = 0x000, kVersion = 0x004, kDeviceId = 0x008, kVendorId = 0x00c,
                           kDeviceFeatures = 0x010, kDeviceFeaturesSel = 0x014, kDriverFeatures = 0x020,
                           kDriverFeaturesSel = 0x024, kQueueSel = 0x030, kQueueNumMax = 0x034, kQueueNum = 0x038,
-                          kQueueReady = 0x044, kQueueNotify = 0x050, kInterruptStatus = 0x060,
-                          kInterruptAck = 0x064, kStatus = 0x070, kQueueDescLow = 0x080, kQueueDescHigh = 0x084,
-                          kQueueDriverLow = 0x090, kQueueDriverHigh = 0x094, kQueueDeviceLow = 0x0a0,
-                          kQueueDeviceHigh = 0x0a4, kShmSel = 0x0ac, kShmLenLow = 0x0b0, kShmLenHigh = 0x0b4,
-                          kShmBaseLow = 0x0b8, kShmBaseHigh = 0x0bc, kConfigGeneration = 0x0fc, kConfig = 0x100;
-inline constexpr uint32_t kMagic = 0x74726976;  // "virt"
-inline constexpr uint32_t kVersion2 = 2;        // modern (non-legacy) interface
-inline constexpr uint32_t kVendor = 0x59495041; // "APIY"
+                          kQueueReady = 0x044, kQueueNotify = 0x050, kInterruptStatus = 0x060, kInterruptAck = 0x064,
+                          kStatus = 0x070, kQueueDescLow = 0x080, kQueueDescHigh = 0x084, kQueueDriverLow = 0x090,
+                          kQueueDriverHigh = 0x094, kQueueDeviceLow = 0x0a0, kQueueDeviceHigh = 0x0a4, kShmSel = 0x0ac,
+                          kShmLenLow = 0x0b0, kShmLenHigh = 0x0b4, kShmBaseLow = 0x0b8, kShmBaseHigh = 0x0bc,
+                          kConfigGeneration = 0x0fc, kConfig = 0x100;
+inline constexpr uint32_t kMagic = 0x74726976;   // "virt"
+inline constexpr uint32_t kVersion2 = 2;         // modern (non-legacy) interface
+inline constexpr uint32_t kVendor = 0x59495041;  // "APIY"
 // Bytes of MMIO space one device decodes (registers + config space).
 inline constexpr uint64_t kRegionSize = 0x1000;
 }  // namespace virtio_mmio

@@ -49,7 +49,9 @@ namespace {
 
 // The ring index fields are shared with the guest's vCPUs: access them
 // atomically. Alignment was checked by enable().
-std::atomic_ref<uint16_t> ring_u16(uint8_t* p) noexcept { return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p)); }
+std::atomic_ref<uint16_t> ring_u16(uint8_t* p) noexcept {
+  return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(p));
+}
 
 // Avail ring: flags @0, idx @2, ring[size] @4, used_event @4+2*size.
 constexpr uint64_t avail_bytes(uint64_t n) { return 6 + 2 * n; }
@@ -120,7 +122,8 @@ size_t VirtqChain::iovecs(const vmm::GuestMemory& mem, bool writable, uint64_t o
 // ------------------------------------------------------------------ queue --
 
 Virtqueue::Virtqueue(const vmm::GuestMemory& mem, uint16_t max_size)
-    : mem_(mem), max_size_(max_size == 0 ? 1 : (max_size > kMaxQueueSize ? kMaxQueueSize : max_size)),
+    : mem_(mem),
+      max_size_(max_size == 0 ? 1 : (max_size > kMaxQueueSize ? kMaxQueueSize : max_size)),
       size_(max_size_) {}
 
 void Virtqueue::set_size(uint32_t n) noexcept {

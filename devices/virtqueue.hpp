@@ -24,11 +24,12 @@
 // worker thread.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <span>
-#include <sys/uio.h>
 #include <vector>
 
 #include "vmm-core/guest_memory.hpp"
@@ -196,8 +197,8 @@ class Virtqueue {
   uint8_t* desc_ = nullptr;
   uint8_t* avail_ = nullptr;
   uint8_t* used_ = nullptr;
-  uint16_t last_avail_ = 0;   // next avail ring slot to consume
-  uint16_t used_idx_ = 0;     // next used ring slot to fill
+  uint16_t last_avail_ = 0;  // next avail ring slot to consume
+  uint16_t used_idx_ = 0;    // next used ring slot to fill
   uint16_t signalled_used_ = 0;
   uint32_t generation_ = 0;
   std::vector<bool> outstanding_;  // per head: popped but not yet used

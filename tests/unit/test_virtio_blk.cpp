@@ -39,9 +39,8 @@ constexpr uint64_t kVersion1 = 1ull << virtio::kFeatureVersion1;
 constexpr uint64_t kIndirect = 1ull << virtq::kFeatureIndirectDesc;
 constexpr uint64_t kEventIdx = 1ull << virtq::kFeatureEventIdx;
 constexpr uint32_t kSectors = 64;
-constexpr uint32_t kAck = virtio::kStatusAcknowledge, kDrv = virtio::kStatusDriver,
-                   kFeatOk = virtio::kStatusFeaturesOk, kDrvOk = virtio::kStatusDriverOk,
-                   kNeedsReset = virtio::kStatusNeedsReset;
+constexpr uint32_t kAck = virtio::kStatusAcknowledge, kDrv = virtio::kStatusDriver, kFeatOk = virtio::kStatusFeaturesOk,
+                   kDrvOk = virtio::kStatusDriverOk, kNeedsReset = virtio::kStatusNeedsReset;
 
 uint8_t pattern(uint64_t byte_offset, uint8_t seed) {
   return static_cast<uint8_t>(byte_offset / 512 * 31 + byte_offset * 7 + seed);
@@ -177,8 +176,12 @@ struct Guest {
   }
   void kick() { wr(mmio::kQueueNotify, 0); }
   uint16_t used_idx() { return guest_u16(mem, used + 2).load(std::memory_order_acquire); }
-  uint32_t used_len(uint16_t i) { return mem.read_obj<uint32_t>(used + 8 + 8 * uint64_t{static_cast<uint16_t>(i % qsize)}); }
-  uint32_t used_id(uint16_t i) { return mem.read_obj<uint32_t>(used + 4 + 8 * uint64_t{static_cast<uint16_t>(i % qsize)}); }
+  uint32_t used_len(uint16_t i) {
+    return mem.read_obj<uint32_t>(used + 8 + 8 * uint64_t{static_cast<uint16_t>(i % qsize)});
+  }
+  uint32_t used_id(uint16_t i) {
+    return mem.read_obj<uint32_t>(used + 4 + 8 * uint64_t{static_cast<uint16_t>(i % qsize)});
+  }
   bool wait_used(uint16_t target, std::chrono::milliseconds timeout = 5000ms) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (static_cast<int16_t>(used_idx() - target) < 0) {
@@ -218,7 +221,8 @@ struct Guest {
     const uint16_t base = layout == Layout::indirect ? 0 : first;
     for (size_t i = 0; i < pieces.size(); ++i) {
       const bool last = i + 1 == pieces.size();
-      const uint16_t flags = static_cast<uint16_t>((pieces[i].w ? virtq::kDescFWrite : 0) | (last ? 0 : virtq::kDescFNext));
+      const uint16_t flags =
+          static_cast<uint16_t>((pieces[i].w ? virtq::kDescFWrite : 0) | (last ? 0 : virtq::kDescFNext));
       set_desc(table, static_cast<uint16_t>(base + i), pieces[i].addr, pieces[i].len, flags,
                static_cast<uint16_t>(base + i + 1));
     }

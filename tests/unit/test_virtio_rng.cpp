@@ -96,7 +96,9 @@ struct Guest {
   }
   void kick() { wr(mmio::kQueueNotify, 0); }
   uint16_t used_idx() { return guest_u16(mem, used + 2).load(std::memory_order_acquire); }
-  uint32_t used_len(uint16_t i) { return mem.read_obj<uint32_t>(used + 8 + 8 * uint64_t{static_cast<uint16_t>(i % qsize)}); }
+  uint32_t used_len(uint16_t i) {
+    return mem.read_obj<uint32_t>(used + 8 + 8 * uint64_t{static_cast<uint16_t>(i % qsize)});
+  }
   // One writable buffer of `len` bytes at `gpa` (zeroed first) as chain `head`.
   void request(uint16_t head, uint64_t gpa, uint32_t len) {
     mem.fill(gpa, len, 0);
@@ -150,7 +152,8 @@ BOOST_AUTO_TEST_CASE(each_chain_is_capped) {
   // 3 x 32 KiB through an indirect table: only the first 64 KiB are filled.
   const uint64_t table = 0x8000, buf = 0x20000;
   for (uint16_t i = 0; i < 3; ++i)
-    g.set_desc(table, i, buf + 0x8000ull * i, 0x8000, static_cast<uint16_t>(virtq::kDescFWrite | (i < 2 ? virtq::kDescFNext : 0)), i + 1);
+    g.set_desc(table, i, buf + 0x8000ull * i, 0x8000,
+               static_cast<uint16_t>(virtq::kDescFWrite | (i < 2 ? virtq::kDescFNext : 0)), i + 1);
   g.mem.fill(buf, 3 * 0x8000, 0);
   g.set_desc(g.desc, 0, table, 48, virtq::kDescFIndirect);
   g.offer(0);

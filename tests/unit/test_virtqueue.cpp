@@ -69,10 +69,16 @@ struct Rings {
     publish_idx(++avail_idx);
   }
   uint16_t used_idx() { return guest_u16(mem, used + 2).load(std::memory_order_acquire); }
-  uint32_t used_id(uint16_t i) { return mem.read_obj<uint32_t>(used + 4 + 8 * uint64_t{static_cast<uint16_t>(i % size)}); }
-  uint32_t used_len(uint16_t i) { return mem.read_obj<uint32_t>(used + 8 + 8 * uint64_t{static_cast<uint16_t>(i % size)}); }
+  uint32_t used_id(uint16_t i) {
+    return mem.read_obj<uint32_t>(used + 4 + 8 * uint64_t{static_cast<uint16_t>(i % size)});
+  }
+  uint32_t used_len(uint16_t i) {
+    return mem.read_obj<uint32_t>(used + 8 + 8 * uint64_t{static_cast<uint16_t>(i % size)});
+  }
   void set_avail_flags(uint16_t f) { guest_u16(mem, avail).store(f, std::memory_order_release); }
-  void set_used_event(uint16_t v) { guest_u16(mem, avail + 4 + 2 * uint64_t{size}).store(v, std::memory_order_release); }
+  void set_used_event(uint16_t v) {
+    guest_u16(mem, avail + 4 + 2 * uint64_t{size}).store(v, std::memory_order_release);
+  }
   uint16_t avail_event() { return guest_u16(mem, used + 4 + 8 * uint64_t{size}).load(std::memory_order_acquire); }
 };
 
@@ -547,7 +553,7 @@ BOOST_AUTO_TEST_CASE(random_rings_never_crash) {
     }
     for (uint16_t i = 0; i < 64; ++i)  // indirect tables
       r.set_table_desc(0x20000, i, small_addr(), static_cast<uint32_t>(rng() % 0x1000),
-                 static_cast<uint16_t>(rng() % 8), static_cast<uint16_t>(rng() % 20));
+                       static_cast<uint16_t>(rng() % 8), static_cast<uint16_t>(rng() % 20));
     const unsigned offers = rng() % 24;
     for (unsigned i = 0; i < offers; ++i) r.offer(static_cast<uint16_t>(rng() % 18));
     for (;;) {
@@ -686,15 +692,36 @@ BOOST_AUTO_TEST_CASE(every_malformed_queue_sets_needs_reset_with_a_config_interr
     QueueError expect;
   };
   const std::vector<Case> cases = {
-      {"loop", [](Rings& r) { r.set_desc(0, 0x10000, 8, kDescFNext, 0); r.offer(0); }, QueueError::chain_too_long},
+      {"loop",
+       [](Rings& r) {
+         r.set_desc(0, 0x10000, 8, kDescFNext, 0);
+         r.offer(0);
+       },
+       QueueError::chain_too_long},
       {"head >= size", [](Rings& r) { r.offer(16); }, QueueError::head_out_of_range},
-      {"next out of range", [](Rings& r) { r.set_desc(0, 0x10000, 8, kDescFNext, 99); r.offer(0); },
+      {"next out of range",
+       [](Rings& r) {
+         r.set_desc(0, 0x10000, 8, kDescFNext, 99);
+         r.offer(0);
+       },
        QueueError::next_out_of_range},
-      {"buffer outside RAM", [](Rings& r) { r.set_desc(0, 0x7fff0000, 8, kDescFWrite); r.offer(0); },
+      {"buffer outside RAM",
+       [](Rings& r) {
+         r.set_desc(0, 0x7fff0000, 8, kDescFWrite);
+         r.offer(0);
+       },
        QueueError::buffer_out_of_range},
-      {"huge length", [](Rings& r) { r.set_desc(0, 0x10000, 0xfffffff0u, kDescFWrite); r.offer(0); },
+      {"huge length",
+       [](Rings& r) {
+         r.set_desc(0, 0x10000, 0xfffffff0u, kDescFWrite);
+         r.offer(0);
+       },
        QueueError::buffer_out_of_range},
-      {"zero length", [](Rings& r) { r.set_desc(0, 0x10000, 0, kDescFWrite); r.offer(0); },
+      {"zero length",
+       [](Rings& r) {
+         r.set_desc(0, 0x10000, 0, kDescFWrite);
+         r.offer(0);
+       },
        QueueError::zero_length},
       {"avail idx jump", [](Rings& r) { r.publish_idx(1000); }, QueueError::avail_idx_jump},
       {"nested indirect",
