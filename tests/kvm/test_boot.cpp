@@ -43,21 +43,6 @@ vmm::Errc machine_error(MachineConfig c) {
   return vmm::Errc::invalid_argument;
 }
 
-// A flat multiboot image (address-field header) whose entry runs `code`.
-std::vector<uint8_t> multiboot_flat(std::vector<uint8_t> code) {
-  bootproto::MultibootHeader h{};
-  h.magic = bootproto::kMultibootHeaderMagic;
-  h.flags = bootproto::kMbHeaderAoutKludge;
-  h.checksum = 0u - h.magic - h.flags;
-  h.header_addr = layout::kKernelLoad;
-  h.load_addr = layout::kKernelLoad;
-  h.entry_addr = layout::kKernelLoad + sizeof h;
-  std::vector<uint8_t> img(sizeof h + code.size());
-  std::memcpy(img.data(), &h, sizeof h);
-  std::copy(code.begin(), code.end(), img.begin() + sizeof h);
-  return img;
-}
-
 void boot_hello(const std::string& file, vmm::BootProtocol expect, const std::string& protocol_name) {
   Machine m(config_for(test::guest_image(file), "apiary-test " + file));
   BOOST_TEST((m.boot_plan().protocol == expect));
@@ -99,7 +84,7 @@ BOOST_AUTO_TEST_CASE(demo_answers_info_over_com1_input) {
 
 BOOST_AUTO_TEST_CASE(triple_fault_is_reported_not_fatal) {
   // ud2 with an empty IDT: #UD -> #GP -> #DF -> shutdown.
-  Machine m(config_for(multiboot_flat({0x0f, 0x0b})));
+  Machine m(config_for(test::multiboot_flat({0x0f, 0x0b})));
   MachineRunner runner(m);
   RunOutcome out = runner.run(kBootDeadline);
   BOOST_TEST(to_string(out.kind) == "triple_fault");
@@ -110,7 +95,7 @@ BOOST_AUTO_TEST_CASE(unsupported_instruction_becomes_a_named_guest_fault) {
   // ARCHITECTURE.md) and KVM reports an emulation failure; on hardware with
   // VMX it raises #UD (CR4.OSFXSR is clear) and triple-faults. Either way the
   // VMM reports a named outcome and the process survives.
-  Machine m(config_for(multiboot_flat({0x66, 0x0f, 0xef, 0xc0, 0xeb, 0xfe})));
+  Machine m(config_for(test::multiboot_flat({0x66, 0x0f, 0xef, 0xc0, 0xeb, 0xfe})));
   MachineRunner runner(m);
   RunOutcome out = runner.run(kBootDeadline);
   BOOST_TEST_MESSAGE("outcome: " << to_string(out.kind) << " " << out.detail);
@@ -119,7 +104,7 @@ BOOST_AUTO_TEST_CASE(unsupported_instruction_becomes_a_named_guest_fault) {
 
 BOOST_AUTO_TEST_CASE(busy_guest_is_stopped_by_deadline_and_by_stop) {
   const std::vector<uint8_t> spin = {0xeb, 0xfe};  // jmp $
-  MachineConfig c = config_for(multiboot_flat(spin));
+  MachineConfig c = config_for(test::multiboot_flat(spin));
   c.vcpus = 2;
   Machine m(std::move(c));
   {

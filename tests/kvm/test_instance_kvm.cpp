@@ -148,7 +148,78 @@ BOOST_AUTO_TEST_CASE(boot_is_gated_on_console_attach) {
   BOOST_TEST(d.output.find("Hello from the Apiary guest") != std::string::npos);
 }
 
-BOOST_AUTO_TEST_CASE(guest_emulation_failure_halts_with_vcpu_diagnostics) {
+// Boots the demo, waits for its prompt, types `line`.
+void demo_command(test::InstanceDriver& d, const std::string& line) {
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("apiary> "));
+  d.type(line + "\n");
+}
+
+BOOST_AUTO_TEST_CASE(i8042_reset_reboots) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  demo_command(d, "reboot");
+  BOOST_TEST(d.wait_state("reboot"));
+  BOOST_TEST(d.wait_state("run"));
+  // The guest came back: a second banner.
+  BOOST_TEST(d.wait_until([&] {
+    const auto first = d.output.find("Apiary demo guest");
+    return first != std::string::npos && d.output.find("Apiary demo guest", first + 1) != std::string::npos;
+  }, 30s));
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(reset_control_register_reboots) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  demo_command(d, "reset");
+  BOOST_TEST(d.wait_state("reboot"));
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(acpi_soft_off_destroys_the_vm) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  demo_command(d, "poweroff");
+  BOOST_TEST(d.wait_state("destroy"));
+  BOOST_TEST(d.count_state("reboot") == 0u);
+  BOOST_TEST(d.diagnostics().reason().find("poweroff requested by acpi-pm") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(soft_reset_reaches_the_guest_which_reboots) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("apiary> "));
+  BOOST_TEST(d.call(soft_reset_atom::value) == "");  // Ctrl-Alt-Del; the target is unchanged
+  BOOST_TEST(d.wait_output("ctrl-alt-del: rebooting"));
+  BOOST_TEST(d.wait_state("reboot"));  // the guest chose to reboot
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(soft_poweroff_reaches_the_guest_which_powers_off) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_state("boot"));
+  d.attach_console();
+  BOOST_TEST(d.wait_output("apiary> "));
+  BOOST_TEST(d.call(soft_off_atom::value) == "");  // ACPI power button
+  BOOST_TEST(d.wait_output("power button: powering off"));
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(guest_triple_fault_command_reboots) {
+  test::InstanceDriver d(kvm_config("demo.elf"));
+  demo_command(d, "crash");
+  BOOST_TEST(d.wait_state("reboot"));
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(halt_collects_vcpu_and_device_diagnostics) {
   test::InstanceDriver d(kvm_config("demo.elf"));
   BOOST_TEST(d.call(start_atom::value) == "");
   BOOST_TEST(d.wait_state("run"));
@@ -160,6 +231,23 @@ BOOST_AUTO_TEST_CASE(guest_emulation_failure_halts_with_vcpu_diagnostics) {
   BOOST_REQUIRE(diag.vcpus_size() == 1);
   BOOST_TEST(diag.vcpus(0).registers().count("rip") == 1u);
   BOOST_TEST(diag.vcpus(0).registers().at("cr0") != 0u);
+  BOOST_TEST(d.call(poweroff_atom::value) == "");
+  BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(emulation_failure_is_a_named_guest_fault_with_diagnostics) {
+  // A flat multiboot image whose first instruction (pxor) the emulator lacks;
+  // on VMX hardware it raises #UD and triple-faults (reboot) instead.
+  InstanceConfig c = kvm_config("hello.mb");
+  c.machine.kernel = test::multiboot_flat({0x66, 0x0f, 0xef, 0xc0, 0xeb, 0xfe});
+  test::InstanceDriver d(std::move(c));
+  BOOST_TEST(d.call(start_atom::value) == "");
+  BOOST_TEST(d.wait_until([&] { return d.count_state("halt") + d.count_state("reboot") > 0; }, 30s));
+  if (d.count_state("halt")) {
+    auto diag = d.diagnostics();
+    BOOST_TEST(diag.reason().find("guest_fault: vCPU 0: internal error (suberror 1: emulation failure)") == 0);
+    BOOST_TEST(diag.vcpus_size() == 1);
+  }
   BOOST_TEST(d.call(poweroff_atom::value) == "");
   BOOST_TEST(d.wait_state("destroy"));
 }

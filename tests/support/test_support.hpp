@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "vmm-core/boot.hpp"
+#include "vmm-core/boot_protocols.hpp"
+#include "vmm-core/layout.hpp"
 
 namespace apiary::test {
 
@@ -38,5 +40,20 @@ inline std::string guest_path(const std::string& file) {
   return p;
 }
 inline std::vector<uint8_t> guest_image(const std::string& file) { return vmm::read_file(guest_path(file)); }
+
+// A flat multiboot image (address-field header) whose entry runs `code`.
+inline std::vector<uint8_t> multiboot_flat(const std::vector<uint8_t>& code) {
+  bootproto::MultibootHeader h{};
+  h.magic = bootproto::kMultibootHeaderMagic;
+  h.flags = bootproto::kMbHeaderAoutKludge;
+  h.checksum = 0u - h.magic - h.flags;
+  h.header_addr = layout::kKernelLoad;
+  h.load_addr = layout::kKernelLoad;
+  h.entry_addr = layout::kKernelLoad + sizeof h;
+  std::vector<uint8_t> img(sizeof h + code.size());
+  std::memcpy(img.data(), &h, sizeof h);
+  std::copy(code.begin(), code.end(), img.begin() + sizeof h);
+  return img;
+}
 
 }  // namespace apiary::test
