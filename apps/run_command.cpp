@@ -118,6 +118,8 @@ devices::MachineConfig machine_config(const v1::InstanceSpec& spec) {
     c.kernel = vmm::read_file(spec.boot().kernel_path());
   }
   if (spec.boot().has_initrd_path()) c.initrd = vmm::read_file(spec.boot().initrd_path());
+  for (const auto& b : spec.devices().block()) c.disks.push_back({b.id(), b.path(), b.read_only()});
+  c.rng = spec.devices().rng().enabled();
   if (spec.devices().serial().history_bytes() > 0) c.console_history_bytes = spec.devices().serial().history_bytes();
   return c;
 }
@@ -278,6 +280,8 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
 }  // namespace
 
 void print_run_help() {
+  std::string names;
+  for (const auto& g : guest::embedded_guests()) names += (names.empty() ? "" : ", ") + std::string(g.name);
   std::cout <<
 R"(Usage: apiary run [options]
 
@@ -287,7 +291,7 @@ options it boots the embedded demo guest.
 Options:
   --spec FILE       instance spec (JSON or protobuf text format, see docs/spec.md)
   --kernel FILE     kernel image: PVH ELF, multiboot v1 or Linux bzImage
-  --guest NAME      an embedded guest image (demo, hello)
+  --guest NAME      an embedded guest image (see the list below)
   --cmdline S       kernel command line
   --initrd FILE     initrd / first boot module
   --vcpus N         number of vCPUs (1..64)
@@ -302,7 +306,8 @@ Exit status: the guest's debug-exit status ((v << 1) | 1) when it writes v
 to port 0xf4; 0 on guest poweroff; 2 usage; 4 bad spec or image; 6 no usable
 /dev/kvm; 8 guest fault (e.g. emulation failure); 10 detached; 124 timeout.
 A guest reset (i8042, 0xCF9, triple fault) reboots the VM.
-)";
+
+Embedded guests: )" << names << "\n";
 }
 
 int run_command(const std::vector<std::string>& args) {

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "devices/virtio_blk.hpp"
+#include "devices/virtio_rng.hpp"
 #include "vmm-core/layout.hpp"
 #include "vmm-core/sim_vcpu.hpp"
 #include "vmm-core/x86_setup.hpp"
@@ -77,6 +79,23 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   fw_cfg_ = std::make_unique<FwCfg>("fw-cfg", *memory_, config_.vcpus, memory_->size(), config_.kernel,
                                     config_.initrd, config_.cmdline);
   bus_.add(AddressSpace::pio, layout::kFwCfgSelector, layout::kFwCfgPorts, fw_cfg_.get(), fw_cfg_->name());
+
+  const size_t virtio_count = config_.disks.size() + (config_.rng ? 1 : 0);
+  if (virtio_count > layout::kVirtioMmioSlots)
+    throw Error(Errc::invalid_argument, "at most " + std::to_string(layout::kVirtioMmioSlots) + " virtio devices");
+  auto add_virtio = [&](std::string name, std::unique_ptr<VirtioDevice> model) {
+    const size_t slot = virtio_.size();
+    virtio_.push_back(std::make_unique<VirtioMmio>(std::move(name), *memory_, layout::kVirtioIrqs[slot], irq,
+                                                   std::move(model)));
+    bus_.add(AddressSpace::mmio, layout::kVirtioMmioBase + slot * layout::kVirtioMmioStride,
+             virtio_mmio::kRegionSize, virtio_.back().get(), virtio_.back()->name());
+  };
+  for (size_t i = 0; i < config_.disks.size(); ++i) {
+    const auto& d = config_.disks[i];
+    add_virtio("virtio-blk-" + std::to_string(i),
+               std::make_unique<VirtioBlk>(VirtioBlkConfig{d.path, d.read_only, d.id}));
+  }
+  if (config_.rng) add_virtio("virtio-rng", std::make_unique<VirtioRng>());
   bus_.freeze();
 
   load_kernel();
@@ -101,8 +120,10 @@ void Machine::load_kernel() {
 }
 
 std::vector<Device*> Machine::devices() const {
-  return {com1_.get(), i8042_.get(),         rtc_.get(),  acpi_.get(), reset_control_.get(),
-          fw_cfg_.get(), debug_exit_.get(), post_.get(), noop_.get()};
+  std::vector<Device*> all = {com1_.get(),   i8042_.get(),      rtc_.get(),  acpi_.get(), reset_control_.get(),
+                              fw_cfg_.get(), debug_exit_.get(), post_.get(), noop_.get()};
+  for (auto& v : virtio_) all.push_back(v.get());
+  return all;
 }
 
 void Machine::set_event_handler(std::function<void(const MachineEvent&)> handler) {

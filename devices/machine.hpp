@@ -27,6 +27,7 @@
 #include "devices/post_port.hpp"
 #include "devices/reset_control.hpp"
 #include "devices/uart16550.hpp"
+#include "devices/virtio_mmio.hpp"
 #include "vmm-core/boot.hpp"
 #include "vmm-core/bus.hpp"
 #include "vmm-core/guest_memory.hpp"
@@ -45,6 +46,14 @@ struct MachineConfig {
   std::string cmdline;
   std::vector<uint8_t> initrd;
   size_t console_history_bytes = 64 * 1024;
+  // virtio-mmio devices, in slot order: block devices first, then rng.
+  struct Disk {
+    std::string id;  // the GET_ID serial
+    std::string path;
+    bool read_only = false;
+  };
+  std::vector<Disk> disks;
+  bool rng = false;
   VcpuBackendKind backend = VcpuBackendKind::kvm;
   // Simulated backend only: the program each vCPU replays (index = vCPU id;
   // missing entries are idle vCPUs).
@@ -80,6 +89,8 @@ class Machine final : private DeviceEvents, private IrqLine {
   CmosRtc& rtc() noexcept { return *rtc_; }
   AcpiPm& acpi() noexcept { return *acpi_; }
   FwCfg& fw_cfg() noexcept { return *fw_cfg_; }
+  // virtio-mmio devices by slot.
+  const std::vector<std::unique_ptr<VirtioMmio>>& virtio() const noexcept { return virtio_; }
   const std::vector<std::unique_ptr<vmm::VcpuBackend>>& vcpus() const noexcept { return vcpus_; }
   std::vector<Device*> devices() const;
   bool simulated() const noexcept { return config_.backend == VcpuBackendKind::simulated; }
@@ -125,6 +136,7 @@ class Machine final : private DeviceEvents, private IrqLine {
   std::unique_ptr<AcpiPm> acpi_;
   std::unique_ptr<ResetControl> reset_control_;
   std::unique_ptr<FwCfg> fw_cfg_;
+  std::vector<std::unique_ptr<VirtioMmio>> virtio_;
   std::vector<std::unique_ptr<vmm::VcpuBackend>> vcpus_;
   std::mutex handler_mutex_;
   std::function<void(const MachineEvent&)> handler_;

@@ -135,7 +135,7 @@ class VirtioMmio final : public Device, private VirtioContext {
  public:
   // Register on the MMIO bus at layout::kVirtioMmioBase + slot *
   // layout::kVirtioMmioStride with size virtio_mmio::kRegionSize; `irq` is
-  // the GSI (layout::kVirtioFirstIrq + slot).
+  // the slot's GSI (layout::kVirtioIrqs[slot]).
   VirtioMmio(std::string name, vmm::GuestMemory& memory, uint32_t irq, IrqLine& irq_line,
              std::unique_ptr<VirtioDevice> device);
   ~VirtioMmio() override;

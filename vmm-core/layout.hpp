@@ -75,6 +75,11 @@ inline constexpr uint8_t kAcpiSciIrq = 9;
 inline constexpr uint16_t kAcpiSlpTypSoftOff = 5;
 inline constexpr uint16_t kResetControl = 0xcf9;
 inline constexpr uint8_t kVirtioFirstIrq = 5;
+// The GSI of each virtio-mmio slot: the free ISA lines from 5, skipping 8
+// (RTC), 9 (ACPI SCI), 12 (PS/2 mouse) and 13 (FPU); the last slot needs the
+// IOAPIC (GSI 16).
+inline constexpr uint8_t kVirtioIrqs[8] = {5, 6, 7, 10, 11, 14, 15, 16};
+static_assert(sizeof(kVirtioIrqs) == kVirtioMmioSlots);
 // A port claimed by a device that does nothing: the exit-cost benchmark's target.
 inline constexpr uint16_t kNoopPort = 0x2000;
 
