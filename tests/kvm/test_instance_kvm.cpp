@@ -4,7 +4,11 @@
 // console-gated boot — each checked through what the guest prints and the
 // lifecycle states the instance reports.
 #define BOOST_TEST_MODULE instance_kvm
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <regex>
+#include <thread>
 
 #include "tests/support/instance_driver.hpp"
 #include "tests/support/test_support.hpp"
@@ -250,6 +254,38 @@ BOOST_AUTO_TEST_CASE(emulation_failure_is_a_named_guest_fault_with_diagnostics) 
   }
   BOOST_TEST(d.call(poweroff_atom::value) == "");
   BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(actor_system_shutdown_never_hangs_on_a_busy_guest) {
+  // In a child, so a hang cannot take the test binary with it: run a
+  // compute-bound 2-vCPU guest, then tear the actor system down without
+  // powering the VM off. The vCPU actors must kick their threads out of
+  // KVM_RUN and join them.
+  std::vector<uint8_t> kernel = test::guest_image("spin.elf");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    {
+      InstanceConfig c = kvm_config("spin.elf", {}, 2);
+      c.machine.kernel = kernel;
+      test::InstanceDriver d(std::move(c));
+      d.call(start_atom::value);
+      d.attach_console();
+      if (!d.wait_output("tick 2", 30s)) ::_exit(3);
+    }  // ~InstanceDriver: exit to the instance; ~actor_system: waits for every actor
+    ::_exit(0);
+  }
+  int status = 0;
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  pid_t r = 0;
+  while ((r = ::waitpid(pid, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(20ms);
+  if (r == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    BOOST_FAIL("the actor system did not shut down within 60 s");
+  }
+  BOOST_TEST(WIFEXITED(status));
+  BOOST_TEST(WEXITSTATUS(status) == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
