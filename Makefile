@@ -5,7 +5,7 @@ SAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build run test test-unit test-kvm asan bench clean
+.PHONY: all setup configure build run test test-unit test-kvm asan bench fuzz clean
 
 all: build
 
@@ -46,5 +46,17 @@ bench: build
 	cmake --build $(BUILD) -j $(JOBS) --target apiary_benchmarks
 	scripts/run-benchmarks.sh $(BUILD)
 
+# libFuzzer on the loaders and the spec parser (clang), 60 s each.
+fuzz:
+	@scripts/setup-deps.sh
+	apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev >/dev/null
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DAPIARY_FUZZ=ON -DAPIARY_BUILD_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_loaders fuzz_spec
+	mkdir -p build-fuzz/corpus/loaders build-fuzz/corpus/spec
+	cp build/guest/*.elf build/guest/*.mb build/guest/*.bzimage build-fuzz/corpus/loaders/ 2>/dev/null || true
+	cp examples/*.json build-fuzz/corpus/spec/
+	build-fuzz/tests/fuzz/fuzz_loaders -max_total_time=60 build-fuzz/corpus/loaders
+	build-fuzz/tests/fuzz/fuzz_spec -max_total_time=60 build-fuzz/corpus/spec
+
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz

@@ -28,6 +28,8 @@ struct RunOptions {
   std::optional<uint32_t> vcpus;
   std::optional<uint64_t> memory_mib;
   std::optional<uint64_t> timeout_s;
+  std::vector<std::pair<std::string, bool>> disks;  // path, read-only
+  bool rng = false;
   bool quiet = false;
 };
 
@@ -49,6 +51,16 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
     std::string v;
     if (a == "--quiet" || a == "-q") {
       o.quiet = true;
+      continue;
+    }
+    if (a == "--rng") {
+      o.rng = true;
+      continue;
+    }
+    if (a == "--disk") {
+      if (!value(v)) return "--disk needs a value";
+      const bool ro = v.size() > 3 && v.compare(v.size() - 3, 3, ":ro") == 0;
+      o.disks.emplace_back(ro ? v.substr(0, v.size() - 3) : v, ro);
       continue;
     }
     if (a != "--spec" && a != "--kernel" && a != "--cmdline" && a != "--initrd" && a != "--guest" &&
@@ -97,6 +109,13 @@ std::optional<v1::InstanceSpec> build_spec(const RunOptions& o) {
   if (o.guest) spec.mutable_boot()->set_embedded_guest(*o.guest);
   if (o.cmdline) spec.mutable_boot()->set_cmdline(*o.cmdline);
   if (o.initrd) spec.mutable_boot()->set_initrd_path(*o.initrd);
+  for (size_t i = 0; i < o.disks.size(); ++i) {
+    auto* b = spec.mutable_devices()->add_block();
+    b->set_id("disk" + std::to_string(spec.devices().block_size() - 1));
+    b->set_path(o.disks[i].first);
+    b->set_read_only(o.disks[i].second);
+  }
+  if (o.rng) spec.mutable_devices()->mutable_rng()->set_enabled(true);
   auto problems = spec::validate(spec, spec::host_limits());
   if (!problems.empty()) {
     for (auto& p : problems) std::cerr << "apiary: invalid instance spec: " << spec::to_string(p) << "\n";
@@ -106,6 +125,9 @@ std::optional<v1::InstanceSpec> build_spec(const RunOptions& o) {
 }
 
 devices::MachineConfig machine_config(const v1::InstanceSpec& spec) {
+  if (spec.devices().nics_size() > 0)
+    throw vmm::Error(vmm::Errc::invalid_argument,
+                     "devices.nics: virtual NICs have no data plane yet (virtio-net is not built); remove them");
   devices::MachineConfig c;
   c.vcpus = spec.board().vcpus();
   c.memory_mib = spec.board().memory_mib();
@@ -294,6 +316,8 @@ Options:
   --guest NAME      an embedded guest image (see the list below)
   --cmdline S       kernel command line
   --initrd FILE     initrd / first boot module
+  --disk FILE[:ro]  a virtio-blk disk backed by FILE (repeatable; :ro = read-only)
+  --rng             a virtio-rng device
   --vcpus N         number of vCPUs (1..64)
   --memory MIB      guest RAM in MiB
   --timeout SEC     stop the VM after SEC seconds (exit status 124)

@@ -2,7 +2,11 @@
 // prompt, an `info` answer, the debug-exit status as the process status; and
 // the CLI's refusals, each with a message and a distinct status.
 #define BOOST_TEST_MODULE apiary_run
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "apps/run_command.hpp"
 #include "tests/support/process.hpp"
@@ -51,6 +55,20 @@ BOOST_AUTO_TEST_CASE(deadline_ends_a_guest_that_never_exits, *utf::precondition(
   BOOST_TEST(r.exit_code == apps::kExitTimeout);
 }
 
+BOOST_AUTO_TEST_CASE(disk_and_rng_from_the_command_line, *utf::precondition(test::kvm_available)) {
+  const std::string disk = "/tmp/apiary-run-disk-" + std::to_string(::getpid()) + ".img";
+  { std::ofstream(disk) << std::string(64 * 1024, '\0'); }
+  auto r = apiary_run({"--disk", disk, "--rng"}, "disk write 1 via-cli\ndisk read 1\nrng 8\nexit 0\n");
+  BOOST_TEST(r.exit_code == 1);
+  BOOST_TEST(has(r.out, "disk: capacity=128 sectors id=disk0"));
+  BOOST_TEST(has(r.out, ": via-cli"));
+  BOOST_TEST(has(r.out, "rng: "));
+  std::ifstream in(disk, std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(in)), {});
+  BOOST_TEST(content.substr(512, 7) == "via-cli");
+  std::remove(disk.c_str());
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_is_refused_with_a_named_error) {
   auto r = apiary_run({"--vcpus", "0"});
   BOOST_TEST(r.exit_code == apps::kExitBadSpec);
@@ -78,6 +96,16 @@ BOOST_AUTO_TEST_CASE(bad_input_is_refused_with_a_named_error) {
 
   r = apiary_run({"--spec", "/nonexistent/spec.json"});
   BOOST_TEST(r.exit_code == apps::kExitBadSpec);
+
+  const std::string nic_spec = "/tmp/apiary-test-nic-spec.json";
+  std::ofstream(nic_spec) << R"({"name":"n","devices":{"nics":[{"network":"net0","mac":"52:54:00:12:34:56"}]}})";
+  r = apiary_run({"--spec", nic_spec});
+  BOOST_TEST(r.exit_code == apps::kExitBadSpec);
+  BOOST_TEST(has(r.err, "devices.nics"));
+
+  r = apiary_run({"--disk", "/nonexistent/disk.img"});
+  BOOST_TEST(r.exit_code == apps::kExitBadSpec);
+  BOOST_TEST(has(r.err, "file_not_found"));
 
   r = apiary_run({"--bogus"});
   BOOST_TEST(r.exit_code == apps::kExitUsage);

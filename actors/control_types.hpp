@@ -1,0 +1,160 @@
+// Messages of the control plane: the atoms and payload types shared by the
+// controller actor (controller_actor.hpp) and the node actor
+// (node_actor.hpp), and the control plane's own error category.
+//
+// Why a separate header: the controller and the node talk to each other in
+// both directions (check-ins one way, placements and actions the other), so
+// the vocabulary lives below both interfaces. Atoms of the instance layer
+// stay in atoms.hpp; these are the control plane's (CAF 0.17: at most 10
+// characters each).
+//
+// Why these payloads: an InstanceSpec travels as its serialized protobuf
+// bytes (std::string), power reports as std::map<std::string, std::string>
+// (a CAF built-in type). Records and action logs are small structs with an
+// `inspect` overload: they work in local messages as they are, and a process
+// that sends them over the middleman calls register_control_types() on its
+// actor_system_config first.
+//
+// Refusals: an API call that is refused answers a caf::error of category
+// "apiarycp" whose code is the HTTP status class (ControlErrc) and whose
+// context is the exact message (e.g. Nova's "Cannot 'pause' instance <id>
+// while it is in vm_state stopped"). http_status() and message_of() read
+// them back.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace apiary::actors {
+
+// --- atoms --------------------------------------------------------------------
+
+// node -> controller
+using checkin_atom = caf::atom_constant<caf::atom("checkin")>;  // periodic check-in with capacity
+// controller -> node
+using place_atom = caf::atom_constant<caf::atom("place")>;          // spawn and start an instance
+using node_act_atom = caf::atom_constant<caf::atom("nodeact")>;     // an action on one instance
+using power_list_atom = caf::atom_constant<caf::atom("powerlist")>;  // id -> power state
+using capacity_atom = caf::atom_constant<caf::atom("capacity")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;  // graceful stop
+// API (client -> controller)
+using create_atom = caf::atom_constant<caf::atom("create")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using get_atom = caf::atom_constant<caf::atom("get")>;
+using act_atom = caf::atom_constant<caf::atom("act")>;
+using actions_atom = caf::atom_constant<caf::atom("actions")>;
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+using cluster_log_atom = caf::atom_constant<caf::atom("clusterlog")>;
+// internal timers
+using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to check in
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
+using wait_dl_atom = caf::atom_constant<caf::atom("waitdl")>;  // node: a state wait's deadline
+// tests / simulation
+using instance_of_atom = caf::atom_constant<caf::atom("instof")>;    // the instance actor of an id
+using partition_atom = caf::atom_constant<caf::atom("partition")>;  // cut the node off (no check-ins, no answers)
+
+// --- power states a node reports ----------------------------------------------
+
+inline constexpr const char* kPowerRunning = "running";    // initialize / boot / run / reboot
+inline constexpr const char* kPowerPaused = "paused";      // quiesced on purpose
+inline constexpr const char* kPowerShutdown = "shutdown";  // halt / destroy
+inline constexpr const char* kPowerDeleted = "deleted";    // the node no longer knows it
+
+// --- payloads -----------------------------------------------------------------
+
+struct InstanceInfo {
+  std::string id;
+  std::string name;
+  std::string node;
+  std::string sf_state;
+  std::string vm_state;
+  std::string task_state;
+};
+
+struct ActionEventInfo {
+  std::string name;
+  int64_t start = 0;
+  int64_t finish = -1;  // -1 while running
+  std::string result;
+  std::string detail;
+};
+
+struct ActionInfo {
+  std::string request_id;
+  std::string action;
+  int64_t start = 0;
+  int64_t finish = -1;  // -1 while running
+  std::string result;   // running, success, error, reverted, superseded
+  std::vector<ActionEventInfo> events;
+};
+
+struct NodeInfo {
+  std::string name;
+  std::string state;
+  int64_t last_checkin = 0;
+  uint32_t vcpus = 0;
+  uint64_t memory_mib = 0;
+  uint32_t instances = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
+  return f(caf::meta::type_name("InstanceInfo"), x.id, x.name, x.node, x.sf_state, x.vm_state, x.task_state);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ActionEventInfo& x) {
+  return f(caf::meta::type_name("ActionEventInfo"), x.name, x.start, x.finish, x.result, x.detail);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ActionInfo& x) {
+  return f(caf::meta::type_name("ActionInfo"), x.request_id, x.action, x.start, x.finish, x.result, x.events);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, NodeInfo& x) {
+  return f(caf::meta::type_name("NodeInfo"), x.name, x.state, x.last_checkin, x.vcpus, x.memory_mib, x.instances);
+}
+
+// Registers the payload types above (needed only when they cross processes).
+inline void register_control_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<InstanceInfo>("apiary.InstanceInfo");
+  cfg.add_message_type<std::vector<InstanceInfo>>("apiary.InstanceInfoVec");
+  cfg.add_message_type<ActionEventInfo>("apiary.ActionEventInfo");
+  cfg.add_message_type<ActionInfo>("apiary.ActionInfo");
+  cfg.add_message_type<std::vector<ActionInfo>>("apiary.ActionInfoVec");
+  cfg.add_message_type<NodeInfo>("apiary.NodeInfo");
+  cfg.add_message_type<std::vector<NodeInfo>>("apiary.NodeInfoVec");
+}
+
+// --- the control plane's errors ---------------------------------------------------
+
+inline constexpr caf::atom_value kControlErrorCategory = caf::atom("apiarycp");
+
+// Codes are the HTTP status minus 300, so they fit caf::error's uint8_t (400 -> 100, 404 -> 104, 409 -> 109, ...).
+enum class ControlErrc : uint8_t {
+  bad_request = 100,      // 400: the spec or the arguments are malformed
+  not_found = 104,        // 404: no such instance or node
+  conflict = 109,         // 409: Nova refused the action in this state
+  internal = 200,         // 500: the store failed
+  not_implemented = 201,  // 501: the action is not available (yet)
+  unavailable = 203,      // 503: no node can take it right now
+};
+
+inline caf::error make_control_error(ControlErrc c, std::string message) {
+  return caf::error(static_cast<uint8_t>(c), kControlErrorCategory, caf::make_message(std::move(message)));
+}
+// The HTTP status of a control-plane error, 0 for any other error.
+inline int http_status(const caf::error& e) {
+  return e.category() == kControlErrorCategory ? static_cast<int>(e.code()) + 300 : 0;
+}
+// The message of a control-plane error ("" if none).
+inline std::string message_of(const caf::error& e) {
+  if (e.category() == kControlErrorCategory && e.context().match_elements<std::string>())
+    return e.context().get_as<std::string>(0);
+  return {};
+}
+
+}  // namespace apiary::actors

@@ -1,0 +1,624 @@
+// The controller actor (see controller_actor.hpp for the messages and why it
+// is one actor).
+//
+// Rules this file keeps:
+//  * Every change goes through the StateStore (which validates it against
+//    the Shaken Fist and Nova tables) before anything is acknowledged or sent
+//    to a node; a StoreError becomes a 500 answer, never a half-written
+//    change.
+//  * Every accepted action ends in finish_action: the node's reply, its error
+//    or the request deadline (action_deadline) closes it.
+//  * Record transitions and scheduling decisions are written into the
+//    action's events, so the action log tells the whole story of a request.
+#include "actors/controller_actor.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <tuple>
+
+#include "actors/errors.hpp"
+#include "actors/node_actor.hpp"
+#include "actors/state_store.hpp"
+#include "proto/spec.hpp"
+
+namespace apiary::actors {
+namespace {
+
+using control::Action;
+using control::ActionEvent;
+using control::ActionResult;
+using control::InstanceRecord;
+using control::NodeState;
+using control::SfInstanceState;
+using control::StoreError;
+using control::TaskState;
+using control::VmState;
+
+struct ControllerState {
+  ControllerConfig cfg;
+  std::shared_ptr<control::StateStore> store;
+  std::map<std::string, node_actor> nodes;  // from check-ins
+  std::mt19937_64 rng;
+  std::vector<std::string> cluster_log;
+  static inline const char* name = "controller";
+};
+using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
+
+std::string new_id(controller_pointer self, const char* prefix) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, static_cast<uint64_t>(self->state.rng()));
+  return std::string(prefix) + buf;
+}
+
+caf::error store_failed(const StoreError& e) {
+  return make_control_error(ControlErrc::internal, std::string("store: ") + control::to_string(e.code()) + ": " +
+                                                       e.detail());
+}
+
+caf::error refusal_error(const control::Refusal& r) {
+  return make_control_error(r.http_status == 501 ? ControlErrc::not_implemented : ControlErrc::conflict, r.message);
+}
+
+InstanceInfo to_info(const InstanceRecord& r) {
+  return {r.id,
+          r.name,
+          r.node,
+          control::to_string(r.sf_state),
+          control::to_string(r.vm_state),
+          control::to_string(r.task_state)};
+}
+
+void note(controller_pointer self, std::string line) { self->state.cluster_log.push_back(std::move(line)); }
+
+// Appends an event to an action; a failure to log is noted, never thrown.
+void event(controller_pointer self, int64_t action_id, const std::string& name, const std::string& result,
+           const std::string& detail, std::optional<control::UnixMillis> start = std::nullopt) {
+  auto& store = *self->state.store;
+  try {
+    const auto now = store.now();
+    store.append_action_event(action_id, ActionEvent{name, start.value_or(now), now, result, detail});
+  } catch (const StoreError& e) {
+    note(self, "action " + std::to_string(action_id) + ": event " + name + " not logged: " + e.detail());
+  }
+}
+
+// A validated sf_state change, logged as an event of the action.
+void transition(controller_pointer self, const std::string& id, int64_t action_id, SfInstanceState to) {
+  auto& store = *self->state.store;
+  store.with_transaction([&] {
+    const SfInstanceState from = store.record_transition(id, to);
+    const auto now = store.now();
+    store.append_action_event(action_id, ActionEvent{"sf_state", now, now, "success",
+                                                     std::string(control::to_string(from)) + " -> " +
+                                                         control::to_string(to)});
+  });
+}
+
+// X -> X-error -> error, for a failure while the record is in `current`.
+void fail_record(controller_pointer self, const std::string& id, int64_t action_id) {
+  auto& store = *self->state.store;
+  try {
+    auto rec = store.get_instance(id);
+    if (!rec) return;
+    if (auto err = control::error_path(rec->sf_state)) transition(self, id, action_id, *err);
+    rec = store.get_instance(id);
+    if (rec && control::is_transitional_error(rec->sf_state)) transition(self, id, action_id, SfInstanceState::error);
+  } catch (const StoreError& e) {
+    note(self, "instance " + id + ": error path not recorded: " + e.detail());
+  }
+}
+
+void finish(controller_pointer self, int64_t action_id, ActionResult result, std::optional<VmState> state = {}) {
+  try {
+    self->state.store->finish_action(action_id, result, state);
+  } catch (const StoreError& e) {
+    note(self, "action " + std::to_string(action_id) + " not finished: " + e.detail());
+  }
+}
+
+// --- scheduling -------------------------------------------------------------
+
+struct Load {
+  uint32_t instances = 0;
+  uint64_t vcpus = 0;
+  uint64_t memory_mib = 0;
+};
+
+bool holds_resources(const InstanceRecord& r) {
+  return r.sf_state == SfInstanceState::initial || r.sf_state == SfInstanceState::preflight ||
+         r.sf_state == SfInstanceState::creating || r.sf_state == SfInstanceState::created;
+}
+
+Load load_of(controller_pointer self, const std::string& node) {
+  Load l;
+  for (const auto& r : self->state.store->list_instances_on_node(node)) {
+    if (!holds_resources(r)) continue;
+    ++l.instances;
+    l.vcpus += r.spec.board().vcpus();
+    l.memory_mib += r.spec.board().memory_mib();
+  }
+  return l;
+}
+
+// Filters and ranks the nodes; every rejection and the decision become
+// events of the create action. nullopt: no valid host.
+std::optional<std::string> pick_node(controller_pointer self, const v1::InstanceSpec& spec, int64_t action_id) {
+  auto& st = self->state;
+  const uint64_t want_v = spec.board().vcpus();
+  const uint64_t want_m = spec.board().memory_mib();
+  struct Candidate {
+    std::string name;
+    Load load;
+  };
+  std::vector<Candidate> ok;
+  size_t rejected = 0;
+  auto reject = [&](const std::string& why) {
+    ++rejected;
+    event(self, action_id, "filter", "rejected", why);
+  };
+  for (const auto& n : st.store->list_nodes()) {
+    if (n.state != NodeState::created) {
+      reject("node " + n.name + ": state " + control::to_string(n.state));
+      continue;
+    }
+    if (!st.nodes.count(n.name)) {
+      reject("node " + n.name + ": no check-in since the controller started");
+      continue;
+    }
+    const Load l = load_of(self, n.name);
+    const auto cap_v = static_cast<uint64_t>(n.vcpus * st.cfg.cpu_allocation_ratio);
+    const auto cap_m = static_cast<uint64_t>(static_cast<double>(n.memory_mib) * st.cfg.ram_allocation_ratio);
+    if (l.vcpus + want_v > cap_v) {
+      std::ostringstream o;
+      o << "node " << n.name << ": not enough vCPUs: " << want_v << " requested, " << l.vcpus << " of " << cap_v
+        << " in use (" << n.vcpus << " x cpu_allocation_ratio " << st.cfg.cpu_allocation_ratio << ")";
+      reject(o.str());
+      continue;
+    }
+    if (l.memory_mib + want_m > cap_m) {
+      std::ostringstream o;
+      o << "node " << n.name << ": not enough memory: " << want_m << " MiB requested, " << l.memory_mib << " of "
+        << cap_m << " MiB in use (" << n.memory_mib << " MiB x ram_allocation_ratio " << st.cfg.ram_allocation_ratio
+        << ")";
+      reject(o.str());
+      continue;
+    }
+    ok.push_back({n.name, l});
+  }
+  if (ok.empty()) {
+    event(self, action_id, "schedule", "error",
+          "no valid host: " + std::to_string(rejected) + " node(s) rejected, none left");
+    return std::nullopt;
+  }
+  // Lowest load first: fewest instances, then fewest vCPUs in use, then name.
+  std::sort(ok.begin(), ok.end(), [](const Candidate& a, const Candidate& b) {
+    return std::tie(a.load.instances, a.load.vcpus, a.name) < std::tie(b.load.instances, b.load.vcpus, b.name);
+  });
+  const Candidate& c = ok.front();
+  event(self, action_id, "schedule", "success",
+        "node " + c.name + " (" + std::to_string(c.load.instances) + " instances, " + std::to_string(c.load.vcpus) +
+            " vCPUs in use; " + std::to_string(ok.size()) + " candidate(s))");
+  return c.name;
+}
+
+// preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
+void build(controller_pointer self, const std::string& id, int64_t action_id) {
+  auto& st = self->state;
+  auto& store = *st.store;
+  std::optional<InstanceRecord> rec;
+  std::optional<std::string> node;
+  try {
+    transition(self, id, action_id, SfInstanceState::preflight);
+    rec = store.get_instance(id);
+    node = pick_node(self, rec->spec, action_id);
+    if (!node) {
+      fail_record(self, id, action_id);
+      finish(self, action_id, ActionResult::error);
+      return;
+    }
+    store.with_transaction([&] {
+      auto r = store.get_instance(id);
+      r->node = *node;
+      store.put_instance(*r);
+      transition(self, id, action_id, SfInstanceState::creating);
+    });
+  } catch (const StoreError& e) {
+    note(self, "instance " + id + ": create failed in the store: " + e.detail());
+    fail_record(self, id, action_id);
+    finish(self, action_id, ActionResult::error);
+    return;
+  }
+  const auto start = store.now();
+  std::string bytes;
+  rec->spec.SerializeToString(&bytes);
+  self->request(st.nodes.at(*node), st.cfg.action_deadline, place_atom::value, id, bytes)
+      .then(
+          [self, id, action_id, start, node](const std::string&) {
+            event(self, action_id, "spawn", "success", "running on node " + *node, start);
+            try {
+              transition(self, id, action_id, SfInstanceState::created);
+              finish(self, action_id, ActionResult::success, VmState::active);
+            } catch (const StoreError& e) {
+              // e.g. the node was declared in error meanwhile.
+              event(self, action_id, "sf_state", "error", e.detail());
+              finish(self, action_id, ActionResult::error);
+            }
+          },
+          [self, id, action_id, start, node](caf::error& e) {
+            event(self, action_id, "spawn", "error", "node " + *node + ": " + describe(e), start);
+            fail_record(self, id, action_id);
+            finish(self, action_id, ActionResult::error);
+          });
+}
+
+// --- actions ----------------------------------------------------------------
+
+struct NodeWork {
+  const char* node_action;
+  VmState success;
+};
+
+std::optional<NodeWork> node_work(Action a) {
+  switch (a) {
+    case Action::pause: return NodeWork{"pause", VmState::paused};
+    case Action::unpause: return NodeWork{"unpause", VmState::active};
+    case Action::stop: return NodeWork{"poweroff", VmState::stopped};
+    case Action::start: return NodeWork{"poweron", VmState::active};
+    case Action::reboot_soft: return NodeWork{"softreboot", VmState::active};
+    case Action::reboot_hard: return NodeWork{"hardreboot", VmState::active};
+    case Action::delete_: return NodeWork{"delete", VmState::deleted};
+    default: return std::nullopt;
+  }
+}
+
+void complete_delete(controller_pointer self, const std::string& id, int64_t action_id) {
+  try {
+    auto& store = *self->state.store;
+    store.with_transaction([&] {
+      if (store.finish_action(action_id, ActionResult::success, VmState::deleted))
+        transition(self, id, action_id, SfInstanceState::deleted);
+    });
+  } catch (const StoreError& e) {
+    event(self, action_id, "sf_state", "error", e.detail());
+    finish(self, action_id, ActionResult::error);
+  }
+}
+
+bool node_reachable(controller_pointer self, const std::string& node) {
+  if (node.empty() || !self->state.nodes.count(node)) return false;
+  auto rec = self->state.store->get_node(node);
+  return rec && (rec->state == NodeState::created || rec->state == NodeState::stopping ||
+                 rec->state == NodeState::stopped);
+}
+
+void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id) {
+  const NodeWork work = *node_work(a);
+  const std::string id = rec.id;
+  const std::string name = std::string("compute_") + control::to_string(a);
+  if (!node_reachable(self, rec.node)) {
+    const std::string why = rec.node.empty() ? "the instance has no node" : "node " + rec.node + " is not reachable";
+    if (a == Action::delete_) {
+      // Nova's local delete: the record goes; a VM still running there is
+      // a stray for reconciliation when the node returns.
+      event(self, action_id, "local_delete", "success", why);
+      complete_delete(self, id, action_id);
+      return;
+    }
+    event(self, action_id, name, "error", why);
+    finish(self, action_id, ActionResult::error);
+    return;
+  }
+  std::string bytes;
+  rec.spec.SerializeToString(&bytes);
+  const auto start = self->state.store->now();
+  self->request(self->state.nodes.at(rec.node), self->state.cfg.action_deadline, node_act_atom::value, id,
+                std::string(work.node_action), bytes)
+      .then(
+          [self, a, id, action_id, name, start, work](const std::string& power) {
+            event(self, action_id, name, "success", "power state " + power, start);
+            if (a == Action::delete_)
+              complete_delete(self, id, action_id);
+            else
+              finish(self, action_id, ActionResult::success, work.success);
+          },
+          [self, a, id, action_id, name, start](caf::error& e) {
+            event(self, action_id, name, "error", describe(e), start);
+            if (a == Action::delete_) {
+              event(self, action_id, "local_delete", "success", "the node did not complete the delete");
+              complete_delete(self, id, action_id);
+            } else {
+              finish(self, action_id, ActionResult::error);
+            }
+          });
+}
+
+// --- reconciliation -----------------------------------------------------------
+
+bool expected_running(const InstanceRecord& r, const std::string& node) {
+  if (r.node != node) return false;
+  if (r.task_state != TaskState::none) return true;  // an action is on its way: leave it alone
+  return r.sf_state == SfInstanceState::created && (r.vm_state == VmState::active || r.vm_state == VmState::paused);
+}
+
+// Stops a VM the records do not want running, and logs it.
+void stop_stray(controller_pointer self, const std::string& node, const std::string& id,
+                const std::optional<InstanceRecord>& rec) {
+  auto& store = *self->state.store;
+  const std::string what =
+      rec ? "node " + node + " runs it while the record says sf_state " + control::to_string(rec->sf_state) +
+                ", vm_state " + control::to_string(rec->vm_state) + (rec->node != node ? ", node " + rec->node : "")
+          : "node " + node + " runs it and no record exists";
+  auto h = self->state.nodes.at(node);
+  const bool forget = !rec || rec->sf_state == SfInstanceState::deleted;
+  const std::string node_action = forget ? "delete" : "poweroff";
+  int64_t action_id = 0;
+  try {
+    if (rec && !forget && !control::check(Action::stop, rec->vm_state, rec->task_state, id)) {
+      action_id = store.begin_action(id, Action::stop, new_id(self, "reconcile-"));
+    } else if (rec) {
+      auto log = store.list_actions(id);
+      if (!log.empty()) action_id = log.back().id;
+    }
+  } catch (const StoreError& e) {
+    note(self, "stray " + id + ": " + e.detail());
+  }
+  if (action_id)
+    event(self, action_id, "reconcile_stray", "running", what + "; stopping it");
+  else
+    note(self, "stray " + id + ": " + what + "; stopping it");
+  const bool owns_action = rec && !forget && action_id && store.get_instance(id)->task_state == TaskState::powering_off;
+  self->request(h, self->state.cfg.action_deadline, node_act_atom::value, id, node_action, std::string())
+      .then(
+          [self, id, action_id, owns_action, node](const std::string& power) {
+            if (action_id) event(self, action_id, "reconcile_stray", "success", "stopped on node " + node + ": " + power);
+            else note(self, "stray " + id + ": stopped on node " + node);
+            if (owns_action) finish(self, action_id, ActionResult::success, VmState::stopped);
+          },
+          [self, id, action_id, owns_action, node](caf::error& e) {
+            if (action_id) event(self, action_id, "reconcile_stray", "error", describe(e));
+            else note(self, "stray " + id + ": stop on node " + node + " failed: " + describe(e));
+            if (owns_action) finish(self, action_id, ActionResult::error);
+          });
+}
+
+void reconcile(controller_pointer self, const std::string& node) {
+  auto h = self->state.nodes.at(node);
+  self->request(h, self->state.cfg.node_deadline, power_list_atom::value)
+      .then(
+          [self, node](const std::map<std::string, std::string>& power) {
+            auto& store = *self->state.store;
+            try {
+              for (const auto& [id, ps] : power) {
+                if (ps == kPowerShutdown) continue;
+                auto rec = store.get_instance(id);
+                if (!rec || !expected_running(*rec, node)) stop_stray(self, node, id, rec);
+              }
+              // Nova's power sync: ACTIVE on the record, nothing running on the node.
+              for (const auto& r : store.list_instances_on_node(node)) {
+                if (r.sf_state != SfInstanceState::created || r.vm_state != VmState::active ||
+                    r.task_state != TaskState::none)
+                  continue;
+                auto p = power.find(r.id);
+                if (p != power.end() && p->second != kPowerShutdown) continue;
+                const int64_t aid = store.begin_action(r.id, Action::stop, new_id(self, "power-sync-"));
+                event(self, aid, "power_sync", "success",
+                      "node " + node + " runs no VM for this ACTIVE instance: recorded stopped");
+                finish(self, aid, ActionResult::success, VmState::stopped);
+              }
+            } catch (const StoreError& e) {
+              note(self, "reconcile of node " + node + ": " + e.detail());
+            }
+          },
+          [self, node](caf::error& e) { note(self, "reconcile of node " + node + " failed: " + describe(e)); });
+}
+
+// --- drain ----------------------------------------------------------------------
+
+void drained(controller_pointer self, const std::string& node) {
+  auto& store = *self->state.store;
+  try {
+    for (const auto& r : store.list_instances_on_node(node)) {
+      if (control::check(Action::stop, r.vm_state, r.task_state, r.id) || r.vm_state == VmState::error) continue;
+      const int64_t aid = store.begin_action(r.id, Action::stop, new_id(self, "drain-"));
+      event(self, aid, "drain", "success", "node " + node + " stopped its instances");
+      finish(self, aid, ActionResult::success, VmState::stopped);
+    }
+    store.record_transition(node, NodeState::stopped);
+    note(self, "node " + node + ": drained, stopped");
+  } catch (const StoreError& e) {
+    note(self, "drain of node " + node + ": " + e.detail());
+  }
+}
+
+controller_actor::behavior_type controller_impl(controller_pointer self, ControllerConfig cfg,
+                                                std::shared_ptr<control::StateStore> store) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.store = std::move(store);
+  st.rng.seed(st.cfg.id_seed ? st.cfg.id_seed : std::random_device{}());
+  self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
+  return {
+      [=](create_atom, const std::string& bytes) -> caf::result<std::string> {
+        v1::InstanceSpec spec;
+        if (!spec.ParseFromString(bytes))
+          return make_control_error(ControlErrc::bad_request, "the instance spec does not parse");
+        spec::apply_defaults(spec);
+        if (auto problems = spec::validate(spec, spec::Limits{}); !problems.empty()) {
+          std::string msg = "invalid instance spec:";
+          for (const auto& p : problems) msg += " " + spec::to_string(p) + ";";
+          msg.pop_back();
+          return make_control_error(ControlErrc::bad_request, msg);
+        }
+        auto& store = *self->state.store;
+        InstanceRecord r;
+        r.id = new_id(self, "i-");
+        r.name = spec.name();
+        r.spec = spec;
+        int64_t action_id = 0;
+        try {
+          store.with_transaction([&] {
+            store.put_instance(r);
+            action_id = store.begin_action(r.id, Action::create, new_id(self, "req-"));
+          });
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+        build(self, r.id, action_id);
+        return r.id;
+      },
+      [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
+        try {
+          std::vector<InstanceInfo> out;
+          for (const auto& r : self->state.store->list_instances()) out.push_back(to_info(r));
+          return out;
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](get_atom, const std::string& id) -> caf::result<InstanceInfo> {
+        try {
+          auto r = self->state.store->get_instance(id);
+          if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+          return to_info(*r);
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](act_atom, const std::string& id, const std::string& name, const std::string& type)
+          -> caf::result<std::string> {
+        auto a = control::action_from_api(name, type);
+        if (!a) {
+          if (name == "reboot")
+            return make_control_error(ControlErrc::bad_request, "reboot needs type SOFT or HARD (got '" + type + "')");
+          return make_control_error(ControlErrc::bad_request, "unknown action '" + name + "'");
+        }
+        auto& store = *self->state.store;
+        try {
+          auto rec = store.get_instance(id);
+          if (!rec) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+          if (auto refusal = control::check(*a, rec->vm_state, rec->task_state, id)) return refusal_error(*refusal);
+          if (!node_work(*a))
+            return make_control_error(ControlErrc::not_implemented, std::string("Cannot '") + control::api_name(*a) +
+                                                                        "' instance " + id +
+                                                                        ": not implemented by this control plane");
+          const std::string request_id = new_id(self, "req-");
+          int64_t action_id = 0;
+          try {
+            action_id = store.begin_action(id, *a, request_id);
+          } catch (const StoreError& e) {
+            if (e.refusal()) return refusal_error(*e.refusal());
+            throw;
+          }
+          dispatch(self, *a, *rec, action_id);
+          return request_id;
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](actions_atom, const std::string& id) -> caf::result<std::vector<ActionInfo>> {
+        try {
+          auto& store = *self->state.store;
+          if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+          std::vector<ActionInfo> out;
+          for (const auto& e : store.list_actions(id)) {
+            ActionInfo ai{e.request_id, control::to_string(e.action), e.start, e.finish.value_or(-1),
+                          control::to_string(e.result), {}};
+            for (const auto& ev : e.events)
+              ai.events.push_back({ev.name, ev.start, ev.finish.value_or(-1), ev.result, ev.detail});
+            out.push_back(std::move(ai));
+          }
+          return out;
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](nodes_atom) -> caf::result<std::vector<NodeInfo>> {
+        try {
+          std::vector<NodeInfo> out;
+          for (const auto& n : self->state.store->list_nodes())
+            out.push_back({n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances});
+          return out;
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](drain_atom, const std::string& node) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        try {
+          auto rec = st.store->get_node(node);
+          if (!rec || !st.nodes.count(node))
+            return make_control_error(ControlErrc::not_found, "node " + node + " not found");
+          st.store->record_transition(node, NodeState::stopping);
+        } catch (const StoreError& e) {
+          if (e.code() == control::StoreErrc::transition_refused)
+            return make_control_error(ControlErrc::conflict, e.detail());
+          return store_failed(e);
+        }
+        self->request(st.nodes.at(node), st.cfg.action_deadline, drain_atom::value)
+            .then([self, node](ack_atom) { drained(self, node); },
+                  [self, node](caf::error& e) { note(self, "drain of node " + node + " failed: " + describe(e)); });
+        return ack_atom::value;
+      },
+      [=](cluster_log_atom) -> std::vector<std::string> { return self->state.cluster_log; },
+      [=](checkin_atom, const std::string& name, uint32_t vcpus, uint64_t memory_mib, uint32_t instances,
+          const caf::actor& node) -> caf::result<ack_atom> {
+        auto& st = self->state;
+        std::optional<NodeState> before;
+        try {
+          if (auto prev = st.store->get_node(name)) before = prev->state;
+          st.store->node_checkin(name, vcpus, memory_mib, instances);
+        } catch (const StoreError& e) {
+          if (e.code() == control::StoreErrc::transition_refused)
+            return make_control_error(ControlErrc::conflict, e.detail());
+          return store_failed(e);
+        }
+        st.nodes[name] = caf::actor_cast<node_actor>(node);
+        if (before && (*before == NodeState::missing || *before == NodeState::error)) {
+          note(self, "node " + name + ": returned from " + control::to_string(*before) + ", reconciling");
+          reconcile(self, name);
+        }
+        return ack_atom::value;
+      },
+      [=](sweep_atom) {
+        auto& st = self->state;
+        try {
+          for (const auto& c : st.store->sweep_silent_nodes(st.cfg.checkin_max)) {
+            note(self, "node " + c.name + ": " + control::to_string(c.from) + " -> " + control::to_string(c.to));
+            for (const auto& id : c.instances_errored) {
+              auto rec = st.store->get_instance(id);
+              if (rec && control::is_transitional_error(rec->sf_state))
+                st.store->record_transition(id, SfInstanceState::error);
+              note(self, "instance " + id + ": error (node " + c.name + " in error)");
+            }
+          }
+        } catch (const StoreError& e) {
+          note(self, std::string("sweep failed: ") + e.detail());
+        }
+        self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
+      },
+  };
+}
+
+}  // namespace
+
+controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config) {
+  // The store's clock is the actor system's clock (simulated time under the
+  // test coordinator), anchored to the Unix epoch once.
+  using namespace std::chrono;
+  const auto anchor = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() -
+                      duration_cast<milliseconds>(sys.clock().now().time_since_epoch()).count();
+  control::StoreOptions options;
+  caf::actor_system* s = &sys;
+  options.clock = [s, anchor] {
+    return anchor + duration_cast<milliseconds>(s->clock().now().time_since_epoch()).count();
+  };
+  auto store = std::make_shared<control::StateStore>(control::StateStore::open(config.store_path, options));
+  return sys.spawn(controller_impl, std::move(config), std::move(store));
+}
+
+}  // namespace apiary::actors

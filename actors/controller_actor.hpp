@@ -1,0 +1,79 @@
+// The controller actor: the control plane's single writer. It owns the
+// state store (state_store.hpp), keeps the node registry, schedules new
+// instances onto nodes, runs users' actions through the nodes and keeps the
+// records true to what the nodes really run.
+//
+// Why one actor: every record change is validated by the store and must be
+// durable before it is acknowledged; with a single owner of the store
+// connection there is no second writer to race, and the mailbox orders the
+// API calls, check-ins, sweeps and node replies.
+//
+// API (each answers at once; the work continues asynchronously, and every
+// request to a node has a deadline, so no action stays in flight forever):
+//   create, spec_bytes        -> instance id. The record is written
+//        (initial, vm_state building, action "create") before the reply;
+//        then preflight (scheduling), creating (placed, the node starts it),
+//        created + ACTIVE, or the X-error path + ERROR. Errors:
+//        400 (spec does not parse or is invalid).
+//   list                      -> every instance record
+//   get, id                   -> one record; 404
+//   act, id, action, type     -> request id; 409 / 501 with Nova's exact
+//        message and nothing changed (control::check); 400 unknown action.
+//        action is the API name ("pause", "reboot", "delete", ...); type is
+//        "SOFT"/"HARD" for reboot, ignored otherwise.
+//   actions, id               -> the action log (oldest first); 404
+//   nodes                     -> every node record
+//   drain, node               -> ack once the node is recorded stopping; the
+//        node then stops its instances (recorded STOPPED) and the node
+//        becomes stopped. 404
+//   clusterlog                -> what reconciliation did that belongs to no
+//        instance record (strays the store has never heard of)
+// From nodes:
+//   checkin, name, vcpus, memory_mib, instances, node -> ack. The first
+//        check-in creates the node; one from a missing or error node
+//        reconciles it (strays stopped, ACTIVE records without a VM stopped).
+// Internal: sweep (every sweep_interval): the silence rule through the
+// store; at error the store errors the node's instances.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/atoms.hpp"
+#include "actors/control_types.hpp"
+#include "actors/shakenfist_states.hpp"
+
+namespace apiary::actors {
+
+struct ControllerConfig {
+  std::string store_path = ":memory:";
+  std::chrono::seconds checkin_max = control::Defaults::node_checkin_maximum;  // NODE_CHECKIN_MAXIMUM
+  std::chrono::milliseconds sweep_interval{10000};
+  double cpu_allocation_ratio = 16.0;  // Nova's defaults
+  double ram_allocation_ratio = 1.5;
+  std::chrono::milliseconds action_deadline{60000};  // a node's answer to one action
+  std::chrono::milliseconds node_deadline{10000};    // powerlist / drain round trips
+  uint64_t id_seed = 0;                              // instance / request ids; 0 = random
+};
+
+using controller_actor = caf::typed_actor<
+    caf::replies_to<create_atom, std::string>::with<std::string>,
+    caf::replies_to<list_atom>::with<std::vector<InstanceInfo>>,
+    caf::replies_to<get_atom, std::string>::with<InstanceInfo>,
+    caf::replies_to<act_atom, std::string, std::string, std::string>::with<std::string>,
+    caf::replies_to<actions_atom, std::string>::with<std::vector<ActionInfo>>,
+    caf::replies_to<nodes_atom>::with<std::vector<NodeInfo>>,
+    caf::replies_to<drain_atom, std::string>::with<ack_atom>,
+    caf::replies_to<cluster_log_atom>::with<std::vector<std::string>>,
+    caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor>::with<ack_atom>,
+    caf::reacts_to<sweep_atom>>;
+
+// Opens the store (throws control::StoreError when it cannot) and spawns.
+controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config);
+
+}  // namespace apiary::actors

@@ -1,0 +1,149 @@
+// The control plane as the HTTP server sees it: one synchronous call per API
+// operation, typed with the messages of proto/apiary/v1/api.proto.
+//
+// Why an interface: the HTTP layer (apps/http_api.hpp) should know nothing
+// about actors, the state store or CAF, and its tests should run against an
+// in-memory fake. The real implementation (on the controller actors) lives
+// elsewhere and implements this class.
+//
+// Contract for implementations:
+//  * Every call returns within a bounded time (a request/response with a
+//    timeout on the actor side). The server runs the calls on its own small
+//    thread pool, never on its network threads, and answers 504 if a call
+//    takes longer than its api_timeout; but a call that never returns still
+//    ties up a pool thread and delays HttpServer::stop(), so don't.
+//  * Calls may run concurrently, from several threads.
+//  * Failures are values, not exceptions: return an ApiError (helpers
+//    below). An exception escaping a call is answered as 500.
+//  * create() receives a spec that already had spec::apply_defaults() and
+//    passed spec::validate(); it may still refuse (e.g. 409 for a name in
+//    use).
+//  * act() receives an ActionRequest whose action the server already
+//    resolved with control::action_from_api() (so it is a known Nova
+//    command other than "create", and "reboot" carries SOFT or HARD).
+//    DELETE /v1/instances/{id} arrives here as {"action": "delete"}. A
+//    refused action is returned with refusal_error(), which keeps Nova's
+//    status (409/501) and message verbatim.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "actors/nova_states.hpp"
+#include "proto/apiary/v1/api.pb.h"
+#include "proto/spec.hpp"
+
+namespace apiary::apps {
+
+// The HTTP reason phrase for the statuses this API uses ("Conflict",
+// "Not Implemented", ...); "Error" for anything else.
+inline const char* status_title(int http_status) {
+  switch (http_status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+  }
+}
+
+// An ApiError with code = http_status and the matching title.
+inline v1::ApiError api_error(int http_status, std::string message,
+                              const std::vector<spec::Problem>& problems = {}) {
+  v1::ApiError e;
+  e.set_code(http_status);
+  e.set_title(status_title(http_status));
+  e.set_message(std::move(message));
+  for (const auto& p : problems) {
+    auto* fp = e.add_problems();
+    fp->set_path(p.path);
+    fp->set_message(p.message);
+  }
+  return e;
+}
+
+inline v1::ApiError not_found(const std::string& instance_id) {
+  return api_error(404, "instance " + instance_id + " not found");
+}
+
+// Nova's refusal as an answer: 409 "Conflict" or 501 "Not Implemented",
+// message unchanged.
+inline v1::ApiError refusal_error(const control::Refusal& r) { return api_error(r.http_status, r.message); }
+
+// A value or an error answer. The error's `code` is the HTTP status; the
+// server fills in `title` if it is empty and answers 500 if `code` is not a
+// 4xx/5xx status.
+template <class T>
+class Result {
+ public:
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}                // NOLINT: implicit on purpose
+  Result(v1::ApiError error) : v_(std::in_place_index<1>, std::move(error)) {}     // NOLINT: implicit on purpose
+
+  bool ok() const noexcept { return v_.index() == 0; }
+  explicit operator bool() const noexcept { return ok(); }
+  T& value() { return std::get<0>(v_); }
+  const T& value() const { return std::get<0>(v_); }
+  const v1::ApiError& error() const { return std::get<1>(v_); }
+
+ private:
+  std::variant<T, v1::ApiError> v_;
+};
+
+// A live console connection (console_attach).
+//
+//  * `history` is the output produced before the subscription started; the
+//    implementation guarantees that history followed by the on_output calls
+//    is the console stream with no gap and no overlap.
+//  * `input(bytes)` delivers client keystrokes to the guest. Bounded and
+//    non-blocking in practice (queue or drop); called from one thread at a
+//    time, in order.
+//  * `detach()` ends the subscription. After it returns, on_output is not
+//    called again. The server calls it exactly once per successful attach
+//    (when the websocket closes or the server stops); it must not be called
+//    from inside on_output, and the server never does.
+struct ConsoleSubscription {
+  v1::ConsoleHistory history;
+  std::function<void(std::string)> input;
+  std::function<void()> detach;
+};
+
+class ControlPlaneApi {
+ public:
+  virtual ~ControlPlaneApi() = default;
+
+  // POST /v1/instances: 202 with the new instance (normally vm_state
+  // "building"), or e.g. 409.
+  virtual Result<v1::Instance> create(const v1::InstanceSpec& spec) = 0;
+  // GET /v1/instances
+  virtual Result<v1::InstanceList> list() = 0;
+  // GET /v1/instances/{id}: 404 (not_found()) when there is no such instance.
+  virtual Result<v1::Instance> get(const std::string& id) = 0;
+  // POST /v1/instances/{id}/actions and DELETE /v1/instances/{id}: 202, or
+  // 404, or refusal_error() (409/501).
+  virtual Result<v1::ActionAccepted> act(const std::string& id, const v1::ActionRequest& request) = 0;
+  // GET /v1/instances/{id}/actions
+  virtual Result<v1::ActionLog> actions(const std::string& id) = 0;
+  // GET /v1/instances/{id}/console/history
+  virtual Result<v1::ConsoleHistory> console_history(const std::string& id) = 0;
+  // The websocket at /v1/instances/{id}/console. `on_output` receives live
+  // console bytes; it may be called from any thread (one call at a time, in
+  // output order) from the moment console_attach is entered until detach()
+  // returns, and it never blocks (the server queues the bytes). An error
+  // here (e.g. 404) is answered as plain HTTP instead of the upgrade.
+  virtual Result<ConsoleSubscription> console_attach(const std::string& id,
+                                                     std::function<void(std::string)> on_output) = 0;
+};
+
+}  // namespace apiary::apps

@@ -1,0 +1,1130 @@
+// The control plane's HTTP/1.1 + WebSocket server; see http_api.hpp for the
+// routes, limits and shutdown behaviour.
+//
+// Design notes:
+//  * One io_context, one strand per connection (sockets are accepted onto
+//    make_strand), so a connection's handlers never run concurrently and
+//    need no locks. The acceptor has its own strand.
+//  * Anything that may take time (JSON parsing of a body up to 1 MiB, spec
+//    validation, every ControlPlaneApi call, console input and detach) runs
+//    on `pool`, a boost::asio::thread_pool. The result is posted back to the
+//    connection's strand. A per-request steady_timer answers 504 when the
+//    pool does not answer in time; a sequence number makes sure exactly one
+//    of "result" and "timeout" produces the response.
+//  * Console output arrives on the control plane's threads through
+//    on_output. It goes into a ConsoleLink (mutex + queue), which posts a
+//    wake-up to the websocket's strand; the websocket drains the queue in
+//    frames of up to 64 KiB. The link outlives the websocket if the control
+//    plane still holds on_output, and once closed it drops output and posts
+//    nothing, which is what makes it safe to destroy the io_context after
+//    stop() closed every link.
+//  * stop(): mark stopping, close the acceptor, ask every session to wind
+//    down (idle HTTP: close now; busy HTTP: answer with Connection: close;
+//    websocket: close 1001), wait up to shutdown_grace for the sessions to
+//    end, then stop the io_context, join its threads, close+detach every
+//    console link, stop+join the pool (waits for calls already running;
+//    queued ones are dropped) and destroy the io_context, which destroys
+//    whatever sessions were still pending.
+#include "apps/http_api.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <google/protobuf/util/json_util.h>
+
+#include "actors/nova_states.hpp"
+
+namespace apiary::apps {
+
+namespace detail {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using error_code = boost::system::error_code;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+constexpr std::size_t kHeaderLimit = 16 * 1024;
+constexpr std::size_t kWsMessageMax = 64 * 1024;   // one input frame
+constexpr std::size_t kWsFrameMax = 64 * 1024;     // one output frame
+constexpr std::size_t kLingerMaxBytes = 16 * 1024 * 1024;
+constexpr std::chrono::milliseconds kLingerTime{2000};
+constexpr std::chrono::milliseconds kAcceptRetry{100};
+constexpr const char* kServerName = "apiary";
+
+// --- text helpers -------------------------------------------------------------
+
+// Length of the well-formed UTF-8 sequence starting at s[i], or 0.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned lead = byte(i);
+  if (lead < 0x80) return 1;
+  std::size_t n = 0;
+  uint32_t cp = 0;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    n = 2;
+    cp = lead & 0x1Fu;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    n = 3;
+    cp = lead & 0x0Fu;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    n = 4;
+    cp = lead & 0x07u;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((byte(i + k) & 0xC0u) != 0x80u) return 0;
+    cp = (cp << 6) | (byte(i + k) & 0x3Fu);
+  }
+  if (n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
+  if (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
+  return n;
+}
+
+bool valid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+// proto3 strings must be UTF-8 (the JSON printer silently drops bad bytes):
+// replace every ill-formed byte with U+FFFD.
+std::string sanitize_utf8(std::string_view s) {
+  if (valid_utf8(s)) return std::string(s);
+  std::string out;
+  out.reserve(s.size() + 16);
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence(s, i);
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::optional<std::string> percent_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+// "/v1/instances/i-1/actions?x=y" -> {"v1", "instances", "i-1", "actions"};
+// nullopt for a target that is not an absolute path or has a bad escape.
+std::optional<std::vector<std::string>> split_path(std::string_view target) {
+  target = target.substr(0, target.find_first_of("?#"));
+  if (target.empty() || target.front() != '/') return std::nullopt;
+  target.remove_prefix(1);
+  std::vector<std::string> segments;
+  while (true) {
+    auto slash = target.find('/');
+    auto decoded = percent_decode(target.substr(0, slash));
+    if (!decoded) return std::nullopt;
+    segments.push_back(std::move(*decoded));
+    if (slash == std::string_view::npos) break;
+    target.remove_prefix(slash + 1);
+  }
+  return segments;
+}
+
+// Instance ids are whatever the control plane issues; we only insist on
+// printable UTF-8 so they can go into messages and JSON unchanged.
+bool plausible_id(const std::string& id) {
+  if (id.empty() || !valid_utf8(id)) return false;
+  return std::none_of(id.begin(), id.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r' || s.back() == '^'))
+    s.pop_back();
+  return s;
+}
+
+// --- JSON ---------------------------------------------------------------------
+
+std::string to_json(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  auto status = google::protobuf::util::MessageToJsonString(m, &out, options);
+  if (!status.ok()) {
+    return R"({"code":500,"title":"Internal Server Error","message":"response could not be encoded as JSON","problems":[]})";
+  }
+  return out;
+}
+
+// Parses `body` into `msg` (unknown fields are errors). On failure, the 400
+// answer: the parser's message, plus the field path when it names one, e.g.
+// "(spec.board) vcpuz: Cannot find field." -> path "spec.board.vcpuz".
+std::optional<v1::ApiError> parse_json_body(const std::string& body, google::protobuf::Message& msg) {
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return api_error(400, "request body is empty; expected a JSON object");
+  }
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(body, &msg, options);
+  if (status.ok()) return std::nullopt;
+
+  std::string raw = trim(sanitize_utf8(std::string(status.message())));
+  std::string path;
+  std::string_view rest = raw;
+  if (rest.starts_with("(")) {
+    auto close = rest.find(')');
+    if (close != std::string_view::npos) {
+      path = std::string(rest.substr(1, close - 1));
+      rest.remove_prefix(close + 1);
+    }
+  }
+  while (rest.starts_with(" ") || rest.starts_with(":")) rest.remove_prefix(1);
+  static constexpr std::string_view kUnknown = ": Cannot find field.";
+  auto unknown = rest.find(kUnknown);
+  if (unknown != std::string_view::npos && unknown > 0 && rest.substr(0, unknown).find(' ') == std::string_view::npos) {
+    std::string field(rest.substr(0, unknown));
+    path = path.empty() ? field : path + "." + field;
+    rest = "unknown field";
+  }
+  v1::ApiError e = api_error(400, "invalid JSON: " + raw);
+  if (!path.empty()) {
+    auto* p = e.add_problems();
+    p->set_path(path);
+    p->set_message(std::string(rest));
+  }
+  return e;
+}
+
+// --- answers ------------------------------------------------------------------
+
+struct Answer {
+  unsigned status = 200;
+  std::string body;  // JSON
+  std::vector<std::pair<http::field, std::string>> headers;
+};
+
+Answer error_answer(v1::ApiError e) {
+  if (e.code() < 400 || e.code() > 599) e.set_code(500);
+  if (e.title().empty()) e.set_title(status_title(e.code()));
+  e.set_message(sanitize_utf8(e.message()));
+  for (auto& p : *e.mutable_problems()) {
+    p.set_path(sanitize_utf8(p.path()));
+    p.set_message(sanitize_utf8(p.message()));
+  }
+  Answer a;
+  a.status = static_cast<unsigned>(e.code());
+  a.body = to_json(e);
+  return a;
+}
+
+Answer error_answer(int status, std::string message) { return error_answer(api_error(status, std::move(message))); }
+
+template <class T>
+Answer answer(unsigned ok_status, const Result<T>& r) {
+  if (!r.ok()) return error_answer(r.error());
+  Answer a;
+  a.status = ok_status;
+  a.body = to_json(r.value());
+  return a;
+}
+
+Answer method_not_allowed(const char* allow) {
+  Answer a = error_answer(405, std::string("method not allowed; use ") + allow);
+  a.headers.emplace_back(http::field::allow, allow);
+  return a;
+}
+
+// What a pool job hands back to the connection.
+struct ConsoleStart {
+  std::string history;
+  std::function<void(std::string)> input;
+};
+struct Outcome {
+  Answer answer;
+  std::optional<ConsoleStart> console;  // set: upgrade to a websocket
+};
+
+// --- console link -------------------------------------------------------------
+
+// The queue between a console's on_output (control-plane threads) and its
+// websocket (strand). Thread-safe.
+class ConsoleLink {
+ public:
+  explicit ConsoleLink(std::size_t max_backlog) : max_backlog_(max_backlog) {}
+
+  // on_output. Drops everything once closed or overflowed.
+  void push(std::string bytes) {
+    std::lock_guard lock(mu_);
+    if (closed_ || overflow_ || bytes.empty()) return;
+    if (bytes.size() > max_backlog_ - std::min(bytes_, max_backlog_)) {
+      overflow_ = true;
+      pending_.clear();
+      bytes_ = 0;
+    } else {
+      bytes_ += bytes.size();
+      pending_.push_back(std::move(bytes));
+    }
+    notify_locked();
+  }
+
+  // The websocket is ready: from now on `wake` (which must only post) is
+  // called when output arrives.
+  void bind(std::function<void()> wake) {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    wake_ = std::move(wake);
+    if (!pending_.empty() || overflow_) notify_locked();
+  }
+
+  // Moves up to `max` bytes of pending output into `out` (cleared first).
+  // Returns false if output was lost because the backlog overflowed.
+  bool take(std::string& out, std::size_t max) {
+    out.clear();
+    std::lock_guard lock(mu_);
+    wake_pending_ = false;
+    if (overflow_) return false;
+    while (!pending_.empty() && out.size() < max) {
+      std::string& front = pending_.front();
+      std::size_t n = std::min(front.size(), max - out.size());
+      out.append(front, 0, n);
+      if (n == front.size()) {
+        pending_.pop_front();
+      } else {
+        front.erase(0, n);
+      }
+      bytes_ -= n;
+    }
+    return true;
+  }
+
+  // Stops delivery (no more wake-ups, output dropped). Idempotent.
+  void close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    wake_ = nullptr;
+    pending_.clear();
+    bytes_ = 0;
+  }
+
+  // The subscription's detach. Runs it at once if the link is closed already.
+  void set_detach(std::function<void()> detach) {
+    {
+      std::lock_guard lock(mu_);
+      if (!closed_) {
+        detach_ = std::move(detach);
+        return;
+      }
+    }
+    if (detach) detach();
+  }
+
+  // close() and run the detach function, once.
+  void close_and_detach() {
+    std::function<void()> detach;
+    {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+      wake_ = nullptr;
+      pending_.clear();
+      bytes_ = 0;
+      detach = std::move(detach_);
+      detach_ = nullptr;
+    }
+    if (detach) detach();
+  }
+
+ private:
+  void notify_locked() {
+    if (wake_ && !wake_pending_) {
+      wake_pending_ = true;
+      wake_();
+    }
+  }
+
+  const std::size_t max_backlog_;
+  std::mutex mu_;
+  bool closed_ = false;
+  bool overflow_ = false;
+  std::deque<std::string> pending_;
+  std::size_t bytes_ = 0;
+  std::function<void()> wake_;
+  bool wake_pending_ = false;
+  std::function<void()> detach_;
+};
+
+// --- sessions -----------------------------------------------------------------
+
+class SessionBase : public std::enable_shared_from_this<SessionBase> {
+ public:
+  explicit SessionBase(HttpServerCore& core) : core_(core) {}
+  virtual ~SessionBase();
+  SessionBase(const SessionBase&) = delete;
+  SessionBase& operator=(const SessionBase&) = delete;
+
+  // Called from stop(), on any thread: wind down (posts to the strand).
+  virtual void begin_shutdown() = 0;
+
+ protected:
+  HttpServerCore& core_;
+};
+
+class HttpServerCore {
+ public:
+  HttpServerCore(ControlPlaneApi& api, std::string host, uint16_t port, HttpServerOptions options)
+      : api_(api), host_(std::move(host)), requested_port_(port), options_(std::move(options)) {
+    options_.io_threads = std::max<std::size_t>(options_.io_threads, 1);
+    options_.api_threads = std::max<std::size_t>(options_.api_threads, 1);
+  }
+  ~HttpServerCore() { stop(); }
+
+  uint16_t start();
+  void stop();
+  uint16_t port() const noexcept { return bound_port_.load(); }
+
+  ControlPlaneApi& api() { return api_; }
+  const HttpServerOptions& options() const { return options_; }
+  bool stopping() const noexcept { return stopping_.load(); }
+  net::thread_pool& pool() { return *pool_; }
+
+  void add_session(const std::shared_ptr<SessionBase>& s) {
+    std::lock_guard lock(mu_);
+    sessions_[s.get()] = s;
+  }
+  void remove_session(SessionBase* s) {
+    std::lock_guard lock(mu_);
+    sessions_.erase(s);
+    if (sessions_.empty()) cv_.notify_all();
+  }
+  void register_link(const std::shared_ptr<ConsoleLink>& link) {
+    std::lock_guard lock(mu_);
+    std::erase_if(links_, [](const std::weak_ptr<ConsoleLink>& w) { return w.expired(); });
+    links_.push_back(link);
+  }
+  // Stops delivery now and runs the detach on the pool. While stopping,
+  // runs it right here instead: the pool may be gone, and stop() has
+  // detached (or is about to detach) every link anyway.
+  void detach_later(const std::shared_ptr<ConsoleLink>& link) {
+    link->close();
+    if (stopping_) {
+      link->close_and_detach();
+      return;
+    }
+    net::post(*pool_, [link] { link->close_and_detach(); });
+  }
+
+ private:
+  void do_accept();
+
+  ControlPlaneApi& api_;
+  const std::string host_;
+  const uint16_t requested_port_;
+  HttpServerOptions options_;
+
+  std::mutex lifecycle_mu_;  // start/stop
+  bool started_ = false;
+  bool stopped_ = false;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint16_t> bound_port_{0};
+
+  // Destroyed in reverse: the acceptor and timer before the io_context.
+  std::optional<net::io_context> ioc_;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
+  std::optional<tcp::acceptor> acceptor_;
+  std::optional<net::steady_timer> accept_retry_;
+  std::optional<net::thread_pool> pool_;
+  std::vector<std::thread> threads_;
+
+  std::mutex mu_;  // sessions_, links_
+  std::condition_variable cv_;
+  std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> sessions_;
+  std::vector<std::weak_ptr<ConsoleLink>> links_;
+};
+
+SessionBase::~SessionBase() { core_.remove_session(this); }
+
+// One console websocket.
+class WsSession : public SessionBase {
+ public:
+  WsSession(HttpServerCore& core, tcp::socket socket, std::shared_ptr<ConsoleLink> link, ConsoleStart start)
+      : SessionBase(core),
+        ws_(std::move(socket)),
+        link_(std::move(link)),
+        input_(std::move(start.input)),
+        history_(std::move(start.history)) {}
+
+  ~WsSession() override {
+    if (!detached_) core_.detach_later(link_);
+  }
+
+  void run(Request req) {
+    req_ = std::move(req);
+    if (core_.stopping()) {
+      finish();
+      return;
+    }
+    beast::get_lowest_layer(ws_).expires_never();  // the websocket's own timeouts take over
+    websocket::stream_base::timeout t{};
+    t.handshake_timeout = core_.options().read_timeout;
+    t.idle_timeout = core_.options().ws_idle_timeout;
+    t.keep_alive_pings = true;
+    ws_.set_option(t);
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::response_type& res) { res.set(http::field::server, kServerName); }));
+    ws_.read_message_max(kWsMessageMax);
+    ws_.binary(true);
+    ws_.async_accept(req_, [self = self()](error_code ec) { self->on_accept(ec); });
+  }
+
+  void begin_shutdown() override {
+    net::post(ws_.get_executor(), [self = self()] {
+      if (!self->accepted_) {
+        self->finish();
+        error_code ec;
+        beast::get_lowest_layer(self->ws_).socket().close(ec);
+        return;
+      }
+      self->start_close(websocket::close_reason(websocket::close_code::going_away, "server shutting down"));
+    });
+  }
+
+ private:
+  std::shared_ptr<WsSession> self() { return std::static_pointer_cast<WsSession>(shared_from_this()); }
+
+  void on_accept(error_code ec) {
+    if (ec) {
+      finish();
+      return;
+    }
+    accepted_ = true;
+    std::weak_ptr<WsSession> weak = self();
+    auto ex = ws_.get_executor();
+    link_->bind([weak, ex] {
+      net::post(ex, [weak] {
+        if (auto s = weak.lock()) s->pump();
+      });
+    });
+    do_read();
+    pump();
+  }
+
+  // Writes the next frame: the history first, then queued output.
+  void pump() {
+    if (writing_ || close_sent_ || done_ || !accepted_) return;
+    if (closing_) {
+      close_sent_ = true;
+      ws_.async_close(close_reason_, [self = self()](error_code) { self->finish(); });
+      return;
+    }
+    if (!history_.empty()) {
+      out_ = std::move(history_);
+      history_.clear();
+    } else if (!link_->take(out_, kWsFrameMax)) {
+      start_close(websocket::close_reason(websocket::close_code::policy_error, "console output backlog exceeded"));
+      return;
+    }
+    if (out_.empty()) return;
+    writing_ = true;
+    ws_.async_write(net::buffer(out_), [self = self()](error_code ec, std::size_t) {
+      self->writing_ = false;
+      if (ec) {
+        self->finish();
+        return;
+      }
+      self->pump();
+    });
+  }
+
+  void start_close(websocket::close_reason reason) {
+    if (closing_ || done_) return;
+    closing_ = true;
+    close_reason_ = std::move(reason);
+    pump();
+  }
+
+  void do_read() {
+    if (done_ || close_sent_) return;
+    ws_.async_read(rbuf_, [self = self()](error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(error_code ec) {
+    if (ec) {
+      finish();
+      return;
+    }
+    std::string data = beast::buffers_to_string(rbuf_.data());
+    rbuf_.consume(rbuf_.size());
+    if (!input_ || data.empty()) {
+      do_read();
+      return;
+    }
+    // Deliver on the pool; read the next frame only when this one is in.
+    auto ex = ws_.get_executor();
+    net::post(core_.pool(), [self = self(), ex, data = std::move(data)]() mutable {
+      try {
+        self->input_(std::move(data));
+      } catch (...) {
+        // Input is best effort; a failing sink must not kill the session.
+      }
+      net::post(ex, [self = std::move(self)] { self->do_read(); });
+    });
+  }
+
+  // The connection is over (or about to be): stop output and detach.
+  void finish() {
+    if (done_) return;
+    done_ = true;
+    detached_ = true;
+    core_.detach_later(link_);
+  }
+
+  websocket::stream<beast::tcp_stream> ws_;
+  std::shared_ptr<ConsoleLink> link_;
+  std::function<void(std::string)> input_;
+  std::string history_;
+  Request req_;
+  beast::flat_buffer rbuf_;
+  std::string out_;
+  websocket::close_reason close_reason_;
+  bool accepted_ = false;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool close_sent_ = false;
+  bool done_ = false;
+  bool detached_ = false;
+};
+
+// One HTTP connection: read a request, answer it, repeat while keep-alive.
+class HttpSession : public SessionBase {
+ public:
+  HttpSession(HttpServerCore& core, tcp::socket socket)
+      : SessionBase(core), stream_(std::move(socket)), api_timer_(stream_.get_executor()) {}
+
+  void run() {
+    net::dispatch(stream_.get_executor(), [self = self()] {
+      if (self->core_.stopping()) {
+        self->close();
+        return;
+      }
+      self->do_read();
+    });
+  }
+
+  void begin_shutdown() override {
+    net::post(stream_.get_executor(), [self = self()] {
+      // Idle keep-alive connections (no byte of a next request yet) and
+      // lingering ones go now; the others finish their request.
+      bool idle = self->state_ == State::reading &&
+                  (!self->parser_ || (!self->parser_->got_some() && self->buffer_.size() == 0));
+      if (idle || self->state_ == State::lingering) self->close();
+    });
+  }
+
+ private:
+  enum class State { reading, awaiting, writing, lingering, closed, upgraded };
+
+  std::shared_ptr<HttpSession> self() { return std::static_pointer_cast<HttpSession>(shared_from_this()); }
+
+  void do_read() {
+    state_ = State::reading;
+    parser_.emplace();
+    parser_->body_limit(core_.options().max_body_bytes);
+    parser_->header_limit(kHeaderLimit);
+    stream_.expires_after(core_.options().read_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = self()](error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(error_code ec) {
+    if (ec) {
+      on_read_error(ec);
+      return;
+    }
+    auto& req = parser_->get();
+    if (beast::iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
+      continue_.emplace(http::status::continue_, req.version());
+      http::async_write(stream_, *continue_, [self = self()](error_code ec, std::size_t) {
+        if (ec) {
+          self->close();
+          return;
+        }
+        self->read_body();
+      });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    if (parser_->is_done()) {
+      on_request();
+      return;
+    }
+    http::async_read(stream_, buffer_, *parser_, [self = self()](error_code ec, std::size_t) {
+      if (ec) {
+        self->on_read_error(ec);
+        return;
+      }
+      self->on_request();
+    });
+  }
+
+  void on_read_error(error_code ec) {
+    if (ec == http::error::body_limit) {
+      reply_and_linger(413, "request body exceeds " + std::to_string(core_.options().max_body_bytes) + " bytes");
+    } else if (ec == http::error::header_limit) {
+      reply_and_linger(431, "request header exceeds " + std::to_string(kHeaderLimit) + " bytes");
+    } else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+               ec != http::error::end_of_stream && ec != http::error::partial_message) {
+      reply_and_linger(400, "malformed HTTP request: " + ec.message());
+    } else {
+      close();  // end of stream, timeout (the socket is closed already), reset, stop()
+    }
+  }
+
+  void reply_and_linger(int status, std::string message) {
+    keep_alive_ = false;
+    linger_after_write_ = true;
+    version_ = 11;
+    send(error_answer(status, std::move(message)));
+  }
+
+  void on_request() {
+    Request req = parser_->release();
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    route(std::move(req));
+  }
+
+  // --- routing ---
+
+  void route(Request req) {
+    const std::string target(req.target().data(), req.target().size());
+    auto segments = split_path(target);
+    if (!segments || segments->size() < 2 || (*segments)[0] != "v1" || (*segments)[1] != "instances") {
+      send(not_found_path(target));
+      return;
+    }
+    const auto& seg = *segments;
+    const auto method = req.method();
+    const std::size_t n = seg.size();
+    if (n == 2) {
+      if (method == http::verb::get) return call([](ControlPlaneApi& api) { return Outcome{answer(200, api.list()), {}}; });
+      if (method == http::verb::post) return create(std::move(req.body()));
+      return send(method_not_allowed("GET, POST"));
+    }
+    const std::string& id = seg[2];
+    if (!plausible_id(id)) return send(not_found_path(target));
+    if (n == 3) {
+      if (method == http::verb::get)
+        return call([id](ControlPlaneApi& api) { return Outcome{answer(200, api.get(id)), {}}; });
+      if (method == http::verb::delete_) {
+        v1::ActionRequest del;
+        del.set_action("delete");
+        return call([id, del](ControlPlaneApi& api) { return Outcome{answer(202, api.act(id, del)), {}}; });
+      }
+      return send(method_not_allowed("GET, DELETE"));
+    }
+    if (n == 4 && seg[3] == "actions") {
+      if (method == http::verb::get)
+        return call([id](ControlPlaneApi& api) { return Outcome{answer(200, api.actions(id)), {}}; });
+      if (method == http::verb::post) return act(id, std::move(req.body()));
+      return send(method_not_allowed("GET, POST"));
+    }
+    if (n == 4 && seg[3] == "console") {
+      if (method != http::verb::get) return send(method_not_allowed("GET"));
+      if (!websocket::is_upgrade(req)) {
+        Answer a = error_answer(426, "the console is a WebSocket; send an Upgrade: websocket request");
+        a.headers.emplace_back(http::field::upgrade, "websocket");
+        return send(std::move(a));
+      }
+      return attach(id, std::move(req));
+    }
+    if (n == 5 && seg[3] == "console" && seg[4] == "history") {
+      if (method != http::verb::get) return send(method_not_allowed("GET"));
+      return call([id](ControlPlaneApi& api) {
+        auto r = api.console_history(id);
+        if (r.ok()) r.value().set_data(sanitize_utf8(r.value().data()));
+        return Outcome{answer(200, r), {}};
+      });
+    }
+    send(not_found_path(target));
+  }
+
+  static Answer not_found_path(std::string_view target) {
+    return error_answer(404, "no such resource: " + std::string(target.substr(0, 256)));
+  }
+
+  void create(std::string body) {
+    auto limits = core_.options().limits;
+    call([body = std::move(body), limits](ControlPlaneApi& api) {
+      v1::CreateInstanceRequest req;
+      if (auto bad = parse_json_body(body, req)) return Outcome{error_answer(std::move(*bad)), {}};
+      v1::InstanceSpec spec = req.spec();
+      spec::apply_defaults(spec);
+      auto problems = spec::validate(spec, limits);
+      if (!problems.empty()) {
+        for (auto& p : problems) p.path = p.path.empty() ? "spec" : "spec." + p.path;
+        std::string message = "invalid instance spec: " + std::to_string(problems.size()) +
+                              (problems.size() == 1 ? " problem" : " problems");
+        return Outcome{error_answer(api_error(422, message, problems)), {}};
+      }
+      auto r = api.create(spec);
+      Outcome o{answer(202, r), {}};
+      if (r.ok() && !r.value().id().empty()) {
+        o.answer.headers.emplace_back(http::field::location, "/v1/instances/" + r.value().id());
+      }
+      return o;
+    });
+  }
+
+  void act(const std::string& id, std::string body) {
+    call([id, body = std::move(body)](ControlPlaneApi& api) {
+      v1::ActionRequest req;
+      if (auto bad = parse_json_body(body, req)) return Outcome{error_answer(std::move(*bad)), {}};
+      if (req.action().empty()) return Outcome{error_answer(400, "\"action\" is required"), {}};
+      if (req.action() == "create") {
+        return Outcome{error_answer(400, "'create' is not an instance action; POST /v1/instances"), {}};
+      }
+      if (req.action() == "reboot" && req.type() != "SOFT" && req.type() != "HARD") {
+        return Outcome{error_answer(400, "reboot needs \"type\": \"SOFT\" or \"HARD\""), {}};
+      }
+      auto action = control::action_from_api(req.action(), req.type());
+      if (!action) return Outcome{error_answer(400, "unknown action '" + req.action() + "'"), {}};
+      if (control::reboot_type(*action) == nullptr && !req.type().empty()) {
+        return Outcome{error_answer(400, "\"type\" is only valid for reboot"), {}};
+      }
+      return Outcome{answer(202, api.act(id, req)), {}};
+    });
+  }
+
+  void attach(const std::string& id, Request req) {
+    upgrade_req_ = std::move(req);
+    auto link = std::make_shared<ConsoleLink>(core_.options().ws_backlog_bytes);
+    core_.register_link(link);
+    call(
+        [id, link](ControlPlaneApi& api) {
+          auto r = api.console_attach(id, [link](std::string bytes) { link->push(std::move(bytes)); });
+          if (!r.ok()) return Outcome{error_answer(r.error()), {}};
+          auto& sub = r.value();
+          link->set_detach(std::move(sub.detach));
+          return Outcome{{}, ConsoleStart{std::move(*sub.history.mutable_data()), std::move(sub.input)}};
+        },
+        link);
+  }
+
+  // --- API calls on the pool ---
+
+  void call(std::function<Outcome(ControlPlaneApi&)> job, std::shared_ptr<ConsoleLink> link = nullptr) {
+    state_ = State::awaiting;
+    const uint64_t seq = ++seq_;
+    api_link_ = std::move(link);
+    api_timer_.expires_after(core_.options().api_timeout);
+    api_timer_.async_wait([self = self(), seq](error_code ec) {
+      if (!ec) self->on_api_timeout(seq);
+    });
+    auto ex = stream_.get_executor();
+    ControlPlaneApi* api = &core_.api();
+    net::post(core_.pool(), [self = self(), seq, ex, api, job = std::move(job)]() mutable {
+      Outcome outcome;
+      try {
+        outcome = job(*api);
+      } catch (const std::exception& e) {
+        outcome = Outcome{error_answer(500, std::string("internal error: ") + e.what()), {}};
+      } catch (...) {
+        outcome = Outcome{error_answer(500, "internal error"), {}};
+      }
+      net::post(ex, [self = std::move(self), seq, outcome = std::move(outcome)]() mutable {
+        self->on_api_done(seq, std::move(outcome));
+      });
+    });
+  }
+
+  void on_api_timeout(uint64_t seq) {
+    if (state_ != State::awaiting || seq != seq_) return;
+    if (api_link_) core_.detach_later(std::exchange(api_link_, nullptr));
+    send(error_answer(504, "the control plane did not answer within " +
+                               std::to_string(core_.options().api_timeout.count()) + " ms"));
+  }
+
+  void on_api_done(uint64_t seq, Outcome outcome) {
+    if (state_ != State::awaiting || seq != seq_) return;  // answered 504 already; a late attach was detached
+    api_timer_.cancel();
+    auto link = std::exchange(api_link_, nullptr);
+    if (outcome.console && link) {
+      upgrade(std::move(link), std::move(*outcome.console));
+      return;
+    }
+    if (link) link->close();  // attach failed: nothing to detach
+    send(std::move(outcome.answer));
+  }
+
+  void upgrade(std::shared_ptr<ConsoleLink> link, ConsoleStart start) {
+    state_ = State::upgraded;
+    stream_.expires_never();
+    auto ws = std::make_shared<WsSession>(core_, stream_.release_socket(), std::move(link), std::move(start));
+    core_.add_session(ws);
+    ws->run(std::move(upgrade_req_));
+  }
+
+  // --- writing ---
+
+  void send(Answer a) {
+    state_ = State::writing;
+    auto res = std::make_shared<Response>(static_cast<http::status>(a.status), version_);
+    res->set(http::field::server, kServerName);
+    res->set(http::field::content_type, "application/json");
+    for (auto& [name, value] : a.headers) res->set(name, value);
+    res->keep_alive(keep_alive_ && !core_.stopping());
+    res->body() = std::move(a.body);
+    res->prepare_payload();
+    res_ = res;
+    stream_.expires_after(core_.options().write_timeout);
+    http::async_write(stream_, *res_, [self = self()](error_code ec, std::size_t) { self->on_write(ec); });
+  }
+
+  void on_write(error_code ec) {
+    bool keep = res_ && res_->keep_alive();
+    res_.reset();
+    if (ec) {
+      close();
+      return;
+    }
+    if (linger_after_write_) {
+      linger();
+      return;
+    }
+    if (!keep || core_.stopping()) {
+      error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      close();
+      return;
+    }
+    do_read();
+  }
+
+  // After an error answer to a request we did not read completely: stop
+  // sending, and read (and drop) what the client still sends for a while,
+  // so that closing does not reset the connection before the client has
+  // read our answer.
+  void linger() {
+    state_ = State::lingering;
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(kLingerTime);
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(net::buffer(drain_buf_), [self = self()](error_code ec, std::size_t n) {
+      self->drained_ += n;
+      if (ec || self->drained_ > kLingerMaxBytes || self->state_ != State::lingering) {
+        self->close();
+        return;
+      }
+      self->drain();
+    });
+  }
+
+  void close() {
+    if (state_ == State::closed || state_ == State::upgraded) return;
+    state_ = State::closed;
+    api_timer_.cancel();
+    error_code ignored;
+    stream_.socket().close(ignored);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::empty_body>> continue_;
+  std::shared_ptr<Response> res_;
+  net::steady_timer api_timer_;
+  Request upgrade_req_;
+  std::shared_ptr<ConsoleLink> api_link_;
+  std::array<char, 4096> drain_buf_{};
+  std::size_t drained_ = 0;
+  State state_ = State::reading;
+  uint64_t seq_ = 0;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool linger_after_write_ = false;
+};
+
+// --- server -------------------------------------------------------------------
+
+uint16_t HttpServerCore::start() {
+  std::lock_guard lifecycle(lifecycle_mu_);
+  if (started_) throw std::logic_error("HttpServer::start called twice");
+  started_ = true;
+
+  ioc_.emplace(static_cast<int>(options_.io_threads));
+  tcp::resolver resolver(*ioc_);
+  auto endpoints = resolver.resolve(host_, std::to_string(requested_port_), tcp::resolver::passive);
+  if (endpoints.empty()) {
+    throw std::system_error(std::make_error_code(std::errc::address_not_available), "resolve " + host_);
+  }
+  tcp::endpoint endpoint = endpoints.begin()->endpoint();
+
+  acceptor_.emplace(net::make_strand(*ioc_));
+  acceptor_->open(endpoint.protocol());
+  acceptor_->set_option(net::socket_base::reuse_address(true));
+  acceptor_->bind(endpoint);
+  acceptor_->listen(net::socket_base::max_listen_connections);
+  bound_port_ = acceptor_->local_endpoint().port();
+  accept_retry_.emplace(acceptor_->get_executor());
+
+  pool_.emplace(options_.api_threads);
+  work_.emplace(ioc_->get_executor());
+  net::post(acceptor_->get_executor(), [this] { do_accept(); });
+  for (std::size_t i = 0; i < options_.io_threads; ++i) threads_.emplace_back([this] { ioc_->run(); });
+  return bound_port_;
+}
+
+void HttpServerCore::do_accept() {
+  acceptor_->async_accept(net::make_strand(*ioc_), [this](error_code ec, tcp::socket socket) {
+    if (stopping_ || !acceptor_->is_open()) return;
+    if (ec) {
+      // E.g. out of file descriptors: try again shortly instead of spinning.
+      accept_retry_->expires_after(kAcceptRetry);
+      accept_retry_->async_wait([this](error_code wait_ec) {
+        if (!wait_ec && !stopping_) do_accept();
+      });
+      return;
+    }
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto session = std::make_shared<HttpSession>(*this, std::move(socket));
+    add_session(session);
+    session->run();
+    do_accept();
+  });
+}
+
+void HttpServerCore::stop() {
+  std::lock_guard lifecycle(lifecycle_mu_);
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  stopping_ = true;
+
+  if (!threads_.empty()) {
+    // 1. No new connections; existing ones wind down.
+    net::post(acceptor_->get_executor(), [this] {
+      error_code ignored;
+      acceptor_->close(ignored);
+      accept_retry_->cancel();
+    });
+    std::vector<std::shared_ptr<SessionBase>> snapshot;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [ptr, weak] : sessions_) {
+        if (auto s = weak.lock()) snapshot.push_back(std::move(s));
+      }
+    }
+    for (auto& s : snapshot) s->begin_shutdown();
+    snapshot.clear();
+
+    // 2. Give them shutdown_grace to finish.
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, options_.shutdown_grace, [this] { return sessions_.empty(); });
+    }
+
+    // 3. Stop all I/O.
+    work_.reset();
+    ioc_->stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  // 4. No console output is delivered from here on, and every subscription
+  // the control plane still holds is detached.
+  std::vector<std::shared_ptr<ConsoleLink>> links;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& weak : links_) {
+      if (auto l = weak.lock()) links.push_back(std::move(l));
+    }
+    links_.clear();
+  }
+  for (auto& l : links) l->close_and_detach();
+  links.clear();
+
+  // 5. Wait for API calls already running; drop queued ones.
+  if (pool_) {
+    pool_->stop();
+    pool_->join();
+    pool_.reset();
+  }
+
+  // 6. Destroy what is left (pending handlers hold the last sessions).
+  accept_retry_.reset();
+  acceptor_.reset();
+  ioc_.reset();
+}
+
+}  // namespace detail
+
+HttpServer::HttpServer(ControlPlaneApi& api, std::string host, uint16_t port)
+    : HttpServer(api, std::move(host), port, HttpServerOptions{}) {}
+
+HttpServer::HttpServer(ControlPlaneApi& api, std::string host, uint16_t port, HttpServerOptions options)
+    : core_(std::make_unique<detail::HttpServerCore>(api, std::move(host), port, std::move(options))) {}
+
+HttpServer::~HttpServer() { core_->stop(); }
+
+uint16_t HttpServer::start() { return core_->start(); }
+void HttpServer::stop() { core_->stop(); }
+uint16_t HttpServer::port() const noexcept { return core_->port(); }
+
+}  // namespace apiary::apps

@@ -1,0 +1,442 @@
+// The control plane under CAF's deterministic scheduler: one controller
+// actor (store in memory) and three node actors whose instances run on the
+// simulated vCPU backend. Time is simulated, so check-in deadlines of
+// minutes and the 10x error rule cost no wall-clock time.
+//
+// What is checked end to end: placement on the least-loaded node with the
+// record's whole path (initial -> preflight -> creating -> created, ACTIVE);
+// Nova actions driving the real instance actor lifecycle; refusals (409/501
+// with Nova's exact message, nothing changed); the silence rule (missing,
+// then error with the node's instances); reconciliation of a returning node
+// (strays stopped and logged, Nova power sync); drain; scheduler rejections
+// with their reasons in the action log.
+#define BOOST_TEST_MODULE control_plane_sim
+#include "actors/control_types.hpp"
+#include "actors/controller_actor.hpp"
+#include "actors/errors.hpp"
+#include "actors/instance_actor.hpp"
+#include "actors/node_actor.hpp"
+#include "proto/apiary/v1/instance.pb.h"
+#include "tests/support/sim_harness.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace apiary;
+using namespace apiary::actors;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::vector<std::string> kNodeNames = {"node-a", "node-b", "node-c"};
+
+std::string spec_bytes(const std::string& name, uint32_t vcpus = 1, uint64_t memory_mib = 16) {
+  v1::InstanceSpec s;
+  s.set_name(name);
+  s.mutable_board()->set_vcpus(vcpus);
+  s.mutable_board()->set_memory_mib(memory_mib);
+  s.mutable_boot()->set_embedded_guest("hello");
+  std::string out;
+  s.SerializeToString(&out);
+  return out;
+}
+
+struct Cluster : test::SimHarness {
+  controller_actor ctl;
+  std::map<std::string, node_actor> nodes;
+
+  void boot(ControllerConfig c = {}, uint32_t node_vcpus = 4) {
+    c.store_path = ":memory:";
+    c.id_seed = 7;
+    c.sweep_interval = 5s;
+    c.action_deadline = 30s;
+    ctl = spawn_controller(sys, c);
+    for (const auto& name : kNodeNames) {
+      NodeConfig n;
+      n.name = name;
+      n.vcpus = node_vcpus;
+      n.memory_mib = 1024;
+      n.controller = caf::actor_cast<caf::actor>(ctl);
+      n.checkin_interval = 10s;
+      n.simulated = true;
+      n.embedded_guest = [](const std::string& g) { return test::guest_image(g + ".elf"); };
+      n.phase_deadline = 2s;
+      n.state_deadline = 10s;
+      n.soft_reboot_grace = 3s;
+      nodes[name] = spawn_node(sys, n);
+    }
+    run();
+  }
+  ~Cluster() {
+    for (auto& [name, n] : nodes) self->send_exit(n, caf::exit_reason::user_shutdown);
+    if (ctl) self->send_exit(ctl, caf::exit_reason::user_shutdown);
+    run();
+  }
+
+  // Sends a message, runs the system to quiescence, takes the reply.
+  template <class T, class Handle, class... Ts>
+  caf::expected<T> ask(const Handle& h, Ts... xs) {
+    self->send(h, xs...);
+    run();
+    std::optional<T> out;
+    caf::error err;
+    bool got = take([&](const T& v) { out = v; }, [&](caf::error& e) { err = e; });
+    if (!got) return caf::make_error(caf::sec::request_timeout);
+    if (out) return std::move(*out);
+    return err;
+  }
+
+  // Moves simulated time in steps so every periodic timer fires in order.
+  void pass(std::chrono::milliseconds total, std::chrono::milliseconds step = 5s) {
+    for (std::chrono::milliseconds t{0}; t < total; t += step) advance(step);
+  }
+
+  std::string create(const std::string& name, uint32_t vcpus = 1) {
+    auto id = ask<std::string>(ctl, create_atom::value, spec_bytes(name, vcpus));
+    BOOST_REQUIRE_MESSAGE(id, "create failed: " << describe(id.error()));
+    return *id;
+  }
+  InstanceInfo get(const std::string& id) {
+    auto r = ask<InstanceInfo>(ctl, get_atom::value, id);
+    BOOST_REQUIRE_MESSAGE(r, "get failed: " << describe(r.error()));
+    return *r;
+  }
+  std::vector<ActionInfo> actions(const std::string& id) {
+    auto r = ask<std::vector<ActionInfo>>(ctl, actions_atom::value, id);
+    BOOST_REQUIRE(r);
+    return *r;
+  }
+  caf::expected<std::string> act(const std::string& id, const std::string& action, const std::string& type = "") {
+    return ask<std::string>(ctl, act_atom::value, id, action, type);
+  }
+  std::string node_state(const std::string& name) {
+    auto r = ask<std::vector<NodeInfo>>(ctl, nodes_atom::value);
+    BOOST_REQUIRE(r);
+    for (auto& n : *r)
+      if (n.name == name) return n.state;
+    return "";
+  }
+  instance_actor instance(const std::string& node, const std::string& id) {
+    auto r = ask<caf::actor>(nodes.at(node), instance_of_atom::value, id);
+    BOOST_REQUIRE(r);
+    return caf::actor_cast<instance_actor>(*r);
+  }
+  // (state, target) of the instance actor for `id` on `node`; "" if the node has none.
+  std::pair<std::string, std::string> vm(const std::string& node, const std::string& id) {
+    auto inst = instance(node, id);
+    if (!inst) return {"", ""};
+    self->send(inst, get_state_atom::value);
+    run();
+    std::pair<std::string, std::string> out;
+    take([&](const std::string& s, uint64_t, const std::string& t) { out = {s, t}; });
+    return out;
+  }
+};
+
+const ActionInfo* last_of(const std::vector<ActionInfo>& log, const std::string& action) {
+  for (auto it = log.rbegin(); it != log.rend(); ++it)
+    if (it->action == action) return &*it;
+  return nullptr;
+}
+
+std::vector<std::string> events_named(const ActionInfo& a, const std::string& name) {
+  std::vector<std::string> out;
+  for (const auto& e : a.events)
+    if (e.name == name) out.push_back(e.detail);
+  return out;
+}
+
+bool has_event(const ActionInfo& a, const std::string& name, const std::string& result) {
+  for (const auto& e : a.events)
+    if (e.name == name && e.result == result) return true;
+  return false;
+}
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(create_places_on_the_least_loaded_node_and_walks_the_record, Cluster) {
+  boot();
+  for (const auto& n : kNodeNames) BOOST_TEST(node_state(n) == "created");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(create("vm" + std::to_string(i)));
+  // Each placement goes to the node with the fewest instances (ties by name).
+  BOOST_TEST(get(ids[0]).node == "node-a");
+  BOOST_TEST(get(ids[1]).node == "node-b");
+  BOOST_TEST(get(ids[2]).node == "node-c");
+  BOOST_TEST(get(ids[3]).node == "node-a");
+
+  auto r = get(ids[1]);
+  BOOST_TEST(r.sf_state == "created");
+  BOOST_TEST(r.vm_state == "active");
+  BOOST_TEST(r.task_state == "none");
+  auto log = actions(ids[1]);
+  BOOST_REQUIRE(log.size() == 1u);
+  BOOST_TEST(log[0].action == "create");
+  BOOST_TEST(log[0].result == "success");
+  BOOST_TEST(log[0].finish >= log[0].start);
+  auto path = events_named(log[0], "sf_state");
+  BOOST_TEST(path == (std::vector<std::string>{"initial -> preflight", "preflight -> creating", "creating -> created"}),
+             boost::test_tools::per_element());
+  auto sched = events_named(log[0], "schedule");
+  BOOST_REQUIRE(sched.size() == 1u);
+  BOOST_TEST(sched[0].find("node node-b (0 instances") == 0);
+  // The node really runs it.
+  BOOST_TEST(vm("node-b", ids[1]).first == "run");
+  BOOST_TEST(!instance("node-a", ids[1]));
+}
+
+BOOST_FIXTURE_TEST_CASE(actions_drive_the_instance_actor_lifecycle, Cluster) {
+  boot();
+  const std::string id = create("life");
+  const std::string node = get(id).node;
+  BOOST_TEST(vm(node, id).first == "run");
+
+  BOOST_REQUIRE(act(id, "pause"));
+  BOOST_TEST(get(id).vm_state == "paused");
+  BOOST_TEST(get(id).task_state == "none");
+  BOOST_TEST((vm(node, id) == std::pair<std::string, std::string>{"quiesce", "quiesce"}));
+
+  BOOST_REQUIRE(act(id, "unpause"));
+  BOOST_TEST(get(id).vm_state == "active");
+  BOOST_TEST(vm(node, id).first == "run");
+
+  BOOST_REQUIRE(act(id, "stop"));
+  BOOST_TEST(get(id).vm_state == "stopped");
+  BOOST_TEST(vm(node, id).first == "destroy");
+
+  BOOST_REQUIRE(act(id, "start"));
+  BOOST_TEST(get(id).vm_state == "active");
+  BOOST_TEST(vm(node, id).first == "run");  // a new VMM from the same spec
+
+  // Hard reboot: the instance goes through Reboot and back to Run.
+  auto inst = instance(node, id);
+  self->send(inst, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+  run();
+  take([](ack_atom) {});
+  BOOST_REQUIRE(act(id, "reboot", "HARD"));
+  std::vector<std::string> seen;
+  while (take([&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+    seen.push_back(s);
+  })) {
+  }
+  BOOST_TEST(seen == (std::vector<std::string>{"quiesce", "halt", "reboot", "boot", "run"}),
+             boost::test_tools::per_element());
+  BOOST_TEST(get(id).vm_state == "active");
+
+  // Soft reboot: the simulated guest ignores Ctrl-Alt-Del, so after the
+  // grace period the node resets it (Nova's fallback).
+  BOOST_REQUIRE(act(id, "reboot", "SOFT"));
+  BOOST_TEST(get(id).task_state == "rebooting");
+  pass(5s, 1s);
+  BOOST_TEST(get(id).task_state == "none");
+  BOOST_TEST(get(id).vm_state == "active");
+  BOOST_TEST(vm(node, id).first == "run");
+
+  // Delete: powered off and forgotten by the node, record deleted.
+  BOOST_REQUIRE(act(id, "delete"));
+  auto r = get(id);
+  BOOST_TEST(r.vm_state == "deleted");
+  BOOST_TEST(r.sf_state == "deleted");
+  BOOST_TEST(!instance(node, id));
+
+  auto log = actions(id);
+  std::vector<std::string> names;
+  for (auto& a : log) {
+    names.push_back(a.action);
+    BOOST_TEST(a.result == "success", a.action << " ended " << a.result);
+  }
+  BOOST_TEST(names == (std::vector<std::string>{"create", "pause", "unpause", "stop", "start", "reboot_hard",
+                                                "reboot_soft", "delete"}),
+             boost::test_tools::per_element());
+}
+
+BOOST_FIXTURE_TEST_CASE(refused_actions_answer_409_or_501_and_change_nothing, Cluster) {
+  boot();
+  const std::string id = create("refuse");
+  const auto before = get(id);
+  const auto log_before = actions(id).size();
+
+  auto r = act(id, "unpause");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(http_status(r.error()) == 409);
+  BOOST_TEST(message_of(r.error()) == "Cannot 'unpause' instance " + id + " while it is in vm_state active");
+
+  r = act(id, "suspend");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(http_status(r.error()) == 501);
+  BOOST_TEST(message_of(r.error()) ==
+             "Cannot 'suspend' instance " + id + ": not implemented, needs capability vm_state_save_restore");
+
+  r = act(id, "reboot", "");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(http_status(r.error()) == 400);
+
+  r = act("i-nope", "pause");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(http_status(r.error()) == 404);
+
+  const auto after = get(id);
+  BOOST_TEST(after.vm_state == before.vm_state);
+  BOOST_TEST(after.task_state == before.task_state);
+  BOOST_TEST(after.sf_state == before.sf_state);
+  BOOST_TEST(actions(id).size() == log_before);
+  BOOST_TEST(vm(after.node, id).first == "run");
+
+  // A task in flight refuses the next action (not delete / hard reboot).
+  self->send(ctl, act_atom::value, id, std::string("pause"), std::string());
+  self->send(ctl, act_atom::value, id, std::string("stop"), std::string());
+  run();
+  std::vector<caf::error> errors;
+  int accepted = 0;
+  while (take([&](std::string&) { ++accepted; }, [&](caf::error& e) { errors.push_back(e); })) {
+  }
+  BOOST_TEST(accepted == 1);
+  BOOST_REQUIRE(errors.size() == 1u);
+  BOOST_TEST(http_status(errors[0]) == 409);
+  BOOST_TEST(message_of(errors[0]) == "Cannot 'stop' instance " + id + " while it is in task_state pausing");
+  BOOST_TEST(get(id).vm_state == "paused");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_silent_node_goes_missing_then_error_with_its_instances, Cluster) {
+  boot();
+  const std::string id = create("lost");
+  BOOST_REQUIRE(get(id).node == "node-a");
+  BOOST_REQUIRE(ask<ack_atom>(nodes.at("node-a"), partition_atom::value, true));
+
+  pass(115s);
+  BOOST_TEST(node_state("node-a") == "created");  // within NODE_CHECKIN_MAXIMUM (120 s)
+  pass(15s);
+  BOOST_TEST(node_state("node-a") == "missing");
+  BOOST_TEST(node_state("node-b") == "created");
+  BOOST_TEST(get(id).vm_state == "active");  // missing is not yet error
+
+  pass(1200s - 130s);
+  BOOST_TEST(node_state("node-a") == "missing");
+  pass(10s);
+  BOOST_TEST(node_state("node-a") == "error");
+  auto r = get(id);
+  BOOST_TEST(r.sf_state == "error");
+  BOOST_TEST(r.vm_state == "error");
+  BOOST_TEST(r.task_state == "none");
+
+  // An action on an instance of an unreachable node ends in ERROR by its
+  // deadline instead of hanging (hard reboot is allowed from ERROR).
+  BOOST_REQUIRE(act(id, "reboot", "HARD"));
+  BOOST_TEST(get(id).task_state == "none");
+  auto last = actions(id).back();
+  BOOST_TEST(last.action == "reboot_hard");
+  BOOST_TEST(last.result == "error");
+
+  // The node returns: it is created again and the VM it still runs for an
+  // errored record is a stray: stopped and logged.
+  BOOST_REQUIRE(ask<ack_atom>(nodes.at("node-a"), partition_atom::value, false));
+  BOOST_TEST(node_state("node-a") == "created");
+  BOOST_TEST(vm("node-a", id).first == "destroy");
+  auto log = actions(id);
+  auto* stop = last_of(log, "stop");
+  BOOST_REQUIRE(stop);
+  BOOST_TEST(stop->request_id.find("reconcile-") == 0);
+  BOOST_TEST(has_event(*stop, "reconcile_stray", "success"));
+  BOOST_TEST(get(id).vm_state == "stopped");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_missing_node_that_returns_is_reconciled, Cluster) {
+  boot();
+  const std::string stray = create("stray");     // node-a
+  const std::string other = create("other-b");  // node-b
+  const std::string gone = create("gone");      // node-c
+  const std::string lost = create("lost");      // node-a
+  BOOST_REQUIRE(get(stray).node == "node-a");
+  BOOST_REQUIRE(get(lost).node == "node-a");
+  BOOST_REQUIRE(ask<ack_atom>(nodes.at("node-a"), partition_atom::value, true));
+  pass(130s);
+  BOOST_REQUIRE(node_state("node-a") == "missing");
+
+  // Deleted while its node is missing: Nova's local delete.
+  BOOST_REQUIRE(act(stray, "delete"));
+  BOOST_TEST(get(stray).sf_state == "deleted");
+  BOOST_TEST(vm("node-a", stray).first == "run");  // the node does not know yet
+  // Meanwhile the other VM on node-a shut down behind the controller's back.
+  self->send(instance("node-a", lost), poweroff_atom::value);
+  run();
+  take([](ack_atom) {});
+  BOOST_TEST(vm("node-a", lost).first == "destroy");
+  BOOST_TEST(get(lost).vm_state == "active");
+
+  BOOST_REQUIRE(ask<ack_atom>(nodes.at("node-a"), partition_atom::value, false));
+  BOOST_TEST(node_state("node-a") == "created");
+  // The stray is stopped and forgotten by the node, and logged on the delete.
+  BOOST_TEST(!instance("node-a", stray));
+  auto* del = last_of(actions(stray), "delete");
+  BOOST_REQUIRE(del);
+  BOOST_TEST(has_event(*del, "local_delete", "success"));
+  BOOST_TEST(has_event(*del, "reconcile_stray", "success"));
+  // Power sync: ACTIVE on record, nothing running: STOPPED.
+  BOOST_TEST(get(lost).vm_state == "stopped");
+  auto* sync = last_of(actions(lost), "stop");
+  BOOST_REQUIRE(sync);
+  BOOST_TEST(has_event(*sync, "power_sync", "success"));
+  // Nothing else was touched.
+  BOOST_TEST(get(other).vm_state == "active");
+  BOOST_TEST(get(gone).vm_state == "active");
+  auto clog = ask<std::vector<std::string>>(ctl, cluster_log_atom::value);
+  BOOST_REQUIRE(clog);
+  bool noted = false;
+  for (auto& l : *clog) noted |= l == "node node-a: returned from missing, reconciling";
+  BOOST_TEST(noted);
+}
+
+BOOST_FIXTURE_TEST_CASE(drain_stops_instances_and_refuses_placements, Cluster) {
+  boot();
+  const std::string a = create("d1");  // node-a
+  const std::string b = create("d2");  // node-b
+  const std::string c = create("d3");  // node-c
+  BOOST_REQUIRE(get(c).node == "node-c");
+  BOOST_REQUIRE(ask<ack_atom>(ctl, drain_atom::value, std::string("node-c")));
+  BOOST_TEST(node_state("node-c") == "stopped");
+  BOOST_TEST(get(c).vm_state == "stopped");
+  BOOST_TEST(vm("node-c", c).first == "destroy");
+  BOOST_TEST(get(a).vm_state == "active");
+
+  // The node refuses placements itself...
+  auto p = ask<std::string>(nodes.at("node-c"), place_atom::value, std::string("i-x"), spec_bytes("x"));
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("draining") != std::string::npos);
+  // ...and the scheduler no longer picks it, saying why. Its check-ins have
+  // stopped, and a stopped node is not swept into missing.
+  pass(300s);
+  BOOST_TEST(node_state("node-c") == "stopped");
+  const std::string d = create("d4");
+  const std::string e = create("d5");
+  BOOST_TEST(get(d).node != "node-c");
+  BOOST_TEST(get(e).node != "node-c");
+  auto rejected = events_named(actions(d)[0], "filter");
+  BOOST_REQUIRE(rejected.size() == 1u);
+  BOOST_TEST(rejected[0] == "node node-c: state stopped");
+}
+
+BOOST_FIXTURE_TEST_CASE(the_scheduler_rejects_full_nodes_with_reasons, Cluster) {
+  ControllerConfig c;
+  c.cpu_allocation_ratio = 1.0;
+  boot(c, 4);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(create("big" + std::to_string(i), 4));
+  for (auto& id : ids) BOOST_TEST(get(id).vm_state == "active");
+  const std::string full = create("one-too-many", 1);
+  auto r = get(full);
+  BOOST_TEST(r.sf_state == "error");
+  BOOST_TEST(r.vm_state == "error");
+  BOOST_TEST(r.node == "");
+  auto log = actions(full);
+  BOOST_REQUIRE(log.size() == 1u);
+  BOOST_TEST(log[0].result == "error");
+  auto rejected = events_named(log[0], "filter");
+  BOOST_REQUIRE(rejected.size() == 3u);
+  BOOST_TEST(rejected[0] ==
+             "node node-a: not enough vCPUs: 1 requested, 4 of 4 in use (4 x cpu_allocation_ratio 1)");
+  auto path = events_named(log[0], "sf_state");
+  BOOST_TEST(path == (std::vector<std::string>{"initial -> preflight", "preflight -> preflight-error",
+                                               "preflight-error -> error"}),
+             boost::test_tools::per_element());
+  auto sched = events_named(log[0], "schedule");
+  BOOST_REQUIRE(sched.size() == 1u);
+  BOOST_TEST(sched[0] == "no valid host: 3 node(s) rejected, none left");
+}
