@@ -36,6 +36,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -1009,19 +1010,27 @@ uint16_t HttpServerCore::start() {
   started_ = true;
 
   ioc_.emplace(static_cast<int>(options_.io_threads));
-  tcp::resolver resolver(*ioc_);
-  auto endpoints = resolver.resolve(host_, std::to_string(requested_port_), tcp::resolver::passive);
-  if (endpoints.empty()) {
-    throw std::system_error(std::make_error_code(std::errc::address_not_available), "resolve " + host_);
+  const std::string where = host_ + ":" + std::to_string(requested_port_);
+  try {
+    tcp::resolver resolver(*ioc_);
+    auto endpoints = resolver.resolve(host_, std::to_string(requested_port_), tcp::resolver::passive);
+    if (endpoints.empty()) {
+      throw std::system_error(std::make_error_code(std::errc::address_not_available), "HttpServer: resolve " + where);
+    }
+    tcp::endpoint endpoint = endpoints.begin()->endpoint();
+    acceptor_.emplace(net::make_strand(*ioc_));
+    acceptor_->open(endpoint.protocol());
+    acceptor_->set_option(net::socket_base::reuse_address(true));
+    acceptor_->bind(endpoint);
+    acceptor_->listen(net::socket_base::max_listen_connections);
+    bound_port_ = acceptor_->local_endpoint().port();
+  } catch (const boost::system::system_error& e) {
+    // Asio throws Boost's system_error; callers get the std one.
+    std::error_code code = e.code().category() == boost::system::system_category()
+                               ? std::error_code(e.code().value(), std::system_category())
+                               : std::make_error_code(std::errc::address_not_available);
+    throw std::system_error(code, "HttpServer: cannot listen on " + where + ": " + e.code().message());
   }
-  tcp::endpoint endpoint = endpoints.begin()->endpoint();
-
-  acceptor_.emplace(net::make_strand(*ioc_));
-  acceptor_->open(endpoint.protocol());
-  acceptor_->set_option(net::socket_base::reuse_address(true));
-  acceptor_->bind(endpoint);
-  acceptor_->listen(net::socket_base::max_listen_connections);
-  bound_port_ = acceptor_->local_endpoint().port();
   accept_retry_.emplace(acceptor_->get_executor());
 
   pool_.emplace(options_.api_threads);

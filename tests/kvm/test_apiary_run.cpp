@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(deadline_ends_a_guest_that_never_exits, *utf::precondition(
 BOOST_AUTO_TEST_CASE(disk_and_rng_from_the_command_line, *utf::precondition(test::kvm_available)) {
   const std::string disk = "/tmp/apiary-run-disk-" + std::to_string(::getpid()) + ".img";
   { std::ofstream(disk) << std::string(64 * 1024, '\0'); }
-  auto r = apiary_run({"--disk", disk, "--rng"}, "disk write 1 via-cli\ndisk read 1\nrng 8\nexit 0\n");
+  auto r = apiary_run({"--disk", disk, "--rng"}, "disk info\ndisk write 1 via-cli\ndisk read 1\nrng 8\nexit 0\n");
   BOOST_TEST(r.exit_code == 1);
   BOOST_TEST(has(r.out, "disk: capacity=128 sectors id=disk0"));
   BOOST_TEST(has(r.out, ": via-cli"));

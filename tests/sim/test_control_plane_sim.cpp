@@ -39,6 +39,13 @@ std::string spec_bytes(const std::string& name, uint32_t vcpus = 1, uint64_t mem
   return out;
 }
 
+// Control-plane errors print as "409: message"; others as describe() does.
+std::string show(const caf::error& e) {
+  if (http_status(e)) return std::to_string(http_status(e)) + ": " + message_of(e);
+  if (!e) return "no error";
+  return describe(e);
+}
+
 struct Cluster : test::SimHarness {
   controller_actor ctl;
   std::map<std::string, node_actor> nodes;
@@ -91,12 +98,12 @@ struct Cluster : test::SimHarness {
 
   std::string create(const std::string& name, uint32_t vcpus = 1) {
     auto id = ask<std::string>(ctl, create_atom::value, spec_bytes(name, vcpus));
-    BOOST_REQUIRE_MESSAGE(id, "create failed: " << describe(id.error()));
+    if (!id) BOOST_FAIL("create failed: " << show(id.error()));
     return *id;
   }
   InstanceInfo get(const std::string& id) {
     auto r = ask<InstanceInfo>(ctl, get_atom::value, id);
-    BOOST_REQUIRE_MESSAGE(r, "get failed: " << describe(r.error()));
+    if (!r) BOOST_FAIL("get failed: " << show(r.error()));
     return *r;
   }
   std::vector<ActionInfo> actions(const std::string& id) {
@@ -399,7 +406,7 @@ BOOST_FIXTURE_TEST_CASE(drain_stops_instances_and_refuses_placements, Cluster) {
   // The node refuses placements itself...
   auto p = ask<std::string>(nodes.at("node-c"), place_atom::value, std::string("i-x"), spec_bytes("x"));
   BOOST_REQUIRE(!p);
-  BOOST_TEST(describe(p.error()).find("draining") != std::string::npos);
+  BOOST_TEST(show(p.error()).find("draining") != std::string::npos);
   // ...and the scheduler no longer picks it, saying why. Its check-ins have
   // stopped, and a stopped node is not swept into missing.
   pass(300s);
