@@ -53,6 +53,7 @@ using cluster_log_atom = caf::atom_constant<caf::atom("clusterlog")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to check in
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
 using wait_dl_atom = caf::atom_constant<caf::atom("waitdl")>;  // node: a state wait's deadline
+using inst_ev_atom = caf::atom_constant<caf::atom("instev")>;  // node: an instance's state, tagged with its id
 // tests / simulation
 using instance_of_atom = caf::atom_constant<caf::atom("instof")>;    // the instance actor of an id
 using partition_atom = caf::atom_constant<caf::atom("partition")>;  // cut the node off (no check-ins, no answers)

@@ -7,6 +7,12 @@
 // callback. The first of "predicate satisfied", "predicate failed" (the
 // instance went somewhere else, e.g. destroy while booting) and "deadline"
 // resolves it, exactly once. Nothing waits forever.
+//
+// The instance actor publishes its states with anonymous messages, so each
+// instance gets a tiny relay actor (linked to it) that tags every event with
+// the instance id and its incarnation (a stopped instance is started again
+// as a new VMM; late events of the old one are ignored). The node links to
+// its instances: when the node ends, so do they.
 #include "actors/node_actor.hpp"
 
 #include <exception>
@@ -35,6 +41,7 @@ struct Waiter {
 struct NodeInstance {
   std::string spec_bytes;
   instance_actor handle;
+  uint64_t incarnation = 0;
   std::string state = "start";
   std::string target;
   std::vector<Waiter> waiters;
@@ -43,8 +50,8 @@ struct NodeInstance {
 struct NodeState {
   NodeConfig cfg;
   std::map<std::string, NodeInstance> instances;
-  std::map<caf::actor_addr, std::string> by_addr;
   uint64_t next_waiter = 1;
+  uint64_t next_incarnation = 1;
   bool draining = false;
   bool stopped = false;
   bool partitioned = false;
@@ -89,6 +96,24 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
   return c;
 }
 
+// Forwards one instance's state events to its node, tagged.
+caf::behavior relay_impl(caf::event_based_actor* self, instance_actor inst, node_actor node, std::string id,
+                         uint64_t incarnation) {
+  self->link_to(inst);
+  return {
+      [=](state_atom, const std::string& state, uint64_t, const std::string& target, const std::string&) {
+        self->send(node, inst_ev_atom::value, id, incarnation, state, target);
+      },
+  };
+}
+
+void retire(node_pointer self, NodeInstance& ni) {
+  if (!ni.handle) return;
+  self->unlink_from(ni.handle);
+  self->send_exit(ni.handle, caf::exit_reason::user_shutdown);
+  ni.handle = nullptr;
+}
+
 // Spawns (or re-spawns: a new VMM from the same spec) the instance actor
 // and subscribes to its states. Returns an error message, "" on success.
 std::string spawn_vm(node_pointer self, const std::string& id, const std::string& spec_bytes) {
@@ -101,18 +126,16 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
   } catch (const std::exception& e) {
     return "instance " + id + ": " + e.what();
   }
-  auto it = st.instances.find(id);
-  if (it != st.instances.end() && it->second.handle) {
-    st.by_addr.erase(it->second.handle.address());
-    self->send_exit(it->second.handle, caf::exit_reason::user_shutdown);
-  }
   NodeInstance& ni = st.instances[id];
+  retire(self, ni);
   ni.spec_bytes = spec_bytes;
   ni.state = "start";
   ni.target.clear();
+  ni.incarnation = st.next_incarnation++;
   ni.handle = spawn_instance(self->system(), std::move(config));
-  st.by_addr[ni.handle.address()] = id;
-  self->request(ni.handle, st.cfg.phase_deadline, subscribe_atom::value, caf::actor_cast<caf::actor>(self))
+  self->link_to(ni.handle);
+  auto relay = self->system().spawn(relay_impl, ni.handle, caf::actor_cast<node_actor>(self), id, ni.incarnation);
+  self->request(ni.handle, st.cfg.phase_deadline, subscribe_atom::value, relay)
       .then([](ack_atom) {}, [](caf::error&) {});
   return {};
 }
@@ -215,8 +238,7 @@ void run_action(node_pointer self, const std::string& id, const std::string& act
       if (!err.empty()) return done(err);
       auto i = self->state.instances.find(id);
       if (i != self->state.instances.end()) {
-        self->state.by_addr.erase(i->second.handle.address());
-        self->send_exit(i->second.handle, caf::exit_reason::user_shutdown);
+        retire(self, i->second);
         self->state.instances.erase(i);
       }
       done({});
@@ -256,6 +278,17 @@ void check_in(node_pointer self) {
 
 node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
   self->state.cfg = std::move(cfg);
+  // An instance actor that ends on its own is down; any other exit ends the node.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    for (auto& [id, ni] : self->state.instances) {
+      if (ni.handle && ni.handle.address() == msg.source) {
+        ni.handle = nullptr;
+        ni.state = "destroy";
+        return;
+      }
+    }
+    self->quit(msg.reason);
+  });
   check_in(self);
   schedule_tick(self);
   return {
@@ -340,13 +373,11 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       [=](wait_dl_atom, const std::string& id, uint64_t no) {
         resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state");
       },
-      [=](state_atom, const std::string& state, uint64_t, const std::string& target, const std::string&) {
+      [=](inst_ev_atom, const std::string& id, uint64_t incarnation, const std::string& state,
+          const std::string& target) {
         auto& st = self->state;
-        auto a = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (a == st.by_addr.end()) return;  // an instance this node has replaced
-        const std::string id = a->second;
         auto it = st.instances.find(id);
-        if (it == st.instances.end()) return;
+        if (it == st.instances.end() || it->second.incarnation != incarnation) return;  // replaced or forgotten
         it->second.state = state;
         it->second.target = target;
         std::vector<std::pair<uint64_t, Verdict>> settled;

@@ -72,7 +72,7 @@ using node_actor = caf::typed_actor<
     caf::replies_to<partition_atom, bool>::with<ack_atom>,
     caf::reacts_to<tick_atom>,
     caf::reacts_to<wait_dl_atom, std::string, uint64_t>,
-    caf::reacts_to<state_atom, std::string, uint64_t, std::string, std::string>>;
+    caf::reacts_to<inst_ev_atom, std::string, uint64_t, std::string, std::string>>;  // internal
 
 node_actor spawn_node(caf::actor_system& sys, NodeConfig config);
 

@@ -400,6 +400,10 @@ v1::ApiError expect_error(const Response& res, unsigned status) {
   return e;
 }
 
+long long ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+}
+
 bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 5s) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!condition()) {
@@ -709,7 +713,7 @@ BOOST_FIXTURE_TEST_CASE(console_websocket_history_live_output_and_input, Fixture
   BOOST_REQUIRE(!again.connect(port, "/v1/instances/i-1/console", res));
   auto h = again.read();
   BOOST_REQUIRE(h.has_value());
-  BOOST_TEST(*h == std::string("boot\xff\nlogin: ab", 14));
+  BOOST_TEST(*h == std::string("boot\xff\nlogin: ab", 15));
 }
 
 BOOST_FIXTURE_TEST_CASE(console_websocket_for_an_unknown_instance_is_404, Fixture) {
@@ -717,8 +721,15 @@ BOOST_FIXTURE_TEST_CASE(console_websocket_for_an_unknown_instance_is_404, Fixtur
   websocket::response_type res;
   auto ec = ws.connect(port, "/v1/instances/ghost/console", res);
   BOOST_TEST((ec == websocket::error::upgrade_declined), ec.message());
-  BOOST_TEST(res.result_int() == 404u);
-  BOOST_TEST(parse<v1::ApiError>(res.body()).message() == "instance ghost not found");
+
+  // The same upgrade by hand, to see the answer (Beast 1.74 does not hand
+  // a declined answer back from handshake()).
+  Client c(port);
+  c.write_raw("GET /v1/instances/ghost/console HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+              "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+  auto e = expect_error(c.read_response(), 404);
+  BOOST_TEST(e.message() == "instance ghost not found");
   BOOST_TEST(api.subscriber_count() == 0u);
 }
 
@@ -869,7 +880,7 @@ BOOST_AUTO_TEST_CASE(a_slow_control_plane_is_answered_504) {
   Client c(s.port);
   auto start = std::chrono::steady_clock::now();
   auto e = expect_error(c.request(http::verb::get, "/v1/instances/i-1"), 504);
-  BOOST_TEST(std::chrono::steady_clock::now() - start < 900ms);
+  BOOST_TEST(ms_since(start) < 900);
   BOOST_TEST(e.message() == "the control plane did not answer within 200 ms");
   // The connection stays usable; other calls are not stuck behind the slow one.
   s.api.get_delay_ms = 0;
@@ -885,13 +896,36 @@ BOOST_AUTO_TEST_CASE(requests_have_a_read_deadline) {
     c.write_raw("GET /v1/instan");  // and nothing more
     auto start = std::chrono::steady_clock::now();
     BOOST_TEST(c.closed_within(3s));
-    BOOST_TEST(std::chrono::steady_clock::now() - start < 2s);
+    BOOST_TEST(ms_since(start) < 2000);
   }
   {
     Client c(s.port);  // idle keep-alive connections end the same way
     BOOST_TEST(c.request(http::verb::get, "/v1/instances").result_int() == 200u);
     BOOST_TEST(c.closed_within(3s));
   }
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_clients_on_several_io_threads) {
+  auto options = test_options();
+  options.io_threads = 2;
+  options.api_threads = 2;
+  Server s(options);
+  s.api.add("i-1", VmState::active);
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 6; ++t) {
+    clients.emplace_back([&] {
+      try {  // Boost.Test assertions are for the main thread; a failure shows up in `ok`
+        Client c(s.port);
+        for (int i = 0; i < 20; ++i) {
+          if (c.request(http::verb::get, "/v1/instances/i-1").result_int() == 200u) ++ok;
+        }
+      } catch (...) {
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  BOOST_TEST(ok.load() == 120);
 }
 
 // --- shutdown -----------------------------------------------------------------
@@ -904,8 +938,7 @@ BOOST_AUTO_TEST_CASE(stop_is_prompt_with_an_idle_keep_alive_connection) {
   BOOST_TEST(c.request(http::verb::get, "/v1/instances").result_int() == 200u);
   auto start = std::chrono::steady_clock::now();
   s->server.stop();
-  auto took = std::chrono::steady_clock::now() - start;
-  BOOST_TEST(took < 1s, std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  BOOST_TEST(ms_since(start) < 1000);
   BOOST_TEST(c.closed_within(1s));
   s->server.stop();  // idempotent
   // Nobody listens any more.
@@ -926,7 +959,7 @@ BOOST_AUTO_TEST_CASE(stop_is_bounded_with_a_half_sent_request) {
   std::this_thread::sleep_for(50ms);
   auto start = std::chrono::steady_clock::now();
   s.server.stop();
-  BOOST_TEST(std::chrono::steady_clock::now() - start < 1500ms);
+  BOOST_TEST(ms_since(start) < 1500);
   BOOST_TEST(c.closed_within(1s));
 }
 
@@ -958,9 +991,9 @@ BOOST_AUTO_TEST_CASE(stop_closes_console_websockets_with_going_away) {
   std::this_thread::sleep_for(50ms);
   auto start = std::chrono::steady_clock::now();
   s.server.stop();
-  auto took = std::chrono::steady_clock::now() - start;
+  auto took = ms_since(start);
   reader.join();
-  BOOST_TEST(took < 2s);
+  BOOST_TEST(took < 2000);
   BOOST_TEST(!got.has_value());
   BOOST_TEST((ws.error() == websocket::error::closed), ws.error().message());
   BOOST_TEST(ws.reason().code == static_cast<uint16_t>(websocket::close_code::going_away));
