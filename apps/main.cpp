@@ -1,8 +1,10 @@
 // The `apiary` binary: one executable, one subcommand per role.
+#include <csignal>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "apps/cluster_command.hpp"
 #include "apps/run_command.hpp"
 
 namespace {
@@ -15,6 +17,7 @@ Apiary: an actor-model KVM hypervisor runtime.
 Commands:
   run        boot one VM with its serial console on this terminal
              (the embedded demo guest by default)
+  cluster    an all-in-one control plane: controller, N nodes, HTTP API
   help       this text; `apiary <command> --help` for a command
 
 Examples:
@@ -25,6 +28,9 @@ Examples:
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A closed pipe or socket is an error to handle where it happens, not a
+  // reason for the whole VMM to die.
+  ::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_help();
@@ -33,6 +39,7 @@ int main(int argc, char** argv) {
   const std::string cmd = args[0];
   args.erase(args.begin());
   if (cmd == "run") return apiary::apps::run_command(args);
+  if (cmd == "cluster") return apiary::apps::cluster_command(args);
   std::cerr << "apiary: unknown command '" << cmd << "' (try apiary --help)\n";
   return 2;
 }

@@ -1,0 +1,181 @@
+#include "apps/actor_control_plane.hpp"
+
+#include <atomic>
+
+#include "actors/errors.hpp"
+#include "actors/instance_actor.hpp"
+
+namespace apiary::apps {
+
+namespace {
+v1::ApiError from_caf(const caf::error& e) {
+  if (e.category() == caf::atom("apiarycp")) return api_error(actors::http_status(e), actors::message_of(e));
+  if (e == caf::sec::request_timeout) return api_error(504, "the control plane did not answer in time");
+  return api_error(500, actors::describe(e));
+}
+
+v1::Instance to_proto(const actors::InstanceInfo& i) {
+  v1::Instance out;
+  out.set_id(i.id);
+  out.set_name(i.name);
+  out.set_node(i.node);
+  out.set_record_state(i.sf_state);
+  out.set_vm_state(i.vm_state);
+  out.set_task_state(i.task_state);
+  return out;
+}
+}  // namespace
+
+ActorControlPlane::ActorControlPlane(caf::actor_system& sys, actors::controller_actor controller,
+                                     std::map<std::string, actors::node_actor> nodes,
+                                     std::chrono::milliseconds deadline)
+    : sys_(sys), controller_(std::move(controller)), nodes_(std::move(nodes)), deadline_(deadline) {}
+
+Result<v1::Instance> ActorControlPlane::create(const v1::InstanceSpec& spec) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::Instance>> out;
+  self->request(controller_, deadline_, actors::create_atom::value, spec.SerializeAsString())
+      .receive([&](const std::string& id) { out = get(id); }, [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::InstanceList> ActorControlPlane::list() {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::InstanceList>> out;
+  self->request(controller_, deadline_, actors::list_atom::value)
+      .receive(
+          [&](const std::vector<actors::InstanceInfo>& all) {
+            v1::InstanceList l;
+            for (auto& i : all) *l.add_instances() = to_proto(i);
+            out = std::move(l);
+          },
+          [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::Instance> ActorControlPlane::get(const std::string& id) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::Instance>> out;
+  self->request(controller_, deadline_, actors::get_atom::value, id)
+      .receive([&](const actors::InstanceInfo& i) { out = to_proto(i); },
+               [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::ActionAccepted> ActorControlPlane::act(const std::string& id, const v1::ActionRequest& request) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::ActionAccepted>> out;
+  self->request(controller_, deadline_, actors::act_atom::value, id, request.action(), request.type())
+      .receive(
+          [&](const std::string& request_id) {
+            v1::ActionAccepted a;
+            a.set_request_id(request_id);
+            a.set_instance_id(id);
+            a.set_action(request.action());
+            out = std::move(a);
+          },
+          [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::ActionLog> ActorControlPlane::actions(const std::string& id) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::ActionLog>> out;
+  self->request(controller_, deadline_, actors::actions_atom::value, id)
+      .receive(
+          [&](const std::vector<actors::ActionInfo>& all) {
+            v1::ActionLog log;
+            for (auto& a : all) {
+              auto* r = log.add_actions();
+              r->set_request_id(a.request_id);
+              r->set_action(a.action);
+              r->set_start(a.start);
+              r->set_finish(a.finish);
+              r->set_result(a.result);
+              for (auto& ev : a.events)
+                r->add_events(ev.name + (ev.result.empty() ? "" : " " + ev.result) + (ev.detail.empty() ? "" : ": " + ev.detail));
+            }
+            out = std::move(log);
+          },
+          [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<actors::console_actor> ActorControlPlane::console_of(const std::string& id) {
+  auto inst = get(id);
+  if (!inst) return inst.error();
+  auto node = nodes_.find(inst.value().node());
+  if (node == nodes_.end())
+    return api_error(501, "console of instance " + id + ": its node is not in this process (remote consoles are not built yet)");
+  caf::scoped_actor self{sys_};
+  caf::actor instance;
+  std::optional<v1::ApiError> err;
+  self->request(node->second, deadline_, actors::instance_of_atom::value, id)
+      .receive([&](caf::actor a) { instance = a; }, [&](caf::error& e) { err = from_caf(e); });
+  if (err) return *err;
+  if (!instance) return api_error(409, "instance " + id + " is not running");
+  actors::console_actor console;
+  self->request(caf::actor_cast<actors::instance_actor>(instance), deadline_, actors::console_atom::value)
+      .receive([&](actors::console_actor c) { console = c; }, [&](caf::error& e) { err = from_caf(e); });
+  if (err) return *err;
+  if (!console) return api_error(409, "instance " + id + " has no console yet");
+  return console;
+}
+
+Result<v1::ConsoleHistory> ActorControlPlane::console_history(const std::string& id) {
+  auto console = console_of(id);
+  if (!console) return console.error();
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::ConsoleHistory>> out;
+  self->request(console.value(), deadline_, actors::history_atom::value)
+      .receive(
+          [&](const std::string& h) {
+            v1::ConsoleHistory ch;
+            ch.set_data(h);
+            out = std::move(ch);
+          },
+          [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<ConsoleSubscription> ActorControlPlane::console_attach(const std::string& id,
+                                                              std::function<void(std::string)> on_output) {
+  auto console = console_of(id);
+  if (!console) return console.error();
+  // A relay actor is the console reader; after detach it drops what is still queued.
+  auto live = std::make_shared<std::atomic<bool>>(true);
+  auto relay = sys_.spawn([live, on_output](caf::event_based_actor*) -> caf::behavior {
+    return {[live, on_output](actors::output_atom, const std::string& bytes) {
+      if (*live) on_output(bytes);
+    }};
+  });
+  caf::scoped_actor self{sys_};
+  std::optional<Result<ConsoleSubscription>> out;
+  auto con = console.value();
+  self->request(con, deadline_, actors::attach_atom::value, relay, true)
+      .receive(
+          [&](const std::string& history, bool) {
+            ConsoleSubscription sub;
+            sub.history.set_data(history);
+            auto& sys = sys_;
+            auto deadline = deadline_;
+            sub.input = [&sys, con, relay, deadline](std::string bytes) {
+              caf::scoped_actor s{sys};
+              s->request(con, deadline, actors::input_atom::value, relay, std::move(bytes))
+                  .receive([](uint64_t) {}, [](caf::error&) {});
+            };
+            sub.detach = [&sys, con, relay, live] {
+              *live = false;
+              caf::anon_send(con, actors::detach_atom::value, relay);
+              caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+            };
+            out = std::move(sub);
+          },
+          [&](caf::error& e) {
+            caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+            out = from_caf(e);
+          });
+  return *out;
+}
+
+}  // namespace apiary::apps

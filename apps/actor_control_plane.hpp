@@ -1,0 +1,46 @@
+// ControlPlaneApi (what the HTTP server calls) implemented on the controller
+// and node actors: each call is one request with a deadline from a scoped
+// actor, so an HTTP handler never waits longer than `deadline`.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "actors/console_actor.hpp"
+#include "actors/controller_actor.hpp"
+#include "actors/node_actor.hpp"
+#include "apps/control_plane_api.hpp"
+
+namespace apiary::apps {
+
+class ActorControlPlane final : public ControlPlaneApi {
+ public:
+  // `nodes` by name: the console routes go straight to the node running the
+  // instance (in-process cluster). Without them the console answers 501.
+  ActorControlPlane(caf::actor_system& sys, actors::controller_actor controller,
+                    std::map<std::string, actors::node_actor> nodes,
+                    std::chrono::milliseconds deadline = std::chrono::seconds(10));
+
+  Result<v1::Instance> create(const v1::InstanceSpec& spec) override;
+  Result<v1::InstanceList> list() override;
+  Result<v1::Instance> get(const std::string& id) override;
+  Result<v1::ActionAccepted> act(const std::string& id, const v1::ActionRequest& request) override;
+  Result<v1::ActionLog> actions(const std::string& id) override;
+  Result<v1::ConsoleHistory> console_history(const std::string& id) override;
+  Result<ConsoleSubscription> console_attach(const std::string& id,
+                                             std::function<void(std::string)> on_output) override;
+
+ private:
+  // The console actor of a running instance, or an error answer.
+  Result<actors::console_actor> console_of(const std::string& id);
+
+  caf::actor_system& sys_;
+  actors::controller_actor controller_;
+  std::map<std::string, actors::node_actor> nodes_;
+  std::chrono::milliseconds deadline_;
+};
+
+}  // namespace apiary::apps
