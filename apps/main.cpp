@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "apps/cluster_command.hpp"
+#include "apps/process_commands.hpp"
 #include "apps/run_command.hpp"
 
 namespace {
@@ -18,6 +19,8 @@ Commands:
   run        boot one VM with its serial console on this terminal
              (the embedded demo guest by default)
   cluster    an all-in-one control plane: controller, N nodes, HTTP API
+  controller the controller process: HTTP API + endpoint for nodes
+  node       a node process: runs instances for a controller
   help       this text; `apiary <command> --help` for a command
 
 Examples:
@@ -40,6 +43,8 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   if (cmd == "run") return apiary::apps::run_command(args);
   if (cmd == "cluster") return apiary::apps::cluster_command(args);
+  if (cmd == "controller") return apiary::apps::controller_command(args);
+  if (cmd == "node") return apiary::apps::node_command(args);
   std::cerr << "apiary: unknown command '" << cmd << "' (try apiary --help)\n";
   return 2;
 }

@@ -1,0 +1,254 @@
+#include "apps/process_commands.hpp"
+
+#include <signal.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <atomic>
+#include <charconv>
+#include <iostream>
+#include <thread>
+
+#include "actors/controller_actor.hpp"
+#include "actors/node_actor.hpp"
+#include "apps/actor_control_plane.hpp"
+#include "apps/http_api.hpp"
+#include "devices/machine.hpp"
+#include "guest/embedded.hpp"
+
+namespace apiary::apps {
+
+namespace {
+
+using set_ctrl_atom = caf::atom_constant<caf::atom("setctrl")>;
+
+template <class T>
+bool number(const std::string& s, T& out) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+// Options as --key value pairs; flags listed in `flags` take no value.
+std::string parse_options(const std::vector<std::string>& args, std::map<std::string, std::string>& out,
+                          const std::vector<std::string>& known) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (std::find(known.begin(), known.end(), a) == known.end()) return "unknown option: " + a;
+    if (i + 1 >= args.size()) return a + " needs a value";
+    out[a] = args[++i];
+  }
+  return {};
+}
+
+// Middleman with BASP heartbeats: a peer silent for `timeout` is declared
+// down, its proxies go down with remote_link_unreachable, and monitors fire.
+void configure_network(caf::actor_system_config& cfg) {
+  cfg.load<caf::io::middleman>();
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
+  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
+  actors::register_control_types(cfg);
+}
+
+sigset_t stop_signals() {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  return s;
+}
+
+// True once SIGINT/SIGTERM arrived (waits at most `d`).
+bool signalled(std::chrono::milliseconds d) {
+  sigset_t s = stop_signals();
+  const timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
+  return sigtimedwait(&s, nullptr, &ts) > 0;
+}
+
+// Stands in for the controller on a node: forwards every message to the
+// controller currently connected (requests keep their reply path) and
+// fails them while there is none, so the node keeps running its instances
+// while the controller is away and re-registers when it is back.
+struct RelayState {
+  caf::actor target;
+  static inline const char* name = "controller-relay";
+};
+caf::behavior controller_relay(caf::stateful_actor<RelayState>* self) {
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
+    if (!self->state.target) return caf::make_error(caf::sec::request_receiver_down);
+    self->delegate(self->state.target, x.move_content_to_message());
+    return caf::delegated<caf::message>{};
+  });
+  return {[self](set_ctrl_atom, caf::actor target) { self->state.target = std::move(target); }};
+}
+
+}  // namespace
+
+int controller_command(const std::vector<std::string>& args) {
+  for (auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << R"(Usage: apiary controller [--host H] [--port P] [--node-port NP] [--store FILE] [--checkin-max-ms MS]
+
+The control plane's controller: the HTTP API on H:P (default 127.0.0.1:8080)
+and the endpoint nodes connect to on NP (default 4242), with the SQLite
+store FILE (default ./apiary.sqlite). Nodes: apiary node --controller H:NP.
+A node silent for --checkin-max-ms (default 120000) is missing, for ten
+times that it is in error and its instances are declared errored.
+)";
+      return 0;
+    }
+  std::map<std::string, std::string> o;
+  if (auto err = parse_options(args, o, {"--host", "--port", "--node-port", "--store", "--checkin-max-ms"});
+      !err.empty()) {
+    std::cerr << "apiary controller: " << err << "\n";
+    return 2;
+  }
+  const std::string host = o.count("--host") ? o["--host"] : "127.0.0.1";
+  uint16_t port = 8080, node_port = 4242;
+  if ((o.count("--port") && !number(o["--port"], port)) || (o.count("--node-port") && !number(o["--node-port"], node_port))) {
+    std::cerr << "apiary controller: bad port\n";
+    return 2;
+  }
+  sigset_t stop = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  caf::actor_system_config cfg;
+  configure_network(cfg);
+  caf::actor_system sys{cfg};
+  actors::ControllerConfig ccfg;
+  ccfg.store_path = o.count("--store") ? o["--store"] : "apiary.sqlite";
+  if (o.count("--checkin-max-ms")) {
+    uint64_t ms = 0;
+    if (!number(o["--checkin-max-ms"], ms) || ms < 100) {
+      std::cerr << "apiary controller: --checkin-max-ms: at least 100\n";
+      return 2;
+    }
+    // NODE_CHECKIN_MAXIMUM; missing after it, error after 10x. The silence
+    // sweep runs often enough to notice within a fraction of it.
+    ccfg.checkin_max = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::milliseconds(ms));
+    if (ccfg.checkin_max.count() == 0) ccfg.checkin_max = std::chrono::seconds(1);
+    ccfg.sweep_interval = std::chrono::milliseconds(std::max<uint64_t>(100, ms / 4));
+  }
+  actors::controller_actor controller;
+  try {
+    controller = actors::spawn_controller(sys, ccfg);
+  } catch (const std::exception& e) {
+    std::cerr << "apiary controller: cannot open the store: " << e.what() << "\n";
+    return 4;
+  }
+  auto published = sys.middleman().publish(controller, node_port, host.c_str(), true);
+  if (!published) {
+    std::cerr << "apiary controller: cannot listen for nodes on " << host << ":" << node_port << ": "
+              << sys.render(published.error()) << "\n";
+    return 4;
+  }
+  ActorControlPlane api(sys, controller, {});
+  HttpServer server(api, host, port);
+  try {
+    port = server.start();
+  } catch (const std::exception& e) {
+    std::cerr << "apiary controller: cannot listen on " << host << ":" << port << ": " << e.what() << "\n";
+    return 4;
+  }
+  std::cout << "apiary controller: API on http://" << host << ":" << port << ", nodes connect to " << host << ":"
+            << *published << " (store " << ccfg.store_path << ")" << std::endl;
+  int sig = 0;
+  sigwait(&stop, &sig);
+  std::cout << "apiary controller: stopping" << std::endl;
+  server.stop();
+  caf::anon_send_exit(controller, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+int node_command(const std::vector<std::string>& args) {
+  for (auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << R"(Usage: apiary node --controller HOST:PORT [--name N] [--vcpus V] [--memory MIB] [--simulated yes]
+
+A node: runs instances on this host's KVM for the controller at HOST:PORT,
+checks in with its capacity, and reconnects (re-registering) whenever the
+controller goes away and comes back; its instances keep running meanwhile.
+)";
+      return 0;
+    }
+  std::map<std::string, std::string> o;
+  if (auto err = parse_options(args, o, {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms"});
+      !err.empty()) {
+    std::cerr << "apiary node: " << err << "\n";
+    return 2;
+  }
+  const std::string target = o["--controller"];
+  const auto colon = target.rfind(':');
+  uint16_t cport = 0;
+  if (colon == std::string::npos || !number(target.substr(colon + 1), cport)) {
+    std::cerr << "apiary node: --controller HOST:PORT is required\n";
+    return 2;
+  }
+  const std::string chost = target.substr(0, colon);
+  actors::NodeConfig n;
+  char hostname[256] = "node";
+  ::gethostname(hostname, sizeof hostname - 1);
+  n.name = o.count("--name") ? o["--name"] : hostname;
+  n.vcpus = std::max(1u, std::thread::hardware_concurrency());
+  n.memory_mib = devices::host_memory_mib();
+  if ((o.count("--vcpus") && !number(o["--vcpus"], n.vcpus)) || (o.count("--memory") && !number(o["--memory"], n.memory_mib))) {
+    std::cerr << "apiary node: bad --vcpus or --memory\n";
+    return 2;
+  }
+  n.simulated = o.count("--simulated") && o["--simulated"] == "yes";
+  n.embedded_guest = [](const std::string& name) {
+    const auto* g = guest::find_embedded(name);
+    return g ? std::vector<uint8_t>(g->image.begin(), g->image.end()) : std::vector<uint8_t>{};
+  };
+  uint64_t checkin_ms = 2000;
+  if (o.count("--checkin-ms") && (!number(o["--checkin-ms"], checkin_ms) || checkin_ms < 50)) {
+    std::cerr << "apiary node: --checkin-ms: at least 50\n";
+    return 2;
+  }
+  n.checkin_interval = std::chrono::milliseconds(checkin_ms);
+
+  sigset_t stop = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  caf::actor_system_config cfg;
+  configure_network(cfg);
+  caf::actor_system sys{cfg};
+  auto relay = sys.spawn(controller_relay);
+  n.controller = relay;
+  auto node = actors::spawn_node(sys, n);
+  std::cout << "apiary node: " << n.name << " (" << n.vcpus << " vCPUs, " << n.memory_mib << " MiB), controller "
+            << target << std::endl;
+
+  bool stopping = false;
+  bool said_waiting = false;
+  while (!stopping) {
+    auto typed = sys.middleman().remote_actor<actors::controller_actor>(chost, cport);
+    if (!typed) {
+      if (!said_waiting)
+        std::cout << "apiary node: waiting for the controller at " << target << " (" << sys.render(typed.error())
+                  << ")" << std::endl;
+      said_waiting = true;
+      stopping = signalled(std::chrono::milliseconds(1000));
+      continue;
+    }
+    said_waiting = false;
+    auto ctrl = caf::actor_cast<caf::actor>(*typed);
+    std::cout << "apiary node: connected to the controller" << std::endl;
+    caf::anon_send(relay, set_ctrl_atom::value, ctrl);
+    caf::scoped_actor self{sys};
+    self->monitor(ctrl);
+    bool lost = false;
+    while (!lost && !stopping) {
+      self->receive([&](caf::down_msg&) { lost = true; }, caf::after(std::chrono::milliseconds(0)) >> [] {});
+      if (!lost) stopping = signalled(std::chrono::milliseconds(200));
+    }
+    caf::anon_send(relay, set_ctrl_atom::value, caf::actor{});
+    if (lost) std::cout << "apiary node: lost the controller; reconnecting" << std::endl;
+  }
+  std::cout << "apiary node: stopping" << std::endl;
+  caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+}  // namespace apiary::apps
