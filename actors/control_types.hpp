@@ -54,8 +54,10 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to c
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
 using wait_dl_atom = caf::atom_constant<caf::atom("waitdl")>;  // node: a state wait's deadline
 using inst_ev_atom = caf::atom_constant<caf::atom("instev")>;  // node: an instance's state, tagged with its id
+using file_poll_atom = caf::atom_constant<caf::atom("filepoll")>;  // node: look at a disk-file job (copy, zero)
 // tests / simulation
 using instance_of_atom = caf::atom_constant<caf::atom("instof")>;    // the instance actor of an id
+using inst_spec_atom = caf::atom_constant<caf::atom("instspec")>;   // the spec an id's VMM was built from
 using partition_atom = caf::atom_constant<caf::atom("partition")>;  // cut the node off (no check-ins, no answers)
 
 // --- power states a node reports ----------------------------------------------

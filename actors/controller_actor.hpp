@@ -21,6 +21,29 @@
 //        message and nothing changed (control::check); 400 unknown action.
 //        action is the API name ("pause", "reboot", "delete", ...); type is
 //        "SOFT"/"HARD" for reboot, ignored otherwise.
+//   act, id, action, type, args -> the same, with the action's arguments
+//        (the API's ActionRequest.args; the 4-element form is this with none):
+//        resize        vcpus, memory_mib (at least one; the other is kept).
+//                      400 if the new board is invalid or the same. The
+//                      node's capacity is re-checked for the new board; a
+//                      board that does not fit ends the action "reverted"
+//                      (vm_state unchanged) with the reason in a "schedule"
+//                      event. While RESIZED the instance counts with the
+//                      larger of both boards, and the old spec is kept (in
+//                      memory) for revert_resize.
+//        snapshot      name (default: the request id; [A-Za-z0-9._-], 1..64,
+//                      not starting with '.'): <disk>.snapshot-<name>
+//        backup        rotation (default 1, >= 1): <disk>.backup-<n>, the
+//                      newest `rotation` kept
+//        rebuild       image (optional host path): the first writable disk
+//                      is copied from it, every other writable disk zeroed
+//        rescue        image (embedded guest, default "demo")
+//        A disk copy that fails with the VM back as it was ends the action
+//        "reverted" (Nova's reverts_task_state: vm_state unchanged) with an
+//        error event carrying the errno text; any other failure ERROR.
+//        Every file the node wrote or removed is one event of the action.
+//        set_admin_password: 501 "... needs capability guest_agent" (there
+//        is no guest agent), whatever the state.
 //   actions, id               -> the action log (oldest first); 404
 //   nodes                     -> every node record
 //   drain, node               -> ack once the node is recorded stopping; the
@@ -40,6 +63,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,6 +90,8 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<list_atom>::with<std::vector<InstanceInfo>>,
     caf::replies_to<get_atom, std::string>::with<InstanceInfo>,
     caf::replies_to<act_atom, std::string, std::string, std::string>::with<std::string>,
+    caf::replies_to<act_atom, std::string, std::string, std::string, std::map<std::string, std::string>>::with<
+        std::string>,
     caf::replies_to<actions_atom, std::string>::with<std::vector<ActionInfo>>,
     caf::replies_to<nodes_atom>::with<std::vector<NodeInfo>>,
     caf::replies_to<drain_atom, std::string>::with<ack_atom>,

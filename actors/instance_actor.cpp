@@ -228,6 +228,11 @@ void transition(instance_pointer self, InstanceState next, std::function<void()>
     if (!initialize(self)) {
       st.target = S::destroy;
       st.reason = st.fault;
+      v1::InstanceDiagnostics diag;  // nothing ran: the reason is all there is
+      diag.set_instance(st.cfg.name);
+      diag.set_reason(st.fault);
+      diag.set_generation(st.generation);
+      st.diagnostics = diag.SerializeAsString();
     }
     done();
   } else if (cur == S::boot && next == S::run) {

@@ -15,8 +15,20 @@
 // its instances: when the node ends, so do they.
 #include "actors/node_actor.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <exception>
+#include <filesystem>
 #include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "actors/errors.hpp"
@@ -39,17 +51,47 @@ struct Waiter {
 };
 
 struct NodeInstance {
-  std::string spec_bytes;
+  std::string spec_bytes;    // the instance's own spec: what start / reboot / unrescue boot
+  std::string old_spec;      // resize: the spec before it, until confirm / revert
+  std::string running_spec;  // what the current VMM was built from (the rescue spec while rescued)
   instance_actor handle;
   uint64_t incarnation = 0;
-  std::string state = "start";
+  std::string state = "destroy";  // no VMM until spawn_vm
   std::string target;
   std::vector<Waiter> waiters;
+};
+
+// --- disk-file jobs ----------------------------------------------------------
+//
+// Copies and zeroing run on a thread of their own: the actor only starts the
+// thread and polls the job's slot (file_poll) until it is done or its
+// deadline passes. Polling instead of a message from the thread keeps the
+// actor's mailbox fed from actor threads only (which is also what CAF's
+// deterministic test scheduler needs). At the deadline the job is told to
+// cancel (it checks between 1 MiB chunks and removes its partial file).
+
+struct JobSlot {
+  std::mutex m;
+  bool done = false;
+  std::string error;
+  std::string detail;
+  std::atomic<bool> cancel{false};
+};
+// The work: returns the detail (one line per file), throws std::exception on failure.
+using JobWork = std::function<std::string(const std::atomic<bool>& cancel)>;
+using Reply = std::function<void(const std::string& error, const std::string& detail)>;
+
+struct FileJob {
+  std::shared_ptr<JobSlot> slot;
+  caf::actor_clock::time_point deadline;
+  Reply done;
 };
 
 struct NodeState {
   NodeConfig cfg;
   std::map<std::string, NodeInstance> instances;
+  std::map<uint64_t, FileJob> jobs;
+  uint64_t next_job = 1;
   uint64_t next_waiter = 1;
   uint64_t next_incarnation = 1;
   bool draining = false;
@@ -128,7 +170,7 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
   }
   NodeInstance& ni = st.instances[id];
   retire(self, ni);
-  ni.spec_bytes = spec_bytes;
+  ni.running_spec = spec_bytes;
   ni.state = "start";
   ni.target.clear();
   ni.incarnation = st.next_incarnation++;
@@ -202,12 +244,20 @@ Check rebooted() {
 }
 
 // Spawns from the spec and starts, then waits for Run.
-void power_on(node_pointer self, const std::string& id, const std::string& spec_bytes, Done done) {
+// Spawns a new VMM from `spec_bytes` and starts it, then waits for Run.
+// own_spec: the spec is the instance's own (not a rescue spec) and is kept
+// for the next start.
+void boot_vm(node_pointer self, const std::string& id, const std::string& spec_bytes, bool own_spec, Done done) {
   if (auto err = spawn_vm(self, id, spec_bytes); !err.empty()) {
     done(err);
     return;
   }
+  if (own_spec) self->state.instances[id].spec_bytes = spec_bytes;
   call_and_wait(self, id, start_atom::value, reach("run"), self->state.cfg.state_deadline, std::move(done));
+}
+
+void power_on(node_pointer self, const std::string& id, const std::string& spec_bytes, Done done) {
+  boot_vm(self, id, spec_bytes, true, std::move(done));
 }
 
 void power_off(node_pointer self, const std::string& id, Done done) {
@@ -262,6 +312,368 @@ void run_action(node_pointer self, const std::string& id, const std::string& act
                          });
   }
   done("unknown node action '" + action + "'");
+}
+
+// --- disk files (these run on a job thread, never on the actor) ---------------
+
+std::string sys_error(const std::string& what, const std::string& path, int err) {
+  return what + " " + path + ": " + std::system_category().message(err);
+}
+
+struct Fd {
+  int fd;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+// Copies src to dst: written to dst.partial, fsynced, then renamed over dst,
+// so dst is either absent (or as it was) or complete. Returns the bytes copied.
+uint64_t copy_file(const std::string& src, const std::string& dst, const std::atomic<bool>& cancel) {
+  Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (in.fd < 0) throw std::runtime_error(sys_error("open", src, errno));
+  const std::string tmp = dst + ".partial";
+  Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (out.fd < 0) throw std::runtime_error(sys_error("create", tmp, errno));
+  auto fail = [&tmp](const std::string& msg) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(msg);
+  };
+  std::vector<char> buf(size_t{1} << 20);
+  uint64_t total = 0;
+  for (;;) {
+    if (cancel.load()) fail("copy " + src + " -> " + dst + ": cancelled at the deadline");
+    const ssize_t n = ::read(in.fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(sys_error("read", src, errno));
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      const ssize_t w = ::write(out.fd, buf.data() + off, static_cast<size_t>(n - off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail(sys_error("write", tmp, errno));
+      }
+      off += w;
+    }
+    total += static_cast<uint64_t>(n);
+  }
+  if (::fsync(out.fd) != 0) fail(sys_error("fsync", tmp, errno));
+  if (::rename(tmp.c_str(), dst.c_str()) != 0) fail(sys_error("rename", tmp, errno));
+  return total;
+}
+
+// Truncates a file to 0 and back to its size: every byte reads as zero.
+uint64_t zero_file(const std::string& path) {
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) != 0) throw std::runtime_error(sys_error("stat", path, errno));
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (fd.fd < 0) throw std::runtime_error(sys_error("open", path, errno));
+  if (::ftruncate(fd.fd, 0) != 0) throw std::runtime_error(sys_error("truncate", path, errno));
+  if (::ftruncate(fd.fd, sb.st_size) != 0) throw std::runtime_error(sys_error("truncate", path, errno));
+  if (::fsync(fd.fd) != 0) throw std::runtime_error(sys_error("fsync", path, errno));
+  return static_cast<uint64_t>(sb.st_size);
+}
+
+struct DiskFile {
+  std::string path;
+  bool read_only = false;
+};
+
+// The backups of `path`: <path>.backup-<digits>, as (n, file), highest n first.
+std::vector<std::pair<uint64_t, std::string>> backups_of(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string prefix = p.filename().string() + ".backup-";
+  std::vector<std::pair<uint64_t, std::string>> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    out.emplace_back(std::stoull(digits), (dir / name).string());
+  }
+  if (ec) throw std::runtime_error(sys_error("list", dir.string(), ec.value()));
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return out;
+}
+
+// Every disk to <path>.snapshot-<name>; all or nothing.
+JobWork snapshot_work(std::vector<DiskFile> disks, std::string name) {
+  return [disks = std::move(disks), name = std::move(name)](const std::atomic<bool>& cancel) {
+    std::vector<std::string> made;
+    std::string detail;
+    try {
+      for (const auto& d : disks) {
+        const std::string dst = d.path + ".snapshot-" + name;
+        if (::access(dst.c_str(), F_OK) == 0) throw std::runtime_error(sys_error("create", dst, EEXIST));
+        const uint64_t n = copy_file(d.path, dst, cancel);
+        made.push_back(dst);
+        detail += "copied " + d.path + " -> " + dst + " (" + std::to_string(n) + " bytes)\n";
+      }
+    } catch (...) {
+      for (const auto& f : made) ::unlink(f.c_str());
+      throw;
+    }
+    return detail.empty() ? std::string("the instance has no disks: nothing copied\n") : detail;
+  };
+}
+
+// Every disk to <path>.backup-<n>, then only the newest `rotation` backups
+// of each disk are kept.
+JobWork backup_work(std::vector<DiskFile> disks, uint64_t rotation) {
+  return [disks = std::move(disks), rotation](const std::atomic<bool>& cancel) {
+    std::vector<std::string> made;
+    std::string detail;
+    try {
+      for (const auto& d : disks) {
+        const auto existing = backups_of(d.path);
+        const uint64_t n = existing.empty() ? 1 : existing.front().first + 1;
+        const std::string dst = d.path + ".backup-" + std::to_string(n);
+        const uint64_t bytes = copy_file(d.path, dst, cancel);
+        made.push_back(dst);
+        detail += "copied " + d.path + " -> " + dst + " (" + std::to_string(bytes) + " bytes)\n";
+      }
+    } catch (...) {
+      for (const auto& f : made) ::unlink(f.c_str());
+      throw;
+    }
+    for (const auto& d : disks) {
+      const auto all = backups_of(d.path);
+      for (size_t i = rotation; i < all.size(); ++i) {
+        if (::unlink(all[i].second.c_str()) != 0) throw std::runtime_error(sys_error("remove", all[i].second, errno));
+        detail += "removed " + all[i].second + " (rotation " + std::to_string(rotation) + ")\n";
+      }
+    }
+    return detail.empty() ? std::string("the instance has no disks: nothing copied\n") : detail;
+  };
+}
+
+// Every writable disk zeroed, or the first one copied from `image`.
+JobWork rebuild_work(std::vector<DiskFile> disks, std::string image) {
+  return [disks = std::move(disks), image = std::move(image)](const std::atomic<bool>& cancel) {
+    std::string detail;
+    bool first = true;
+    for (const auto& d : disks) {
+      if (d.read_only) {
+        detail += "kept " + d.path + " (read-only)\n";
+        continue;
+      }
+      if (first && !image.empty()) {
+        const uint64_t n = copy_file(image, d.path, cancel);
+        detail += "recreated " + d.path + " from " + image + " (" + std::to_string(n) + " bytes)\n";
+      } else {
+        const uint64_t n = zero_file(d.path);
+        detail += "zeroed " + d.path + " (" + std::to_string(n) + " bytes)\n";
+      }
+      first = false;
+    }
+    return detail.empty() ? std::string("the instance has no disks\n") : detail;
+  };
+}
+
+void run_file_job(node_pointer self, JobWork work, Reply done) {
+  auto slot = std::make_shared<JobSlot>();
+  try {
+    std::thread([slot, work = std::move(work)] {
+      std::string detail;
+      std::string error;
+      try {
+        detail = work(slot->cancel);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      std::lock_guard lock(slot->m);
+      slot->done = true;
+      slot->error = std::move(error);
+      slot->detail = std::move(detail);
+    }).detach();
+  } catch (const std::exception& e) {
+    done(std::string("no thread for the disk-file job: ") + e.what(), {});
+    return;
+  }
+  auto& st = self->state;
+  const uint64_t no = st.next_job++;
+  st.jobs[no] = FileJob{slot, self->clock().now() + st.cfg.file_deadline, std::move(done)};
+  self->delayed_send(self, st.cfg.file_poll, file_poll_atom::value, no);
+}
+
+void poll_file_job(node_pointer self, uint64_t no) {
+  auto& st = self->state;
+  auto it = st.jobs.find(no);
+  if (it == st.jobs.end()) return;
+  bool finished = false;
+  std::string error;
+  std::string detail;
+  {
+    std::lock_guard lock(it->second.slot->m);
+    finished = it->second.slot->done;
+    error = it->second.slot->error;
+    detail = it->second.slot->detail;
+  }
+  if (!finished && self->clock().now() < it->second.deadline) {
+    self->delayed_send(self, st.cfg.file_poll, file_poll_atom::value, no);
+    return;
+  }
+  Reply done = std::move(it->second.done);
+  if (!finished) {
+    it->second.slot->cancel.store(true);
+    error = "disk-file job: deadline passed (" + std::to_string(st.cfg.file_deadline.count()) + " ms)";
+    detail.clear();
+  }
+  st.jobs.erase(it);
+  done(error, detail);
+}
+
+// --- actions with arguments ----------------------------------------------------
+
+std::string board_text(const v1::InstanceSpec& s) {
+  return std::to_string(s.board().vcpus()) + " vCPUs, " + std::to_string(s.board().memory_mib()) + " MiB";
+}
+
+// The failure of a disk-file step after which the VM is as it was before the
+// action (the controller reverts the action instead of erroring the instance).
+inline constexpr const char* kIntactPrefix = "vm intact: ";
+
+// Pauses a running VM, runs the job, resumes it. A VM that is not running
+// (stopped, already paused) is copied as it is.
+void quiesced(node_pointer self, const std::string& id, JobWork work, Reply done) {
+  auto it = self->state.instances.find(id);
+  const bool running = it != self->state.instances.end() && power_state(it->second) == kPowerRunning;
+  if (!running) {
+    return run_file_job(self, std::move(work), [done](const std::string& err, const std::string& detail) {
+      done(err.empty() ? err : kIntactPrefix + err, detail);
+    });
+  }
+  const auto deadline = self->state.cfg.state_deadline;
+  call_and_wait(self, id, pause_atom::value, reach("quiesce", "quiesce"), deadline,
+                [self, id, work, done, deadline](const std::string& err) {
+                  if (!err.empty()) return done("pause for a consistent copy: " + err, {});
+                  run_file_job(self, work, [self, id, done, deadline](const std::string& jerr, const std::string& detail) {
+                    call_and_wait(self, id, resume_atom::value, reach("run"), deadline,
+                                  [done, jerr, detail](const std::string& rerr) {
+                                    const std::string d =
+                                        "paused the VM for the copy\n" + detail + (rerr.empty() ? "resumed the VM\n" : "");
+                                    if (!rerr.empty())
+                                      return done((jerr.empty() ? "" : jerr + "; ") + "resume after the copy: " + rerr, d);
+                                    done(jerr.empty() ? jerr : kIntactPrefix + jerr, d);
+                                  });
+                  });
+                });
+}
+
+std::vector<DiskFile> disks_of(const v1::InstanceSpec& s) {
+  std::vector<DiskFile> out;
+  for (const auto& b : s.devices().block()) out.push_back({b.path(), b.read_only()});
+  return out;
+}
+
+std::string arg(const std::map<std::string, std::string>& args, const std::string& key, std::string fallback = {}) {
+  auto it = args.find(key);
+  return it == args.end() || it->second.empty() ? fallback : it->second;
+}
+
+// Powers off whatever runs, then (if `restart`) a new VMM from `spec`
+// (own_spec: it becomes the instance's spec).
+void replace_vmm(node_pointer self, const std::string& id, const std::string& spec, bool own_spec, bool restart,
+                 Done done) {
+  power_off(self, id, [self, id, spec, own_spec, restart, done](const std::string& err) {
+    if (!err.empty()) return done("power off: " + err);
+    if (own_spec) self->state.instances[id].spec_bytes = spec;
+    if (!restart) return done({});
+    boot_vm(self, id, spec, own_spec, done);
+  });
+}
+
+// The nodeact actions that take arguments or report files.
+void run_extended(node_pointer self, const std::string& id, const std::string& action, const std::string& spec_in,
+                  const std::map<std::string, std::string>& args, Reply done) {
+  auto& st = self->state;
+  auto it = st.instances.find(id);
+  const bool known = it != st.instances.end();
+  const bool was_running = known && !is_down(it->second);
+  const std::string spec_bytes = !spec_in.empty() ? spec_in : known ? it->second.spec_bytes : std::string();
+  v1::InstanceSpec spec;
+  if (spec_bytes.empty() || !spec.ParseFromString(spec_bytes))
+    return done("instance " + id + ": no spec (or one that does not parse) for " + action, {});
+  auto plain = [done](std::string detail) {
+    return [done, detail](const std::string& err) { done(err, err.empty() ? detail : std::string()); };
+  };
+  if (action == "resize") {
+    // The kept spec is the one before the first of possibly several resizes.
+    const std::string old = known ? (it->second.old_spec.empty() ? it->second.spec_bytes : it->second.old_spec) : "";
+    return replace_vmm(self, id, spec_bytes, true, was_running,
+                       [self, id, old, done, was_running, spec](const std::string& err) {
+                         if (!err.empty()) return done(err, {});
+                         self->state.instances[id].old_spec = old;
+                         done({}, was_running ? "new VMM with " + board_text(spec) + "\n"
+                                              : "stopped; " + board_text(spec) + " at the next start\n");
+                       });
+  }
+  if (action == "confirmresize") {
+    if (known) it->second.old_spec.clear();
+    return done({}, "the pre-resize spec is dropped\n");
+  }
+  if (action == "revertresize") {
+    const std::string back = !spec_in.empty() ? spec_in : known ? it->second.old_spec : std::string();
+    v1::InstanceSpec old;
+    if (back.empty() || !old.ParseFromString(back)) return done("instance " + id + ": no pre-resize spec kept", {});
+    return replace_vmm(self, id, back, true, was_running, [self, id, done, was_running, old](const std::string& err) {
+      if (!err.empty()) return done(err, {});
+      self->state.instances[id].old_spec.clear();
+      done({}, was_running ? "new VMM with " + board_text(old) + "\n" : "stopped; " + board_text(old) + "\n");
+    });
+  }
+  if (action == "snapshot") {
+    const std::string name = arg(args, "name");
+    if (name.empty()) return done("snapshot needs a name", {});
+    return quiesced(self, id, snapshot_work(disks_of(spec), name), done);
+  }
+  if (action == "backup") {
+    uint64_t rotation = 1;
+    try {
+      rotation = std::stoull(arg(args, "rotation", "1"));
+    } catch (const std::exception&) {
+      return done("backup: rotation is not a number", {});
+    }
+    if (rotation == 0) return done("backup: rotation must be at least 1", {});
+    return quiesced(self, id, backup_work(disks_of(spec), rotation), done);
+  }
+  if (action == "rebuild") {
+    const std::string image = arg(args, "image");
+    return power_off(self, id, [self, id, spec, spec_bytes, image, done](const std::string& err) {
+      if (!err.empty()) return done("power off: " + err, {});
+      run_file_job(self, rebuild_work(disks_of(spec), image),
+                   [self, id, spec_bytes, done](const std::string& jerr, const std::string& detail) {
+                     if (!jerr.empty()) return done(jerr, detail);
+                     power_on(self, id, spec_bytes, [done, detail](const std::string& perr) {
+                       done(perr, detail + (perr.empty() ? "started a fresh VMM\n" : ""));
+                     });
+                   });
+    });
+  }
+  if (action == "rescue") {
+    v1::InstanceSpec rescue = spec;
+    const std::string image = arg(args, "image", "demo");
+    rescue.mutable_boot()->set_embedded_guest(image);
+    rescue.mutable_boot()->set_cmdline("rescue");
+    rescue.mutable_boot()->clear_initrd_path();
+    std::string rescue_bytes;
+    rescue.SerializeToString(&rescue_bytes);
+    self->state.instances[id].spec_bytes = spec_bytes;  // what unrescue boots
+    return replace_vmm(self, id, rescue_bytes, false, true,
+                       plain("rescue guest '" + image + "' with " + std::to_string(spec.devices().block_size()) +
+                             " disk(s), cmdline \"rescue\"\n"));
+  }
+  if (action == "unrescue") return replace_vmm(self, id, spec_bytes, true, true, plain("normal spec running\n"));
+  run_action(self, id, action, spec_in, [done](const std::string& err) { done(err, {}); });
 }
 
 void schedule_tick(node_pointer self) {
@@ -323,6 +735,27 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         });
         return rp;
       },
+      [=](node_act_atom, const std::string& id, const std::string& action, const std::string& spec_bytes,
+          const std::map<std::string, std::string>& args) {
+        auto rp = self->make_response_promise<std::string, std::string>();
+        if (self->state.partitioned) return rp;
+        run_extended(self, id, action, spec_bytes, args,
+                     [self, rp, id](const std::string& err, const std::string& detail) mutable {
+                       const std::string intact = kIntactPrefix;
+                       if (err.empty())
+                         rp.deliver(power_of(self, id), detail);
+                       else if (err.compare(0, intact.size(), intact) == 0)
+                         rp.deliver(make_error(ActorErrc::invalid_argument, err.substr(intact.size())));
+                       else
+                         rp.deliver(make_error(ActorErrc::wrong_state, err));
+                     });
+        return rp;
+      },
+      [=](inst_spec_atom, const std::string& id) -> std::string {
+        auto it = self->state.instances.find(id);
+        return it == self->state.instances.end() || !it->second.handle ? std::string() : it->second.running_spec;
+      },
+      [=](file_poll_atom, uint64_t no) { poll_file_job(self, no); },
       [=](power_list_atom) {
         auto rp = self->make_response_promise<std::map<std::string, std::string>>();
         if (self->state.partitioned) return rp;

@@ -22,6 +22,40 @@
 //        from their spec: a new VMM, as Nova's start).
 //        softreboot: Ctrl-Alt-Del to the guest; if it has not rebooted within
 //        soft_reboot_grace, a forced reset (Nova's fallback).
+//   nodeact, id, action, spec, args -> (power state, detail)
+//        the same actions plus the ones that need arguments or report
+//        files; `detail` is one line per thing done (file names), "" if none.
+//        Every disk-file step (copy, zero) runs on a thread of its own, never
+//        on the actor, and is polled every file_poll until file_deadline.
+//        resize        spec = the new spec. The old VMM is powered off; if it
+//                      was running a NEW instance actor is built from the new
+//                      spec and started. The old spec is kept for revert.
+//        confirmresize drops the kept spec.
+//        revertresize  back to the kept spec (or `spec` if given): power off,
+//                      and a new VMM from it if it was running.
+//        snapshot      args name: every disk -> <path>.snapshot-<name>
+//        backup        args rotation (default 1): every disk ->
+//                      <path>.backup-<n> (n = 1 + the highest there); then
+//                      only the newest `rotation` <path>.backup-<digits>
+//                      files are kept. Snapshot and backup pause a running
+//                      VM for the copy and resume it; a copy goes to
+//                      <dst>.partial and is renamed when complete, and a
+//                      failure removes every copy of the request.
+//        rebuild       args image (optional): power off; every writable disk
+//                      is truncated to 0 and back to its size (zeroed), or
+//                      the first one is copied from `image`; a fresh VMM from
+//                      the spec is started.
+//        rescue        args image (embedded guest, default "demo"): power
+//                      off, boot the rescue guest with the instance's disks
+//                      and cmdline "rescue".
+//        unrescue      power off the rescue VMM, start the normal spec.
+//        Errors: a disk-file step that failed with the VM back as it was
+//        (resumed, or never paused) is invalid_argument with the errno text
+//        ("open <path>: No such file or directory"); every other failure
+//        wrong_state.
+//   instspec, id                 -> the spec bytes the id's current VMM was
+//        built from ("" if none): the board after a resize, the rescue
+//        guest while rescued (tests, diagnostics)
 //   powerlist                    -> id -> running / paused / shutdown
 //   capacity                     -> (vcpus, memory_mib, instances)
 //   drain                        -> ack once every instance is stopped; from
@@ -60,11 +94,16 @@ struct NodeConfig {
   std::chrono::milliseconds phase_deadline{5000};     // per instance fan-out phase
   std::chrono::milliseconds state_deadline{30000};    // how long an action waits for its state
   std::chrono::milliseconds soft_reboot_grace{10000};  // before a soft reboot turns hard
+  std::chrono::milliseconds file_deadline{45000};      // one disk-file job (copy / zero), all disks
+  std::chrono::milliseconds file_poll{20};             // how often the node looks at a running file job
 };
 
 using node_actor = caf::typed_actor<
     caf::replies_to<place_atom, std::string, std::string>::with<std::string>,
     caf::replies_to<node_act_atom, std::string, std::string, std::string>::with<std::string>,
+    caf::replies_to<node_act_atom, std::string, std::string, std::string, std::map<std::string, std::string>>::with<
+        std::string, std::string>,
+    caf::replies_to<inst_spec_atom, std::string>::with<std::string>,
     caf::replies_to<power_list_atom>::with<std::map<std::string, std::string>>,
     caf::replies_to<capacity_atom>::with<uint32_t, uint64_t, uint32_t>,
     caf::replies_to<drain_atom>::with<ack_atom>,
@@ -72,6 +111,7 @@ using node_actor = caf::typed_actor<
     caf::replies_to<partition_atom, bool>::with<ack_atom>,
     caf::reacts_to<tick_atom>,
     caf::reacts_to<wait_dl_atom, std::string, uint64_t>,
+    caf::reacts_to<file_poll_atom, uint64_t>,
     caf::reacts_to<inst_ev_atom, std::string, uint64_t, std::string, std::string>>;  // internal
 
 node_actor spawn_node(caf::actor_system& sys, NodeConfig config);

@@ -17,7 +17,7 @@ struct Cluster : ApiaryProcess {
       : ApiaryProcess({"cluster", "--nodes", "2", "--port", "0", "--store", store}), port(http_port()) {}
 };
 std::string vm_state(int port, const std::string& id) {
-  return json_json_field(http_call(port, http::verb::get, "/v1/instances/" + id).body, "vm_state");
+  return json_field(http_call(port, http::verb::get, "/v1/instances/" + id).body, "vm_state");
 }
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "tests/support/instance_driver.hpp"
+#include "tests/support/lifecycle_walk.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace apiary;
@@ -254,6 +255,55 @@ BOOST_AUTO_TEST_CASE(emulation_failure_is_a_named_guest_fault_with_diagnostics) 
   }
   BOOST_TEST(d.call(poweroff_atom::value) == "");
   BOOST_TEST(d.wait_state("destroy"));
+}
+
+BOOST_AUTO_TEST_CASE(table_walk_on_kvm_takes_every_transition_and_only_those) {
+  std::set<test::Transition> observed;
+  auto collect = [&](test::InstanceDriver& d) {
+    auto t = test::transitions_of(d.states);
+    observed.insert(t.begin(), t.end());
+  };
+  {  // start, pause, resume, forced reset, forced poweroff of a running guest
+    test::InstanceDriver d(kvm_config("spin.elf"));
+    BOOST_TEST(d.call(start_atom::value) == "");
+    BOOST_TEST(d.wait_state("run"));
+    BOOST_TEST(d.call(pause_atom::value) == "");
+    BOOST_TEST(d.wait_state("quiesce"));
+    BOOST_TEST(d.call(resume_atom::value) == "");
+    BOOST_TEST(d.wait_state("run"));
+    BOOST_TEST(d.call(hard_reset_atom::value) == "");
+    BOOST_TEST(d.wait_state("reboot"));
+    BOOST_TEST(d.wait_state("run"));
+    BOOST_TEST(d.call(poweroff_atom::value) == "");
+    BOOST_TEST(d.wait_state("destroy"));
+    collect(d);
+  }
+  {  // boot -> quiesce
+    InstanceConfig c = kvm_config("demo.elf");
+    c.wait_for_console = true;
+    test::InstanceDriver d(std::move(c));
+    BOOST_TEST(d.call(start_atom::value) == "");
+    BOOST_TEST(d.wait_state("boot"));
+    BOOST_TEST(d.call(poweroff_atom::value) == "");
+    BOOST_TEST(d.wait_state("destroy"));
+    collect(d);
+  }
+  {  // start -> destroy
+    test::InstanceDriver d(kvm_config("demo.elf"));
+    BOOST_TEST(d.call(poweroff_atom::value) == "");
+    BOOST_TEST(d.wait_state("destroy"));
+    collect(d);
+  }
+  {  // initialize -> destroy: not a kernel
+    InstanceConfig c = kvm_config("demo.elf");
+    c.machine.kernel = {0x7f, 'E', 'L', 'F'};
+    test::InstanceDriver d(std::move(c));
+    BOOST_TEST(d.call(start_atom::value) == "");
+    BOOST_TEST(d.wait_state("destroy"));
+    BOOST_TEST(d.diagnostics().reason().find("init_failed: image_truncated") != std::string::npos);
+    collect(d);
+  }
+  test::check_walk_covers_the_table(observed);
 }
 
 BOOST_AUTO_TEST_CASE(actor_system_shutdown_never_hangs_on_a_busy_guest) {

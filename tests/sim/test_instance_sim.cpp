@@ -3,9 +3,12 @@
 // seed, the fan-out deadlines, refusals, and the state stream — with
 // simulated time, so a missing ack costs no wall-clock seconds.
 #define BOOST_TEST_MODULE instance_sim
+#include <boost/algorithm/string/join.hpp>
+
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
+#include "tests/support/lifecycle_walk.hpp"
 #include "tests/support/sim_harness.hpp"
 #include "tests/support/test_support.hpp"
 #include "vmm-core/layout.hpp"
@@ -316,4 +319,43 @@ BOOST_FIXTURE_TEST_CASE(wait_state_answers_after_a_generation, Fixture) {
          [&](state_atom, const std::string& st, uint64_t, const std::string&, const std::string&) { seen.push_back(st); });
   BOOST_TEST(g == 3u);
   BOOST_TEST(s == "run");
+}
+
+// Every transition of the table, and no other, taken by the real actors on
+// the simulated backend; refused calls change nothing (see above).
+BOOST_AUTO_TEST_CASE(table_walk_takes_every_transition_and_only_those) {
+  std::set<test::Transition> observed;
+  auto scenario = [&](InstanceConfig c, auto&& steps) {
+    Fixture f;
+    f.spawn(std::move(c));
+    steps(f);
+    f.drain_states();
+    BOOST_TEST_MESSAGE("states: " << boost::algorithm::join(f.seen, " "));
+    auto t = test::transitions_of(f.seen);
+    observed.insert(t.begin(), t.end());
+  };
+  // start -> initialize -> boot -> run -> quiesce -> run (pause, resume),
+  // then a forced reset (quiesce -> halt -> reboot -> boot -> run) and a
+  // poweroff (quiesce -> halt -> destroy).
+  scenario(sim_config(), [](Fixture& f) {
+    f.call(start_atom::value);
+    f.call(pause_atom::value);
+    f.call(resume_atom::value);
+    f.call(hard_reset_atom::value);
+    f.call(poweroff_atom::value);
+  });
+  // boot -> quiesce: powered off while the boot condition holds it.
+  InstanceConfig gated = sim_config();
+  gated.wait_for_console = true;
+  scenario(std::move(gated), [](Fixture& f) {
+    f.call(start_atom::value);
+    f.call(poweroff_atom::value);
+  });
+  // start -> destroy: powered off before it was ever started.
+  scenario(sim_config(), [](Fixture& f) { f.call(poweroff_atom::value); });
+  // initialize -> destroy: the machine cannot be built (not a kernel).
+  InstanceConfig broken = sim_config();
+  broken.machine.kernel = {0x7f, 'E', 'L', 'F'};
+  scenario(std::move(broken), [](Fixture& f) { f.call(start_atom::value); });
+  test::check_walk_covers_the_table(observed);
 }
