@@ -49,9 +49,14 @@ using act_atom = caf::atom_constant<caf::atom("act")>;
 using actions_atom = caf::atom_constant<caf::atom("actions")>;
 using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
 using cluster_log_atom = caf::atom_constant<caf::atom("clusterlog")>;
+using net_create_atom = caf::atom_constant<caf::atom("netcreate")>;  // name, cidr -> network id
+using net_list_atom = caf::atom_constant<caf::atom("netlist")>;
+using net_get_atom = caf::atom_constant<caf::atom("netget")>;
+using net_delete_atom = caf::atom_constant<caf::atom("netdelete")>;
 // internal timers
 using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to check in
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
+using purge_atom = caf::atom_constant<caf::atom("purge")>;    // controller: hard-delete old deleted records
 using wait_dl_atom = caf::atom_constant<caf::atom("waitdl")>;  // node: a state wait's deadline
 using inst_ev_atom = caf::atom_constant<caf::atom("instev")>;  // node: an instance's state, tagged with its id
 using file_poll_atom = caf::atom_constant<caf::atom("filepoll")>;  // node: look at a disk-file job (copy, zero)
@@ -104,6 +109,19 @@ struct NodeInfo {
   uint32_t instances = 0;
 };
 
+// A network record with the ids of the instances attached to it.
+struct NetworkInfo {
+  std::string id;
+  std::string name;
+  std::string cidr;
+  std::string state;
+  std::vector<std::string> instances;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, NetworkInfo& x) {
+  return f(caf::meta::type_name("NetworkInfo"), x.id, x.name, x.cidr, x.state, x.instances);
+}
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
   return f(caf::meta::type_name("InstanceInfo"), x.id, x.name, x.node, x.sf_state, x.vm_state, x.task_state);
@@ -130,6 +148,8 @@ inline void register_control_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<ActionInfo>>("apiary.ActionInfoVec");
   cfg.add_message_type<NodeInfo>("apiary.NodeInfo");
   cfg.add_message_type<std::vector<NodeInfo>>("apiary.NodeInfoVec");
+  cfg.add_message_type<NetworkInfo>("apiary.NetworkInfo");
+  cfg.add_message_type<std::vector<NetworkInfo>>("apiary.NetworkInfoVec");
 }
 
 // --- the control plane's errors ---------------------------------------------------
@@ -139,7 +159,7 @@ inline constexpr caf::atom_value kControlErrorCategory = caf::atom("apiarycp");
 // Codes are the HTTP status minus 300, so they fit caf::error's uint8_t (400 -> 100, 404 -> 104, 409 -> 109, ...).
 enum class ControlErrc : uint8_t {
   bad_request = 100,      // 400: the spec or the arguments are malformed
-  not_found = 104,        // 404: no such instance or node
+  not_found = 104,        // 404: no such instance, node or network
   conflict = 109,         // 409: Nova refused the action in this state
   internal = 200,         // 500: the store failed
   not_implemented = 201,  // 501: the action is not available (yet)

@@ -35,6 +35,8 @@ using control::Action;
 using control::ActionEvent;
 using control::ActionResult;
 using control::InstanceRecord;
+using control::NetworkRecord;
+using control::NetworkState;
 using control::NodeState;
 using control::SfInstanceState;
 using control::StoreError;
@@ -129,6 +131,67 @@ void finish(controller_pointer self, int64_t action_id, ActionResult result, std
     self->state.store->finish_action(action_id, result, state);
   } catch (const StoreError& e) {
     note(self, "action " + std::to_string(action_id) + " not finished: " + e.detail());
+  }
+}
+
+// --- networks ---------------------------------------------------------------
+
+NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n) {
+  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}};
+  for (const auto& a : store.attachments_of_network(n.id)) out.instances.push_back(a.instance_id);
+  return out;
+}
+
+// "a.b.c.d/n" with each octet 0..255 and n 0..32.
+bool valid_cidr(const std::string& s) {
+  unsigned a, b, c, d, n;
+  char tail;
+  if (std::sscanf(s.c_str(), "%3u.%3u.%3u.%3u/%2u%c", &a, &b, &c, &d, &n, &tail) != 5) return false;
+  if (s.find_first_not_of("0123456789./") != std::string::npos) return false;
+  return a <= 255 && b <= 255 && c <= 255 && d <= 255 && n <= 32;
+}
+
+// The network a NIC names: its id, or the name of exactly one live network.
+// nullopt with `why` set when there is none (or it is dead, or ambiguous).
+std::optional<NetworkRecord> resolve_network(control::StateStore& store, const std::string& ref, std::string& why) {
+  if (auto n = store.get_network(ref)) {
+    if (control::is_dead(n->state)) {
+      why = "network " + ref + " is " + control::to_string(n->state);
+      return std::nullopt;
+    }
+    return n;
+  }
+  std::vector<NetworkRecord> live;
+  bool dead_match = false;
+  for (auto& n : store.list_networks()) {
+    if (n.name != ref) continue;
+    if (control::is_dead(n.state))
+      dead_match = true;
+    else
+      live.push_back(std::move(n));
+  }
+  if (live.size() == 1) return live.front();
+  if (live.size() > 1)
+    why = "network name '" + ref + "' is ambiguous (" + std::to_string(live.size()) + " live networks); use its id";
+  else
+    why = dead_match ? "network '" + ref + "' is being deleted or dead" : "network '" + ref + "' not found";
+  return std::nullopt;
+}
+
+// Detaches a deleted instance from its networks; a network in delete_wait
+// whose last instance this was becomes deleted. Runs in the caller's
+// transaction.
+void detach_instance(controller_pointer self, const std::string& id, int64_t action_id) {
+  auto& store = *self->state.store;
+  for (const auto& a : store.attachments_of_instance(id)) {
+    store.detach(a.network_id, id);
+    const auto now = store.now();
+    store.append_action_event(action_id, ActionEvent{"network_detach", now, now, "success", "network " + a.network_id});
+    auto net = store.get_network(a.network_id);
+    if (net && net->state == NetworkState::delete_wait && store.attachments_of_network(a.network_id).empty()) {
+      store.record_transition(a.network_id, NetworkState::deleted);
+      note(self, "network " + a.network_id + ": delete_wait -> deleted (its last instance " + id + " was deleted)");
+    }
   }
 }
 
@@ -300,8 +363,10 @@ void complete_delete(controller_pointer self, const std::string& id, int64_t act
   try {
     auto& store = *self->state.store;
     store.with_transaction([&] {
-      if (store.finish_action(action_id, ActionResult::success, VmState::deleted))
+      if (store.finish_action(action_id, ActionResult::success, VmState::deleted)) {
         transition(self, id, action_id, SfInstanceState::deleted);
+        detach_instance(self, id, action_id);
+      }
     });
   } catch (const StoreError& e) {
     event(self, action_id, "sf_state", "error", e.detail());
@@ -746,6 +811,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   st.store = std::move(store);
   st.rng.seed(st.cfg.id_seed ? st.cfg.id_seed : std::random_device{}());
   self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
+  self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
   return {
       [=](create_atom, const std::string& bytes) -> caf::result<std::string> {
         v1::InstanceSpec spec;
@@ -759,6 +825,19 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           return make_control_error(ControlErrc::bad_request, msg);
         }
         auto& store = *self->state.store;
+        std::vector<std::string> networks;  // ids, in NIC order
+        try {
+          for (int i = 0; i < spec.devices().nics_size(); ++i) {
+            std::string why;
+            auto net = resolve_network(store, spec.devices().nics(i).network(), why);
+            if (!net)
+              return make_control_error(ControlErrc::bad_request,
+                                        "invalid instance spec: devices.nics[" + std::to_string(i) + "].network: " + why);
+            networks.push_back(net->id);
+          }
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
         InstanceRecord r;
         r.id = new_id(self, "i-");
         r.name = spec.name();
@@ -767,6 +846,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           store.with_transaction([&] {
             store.put_instance(r);
+            for (const auto& net : networks) store.attach(net, r.id);
             action_id = store.begin_action(r.id, Action::create, new_id(self, "req-"));
           });
         } catch (const StoreError& e) {
@@ -842,6 +922,82 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         return ack_atom::value;
       },
       [=](cluster_log_atom) -> std::vector<std::string> { return self->state.cluster_log; },
+      [=](net_create_atom, const std::string& name, const std::string& cidr) -> caf::result<std::string> {
+        if (name.empty()) return make_control_error(ControlErrc::bad_request, "a network needs a name");
+        if (!cidr.empty() && !valid_cidr(cidr))
+          return make_control_error(ControlErrc::bad_request, "cidr '" + cidr + "' is not of the form a.b.c.d/n");
+        auto& store = *self->state.store;
+        NetworkRecord n;
+        n.id = new_id(self, "net-");
+        n.name = name;
+        n.cidr = cidr;
+        try {
+          // No data plane to set up: initial -> created at once.
+          store.with_transaction([&] {
+            store.put_network(n);
+            store.record_transition(n.id, NetworkState::created);
+          });
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+        return n.id;
+      },
+      [=](net_list_atom) -> caf::result<std::vector<NetworkInfo>> {
+        try {
+          auto& store = *self->state.store;
+          std::vector<NetworkInfo> out;
+          for (const auto& n : store.list_networks()) out.push_back(to_info(store, n));
+          return out;
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](net_get_atom, const std::string& id) -> caf::result<NetworkInfo> {
+        try {
+          auto& store = *self->state.store;
+          auto n = store.get_network(id);
+          if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
+          return to_info(store, *n);
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+      },
+      [=](net_delete_atom, const std::string& id) -> caf::result<NetworkInfo> {
+        try {
+          auto& store = *self->state.store;
+          auto n = store.get_network(id);
+          if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
+          if (n->state == NetworkState::deleted)
+            return make_control_error(ControlErrc::conflict, "network " + id + " is already deleted");
+          if (n->state != NetworkState::delete_wait) {
+            const bool attached = !store.attachments_of_network(id).empty();
+            // An error network is deleted whatever is attached (its
+            // attachments go when the record is purged).
+            const NetworkState to =
+                attached && n->state != NetworkState::error ? NetworkState::delete_wait : NetworkState::deleted;
+            store.record_transition(id, to);
+            note(self, "network " + id + ": " + control::to_string(n->state) + " -> " + control::to_string(to));
+            n = store.get_network(id);
+          }
+          return to_info(store, *n);
+        } catch (const StoreError& e) {
+          if (e.code() == control::StoreErrc::transition_refused)
+            return make_control_error(ControlErrc::conflict, e.detail());
+          return store_failed(e);
+        }
+      },
+      [=](purge_atom) {
+        auto& st = self->state;
+        try {
+          const auto c = st.store->purge_deleted_after(st.cfg.cleaner_delay);
+          if (c.instances || c.networks)
+            note(self, "purge: " + std::to_string(c.instances) + " instance(s), " + std::to_string(c.networks) +
+                           " network(s) deleted more than " + std::to_string(st.cfg.cleaner_delay.count()) + " s ago");
+        } catch (const StoreError& e) {
+          note(self, std::string("purge failed: ") + e.detail());
+        }
+        self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
+      },
       [=](checkin_atom, const std::string& name, uint32_t vcpus, uint64_t memory_mib, uint32_t instances,
           const caf::actor& node) -> caf::result<ack_atom> {
         auto& st = self->state;

@@ -51,12 +51,29 @@
 //        becomes stopped. 404
 //   clusterlog                -> what reconciliation did that belongs to no
 //        instance record (strays the store has never heard of)
+// Networks (Shaken Fist's network records; there is no data plane yet, so a
+// new network is created at once):
+//   netcreate, name, cidr     -> network id. 400 for an empty name or a
+//        cidr that is not "a.b.c.d/n" ("" = none).
+//   netlist                   -> every network record, with its instances
+//   netget, id                -> one; 404
+//   netdelete, id             -> the record after the request: deleted when
+//        no instance is attached, otherwise delete_wait (it becomes deleted
+//        when its last instance is deleted). 404; 409 when already deleted;
+//        delete_wait again answers the record unchanged.
+//   Instance create checks every devices.nics[].network (a network id, or
+//   the name of exactly one live network): it must exist and not be dead
+//   (deleted, delete_wait, error), else 400 and nothing is written. The new
+//   record is attached to each network in the same transaction; the
+//   attachments go when the instance's record becomes deleted.
 // From nodes:
 //   checkin, name, vcpus, memory_mib, instances, node -> ack. The first
 //        check-in creates the node; one from a missing or error node
 //        reconciles it (strays stopped, ACTIVE records without a VM stopped).
 // Internal: sweep (every sweep_interval): the silence rule through the
-// store; at error the store errors the node's instances.
+// store; at error the store errors the node's instances. purge (every
+// purge_interval): hard-deletes instance and network records that have been
+// deleted for longer than cleaner_delay (error records are kept).
 #pragma once
 
 #include <caf/all.hpp>
@@ -83,6 +100,8 @@ struct ControllerConfig {
   std::chrono::milliseconds action_deadline{60000};  // a node's answer to one action
   std::chrono::milliseconds node_deadline{10000};    // powerlist / drain round trips
   uint64_t id_seed = 0;                              // instance / request ids; 0 = random
+  std::chrono::seconds cleaner_delay = control::Defaults::cleaner_delay;  // CLEANER_DELAY
+  std::chrono::milliseconds purge_interval{60000};                         // how often the purge runs
 };
 
 using controller_actor = caf::typed_actor<
@@ -96,8 +115,12 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<nodes_atom>::with<std::vector<NodeInfo>>,
     caf::replies_to<drain_atom, std::string>::with<ack_atom>,
     caf::replies_to<cluster_log_atom>::with<std::vector<std::string>>,
+    caf::replies_to<net_create_atom, std::string, std::string>::with<std::string>,
+    caf::replies_to<net_list_atom>::with<std::vector<NetworkInfo>>,
+    caf::replies_to<net_get_atom, std::string>::with<NetworkInfo>,
+    caf::replies_to<net_delete_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor>::with<ack_atom>,
-    caf::reacts_to<sweep_atom>>;
+    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>>;
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.
 controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config);

@@ -24,6 +24,16 @@ v1::Instance to_proto(const actors::InstanceInfo& i) {
   out.set_task_state(i.task_state);
   return out;
 }
+
+v1::Network to_proto(const actors::NetworkInfo& n) {
+  v1::Network out;
+  out.set_id(n.id);
+  out.set_name(n.name);
+  out.set_cidr(n.cidr);
+  out.set_state(n.state);
+  for (const auto& i : n.instances) out.add_instances(i);
+  return out;
+}
 }  // namespace
 
 ActorControlPlane::ActorControlPlane(caf::actor_system& sys, actors::controller_actor controller,
@@ -98,6 +108,44 @@ Result<v1::ActionLog> ActorControlPlane::actions(const std::string& id) {
             out = std::move(log);
           },
           [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::Network> ActorControlPlane::create_network(const v1::CreateNetworkRequest& request) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::Network>> out;
+  self->request(controller_, deadline_, actors::net_create_atom::value, request.name(), request.cidr())
+      .receive([&](const std::string& id) { out = get_network(id); }, [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::NetworkList> ActorControlPlane::list_networks() {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::NetworkList>> out;
+  self->request(controller_, deadline_, actors::net_list_atom::value)
+      .receive(
+          [&](const std::vector<actors::NetworkInfo>& all) {
+            v1::NetworkList l;
+            for (auto& n : all) *l.add_networks() = to_proto(n);
+            out = std::move(l);
+          },
+          [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::Network> ActorControlPlane::get_network(const std::string& id) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::Network>> out;
+  self->request(controller_, deadline_, actors::net_get_atom::value, id)
+      .receive([&](const actors::NetworkInfo& n) { out = to_proto(n); }, [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::Network> ActorControlPlane::delete_network(const std::string& id) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::Network>> out;
+  self->request(controller_, deadline_, actors::net_delete_atom::value, id)
+      .receive([&](const actors::NetworkInfo& n) { out = to_proto(n); }, [&](caf::error& e) { out = from_caf(e); });
   return *out;
 }
 

@@ -32,6 +32,10 @@ class ActorControlPlane final : public ControlPlaneApi {
   Result<v1::ConsoleHistory> console_history(const std::string& id) override;
   Result<ConsoleSubscription> console_attach(const std::string& id,
                                              std::function<void(std::string)> on_output) override;
+  Result<v1::Network> create_network(const v1::CreateNetworkRequest& request) override;
+  Result<v1::NetworkList> list_networks() override;
+  Result<v1::Network> get_network(const std::string& id) override;
+  Result<v1::Network> delete_network(const std::string& id) override;
 
  private:
   // The console actor of a running instance, or an error answer.

@@ -144,6 +144,32 @@ class ControlPlaneApi {
   // here (e.g. 404) is answered as plain HTTP instead of the upgrade.
   virtual Result<ConsoleSubscription> console_attach(const std::string& id,
                                                      std::function<void(std::string)> on_output) = 0;
+
+  // Networks. The defaults answer 501, for implementations without them.
+  // POST /v1/networks: 201 with the new network; 400 (no name, bad cidr).
+  virtual Result<v1::Network> create_network(const v1::CreateNetworkRequest& request) {
+    (void)request;
+    return networks_not_implemented();
+  }
+  // GET /v1/networks
+  virtual Result<v1::NetworkList> list_networks() { return networks_not_implemented(); }
+  // GET /v1/networks/{id}: 404 when there is no such network.
+  virtual Result<v1::Network> get_network(const std::string& id) {
+    (void)id;
+    return networks_not_implemented();
+  }
+  // DELETE /v1/networks/{id}: 202 with the network as it is after the
+  // request (delete_wait while instances are attached, else deleted); 404;
+  // 409 when it is already deleted.
+  virtual Result<v1::Network> delete_network(const std::string& id) {
+    (void)id;
+    return networks_not_implemented();
+  }
+
+ private:
+  static v1::ApiError networks_not_implemented() {
+    return api_error(501, "networks are not implemented by this control plane");
+  }
 };
 
 }  // namespace apiary::apps

@@ -752,6 +752,8 @@ class HttpSession : public SessionBase {
   void route(Request req) {
     const std::string target(req.target().data(), req.target().size());
     auto segments = split_path(target);
+    if (segments && segments->size() >= 2 && (*segments)[0] == "v1" && (*segments)[1] == "networks")
+      return route_networks(*segments, target, std::move(req));
     if (!segments || segments->size() < 2 || (*segments)[0] != "v1" || (*segments)[1] != "instances") {
       send(not_found_path(target));
       return;
@@ -800,6 +802,34 @@ class HttpSession : public SessionBase {
       });
     }
     send(not_found_path(target));
+  }
+
+  void route_networks(const std::vector<std::string>& seg, const std::string& target, Request req) {
+    const auto method = req.method();
+    if (seg.size() == 2) {
+      if (method == http::verb::get)
+        return call([](ControlPlaneApi& api) { return Outcome{answer(200, api.list_networks()), {}}; });
+      if (method == http::verb::post) {
+        return call([body = std::move(req.body())](ControlPlaneApi& api) {
+          v1::CreateNetworkRequest r;
+          if (auto bad = parse_json_body(body, r)) return Outcome{error_answer(std::move(*bad)), {}};
+          if (r.name().empty()) return Outcome{error_answer(400, "\"name\" is required"), {}};
+          auto res = api.create_network(r);
+          Outcome o{answer(201, res), {}};
+          if (res.ok() && !res.value().id().empty())
+            o.answer.headers.emplace_back(http::field::location, "/v1/networks/" + res.value().id());
+          return o;
+        });
+      }
+      return send(method_not_allowed("GET, POST"));
+    }
+    const std::string& id = seg[2];
+    if (seg.size() != 3 || !plausible_id(id)) return send(not_found_path(target));
+    if (method == http::verb::get)
+      return call([id](ControlPlaneApi& api) { return Outcome{answer(200, api.get_network(id)), {}}; });
+    if (method == http::verb::delete_)
+      return call([id](ControlPlaneApi& api) { return Outcome{answer(202, api.delete_network(id)), {}}; });
+    return send(method_not_allowed("GET, DELETE"));
   }
 
   static Answer not_found_path(std::string_view target) {

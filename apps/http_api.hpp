@@ -21,6 +21,12 @@
 //   GET    /v1/instances/{id}/actions         200 ActionLog
 //   GET    /v1/instances/{id}/console/history 200 ConsoleHistory
 //   GET    /v1/instances/{id}/console         WebSocket (426 without the upgrade)
+//   POST   /v1/networks                       CreateNetworkRequest -> 201 Network
+//                                             (+ Location), 400 no name / bad cidr
+//   GET    /v1/networks                       200 NetworkList
+//   GET    /v1/networks/{id}                  200 Network, 404
+//   DELETE /v1/networks/{id}                  202 Network (delete_wait or deleted),
+//                                             404, 409 already deleted
 // Anything else is 404; a known path with another method is 405 with an
 // Allow header. Every error body is an ApiError. The query string is
 // ignored; path segments are percent-decoded.

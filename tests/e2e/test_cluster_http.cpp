@@ -72,3 +72,34 @@ BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precond
   }
   for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
 }
+
+BOOST_AUTO_TEST_CASE(networks_wait_for_their_instances, *utf::precondition(apiary::test::kvm_available)) {
+  const std::string store = "/tmp/apiary-e2e-net-" + std::to_string(::getpid()) + ".sqlite";
+  {
+    Cluster c(store);
+    auto r = http_call(c.port, http::verb::post, "/v1/networks", R"({"name":"net0","cidr":"10.0.0.0/24"})");
+    BOOST_TEST(r.status == 201);
+    const std::string net = json_field(r.body, "id");
+    BOOST_REQUIRE(!net.empty());
+    r = http_call(c.port, http::verb::post, "/v1/instances",
+                  R"({"spec":{"name":"nic-vm","board":{"vcpus":1,"memory_mib":32},"boot":{"embedded_guest":"demo"},)"
+                  R"("devices":{"nics":[{"network":"net0","mac":"52:54:00:00:00:01"}]}}})");
+    BOOST_TEST(r.status == 202);
+    const std::string id = json_field(r.body, "id");
+    BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "active"; }));
+    BOOST_TEST(http_call(c.port, http::verb::get, "/v1/networks/" + net).body.find(id) != std::string::npos);
+    // A NIC on a network that does not exist: 400, nothing created.
+    r = http_call(c.port, http::verb::post, "/v1/instances",
+                  R"({"spec":{"name":"bad","boot":{"embedded_guest":"demo"},"devices":{"nics":[{"network":"nope"}]}}})");
+    BOOST_TEST(r.status == 400);
+    // Deleting the network waits for its instance.
+    BOOST_TEST(http_call(c.port, http::verb::delete_, "/v1/networks/" + net).status == 202);
+    BOOST_TEST(json_field(http_call(c.port, http::verb::get, "/v1/networks/" + net).body, "state") == "delete_wait");
+    BOOST_TEST(http_call(c.port, http::verb::delete_, "/v1/instances/" + id).status == 202);
+    BOOST_TEST(eventually([&] {
+      return json_field(http_call(c.port, http::verb::get, "/v1/networks/" + net).body, "state") == "deleted";
+    }));
+    BOOST_TEST(c.stop(SIGTERM) == 0);
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
+}

@@ -1014,3 +1014,23 @@ BOOST_AUTO_TEST_CASE(start_reports_the_bound_port_and_refuses_a_second_start) {
   HttpServer never_started(api, "127.0.0.1", 0);
   never_started.stop();
 }
+
+// --- /v1/networks (the fake keeps ControlPlaneApi's 501 defaults) --------------
+
+BOOST_FIXTURE_TEST_CASE(network_routes_reach_the_api_and_validate_first, Fixture) {
+  auto e = expect_error(call(http::verb::get, "/v1/networks"), 501);
+  BOOST_TEST(e.message().find("networks") != std::string::npos, e.message());
+  expect_error(call(http::verb::post, "/v1/networks", R"({"name": "n1", "cidr": "10.0.0.0/24"})"), 501);
+  expect_error(call(http::verb::get, "/v1/networks/net-1"), 501);
+  expect_error(call(http::verb::delete_, "/v1/networks/net-1"), 501);
+  // Checked by the server before the API is called.
+  expect_error(call(http::verb::post, "/v1/networks", R"({"cidr": "10.0.0.0/24"})"), 400);
+  expect_error(call(http::verb::post, "/v1/networks", R"({"name": "n1", "bogus": 1})"), 400);
+  auto res = call(http::verb::put, "/v1/networks");
+  expect_error(res, 405);
+  BOOST_TEST(res[http::field::allow] == "GET, POST");
+  res = call(http::verb::post, "/v1/networks/net-1");
+  expect_error(res, 405);
+  BOOST_TEST(res[http::field::allow] == "GET, DELETE");
+  expect_error(call(http::verb::get, "/v1/networks/net-1/extra"), 404);
+}
