@@ -17,12 +17,15 @@
 #include "actors/instance_actor.hpp"
 #include "actors/node_actor.hpp"
 #include "proto/apiary/v1/instance.pb.h"
+#include "tests/support/control_plane_support.hpp"
 #include "tests/support/sim_harness.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace apiary;
 using namespace apiary::actors;
 using namespace std::chrono_literals;
+
+using test::show;
 
 namespace {
 
@@ -40,12 +43,6 @@ std::string spec_bytes(const std::string& name, uint32_t vcpus = 1, uint64_t mem
 }
 
 // Control-plane errors print as "409: message"; others as describe() does.
-std::string show(const caf::error& e) {
-  if (http_status(e)) return std::to_string(http_status(e)) + ": " + message_of(e);
-  if (!e) return "no error";
-  return describe(e);
-}
-
 struct Cluster : test::SimHarness {
   controller_actor ctl;
   std::map<std::string, node_actor> nodes;
@@ -78,23 +75,7 @@ struct Cluster : test::SimHarness {
     run();
   }
 
-  // Sends a message, runs the system to quiescence, takes the reply.
-  template <class T, class Handle, class... Ts>
-  caf::expected<T> ask(const Handle& h, Ts... xs) {
-    self->send(h, xs...);
-    run();
-    std::optional<T> out;
-    caf::error err;
-    bool got = take([&](const T& v) { out = v; }, [&](caf::error& e) { err = e; });
-    if (!got) return caf::make_error(caf::sec::request_timeout);
-    if (out) return std::move(*out);
-    return err;
-  }
 
-  // Moves simulated time in steps so every periodic timer fires in order.
-  void pass(std::chrono::milliseconds total, std::chrono::milliseconds step = 5s) {
-    for (std::chrono::milliseconds t{0}; t < total; t += step) advance(step);
-  }
 
   std::string create(const std::string& name, uint32_t vcpus = 1) {
     auto id = ask<std::string>(ctl, create_atom::value, spec_bytes(name, vcpus));

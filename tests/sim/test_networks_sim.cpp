@@ -12,12 +12,15 @@
 #include "actors/errors.hpp"
 #include "actors/node_actor.hpp"
 #include "proto/apiary/v1/instance.pb.h"
+#include "tests/support/control_plane_support.hpp"
 #include "tests/support/sim_harness.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace apiary;
 using namespace apiary::actors;
 using namespace std::chrono_literals;
+
+using test::show;
 
 namespace {
 
@@ -31,12 +34,6 @@ std::string spec_bytes(const std::string& name, const std::vector<std::string>& 
   std::string out;
   s.SerializeToString(&out);
   return out;
-}
-
-std::string show(const caf::error& e) {
-  if (http_status(e)) return std::to_string(http_status(e)) + ": " + message_of(e);
-  if (!e) return "no error";
-  return describe(e);
 }
 
 struct Cluster : test::SimHarness {
@@ -73,20 +70,6 @@ struct Cluster : test::SimHarness {
     run();
   }
 
-  template <class T, class Handle, class... Ts>
-  caf::expected<T> ask(const Handle& h, Ts... xs) {
-    self->send(h, xs...);
-    run();
-    std::optional<T> out;
-    caf::error err;
-    bool got = take([&](const T& v) { out = v; }, [&](caf::error& e) { err = e; });
-    if (!got) return caf::make_error(caf::sec::request_timeout);
-    if (out) return std::move(*out);
-    return err;
-  }
-  void pass(std::chrono::milliseconds total, std::chrono::milliseconds step = 5s) {
-    for (std::chrono::milliseconds t{0}; t < total; t += step) advance(step);
-  }
 
   std::string create_network(const std::string& name, const std::string& cidr = "") {
     auto id = ask<std::string>(ctl, net_create_atom::value, name, cidr);

@@ -30,6 +30,7 @@
 #include "actors/node_actor.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
 #include "proto/apiary/v1/instance.pb.h"
+#include "tests/support/control_plane_support.hpp"
 #include "tests/support/sim_harness.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -37,6 +38,8 @@ using namespace apiary;
 using namespace apiary::actors;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+
+using test::show;
 
 namespace {
 
@@ -57,12 +60,6 @@ std::string pattern(char seed) {
   std::string s(64 * 1024, '\0');
   for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<char>(seed + static_cast<char>(i % 251));
   return s;
-}
-
-std::string show(const caf::error& e) {
-  if (http_status(e)) return std::to_string(http_status(e)) + ": " + message_of(e);
-  if (!e) return "no error";
-  return describe(e);
 }
 
 struct Cluster : test::SimHarness {
@@ -114,17 +111,6 @@ struct Cluster : test::SimHarness {
     return p;
   }
 
-  template <class T, class Handle, class... Ts>
-  caf::expected<T> ask(const Handle& h, Ts... xs) {
-    self->send(h, xs...);
-    run();
-    std::optional<T> out;
-    caf::error err;
-    bool got = take([&](const T& v) { out = v; }, [&](caf::error& e) { err = e; });
-    if (!got) return caf::make_error(caf::sec::request_timeout);
-    if (out) return std::move(*out);
-    return err;
-  }
 
   std::string create(const std::string& name, const std::vector<std::string>& disks, uint32_t vcpus = 1) {
     v1::InstanceSpec s;

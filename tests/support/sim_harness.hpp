@@ -38,6 +38,25 @@ struct SimHarness {
     sched.run();
   }
 
+  // Sends a message, runs the system to quiescence, takes the reply (an
+  // error, or request_timeout when nothing answered).
+  template <class T, class Handle, class... Ts>
+  caf::expected<T> ask(const Handle& h, Ts... xs) {
+    self->send(h, xs...);
+    run();
+    std::optional<T> out;
+    caf::error err;
+    bool got = take([&](const T& v) { out = v; }, [&](caf::error& e) { err = e; });
+    if (!got) return caf::make_error(caf::sec::request_timeout);
+    if (out) return std::move(*out);
+    return err;
+  }
+
+  // Moves simulated time in steps so every periodic timer fires in order.
+  void pass(std::chrono::milliseconds total, std::chrono::milliseconds step = std::chrono::seconds(5)) {
+    for (std::chrono::milliseconds t{0}; t < total; t += step) advance(step);
+  }
+
   // Takes the next message already in the test's mailbox, if any.
   template <class... Fs>
   bool take(Fs... fs) {
