@@ -53,6 +53,9 @@ using net_create_atom = caf::atom_constant<caf::atom("netcreate")>;  // name, ci
 using net_list_atom = caf::atom_constant<caf::atom("netlist")>;
 using net_get_atom = caf::atom_constant<caf::atom("netget")>;
 using net_delete_atom = caf::atom_constant<caf::atom("netdelete")>;
+using metrics_atom = caf::atom_constant<caf::atom("metrics")>;        // Prometheus text (controller, node)
+using console_of_atom = caf::atom_constant<caf::atom("consoleof")>;  // an instance's console actor, via its node
+using recover_atom = caf::atom_constant<caf::atom("recover")>;       // controller: settle actions left running
 // internal timers
 using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to check in
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
@@ -81,6 +84,9 @@ struct InstanceInfo {
   std::string sf_state;
   std::string vm_state;
   std::string task_state;
+  int64_t created_at = 0;  // Unix milliseconds
+  int64_t updated_at = 0;
+  std::string spec_bytes;  // the serialized InstanceSpec (defaults applied)
 };
 
 struct ActionEventInfo {
@@ -107,6 +113,7 @@ struct NodeInfo {
   uint32_t vcpus = 0;
   uint64_t memory_mib = 0;
   uint32_t instances = 0;
+  int64_t checkin_age_ms = 0;  // the controller's clock minus last_checkin
 };
 
 // A network record with the ids of the instances attached to it.
@@ -124,7 +131,8 @@ typename Inspector::result_type inspect(Inspector& f, NetworkInfo& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
-  return f(caf::meta::type_name("InstanceInfo"), x.id, x.name, x.node, x.sf_state, x.vm_state, x.task_state);
+  return f(caf::meta::type_name("InstanceInfo"), x.id, x.name, x.node, x.sf_state, x.vm_state, x.task_state,
+           x.created_at, x.updated_at, x.spec_bytes);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ActionEventInfo& x) {
@@ -136,7 +144,8 @@ typename Inspector::result_type inspect(Inspector& f, ActionInfo& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NodeInfo& x) {
-  return f(caf::meta::type_name("NodeInfo"), x.name, x.state, x.last_checkin, x.vcpus, x.memory_mib, x.instances);
+  return f(caf::meta::type_name("NodeInfo"), x.name, x.state, x.last_checkin, x.vcpus, x.memory_mib, x.instances,
+           x.checkin_age_ms);
 }
 
 // Registers the payload types above (needed only when they cross processes).

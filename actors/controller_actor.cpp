@@ -20,10 +20,12 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <sstream>
 #include <tuple>
 
 #include "actors/errors.hpp"
+#include "actors/metrics.hpp"
 #include "actors/node_actor.hpp"
 #include "actors/state_store.hpp"
 #include "proto/spec.hpp"
@@ -58,6 +60,10 @@ struct ControllerState {
   std::map<std::string, node_actor> nodes;  // from check-ins
   std::mt19937_64 rng;
   std::vector<std::string> cluster_log;
+  // /metrics: how long finished actions took, and how they ended.
+  std::shared_ptr<LatencyFamily> action_latency = std::make_shared<LatencyFamily>("action");
+  std::map<std::pair<std::string, std::string>, uint64_t> actions_finished;  // (action, result) -> count
+  std::set<int64_t> inherited;  // actions running in the store when this controller started
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
@@ -83,7 +89,10 @@ InstanceInfo to_info(const InstanceRecord& r) {
           r.node,
           control::to_string(r.sf_state),
           control::to_string(r.vm_state),
-          control::to_string(r.task_state)};
+          control::to_string(r.task_state),
+          r.created_at,
+          r.updated_at,
+          r.spec.SerializeAsString()};
 }
 
 void note(controller_pointer self, std::string line) { self->state.cluster_log.push_back(std::move(line)); }
@@ -126,9 +135,19 @@ void fail_record(controller_pointer self, const std::string& id, int64_t action_
   }
 }
 
+// Counts a finished action for /metrics (its duration on the store's clock).
+void observe_finished(controller_pointer self, int64_t action_id) {
+  auto& st = self->state;
+  auto a = st.store->get_action(action_id);
+  if (!a || !a->finish) return;
+  const std::string name = control::to_string(a->action);
+  st.action_latency->observe(name, std::chrono::milliseconds(std::max<int64_t>(0, *a->finish - a->start)));
+  ++st.actions_finished[{name, control::to_string(a->result)}];
+}
+
 void finish(controller_pointer self, int64_t action_id, ActionResult result, std::optional<VmState> state = {}) {
   try {
-    self->state.store->finish_action(action_id, result, state);
+    if (self->state.store->finish_action(action_id, result, state)) observe_finished(self, action_id);
   } catch (const StoreError& e) {
     note(self, "action " + std::to_string(action_id) + " not finished: " + e.detail());
   }
@@ -288,13 +307,15 @@ std::optional<std::string> pick_node(controller_pointer self, const v1::Instance
 }
 
 // preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
-void build(controller_pointer self, const std::string& id, int64_t action_id) {
+// `in_preflight`: the record is already there (a create the controller
+// takes up again after a restart).
+void build(controller_pointer self, const std::string& id, int64_t action_id, bool in_preflight = false) {
   auto& st = self->state;
   auto& store = *st.store;
   std::optional<InstanceRecord> rec;
   std::optional<std::string> node;
   try {
-    transition(self, id, action_id, SfInstanceState::preflight);
+    if (!in_preflight) transition(self, id, action_id, SfInstanceState::preflight);
     rec = store.get_instance(id);
     node = pick_node(self, rec->spec, action_id);
     if (!node) {
@@ -362,12 +383,15 @@ std::optional<NodeWork> node_work(Action a) {
 void complete_delete(controller_pointer self, const std::string& id, int64_t action_id) {
   try {
     auto& store = *self->state.store;
+    bool finished = false;
     store.with_transaction([&] {
-      if (store.finish_action(action_id, ActionResult::success, VmState::deleted)) {
+      finished = store.finish_action(action_id, ActionResult::success, VmState::deleted);
+      if (finished) {
         transition(self, id, action_id, SfInstanceState::deleted);
         detach_instance(self, id, action_id);
       }
     });
+    if (finished) observe_finished(self, action_id);
   } catch (const StoreError& e) {
     event(self, action_id, "sf_state", "error", e.detail());
     finish(self, action_id, ActionResult::error);
@@ -804,6 +828,260 @@ void drained(controller_pointer self, const std::string& node) {
   }
 }
 
+// --- recovery after a restart -------------------------------------------------
+
+// What the node's power state must be once an action has done its work
+// (kPowerDeleted: the node no longer runs it, or runs it shut down).
+std::optional<std::string> power_after(Action a) {
+  switch (a) {
+    case Action::create:
+    case Action::unpause:
+    case Action::start:
+    case Action::restore:
+    case Action::reboot_soft:
+    case Action::reboot_hard: return std::string(kPowerRunning);
+    case Action::pause: return std::string(kPowerPaused);
+    case Action::stop:
+    case Action::soft_delete: return std::string(kPowerShutdown);
+    case Action::delete_: return std::string(kPowerDeleted);
+    default: return std::nullopt;  // resize, rescue, disk copies: the power state does not tell
+  }
+}
+
+// Settles one action the previous controller left running, from what its
+// node really runs (`power`: the node's power list entry, kPowerDeleted
+// when absent). Success when the node shows the action's effect; reverted
+// when the VM is as it was before; error otherwise. The record's
+// vm_state follows (Nova: success state, unchanged, ERROR).
+void settle(controller_pointer self, const control::ActionLogEntry& e, const InstanceRecord& rec,
+            const std::string& power) {
+  const std::string seen = "node " + rec.node + " reports " + power;
+  const auto want = power_after(e.action);
+  const bool absent_or_off = power == kPowerDeleted || power == kPowerShutdown;
+  try {
+    if (e.action == Action::create) {
+      if (power == kPowerRunning) {
+        event(self, e.id, "recover", "success", seen + ": the VM was started");
+        transition(self, rec.id, e.id, SfInstanceState::created);
+        finish(self, e.id, ActionResult::success, VmState::active);
+      } else {
+        event(self, e.id, "recover", "error", seen + ": the VM was not started");
+        fail_record(self, rec.id, e.id);
+        finish(self, e.id, ActionResult::error);
+      }
+      return;
+    }
+    if (e.action == Action::delete_) {
+      if (absent_or_off) {
+        event(self, e.id, "recover", "success", seen + ": the VM is gone");
+        complete_delete(self, rec.id, e.id);
+      } else {
+        event(self, e.id, "recover", "running", seen + ": sending the delete again");
+        dispatch(self, Action::delete_, rec, e.id);
+      }
+      return;
+    }
+    if (want && (*want == power || (*want == kPowerShutdown && absent_or_off))) {
+      event(self, e.id, "recover", "success", seen + ": the action took effect");
+      finish(self, e.id, ActionResult::success, node_work(e.action) ? std::optional(node_work(e.action)->success)
+                                                                    : std::nullopt);
+      return;
+    }
+    // Disk copies leave the VM as it was (paused copies are resumed), so
+    // the only thing lost is the copy: the user can ask again.
+    const bool vm_as_before = (e.action == Action::snapshot || e.action == Action::backup ||
+                               e.action == Action::confirm_resize) ||
+                              (want && !absent_or_off && rec.vm_state == VmState::active && power == kPowerRunning) ||
+                              (want && rec.vm_state == VmState::paused && power == kPowerPaused) ||
+                              (want && (rec.vm_state == VmState::stopped || rec.vm_state == VmState::soft_deleted) &&
+                               absent_or_off);
+    if (vm_as_before) {
+      event(self, e.id, "recover", "error", seen + ": the action did not take effect; the VM is as it was");
+      finish(self, e.id, ActionResult::reverted);
+    } else {
+      event(self, e.id, "recover", "error",
+            seen + ": the action was interrupted by the controller restart and its outcome is unknown");
+      finish(self, e.id, ActionResult::error);
+    }
+  } catch (const StoreError& err) {
+    event(self, e.id, "recover", "error", std::string("store: ") + err.detail());
+    finish(self, e.id, ActionResult::error);
+  }
+}
+
+// Every action the previous controller left running gets finished or
+// failed: unplaced creates are scheduled again; the others are settled
+// from their node's power list once the nodes had recovery_grace to
+// re-register. A node that did not come back fails its actions.
+void recover(controller_pointer self) {
+  auto& st = self->state;
+  std::vector<control::ActionLogEntry> running;
+  try {
+    running = st.store->list_running_actions();
+  } catch (const StoreError& e) {
+    note(self, std::string("recovery: cannot list running actions: ") + e.detail());
+    return;
+  }
+  // Only what the previous controller left; this one's actions have their deadlines.
+  std::erase_if(running, [&](const control::ActionLogEntry& e) { return !st.inherited.count(e.id); });
+  st.inherited.clear();
+  std::map<std::string, std::vector<std::pair<control::ActionLogEntry, InstanceRecord>>> by_node;
+  for (auto& e : running) {
+    std::optional<InstanceRecord> rec;
+    try {
+      rec = st.store->get_instance(e.instance_id);
+    } catch (const StoreError& err) {
+      note(self, "recovery of action " + e.request_id + ": " + err.detail());
+      continue;
+    }
+    if (!rec) continue;
+    event(self, e.id, "controller_restart", "running", "the controller restarted while this action was in flight");
+    if (e.action == Action::create &&
+        (rec->sf_state == SfInstanceState::initial || rec->sf_state == SfInstanceState::preflight)) {
+      build(self, rec->id, e.id, rec->sf_state == SfInstanceState::preflight);
+      continue;
+    }
+    if (rec->node.empty() || !st.nodes.count(rec->node)) {
+      event(self, e.id, "recover", "error",
+            rec->node.empty() ? std::string("the instance has no node")
+                              : "node " + rec->node + " did not check in after the controller restart");
+      if (e.action == Action::create) fail_record(self, rec->id, e.id);
+      if (e.action == Action::delete_)
+        complete_delete(self, rec->id, e.id);
+      else
+        finish(self, e.id, ActionResult::error);
+      continue;
+    }
+    by_node[rec->node].emplace_back(std::move(e), std::move(*rec));
+  }
+  for (auto& [node, pending] : by_node) {
+    auto items = std::make_shared<std::vector<std::pair<control::ActionLogEntry, InstanceRecord>>>(std::move(pending));
+    self->request(st.nodes.at(node), st.cfg.node_deadline, power_list_atom::value)
+        .then(
+            [self, items](const std::map<std::string, std::string>& power) {
+              for (const auto& [e, rec] : *items) {
+                auto p = power.find(rec.id);
+                settle(self, e, rec, p == power.end() ? std::string(kPowerDeleted) : p->second);
+              }
+            },
+            [self, items, node = node](caf::error& err) {
+              for (const auto& [e, rec] : *items) {
+                event(self, e.id, "recover", "error", "node " + node + ": power list: " + describe(err));
+                if (e.action == Action::create) fail_record(self, rec.id, e.id);
+                finish(self, e.id, ActionResult::error);
+              }
+            });
+  }
+}
+
+// --- metrics ---------------------------------------------------------------------
+
+// The controller's own families (records, nodes, actions); the nodes'
+// fan-out samples are appended by the caller.
+std::string render_metrics(controller_pointer self) {
+  auto& st = self->state;
+  std::ostringstream out;
+  std::map<std::string, uint64_t> vm, record, task;
+  for (const auto& r : st.store->list_instances()) {
+    ++vm[control::to_string(r.vm_state)];
+    ++record[control::to_string(r.sf_state)];
+    if (r.task_state != TaskState::none) ++task[control::to_string(r.task_state)];
+  }
+  auto gauge = [&out](const std::string& name, const std::string& help, const std::string& label,
+                      const std::map<std::string, uint64_t>& values) {
+    out << metric_header(name, "gauge", help);
+    for (const auto& [k, v] : values) out << name << "{" << label << "=\"" << escape_label(k) << "\"} " << v << "\n";
+  };
+  gauge("apiary_instances", "Instance records by Nova vm_state.", "vm_state", vm);
+  gauge("apiary_instance_records", "Instance records by Shaken Fist record state.", "record_state", record);
+  gauge("apiary_instance_tasks", "Instances with a task in flight, by Nova task_state.", "task_state", task);
+  std::map<std::string, uint64_t> node_states;
+  const auto nodes = st.store->list_nodes();
+  for (const auto& n : nodes) ++node_states[control::to_string(n.state)];
+  gauge("apiary_nodes", "Node records by state.", "state", node_states);
+  out << metric_header("apiary_node_checkin_age_seconds", "gauge", "Time since the node's last check-in.");
+  const auto now = st.store->now();
+  for (const auto& n : nodes)
+    out << "apiary_node_checkin_age_seconds{node=\"" << escape_label(n.name) << "\"} "
+        << static_cast<double>(std::max<int64_t>(0, now - n.last_checkin)) / 1000.0 << "\n";
+  out << metric_header("apiary_action_duration_seconds", "histogram",
+                       "Time from accepting an action to its end, by Nova action (since the controller started).");
+  out << st.action_latency->render("apiary_action_duration_seconds");
+  out << metric_header("apiary_actions_finished_total", "counter",
+                       "Actions finished since the controller started, by action and result.");
+  for (const auto& [k, v] : st.actions_finished)
+    out << "apiary_actions_finished_total{action=\"" << escape_label(k.first) << "\",result=\"" << escape_label(k.second)
+        << "\"} " << v << "\n";
+  return out.str();
+}
+
+// The create API: validate, write the record (initial, building, action
+// "create") and start building it. A non-empty `request_id` is the client's
+// idempotency key: a create with a key already used answers the instance
+// that key created (or 409 when another action used it).
+caf::result<std::string> create_instance(controller_pointer self, const std::string& bytes,
+                                         const std::string& request_id) {
+  if (!request_id.empty()) {
+    const bool valid = request_id.size() <= 64 && std::all_of(request_id.begin(), request_id.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+    });
+    if (!valid)
+      return make_control_error(ControlErrc::bad_request,
+                                "request_id '" + request_id.substr(0, 80) + "' must be 1..64 of [A-Za-z0-9._-]");
+    try {
+      if (auto prior = self->state.store->find_action(request_id)) {
+        if (prior->action != Action::create)
+          return make_control_error(ControlErrc::conflict, "request_id " + request_id + " was used by a '" +
+                                                               control::to_string(prior->action) + "' action of " +
+                                                               prior->instance_id);
+        return prior->instance_id;
+      }
+    } catch (const StoreError& e) {
+      return store_failed(e);
+    }
+  }
+  v1::InstanceSpec spec;
+  if (!spec.ParseFromString(bytes))
+    return make_control_error(ControlErrc::bad_request, "the instance spec does not parse");
+  spec::apply_defaults(spec);
+  if (auto problems = spec::validate(spec, spec::Limits{}); !problems.empty()) {
+    std::string msg = "invalid instance spec:";
+    for (const auto& p : problems) msg += " " + spec::to_string(p) + ";";
+    msg.pop_back();
+    return make_control_error(ControlErrc::bad_request, msg);
+  }
+  auto& store = *self->state.store;
+  std::vector<std::string> networks;  // ids, in NIC order
+  try {
+    for (int i = 0; i < spec.devices().nics_size(); ++i) {
+      std::string why;
+      auto net = resolve_network(store, spec.devices().nics(i).network(), why);
+      if (!net)
+        return make_control_error(ControlErrc::bad_request,
+                                  "invalid instance spec: devices.nics[" + std::to_string(i) + "].network: " + why);
+      networks.push_back(net->id);
+    }
+  } catch (const StoreError& e) {
+    return store_failed(e);
+  }
+  InstanceRecord r;
+  r.id = new_id(self, "i-");
+  r.name = spec.name();
+  r.spec = spec;
+  int64_t action_id = 0;
+  try {
+    store.with_transaction([&] {
+      store.put_instance(r);
+      for (const auto& net : networks) store.attach(net, r.id);
+      action_id = store.begin_action(r.id, Action::create, request_id.empty() ? new_id(self, "req-") : request_id);
+    });
+  } catch (const StoreError& e) {
+    return store_failed(e);
+  }
+  build(self, r.id, action_id);
+  return r.id;
+}
+
 controller_actor::behavior_type controller_impl(controller_pointer self, ControllerConfig cfg,
                                                 std::shared_ptr<control::StateStore> store) {
   auto& st = self->state;
@@ -812,49 +1090,108 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   st.rng.seed(st.cfg.id_seed ? st.cfg.id_seed : std::random_device{}());
   self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
   self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
+  // A node actor that is gone (its process died, the connection dropped)
+  // is not connected any more: actions on its instances answer 503 instead
+  // of failing against a dead peer. Its record is left to the silence rule.
+  self->set_down_handler([self](caf::down_msg& m) {
+    auto& nodes = self->state.nodes;
+    for (auto it = nodes.begin(); it != nodes.end(); ++it) {
+      if (it->second.address() != m.source) continue;
+      note(self, "node " + it->first + ": disconnected (" + describe(m.reason) + ")");
+      nodes.erase(it);
+      return;
+    }
+  });
+  // Actions a previous controller left running are settled once the nodes
+  // had time to register again.
+  try {
+    for (const auto& e : st.store->list_running_actions()) st.inherited.insert(e.id);
+  } catch (const StoreError& e) {
+    note(self, std::string("recovery: cannot list running actions: ") + e.detail());
+  }
+  if (!st.inherited.empty()) self->delayed_send(self, st.cfg.recovery_grace, recover_atom::value);
   return {
       [=](create_atom, const std::string& bytes) -> caf::result<std::string> {
-        v1::InstanceSpec spec;
-        if (!spec.ParseFromString(bytes))
-          return make_control_error(ControlErrc::bad_request, "the instance spec does not parse");
-        spec::apply_defaults(spec);
-        if (auto problems = spec::validate(spec, spec::Limits{}); !problems.empty()) {
-          std::string msg = "invalid instance spec:";
-          for (const auto& p : problems) msg += " " + spec::to_string(p) + ";";
-          msg.pop_back();
-          return make_control_error(ControlErrc::bad_request, msg);
-        }
-        auto& store = *self->state.store;
-        std::vector<std::string> networks;  // ids, in NIC order
-        try {
-          for (int i = 0; i < spec.devices().nics_size(); ++i) {
-            std::string why;
-            auto net = resolve_network(store, spec.devices().nics(i).network(), why);
-            if (!net)
-              return make_control_error(ControlErrc::bad_request,
-                                        "invalid instance spec: devices.nics[" + std::to_string(i) + "].network: " + why);
-            networks.push_back(net->id);
-          }
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
-        InstanceRecord r;
-        r.id = new_id(self, "i-");
-        r.name = spec.name();
-        r.spec = spec;
-        int64_t action_id = 0;
-        try {
-          store.with_transaction([&] {
-            store.put_instance(r);
-            for (const auto& net : networks) store.attach(net, r.id);
-            action_id = store.begin_action(r.id, Action::create, new_id(self, "req-"));
-          });
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
-        build(self, r.id, action_id);
-        return r.id;
+        return create_instance(self, bytes, std::string());
       },
+      [=](create_atom, const std::string& bytes, const std::string& request_id) -> caf::result<std::string> {
+        return create_instance(self, bytes, request_id);
+      },
+      [=](console_of_atom, const std::string& id) -> caf::result<caf::actor> {
+        auto& st = self->state;
+        std::optional<InstanceRecord> rec;
+        try {
+          rec = st.store->get_instance(id);
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
+        if (!rec) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+        if (rec->node.empty() || !st.nodes.count(rec->node))
+          return make_control_error(ControlErrc::unavailable, "instance " + id + " is not on a connected node");
+        auto rp = self->make_response_promise<caf::actor>();
+        self->request(st.nodes.at(rec->node), st.cfg.node_deadline, console_of_atom::value, id)
+            .then([rp](const caf::actor& console) mutable { rp.deliver(console); },
+                  [rp, id](caf::error& e) mutable {
+                    if (e.category() == kErrorCategory)
+                      rp.deliver(make_control_error(ControlErrc::conflict,
+                                                    "instance " + id + " is not running: " + describe(e)));
+                    else
+                      rp.deliver(make_control_error(ControlErrc::unavailable,
+                                                    "the node of instance " + id + " did not answer: " + describe(e)));
+                  });
+        return rp;
+      },
+      [=](metrics_atom) {
+        auto rp = self->make_response_promise<std::string>();
+        auto& st = self->state;
+        // The controller's families now; the nodes' fan-out samples as they
+        // answer (each within a short deadline: a silent node is "down").
+        struct Scrape {
+          std::string own;
+          std::string samples;
+          std::map<std::string, bool> up;
+          size_t pending = 0;
+          caf::typed_response_promise<std::string> rp;
+          void one_done() {
+            if (--pending > 0) return;
+            std::string out = std::move(own);
+            out += metric_header("apiary_node_scrape_up", "gauge", "1 if the node answered this scrape, else 0.");
+            for (const auto& [n, ok] : up)
+              out += "apiary_node_scrape_up{node=\"" + escape_label(n) + "\"} " + (ok ? "1" : "0") + "\n";
+            out += metric_header("apiary_fanout_duration_seconds", "histogram",
+                                 "Duration of one instance fan-out phase (every vCPU or device acknowledged), by node "
+                                 "and phase.");
+            out += samples;
+            rp.deliver(std::move(out));
+          }
+        };
+        auto scrape = std::make_shared<Scrape>();
+        scrape->rp = rp;
+        try {
+          scrape->own = render_metrics(self);
+        } catch (const StoreError& e) {
+          rp.deliver(store_failed(e));
+          return rp;
+        }
+        scrape->pending = st.nodes.size() + 1;
+        const auto deadline = std::min<std::chrono::milliseconds>(st.cfg.node_deadline, std::chrono::seconds(2));
+        for (const auto& [name, h] : st.nodes) {
+          self->request(h, deadline, metrics_atom::value)
+              .then(
+                  [scrape, name = name](const std::string& text) {
+                    scrape->up[name] = true;
+                    scrape->samples += text;
+                    scrape->one_done();
+                  },
+                  [scrape, name = name](caf::error&) {
+                    scrape->up[name] = false;
+                    scrape->one_done();
+                  });
+        }
+        scrape->one_done();  // the controller's own part
+        return rp;
+      },
+      [=](recover_atom) { recover(self); },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
         try {
           std::vector<InstanceInfo> out;
@@ -898,7 +1235,8 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           std::vector<NodeInfo> out;
           for (const auto& n : self->state.store->list_nodes())
-            out.push_back({n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances});
+            out.push_back({n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
+                           std::max<int64_t>(0, self->state.store->now() - n.last_checkin)});
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -1010,9 +1348,19 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
             return make_control_error(ControlErrc::conflict, e.detail());
           return store_failed(e);
         }
-        st.nodes[name] = caf::actor_cast<node_actor>(node);
+        auto handle = caf::actor_cast<node_actor>(node);
+        auto known = st.nodes.find(name);
+        // A node process that restarted (a new actor), or the first check-in
+        // since this controller started: what it runs may differ from the
+        // records.
+        const bool new_incarnation = known == st.nodes.end() || known->second != handle;
+        st.nodes[name] = handle;
+        if (new_incarnation) self->monitor(handle);  // a dead node is not "connected" (503), see the down handler
         if (before && (*before == NodeState::missing || *before == NodeState::error)) {
           note(self, "node " + name + ": returned from " + control::to_string(*before) + ", reconciling");
+          reconcile(self, name);
+        } else if (before && new_incarnation) {
+          note(self, "node " + name + ": registered (again), reconciling");
           reconcile(self, name);
         }
         return ack_atom::value;
@@ -1043,9 +1391,12 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
   // The store's clock is the actor system's clock (simulated time under the
   // test coordinator), anchored to the Unix epoch once.
   using namespace std::chrono;
-  const auto anchor = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() -
-                      duration_cast<milliseconds>(sys.clock().now().time_since_epoch()).count();
+  const auto anchor = config.clock_epoch_ms
+                          ? *config.clock_epoch_ms
+                          : duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() -
+                                duration_cast<milliseconds>(sys.clock().now().time_since_epoch()).count();
   control::StoreOptions options;
+  options.test_skip_error_fanout = config.test_skip_error_fanout;
   caf::actor_system* s = &sys;
   options.clock = [s, anchor] {
     return anchor + duration_cast<milliseconds>(s->clock().now().time_since_epoch()).count();

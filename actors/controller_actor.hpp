@@ -15,6 +15,18 @@
 //        then preflight (scheduling), creating (placed, the node starts it),
 //        created + ACTIVE, or the X-error path + ERROR. Errors:
 //        400 (spec does not parse or is invalid).
+//   create, spec_bytes, request_id -> the same with the client's
+//        idempotency key ([A-Za-z0-9._-], 1..64; "" = none): a key already
+//        used by a create answers that create's instance id, nothing new is
+//        written; a key used by another action is 409. The key becomes the
+//        create action's request id, so it survives restarts with the store.
+//   consoleof, id             -> the console actor of a running instance
+//        (through its node: works for nodes in other processes). 404; 503
+//        when its node is not connected; 409 when it does not run.
+//   metrics                   -> Prometheus text: instances by vm_state,
+//        record state and task, nodes by state, check-in ages, action
+//        durations and results (since start), and each connected node's
+//        fan-out phase latencies (apiary_node_scrape_up says who answered).
 //   list                      -> every instance record
 //   get, id                   -> one record; 404
 //   act, id, action, type     -> request id; 409 / 501 with Nova's exact
@@ -70,6 +82,13 @@
 //   checkin, name, vcpus, memory_mib, instances, node -> ack. The first
 //        check-in creates the node; one from a missing or error node
 //        reconciles it (strays stopped, ACTIVE records without a VM stopped).
+// Restart recovery (recover, once, recovery_grace after the start): every
+// action left running by a previous controller is finished or failed, never
+// left hanging: unplaced creates are scheduled again; the others are settled
+// from their node's power list (success when the effect is visible,
+// reverted when the VM is as it was, error otherwise, or when the node did
+// not come back). A node's first check-in after a controller start, or
+// from a new node process, is reconciled like a returning missing node.
 // Internal: sweep (every sweep_interval): the silence rule through the
 // store; at error the store errors the node's instances. purge (every
 // purge_interval): hard-deletes instance and network records that have been
@@ -102,10 +121,21 @@ struct ControllerConfig {
   uint64_t id_seed = 0;                              // instance / request ids; 0 = random
   std::chrono::seconds cleaner_delay = control::Defaults::cleaner_delay;  // CLEANER_DELAY
   std::chrono::milliseconds purge_interval{60000};                         // how often the purge runs
+  // The store's clock is the actor system's clock plus this many Unix
+  // milliseconds; unset: anchored to the wall clock at spawn. The simulator
+  // sets it so that record times (and its traces) are the same on every run.
+  std::optional<int64_t> clock_epoch_ms;
+  bool test_skip_error_fanout = false;  // test-only fault hook, see StoreOptions
+  // After a start, how long nodes get to register before the actions the
+  // previous controller left running are settled from their power lists.
+  std::chrono::milliseconds recovery_grace{10000};
 };
 
 using controller_actor = caf::typed_actor<
     caf::replies_to<create_atom, std::string>::with<std::string>,
+    caf::replies_to<create_atom, std::string, std::string>::with<std::string>,
+    caf::replies_to<console_of_atom, std::string>::with<caf::actor>,
+    caf::replies_to<metrics_atom>::with<std::string>,
     caf::replies_to<list_atom>::with<std::vector<InstanceInfo>>,
     caf::replies_to<get_atom, std::string>::with<InstanceInfo>,
     caf::replies_to<act_atom, std::string, std::string, std::string>::with<std::string>,
@@ -120,7 +150,7 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<net_get_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<net_delete_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor>::with<ack_atom>,
-    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>>;
+    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>>;
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.
 controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config);

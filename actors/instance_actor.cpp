@@ -92,7 +92,10 @@ void run_phases(instance_pointer self, std::vector<std::pair<std::string, Phase>
   }
   auto name = phases[i].first;
   auto phase = phases[i].second;
+  const auto started = self->clock().now();
   phase([=](FanOutResult r) mutable {
+    if (const auto& stats = self->state.cfg.fan_out_latency)
+      stats->observe(name, std::chrono::duration_cast<std::chrono::microseconds>(self->clock().now() - started));
     if (!r.ok()) {
       std::string what = "ack_timeout in " + name + ":";
       for (auto& f : r.failed) what += " " + f + ";";
@@ -380,7 +383,7 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       [=](exit_status_atom) -> int32_t { return self->state.exit_status; },
       [=](fault_hook_atom, const std::string& hook, uint32_t index) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if (hook == "ignore_kicks" && index < st.vcpus.size()) {
+        if ((hook == "ignore_kicks" || hook == "triple_fault") && index < st.vcpus.size()) {
           self->request(st.vcpus[index].handle, st.cfg.phase_deadline, fault_hook_atom::value, hook)
               .then([](ack_atom) {}, [](caf::error&) {});
           return ack_atom::value;

@@ -21,11 +21,13 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "actors/atoms.hpp"
 #include "actors/console_actor.hpp"
 #include "actors/instance_lifecycle.hpp"
+#include "actors/metrics.hpp"
 #include "devices/machine.hpp"
 
 namespace apiary::actors {
@@ -36,6 +38,9 @@ struct InstanceConfig {
   bool wait_for_console = false;
   std::chrono::milliseconds console_wait{30000};
   std::chrono::milliseconds phase_deadline{5000};  // per fan-out phase
+  // Where each fan-out phase's duration goes (label phase="vcpu hold", ...);
+  // shared by the instances of one node. Null: not measured.
+  std::shared_ptr<LatencyFamily> fan_out_latency;
 };
 
 // Replies and errors (ActorErrc, category "apiary"):

@@ -135,6 +135,7 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
   if (spec.boot_conditions().console_wait_timeout_ms() > 0)
     c.console_wait = std::chrono::milliseconds(spec.boot_conditions().console_wait_timeout_ms());
   c.phase_deadline = node.phase_deadline;
+  c.fan_out_latency = node.fan_out_latency;
   return c;
 }
 
@@ -794,6 +795,33 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         auto it = self->state.instances.find(id);
         return it == self->state.instances.end() ? caf::actor{} : caf::actor_cast<caf::actor>(it->second.handle);
       },
+      [=](console_of_atom, const std::string& id) {
+        auto rp = self->make_response_promise<caf::actor>();
+        auto& st = self->state;
+        if (st.partitioned) return rp;
+        auto it = st.instances.find(id);
+        if (it == st.instances.end() || !it->second.handle) {
+          rp.deliver(make_error(ActorErrc::destroyed, "node " + st.cfg.name + " does not run instance " + id));
+          return rp;
+        }
+        self->request(it->second.handle, st.cfg.phase_deadline, console_atom::value)
+            .then(
+                [rp, id](const console_actor& c) mutable {
+                  if (!c)
+                    rp.deliver(make_error(ActorErrc::wrong_state, "instance " + id + " has no console yet"));
+                  else
+                    rp.deliver(caf::actor_cast<caf::actor>(c));
+                },
+                [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+        return rp;
+      },
+      [=](metrics_atom) {
+        auto rp = self->make_response_promise<std::string>();
+        if (self->state.partitioned) return rp;  // cut off: the caller's deadline answers
+        rp.deliver(self->state.cfg.fan_out_latency->render(
+            "apiary_fanout_duration_seconds", "node=\"" + escape_label(self->state.cfg.name) + "\""));
+        return rp;
+      },
       [=](partition_atom, bool cut) -> ack_atom {
         self->state.partitioned = cut;
         if (!cut) check_in(self);
@@ -827,6 +855,9 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
 
 }  // namespace
 
-node_actor spawn_node(caf::actor_system& sys, NodeConfig config) { return sys.spawn(node_impl, std::move(config)); }
+node_actor spawn_node(caf::actor_system& sys, NodeConfig config) {
+  if (!config.fan_out_latency) config.fan_out_latency = std::make_shared<LatencyFamily>("phase");
+  return sys.spawn(node_impl, std::move(config));
+}
 
 }  // namespace apiary::actors

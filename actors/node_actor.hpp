@@ -62,6 +62,13 @@
 //        then on placements are refused and check-ins stop (the node is
 //        stopped).
 //   instof, id                   -> the instance actor (tests, console)
+//   consoleof, id                -> the console actor of a running instance,
+//        as a plain caf::actor (it crosses the middleman to the controller);
+//        destroyed when the node does not run it, wrong_state before the
+//        console exists
+//   metrics                      -> Prometheus sample lines of this node's
+//        fan-out phase latencies (apiary_fanout_duration_seconds, labels
+//        node and phase; the controller adds the HELP/TYPE header)
 //   partition, bool              -> ack; simulation: while cut off the node
 //        neither checks in nor answers the controller (replies are withheld)
 #pragma once
@@ -72,11 +79,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "actors/atoms.hpp"
 #include "actors/control_types.hpp"
+#include "actors/metrics.hpp"
 
 namespace apiary::actors {
 
@@ -96,6 +105,9 @@ struct NodeConfig {
   std::chrono::milliseconds soft_reboot_grace{10000};  // before a soft reboot turns hard
   std::chrono::milliseconds file_deadline{45000};      // one disk-file job (copy / zero), all disks
   std::chrono::milliseconds file_poll{20};             // how often the node looks at a running file job
+  // Fan-out phase latencies of this node's instances; created by spawn_node
+  // when null.
+  std::shared_ptr<LatencyFamily> fan_out_latency;
 };
 
 using node_actor = caf::typed_actor<
@@ -109,6 +121,8 @@ using node_actor = caf::typed_actor<
     caf::replies_to<drain_atom>::with<ack_atom>,
     caf::replies_to<instance_of_atom, std::string>::with<caf::actor>,
     caf::replies_to<partition_atom, bool>::with<ack_atom>,
+    caf::replies_to<metrics_atom>::with<std::string>,
+    caf::replies_to<console_of_atom, std::string>::with<caf::actor>,
     caf::reacts_to<tick_atom>,
     caf::reacts_to<wait_dl_atom, std::string, uint64_t>,
     caf::reacts_to<file_poll_atom, uint64_t>,

@@ -416,6 +416,9 @@ StateStore StateStore::open(const std::string& path, Options options) {
                                                          ", this build reads version " +
                                                          std::to_string(kSchemaVersion));
     });
+    // Indexes added within schema version 1 (harmless on a store that has them).
+    exec(db, "CREATE INDEX IF NOT EXISTS action_log_by_request ON action_log (request_id)");
+    exec(db, "CREATE INDEX IF NOT EXISTS action_log_running ON action_log (id) WHERE finish IS NULL");
   } catch (const StoreError& e) {
     throw StoreError(e.code(), "opening store " + path + ": " + e.detail(), e.sql(), e.sqlite_message(),
                      e.sqlite_code());
@@ -661,6 +664,24 @@ std::vector<ActionLogEntry> StateStore::list_actions(const std::string& instance
   return out;
 }
 
+std::optional<ActionLogEntry> StateStore::find_action(const std::string& request_id) {
+  Stmt s(db_->get(),
+         std::string("SELECT ") + kActionColumns + " FROM action_log WHERE request_id = ?1 ORDER BY id LIMIT 1");
+  s.bind(1, request_id);
+  if (!s.step()) return std::nullopt;
+  ActionLogEntry e = read_action(s);
+  e.events = read_events(db_->get(), e.id);
+  return e;
+}
+
+std::vector<ActionLogEntry> StateStore::list_running_actions() {
+  Stmt s(db_->get(), std::string("SELECT ") + kActionColumns + " FROM action_log WHERE finish IS NULL ORDER BY id");
+  std::vector<ActionLogEntry> out;
+  while (s.step()) out.push_back(read_action(s));
+  for (auto& e : out) e.events = read_events(db_->get(), e.id);
+  return out;
+}
+
 // --- networks ---------------------------------------------------------------
 
 std::optional<NetworkRecord> StateStore::get_network(const std::string& id) {
@@ -872,7 +893,7 @@ std::vector<NodeChange> StateStore::sweep_silent_nodes(std::chrono::seconds chec
                                                             " is not a transition of the node machine");
       Stmt(db, "UPDATE nodes SET state = ?2 WHERE name = ?1").bind(1, n.name).bind(2, to_string(next)).run();
       NodeChange change{n.name, n.state, next, {}};
-      if (next == NodeState::error) {
+      if (next == NodeState::error && !options_.test_skip_error_fanout) {
         for (const InstanceRecord& inst : list_instances_on_node(n.name)) {
           auto err = error_path(inst.sf_state);
           if (!err) continue;  // already deleted or in error

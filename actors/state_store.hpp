@@ -178,6 +178,9 @@ struct NodeChange {
 struct StoreOptions {
   std::function<UnixMillis()> clock;  // default: the system clock
   int busy_timeout_ms = 5000;         // how long a write waits for another connection's lock
+  // Test-only fault hook (the simulator's "broken rule" check): a node that
+  // goes to error does NOT take its instances with it. Never set in production.
+  bool test_skip_error_fanout = false;
 };
 
 class StateStore {
@@ -232,6 +235,12 @@ class StateStore {
   void append_action_event(int64_t action_id, const ActionEvent& event);
   std::optional<ActionLogEntry> get_action(int64_t action_id);
   std::vector<ActionLogEntry> list_actions(const std::string& instance_id);  // oldest first
+  // The oldest action with this request id (a client's idempotency key for
+  // create), with its events; nullopt if none (or its record was purged).
+  std::optional<ActionLogEntry> find_action(const std::string& request_id);
+  // Every action not finished yet, oldest first, with their events (after a
+  // controller restart: the ones it must finish or fail).
+  std::vector<ActionLogEntry> list_running_actions();
 
   // --- networks ---
   // Same rules as put_instance: a new network is initial; a changed state

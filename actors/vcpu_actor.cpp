@@ -187,6 +187,8 @@ struct VcpuActorState {
   bool sim_running = false;
   bool step_scheduled = false;
   bool ignore_kicks = false;  // fault hook: holds are never acknowledged
+  bool released = false;              // between release and hold (the guest may run)
+  bool pending_triple_fault = false;  // fault hook: the next step is a triple fault
   std::vector<caf::typed_response_promise<ack_atom>> ignored;
   static inline const char* name = "vcpu";
 };
@@ -218,9 +220,11 @@ caf::result<ack_atom> control(vcpu_pointer self, Cmd c) {
         return st.ignored.back();
       }
       st.sim_running = false;
+      st.released = false;
       break;
     case Cmd::release:
       st.sim_running = true;
+      st.released = true;
       schedule_step(self);
       break;
     case Cmd::reset:
@@ -268,14 +272,25 @@ vcpu_actor::behavior_type vcpu_impl(vcpu_pointer self, std::shared_ptr<devices::
         return serialize_dump(s.backend->dump());
       },
       [=](fault_hook_atom, const std::string& hook) -> caf::result<ack_atom> {
-        if (hook == "ignore_kicks") self->state.ignore_kicks = true;
+        auto& s = self->state;
+        if (hook == "ignore_kicks") s.ignore_kicks = true;
+        if (hook == "triple_fault" && s.backend && !s.thread) {
+          // Simulation: the guest triple-faults at its next step (now, if it
+          // may run; otherwise when it is released).
+          s.pending_triple_fault = true;
+          if (s.released) {
+            s.sim_running = true;
+            schedule_step(self);
+          }
+        }
         return ack_atom::value;
       },
       [=](step_atom) {
         auto& s = self->state;
         s.step_scheduled = false;
         if (!s.sim_running) return;
-        vmm::Exit e = s.backend->run();
+        vmm::Exit e = s.pending_triple_fault ? vmm::Exit{vmm::ExitShutdown{}} : s.backend->run();
+        s.pending_triple_fault = false;
         auto [kind, detail] = classify(e, s.backend->id());
         if (!kind.empty()) {
           s.sim_running = false;

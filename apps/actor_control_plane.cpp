@@ -21,7 +21,22 @@ v1::Instance to_proto(const actors::InstanceInfo& i) {
   out.set_node(i.node);
   out.set_record_state(i.sf_state);
   out.set_vm_state(i.vm_state);
-  out.set_task_state(i.task_state);
+  out.set_task_state(i.task_state == "none" ? "" : i.task_state);  // the API's "no task" is ""
+  if (!i.spec_bytes.empty()) out.mutable_spec()->ParseFromString(i.spec_bytes);
+  out.set_created_at(i.created_at);
+  out.set_updated_at(i.updated_at);
+  return out;
+}
+
+v1::Node to_proto(const actors::NodeInfo& n) {
+  v1::Node out;
+  out.set_name(n.name);
+  out.set_state(n.state);
+  out.set_last_checkin(n.last_checkin);
+  out.set_checkin_age_ms(n.checkin_age_ms);
+  out.set_vcpus(n.vcpus);
+  out.set_memory_mib(n.memory_mib);
+  out.set_instances(n.instances);
   return out;
 }
 
@@ -75,7 +90,8 @@ Result<v1::Instance> ActorControlPlane::get(const std::string& id) {
 Result<v1::ActionAccepted> ActorControlPlane::act(const std::string& id, const v1::ActionRequest& request) {
   caf::scoped_actor self{sys_};
   std::optional<Result<v1::ActionAccepted>> out;
-  self->request(controller_, deadline_, actors::act_atom::value, id, request.action(), request.type())
+  const std::map<std::string, std::string> args(request.args().begin(), request.args().end());
+  self->request(controller_, deadline_, actors::act_atom::value, id, request.action(), request.type(), args)
       .receive(
           [&](const std::string& request_id) {
             v1::ActionAccepted a;
@@ -85,6 +101,50 @@ Result<v1::ActionAccepted> ActorControlPlane::act(const std::string& id, const v
             out = std::move(a);
           },
           [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::Instance> ActorControlPlane::create_with_request_id(const v1::InstanceSpec& spec,
+                                                              const std::string& request_id) {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::Instance>> out;
+  self->request(controller_, deadline_, actors::create_atom::value, spec.SerializeAsString(), request_id)
+      .receive([&](const std::string& id) { out = get(id); }, [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::NodeList> ActorControlPlane::list_nodes() {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<v1::NodeList>> out;
+  self->request(controller_, deadline_, actors::nodes_atom::value)
+      .receive(
+          [&](const std::vector<actors::NodeInfo>& all) {
+            v1::NodeList l;
+            for (auto& n : all) *l.add_nodes() = to_proto(n);
+            out = std::move(l);
+          },
+          [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<v1::Node> ActorControlPlane::stop_node(const std::string& name) {
+  caf::scoped_actor self{sys_};
+  std::optional<v1::ApiError> err;
+  self->request(controller_, deadline_, actors::drain_atom::value, name)
+      .receive([](actors::ack_atom) {}, [&](caf::error& e) { err = from_caf(e); });
+  if (err) return *err;
+  auto all = list_nodes();
+  if (!all) return all.error();
+  for (const auto& n : all.value().nodes())
+    if (n.name() == name) return n;
+  return api_error(404, "node " + name + " not found");
+}
+
+Result<std::string> ActorControlPlane::metrics() {
+  caf::scoped_actor self{sys_};
+  std::optional<Result<std::string>> out;
+  self->request(controller_, deadline_, actors::metrics_atom::value)
+      .receive([&](std::string& text) { out = std::move(text); }, [&](caf::error& e) { out = from_caf(e); });
   return *out;
 }
 
@@ -152,17 +212,24 @@ Result<v1::Network> ActorControlPlane::delete_network(const std::string& id) {
 Result<actors::console_actor> ActorControlPlane::console_of(const std::string& id) {
   auto inst = get(id);
   if (!inst) return inst.error();
-  auto node = nodes_.find(inst.value().node());
-  if (node == nodes_.end())
-    return api_error(501, "console of instance " + id + ": its node is not in this process (remote consoles are not built yet)");
   caf::scoped_actor self{sys_};
-  caf::actor instance;
   std::optional<v1::ApiError> err;
+  actors::console_actor console;
+  auto node = nodes_.find(inst.value().node());
+  if (node == nodes_.end()) {
+    // A node in another process: the controller asks it (over the middleman).
+    self->request(controller_, deadline_, actors::console_of_atom::value, id)
+        .receive([&](const caf::actor& c) { console = caf::actor_cast<actors::console_actor>(c); },
+                 [&](caf::error& e) { err = from_caf(e); });
+    if (err) return *err;
+    if (!console) return api_error(409, "instance " + id + " has no console yet");
+    return console;
+  }
+  caf::actor instance;
   self->request(node->second, deadline_, actors::instance_of_atom::value, id)
       .receive([&](caf::actor a) { instance = a; }, [&](caf::error& e) { err = from_caf(e); });
   if (err) return *err;
   if (!instance) return api_error(409, "instance " + id + " is not running");
-  actors::console_actor console;
   self->request(caf::actor_cast<actors::instance_actor>(instance), deadline_, actors::console_atom::value)
       .receive([&](actors::console_actor c) { console = c; }, [&](caf::error& e) { err = from_caf(e); });
   if (err) return *err;

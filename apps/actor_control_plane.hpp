@@ -19,7 +19,8 @@ namespace apiary::apps {
 class ActorControlPlane final : public ControlPlaneApi {
  public:
   // `nodes` by name: the console routes go straight to the node running the
-  // instance (in-process cluster). Without them the console answers 501.
+  // instance (in-process cluster); for any other node they go through the
+  // controller (consoleof), which reaches nodes in other processes.
   ActorControlPlane(caf::actor_system& sys, actors::controller_actor controller,
                     std::map<std::string, actors::node_actor> nodes,
                     std::chrono::milliseconds deadline = std::chrono::seconds(10));
@@ -36,6 +37,10 @@ class ActorControlPlane final : public ControlPlaneApi {
   Result<v1::NetworkList> list_networks() override;
   Result<v1::Network> get_network(const std::string& id) override;
   Result<v1::Network> delete_network(const std::string& id) override;
+  Result<v1::Instance> create_with_request_id(const v1::InstanceSpec& spec, const std::string& request_id) override;
+  Result<v1::NodeList> list_nodes() override;
+  Result<v1::Node> stop_node(const std::string& name) override;
+  Result<std::string> metrics() override;
 
  private:
   // The console actor of a running instance, or an error answer.

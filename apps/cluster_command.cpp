@@ -11,6 +11,7 @@
 #include "actors/node_actor.hpp"
 #include "apps/actor_control_plane.hpp"
 #include "apps/http_api.hpp"
+#include "apps/token_file.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
 
@@ -22,6 +23,7 @@ struct ClusterOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 8080;
   std::string store = "apiary.sqlite";
+  std::string token_file = "apiary.token";
   bool simulated = false;
 };
 
@@ -38,7 +40,8 @@ std::string parse(const std::vector<std::string>& args, ClusterOptions& o) {
       o.simulated = true;
       continue;
     }
-    if (i + 1 >= args.size()) return a == "--nodes" || a == "--port" || a == "--host" || a == "--store"
+    if (i + 1 >= args.size()) return a == "--nodes" || a == "--port" || a == "--host" || a == "--store" ||
+                                             a == "--token-file"
                                           ? a + " needs a value"
                                           : "unknown option: " + a;
     const std::string& v = args[++i];
@@ -50,6 +53,8 @@ std::string parse(const std::vector<std::string>& args, ClusterOptions& o) {
       o.host = v;
     } else if (a == "--store") {
       o.store = v;
+    } else if (a == "--token-file") {
+      o.token_file = v;
     } else {
       return "unknown option: " + a;
     }
@@ -69,11 +74,15 @@ Options:
   --host H         API listen address (default 127.0.0.1)
   --port P         API port (default 8080; 0 picks a free one)
   --store FILE     SQLite store (default ./apiary.sqlite)
+  --token-file F   the API's bearer token (default ./apiary.token; created,
+                   mode 0600, on the first start)
   --simulated      instances use the simulated vCPU backend (no /dev/kvm needed)
 
-API: POST/GET /v1/instances, GET/DELETE /v1/instances/{id},
-POST /v1/instances/{id}/actions, GET /v1/instances/{id}/actions,
-GET /v1/instances/{id}/console/history, WebSocket /v1/instances/{id}/console.
+API (every request: Authorization: Bearer <token>): POST/GET /v1/instances,
+GET/DELETE /v1/instances/{id}, POST/GET /v1/instances/{id}/actions,
+GET /v1/instances/{id}/console/history, WebSocket /v1/instances/{id}/console,
+GET /v1/nodes, POST /v1/nodes/{name}/stop, /v1/networks, GET /metrics.
+The CLI: apiary ctl --help.
 Stops on SIGINT/SIGTERM.
 )";
 }
@@ -126,8 +135,17 @@ int cluster_command(const std::vector<std::string>& args) {
     nodes.emplace(n.name, actors::spawn_node(sys, n));
   }
 
+  std::string token;
+  try {
+    token = load_or_create_token(o.token_file);
+  } catch (const TokenFileError& e) {
+    std::cerr << "apiary cluster: " << e.what() << "\n";
+    return 4;
+  }
   ActorControlPlane api(sys, controller, nodes);
-  HttpServer server(api, o.host, o.port);
+  HttpServerOptions http_options;
+  http_options.bearer_token = token;
+  HttpServer server(api, o.host, o.port, http_options);
   uint16_t port = 0;
   try {
     port = server.start();
@@ -136,7 +154,7 @@ int cluster_command(const std::vector<std::string>& args) {
     return 4;
   }
   std::cout << "apiary cluster: API on http://" << o.host << ":" << port << " (" << o.nodes << " nodes, store "
-            << o.store << ")" << std::endl;
+            << o.store << ", token in " << o.token_file << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   std::cout << "apiary cluster: stopping" << std::endl;

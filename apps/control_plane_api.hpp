@@ -43,6 +43,7 @@ namespace apiary::apps {
 inline const char* status_title(int http_status) {
   switch (http_status) {
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -144,6 +145,27 @@ class ControlPlaneApi {
   // here (e.g. 404) is answered as plain HTTP instead of the upgrade.
   virtual Result<ConsoleSubscription> console_attach(const std::string& id,
                                                      std::function<void(std::string)> on_output) = 0;
+
+  // POST /v1/instances with a request_id (the client's idempotency key,
+  // never empty here): the same create as above, except that a key seen
+  // before answers the instance it created. The default answers 501.
+  virtual Result<v1::Instance> create_with_request_id(const v1::InstanceSpec& spec, const std::string& request_id) {
+    (void)spec;
+    return api_error(501, "idempotent create (request_id " + request_id + ") is not implemented by this control plane");
+  }
+
+  // Nodes. The defaults answer 501.
+  // GET /v1/nodes
+  virtual Result<v1::NodeList> list_nodes() { return api_error(501, "nodes are not implemented by this control plane"); }
+  // POST /v1/nodes/{name}/stop: 202 with the node as it is after the request
+  // (stopping; it drains, then becomes stopped); 404; 409 when its state
+  // cannot stop.
+  virtual Result<v1::Node> stop_node(const std::string& name) {
+    (void)name;
+    return api_error(501, "nodes are not implemented by this control plane");
+  }
+  // GET /metrics: the Prometheus text exposition (version 0.0.4).
+  virtual Result<std::string> metrics() { return api_error(501, "metrics are not implemented by this control plane"); }
 
   // Networks. The defaults answer 501, for implementations without them.
   // POST /v1/networks: 201 with the new network; 400 (no name, bad cidr).

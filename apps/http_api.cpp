@@ -28,6 +28,7 @@
 #include "apps/http_api.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -70,6 +71,7 @@ using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
+constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::size_t kWsMessageMax = 64 * 1024;   // one input frame
 constexpr std::size_t kWsFrameMax = 64 * 1024;     // one output frame
 constexpr std::size_t kLingerMaxBytes = 16 * 1024 * 1024;
@@ -692,6 +694,19 @@ class HttpSession : public SessionBase {
       return;
     }
     auto& req = parser_->get();
+    const auto auth = req[http::field::authorization];
+    if (!authorized(std::string_view(auth.data(), auth.size()))) {
+      // Before the body: an unauthenticated client gets nothing read or run.
+      Answer a = error_answer(401, req[http::field::authorization].empty()
+                                       ? "missing bearer token (Authorization: Bearer <token>)"
+                                       : "wrong bearer token");
+      a.headers.emplace_back(http::field::www_authenticate, "Bearer realm=\"apiary\"");
+      keep_alive_ = false;
+      linger_after_write_ = true;
+      version_ = req.version();
+      send(std::move(a));
+      return;
+    }
     if (beast::iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
       continue_.emplace(http::status::continue_, req.version());
       http::async_write(stream_, *continue_, [self = self()](error_code ec, std::size_t) {
@@ -704,6 +719,22 @@ class HttpSession : public SessionBase {
       return;
     }
     read_body();
+  }
+
+  // True when no token is configured, or the header carries it. The
+  // comparison takes the same time wherever the first difference is.
+  bool authorized(std::string_view header) const {
+    const std::string& token = core_.options().bearer_token;
+    if (token.empty()) return true;
+    static constexpr std::string_view kScheme = "Bearer ";
+    if (header.size() != kScheme.size() + token.size()) return false;
+    for (size_t i = 0; i < kScheme.size(); ++i)
+      if (std::tolower(static_cast<unsigned char>(header[i])) != std::tolower(static_cast<unsigned char>(kScheme[i])))
+        return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < token.size(); ++i)
+      diff |= static_cast<unsigned char>(header[kScheme.size() + i] ^ token[i]);
+    return diff == 0;
   }
 
   void read_body() {
@@ -754,6 +785,19 @@ class HttpSession : public SessionBase {
     auto segments = split_path(target);
     if (segments && segments->size() >= 2 && (*segments)[0] == "v1" && (*segments)[1] == "networks")
       return route_networks(*segments, target, std::move(req));
+    if (segments && segments->size() >= 2 && (*segments)[0] == "v1" && (*segments)[1] == "nodes")
+      return route_nodes(*segments, target, std::move(req));
+    if (segments && segments->size() == 1 && (*segments)[0] == "metrics") {
+      if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
+      return call([](ControlPlaneApi& api) {
+        auto r = api.metrics();
+        if (!r.ok()) return Outcome{error_answer(r.error()), {}};
+        Answer a;
+        a.body = std::move(r.value());
+        a.headers.emplace_back(http::field::content_type, kPrometheusContentType);
+        return Outcome{std::move(a), {}};
+      });
+    }
     if (!segments || segments->size() < 2 || (*segments)[0] != "v1" || (*segments)[1] != "instances") {
       send(not_found_path(target));
       return;
@@ -832,6 +876,18 @@ class HttpSession : public SessionBase {
     return send(method_not_allowed("GET, DELETE"));
   }
 
+  void route_nodes(const std::vector<std::string>& seg, const std::string& target, Request req) {
+    const auto method = req.method();
+    if (seg.size() == 2) {
+      if (method == http::verb::get)
+        return call([](ControlPlaneApi& api) { return Outcome{answer(200, api.list_nodes()), {}}; });
+      return send(method_not_allowed("GET"));
+    }
+    if (seg.size() != 4 || seg[3] != "stop" || !plausible_id(seg[2])) return send(not_found_path(target));
+    if (method != http::verb::post) return send(method_not_allowed("POST"));
+    return call([name = seg[2]](ControlPlaneApi& api) { return Outcome{answer(202, api.stop_node(name)), {}}; });
+  }
+
   static Answer not_found_path(std::string_view target) {
     return error_answer(404, "no such resource: " + std::string(target.substr(0, 256)));
   }
@@ -850,7 +906,7 @@ class HttpSession : public SessionBase {
                               (problems.size() == 1 ? " problem" : " problems");
         return Outcome{error_answer(api_error(422, message, problems)), {}};
       }
-      auto r = api.create(spec);
+      auto r = req.request_id().empty() ? api.create(spec) : api.create_with_request_id(spec, req.request_id());
       Outcome o{answer(202, r), {}};
       if (r.ok() && !r.value().id().empty()) {
         o.answer.headers.emplace_back(http::field::location, "/v1/instances/" + r.value().id());

@@ -27,6 +27,14 @@
 //   GET    /v1/networks/{id}                  200 Network, 404
 //   DELETE /v1/networks/{id}                  202 Network (delete_wait or deleted),
 //                                             404, 409 already deleted
+//   GET    /v1/nodes                          200 NodeList
+//   POST   /v1/nodes/{name}/stop              202 Node (stopping: it drains), 404, 409
+//   GET    /metrics                           200 Prometheus text format 0.0.4
+// CreateInstanceRequest.request_id, when set, makes the create idempotent
+// (ControlPlaneApi::create_with_request_id).
+// Authentication: with options.bearer_token set, every request needs
+// "Authorization: Bearer <token>"; otherwise 401 (with WWW-Authenticate),
+// answered from the headers alone, and the connection is closed.
 // Anything else is 404; a known path with another method is 405 with an
 // Allow header. Every error body is an ApiError. The query string is
 // ignored; path segments are percent-decoded.
@@ -86,6 +94,9 @@ struct HttpServerOptions {
   // connection is closed if nothing arrives in the other half.
   std::chrono::milliseconds ws_idle_timeout{60000};
   std::size_t ws_backlog_bytes = 1024 * 1024;
+  // Every request must carry "Authorization: Bearer <token>", or it is
+  // answered 401 before its body is read. Empty: no authentication.
+  std::string bearer_token;
   // Bounds for validating specs on POST /v1/instances.
   spec::Limits limits = spec::host_limits();
 };

@@ -5,8 +5,10 @@
 #include <vector>
 
 #include "apps/cluster_command.hpp"
+#include "apps/ctl_command.hpp"
 #include "apps/process_commands.hpp"
 #include "apps/run_command.hpp"
+#include "apps/simulate_command.hpp"
 
 namespace {
 void print_help() {
@@ -21,6 +23,8 @@ Commands:
   cluster    an all-in-one control plane: controller, N nodes, HTTP API
   controller the controller process: HTTP API + endpoint for nodes
   node       a node process: runs instances for a controller
+  simulate   deterministic failure simulation of a scenario (docs/simulation.md)
+  ctl        the command-line client of the control plane's HTTP API
   help       this text; `apiary <command> --help` for a command
 
 Examples:
@@ -45,6 +49,8 @@ int main(int argc, char** argv) {
   if (cmd == "cluster") return apiary::apps::cluster_command(args);
   if (cmd == "controller") return apiary::apps::controller_command(args);
   if (cmd == "node") return apiary::apps::node_command(args);
+  if (cmd == "simulate") return apiary::apps::simulate_command(args);
+  if (cmd == "ctl") return apiary::apps::ctl_command(args);
   std::cerr << "apiary: unknown command '" << cmd << "' (try apiary --help)\n";
   return 2;
 }

@@ -14,6 +14,7 @@
 #include "actors/node_actor.hpp"
 #include "apps/actor_control_plane.hpp"
 #include "apps/http_api.hpp"
+#include "apps/token_file.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
 
@@ -88,18 +89,21 @@ caf::behavior controller_relay(caf::stateful_actor<RelayState>* self) {
 int controller_command(const std::vector<std::string>& args) {
   for (auto& a : args)
     if (a == "--help" || a == "-h") {
-      std::cout << R"(Usage: apiary controller [--host H] [--port P] [--node-port NP] [--store FILE] [--checkin-max-ms MS]
+      std::cout << R"(Usage: apiary controller [--host H] [--port P] [--node-port NP] [--store FILE] [--token-file F]
+                         [--checkin-max-ms MS]
 
 The control plane's controller: the HTTP API on H:P (default 127.0.0.1:8080)
 and the endpoint nodes connect to on NP (default 4242), with the SQLite
 store FILE (default ./apiary.sqlite). Nodes: apiary node --controller H:NP.
+API clients send "Authorization: Bearer <token>" with the token in F
+(default ./apiary.token), created (mode 0600) on the first start.
 A node silent for --checkin-max-ms (default 120000) is missing, for ten
 times that it is in error and its instances are declared errored.
 )";
       return 0;
     }
   std::map<std::string, std::string> o;
-  if (auto err = parse_options(args, o, {"--host", "--port", "--node-port", "--store", "--checkin-max-ms"});
+  if (auto err = parse_options(args, o, {"--host", "--port", "--node-port", "--store", "--token-file", "--checkin-max-ms"});
       !err.empty()) {
     std::cerr << "apiary controller: " << err << "\n";
     return 2;
@@ -129,6 +133,17 @@ times that it is in error and its instances are declared errored.
     ccfg.checkin_max = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::milliseconds(ms));
     if (ccfg.checkin_max.count() == 0) ccfg.checkin_max = std::chrono::seconds(1);
     ccfg.sweep_interval = std::chrono::milliseconds(std::max<uint64_t>(100, ms / 4));
+    // Nodes check in well within the silence limit; give them that long to
+    // re-register before settling what a previous controller left running.
+    ccfg.recovery_grace = std::min<std::chrono::milliseconds>(ccfg.recovery_grace, std::chrono::milliseconds(ms));
+  }
+  const std::string token_file = o.count("--token-file") ? o["--token-file"] : "apiary.token";
+  std::string token;
+  try {
+    token = load_or_create_token(token_file);
+  } catch (const TokenFileError& e) {
+    std::cerr << "apiary controller: " << e.what() << "\n";
+    return 4;
   }
   actors::controller_actor controller;
   try {
@@ -144,7 +159,9 @@ times that it is in error and its instances are declared errored.
     return 4;
   }
   ActorControlPlane api(sys, controller, {});
-  HttpServer server(api, host, port);
+  HttpServerOptions http_options;
+  http_options.bearer_token = token;
+  HttpServer server(api, host, port, http_options);
   try {
     port = server.start();
   } catch (const std::exception& e) {
@@ -152,7 +169,7 @@ times that it is in error and its instances are declared errored.
     return 4;
   }
   std::cout << "apiary controller: API on http://" << host << ":" << port << ", nodes connect to " << host << ":"
-            << *published << " (store " << ccfg.store_path << ")" << std::endl;
+            << *published << " (store " << ccfg.store_path << ", token in " << token_file << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   std::cout << "apiary controller: stopping" << std::endl;

@@ -14,7 +14,8 @@ namespace {
 struct Cluster : ApiaryProcess {
   int port;
   explicit Cluster(const std::string& store)
-      : ApiaryProcess({"cluster", "--nodes", "2", "--port", "0", "--store", store}), port(http_port()) {}
+      : ApiaryProcess({"cluster", "--nodes", "2", "--port", "0", "--store", store, "--token-file", store + ".token"}),
+        port(http_port()) {}
 };
 std::string vm_state(int port, const std::string& id) {
   return json_field(http_call(port, http::verb::get, "/v1/instances/" + id).body, "vm_state");
@@ -70,7 +71,7 @@ BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precond
     BOOST_TEST(r.body.find("\"action\":\"pause\"") != std::string::npos);
     BOOST_TEST(c.stop(SIGTERM) == 0);  // graceful stop
   }
-  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
+  for (const char* suffix : {"", "-wal", "-shm", ".token"}) std::remove((store + suffix).c_str());
 }
 
 BOOST_AUTO_TEST_CASE(networks_wait_for_their_instances, *utf::precondition(apiary::test::kvm_available)) {
@@ -101,5 +102,5 @@ BOOST_AUTO_TEST_CASE(networks_wait_for_their_instances, *utf::precondition(apiar
     }));
     BOOST_TEST(c.stop(SIGTERM) == 0);
   }
-  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
+  for (const char* suffix : {"", "-wal", "-shm", ".token"}) std::remove((store + suffix).c_str());
 }

@@ -27,7 +27,8 @@ BOOST_AUTO_TEST_CASE(vm_survives_controller_kill_9_and_a_dead_node_errors_its_vm
   const std::string store = "/tmp/apiary-e2e-cn-" + std::to_string(::getpid()) + ".sqlite";
   const std::string node_port = std::to_string(free_port());
   const std::vector<std::string> controller_args = {"controller", "--port", "0", "--node-port", node_port,
-                                                    "--store", store, "--checkin-max-ms", "1000"};
+                                                    "--store", store, "--checkin-max-ms", "1000",
+                                                    "--token-file", store + ".token"};
   auto controller = std::make_unique<ApiaryProcess>(controller_args);
   int api = controller->http_port();
   ApiaryProcess n1({"node", "--controller", "127.0.0.1:" + node_port, "--name", "n1", "--checkin-ms", "200"});
@@ -77,5 +78,5 @@ BOOST_AUTO_TEST_CASE(vm_survives_controller_kill_9_and_a_dead_node_errors_its_vm
   }
   BOOST_TEST(eventually([&] { return vm_state(api, ids[1]) == "error"; }, 40s));
   BOOST_TEST(controller->stop(SIGTERM) == 0);
-  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
+  for (const char* suffix : {"", "-wal", "-shm", ".token"}) std::remove((store + suffix).c_str());
 }

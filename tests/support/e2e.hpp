@@ -12,8 +12,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -28,7 +30,29 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using namespace std::chrono_literals;
 
-// An `apiary` child process; `first_line` is its first stdout line.
+// The bearer token http_call sends ("" sends no Authorization header). A
+// test sets it from the token file its controller wrote (read_token).
+inline std::string& bearer_token() {
+  static std::string token;
+  return token;
+}
+
+// The token a controller wrote into `path` (its --token-file), waiting a
+// little for the file to appear; "" if it never does.
+inline std::string read_token(const std::string& path) {
+  std::string token;
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (token.empty() && std::chrono::steady_clock::now() < end) {
+    std::ifstream in(path);
+    std::getline(in, token);
+    if (token.empty()) std::this_thread::sleep_for(20ms);
+  }
+  return token;
+}
+
+// An `apiary` child process; `first_line` is its first stdout line. A
+// controller or cluster started with "--token-file F" makes http_call send
+// the token it wrote there (bearer_token()).
 struct ApiaryProcess {
   pid_t pid = -1;
   std::string first_line;
@@ -51,6 +75,8 @@ struct ApiaryProcess {
     const auto end = std::chrono::steady_clock::now() + 30s;
     while (std::chrono::steady_clock::now() < end && ::read(out[0], &c, 1) == 1 && c != '\n') first_line += c;
     ::close(out[0]);
+    for (size_t i = 1; i + 1 < argv.size(); ++i)
+      if (argv[i] == "--token-file") bearer_token() = read_token(argv[i + 1]);
   }
   // The port in the first "http://127.0.0.1:PORT" of the first line.
   int http_port() const {
@@ -93,6 +119,7 @@ inline Reply http_call(int port, http::verb verb, const std::string& target, con
   http::request<http::string_body> req{verb, target, 11};
   req.set(http::field::host, "127.0.0.1");
   req.set(http::field::content_type, "application/json");
+  if (!bearer_token().empty()) req.set(http::field::authorization, "Bearer " + bearer_token());
   req.body() = body;
   req.prepare_payload();
   http::write(stream, req);
@@ -104,6 +131,69 @@ inline Reply http_call(int port, http::verb verb, const std::string& target, con
   BOOST_TEST_MESSAGE(http::to_string(verb) << " " << target << " -> " << res.result_int() << " " << res.body());
   return {static_cast<int>(res.result_int()), res.body()};
 }
+
+// The console websocket of an instance (/v1/instances/{id}/console), with
+// the bearer token. Everything received accumulates in `received` (the
+// history frame first); every wait is bounded.
+class ConsoleClient {
+ public:
+  ConsoleClient(int port, const std::string& id) {
+    beast::get_lowest_layer(ws_).expires_after(10s);
+    beast::get_lowest_layer(ws_).connect(
+        net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
+    beast::get_lowest_layer(ws_).expires_never();
+    ws_.set_option(beast::websocket::stream_base::decorator([](beast::websocket::request_type& req) {
+      if (!bearer_token().empty()) req.set(http::field::authorization, "Bearer " + bearer_token());
+    }));
+    ws_.handshake("127.0.0.1", "/v1/instances/" + id + "/console");
+    ws_.binary(true);
+    start_read();
+  }
+  void send(const std::string& text) { ws_.write(net::buffer(text)); }
+  // True once `needle` occurs in what arrived after position `from`.
+  bool wait_for(const std::string& needle, std::chrono::milliseconds d = 20s, size_t from = 0) {
+    const auto end = std::chrono::steady_clock::now() + d;
+    while (received.find(needle, from) == std::string::npos && !closed_ && std::chrono::steady_clock::now() < end) {
+      io_.restart();
+      io_.run_for(50ms);
+    }
+    return received.find(needle, from) != std::string::npos;
+  }
+  // Sends a line and waits for `needle` in the output that follows it.
+  bool command(const std::string& line, const std::string& needle, std::chrono::milliseconds d = 20s) {
+    const size_t from = received.size();
+    send(line + "\r");
+    return wait_for(needle, d, from);
+  }
+  // Lets output arrive for `d` (to check that none does).
+  void idle(std::chrono::milliseconds d) { wait_for(std::string(1, '\0'), d, received.size()); }
+  bool closed() const { return closed_; }
+  ~ConsoleClient() {
+    beast::error_code ec;
+    beast::get_lowest_layer(ws_).socket().close(ec);
+    io_.restart();
+    io_.run_for(1s);
+  }
+  std::string received;
+
+ private:
+  // One read always outstanding; its handler appends and reads again.
+  void start_read() {
+    ws_.async_read(buf_, [this](beast::error_code ec, std::size_t) {
+      if (ec) {
+        closed_ = true;
+        return;
+      }
+      received += beast::buffers_to_string(buf_.data());
+      buf_.consume(buf_.size());
+      start_read();
+    });
+  }
+  net::io_context io_;
+  beast::websocket::stream<beast::tcp_stream> ws_{io_};
+  beast::flat_buffer buf_;
+  bool closed_ = false;
+};
 
 // A string field of a flat JSON object (enough for the API's answers).
 inline std::string json_field(const std::string& json, const std::string& name) {

@@ -1034,3 +1034,72 @@ BOOST_FIXTURE_TEST_CASE(network_routes_reach_the_api_and_validate_first, Fixture
   BOOST_TEST(res[http::field::allow] == "GET, DELETE");
   expect_error(call(http::verb::get, "/v1/networks/net-1/extra"), 404);
 }
+
+// --- authentication, nodes, metrics, idempotent create ------------------------
+
+namespace {
+HttpServerOptions with_token(std::string token) {
+  auto o = test_options();
+  o.bearer_token = std::move(token);
+  return o;
+}
+
+std::string raw_get(const std::string& target, const std::string& auth_line) {
+  return "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n" + auth_line + "Content-Length: 0\r\n\r\n";
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_missing_or_wrong_bearer_token_is_401_and_nothing_runs) {
+  Server s(with_token("0123456789abcdef"));
+  for (const std::string& auth : {std::string(), std::string("Authorization: Bearer wrong-token-wrong\r\n"),
+                                 std::string("Authorization: Bearer 0123456789abcdeX\r\n"),
+                                 std::string("Authorization: Basic 0123456789abcdef\r\n"),
+                                 std::string("Authorization: Bearer 0123456789abcdef0\r\n")}) {
+    BOOST_TEST_CONTEXT("auth line: " << auth) {
+      Client c(s.port);
+      c.write_raw(raw_get("/v1/instances", auth));
+      auto e = expect_error(c.read_response(), 401);
+      BOOST_TEST(e.message() == (auth.empty() ? "missing bearer token (Authorization: Bearer <token>)"
+                                              : "wrong bearer token"));
+    }
+  }
+  // A create without the token is refused from its headers: no instance.
+  Client c(s.port);
+  c.write_raw("POST /v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n"
+              R"({"spec":{"name":"a"}})" "\n");
+  auto res = c.read_response();
+  BOOST_TEST(res.result_int() == 401u);
+  BOOST_TEST(res[http::field::www_authenticate] == "Bearer realm=\"apiary\"");
+  BOOST_TEST(s.api.instance_count() == 0u);
+
+  // The right token (scheme case-insensitive) gets through.
+  for (const char* scheme : {"Bearer", "bearer"}) {
+    Client ok(s.port);
+    ok.write_raw(raw_get("/v1/instances", std::string("Authorization: ") + scheme + " 0123456789abcdef\r\n"));
+    BOOST_TEST(ok.read_response().result_int() == 200u);
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(node_and_metrics_routes_reach_the_control_plane, Fixture) {
+  // The fake has no nodes or metrics: the interface's defaults answer 501.
+  auto e = expect_error(call(http::verb::get, "/v1/nodes"), 501);
+  BOOST_TEST(e.message() == "nodes are not implemented by this control plane");
+  expect_error(call(http::verb::post, "/v1/nodes/n1/stop"), 501);
+  expect_error(call(http::verb::get, "/metrics"), 501);
+  // Wrong methods and unknown node paths.
+  BOOST_TEST(call(http::verb::post, "/v1/nodes").result_int() == 405u);
+  BOOST_TEST(call(http::verb::get, "/v1/nodes/n1/stop").result_int() == 405u);
+  BOOST_TEST(call(http::verb::post, "/metrics").result_int() == 405u);
+  expect_error(call(http::verb::post, "/v1/nodes/n1/start"), 404);
+  expect_error(call(http::verb::get, "/v1/nodes/n1"), 404);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_create_with_a_request_id_uses_the_idempotent_call, Fixture) {
+  // The fake does not implement it: 501 naming the key, and nothing created.
+  auto e = expect_error(call(http::verb::post, "/v1/instances", R"({"spec":{"name":"a"},"request_id":"k-1"})"), 501);
+  BOOST_TEST(e.message().find("k-1") != std::string::npos, e.message());
+  BOOST_TEST(api.instance_count() == 0u);
+  // Wrong type for request_id is a 400 with its path.
+  e = expect_error(call(http::verb::post, "/v1/instances", R"({"spec":{"name":"a"},"request_id":{}})"), 400);
+  BOOST_TEST(api.instance_count() == 0u);
+}

@@ -1,0 +1,207 @@
+// The deterministic failure simulator (sim/, `apiary simulate`) on the
+// scenarios in tests/sim/scenarios/: each scenario's expected outcome, the
+// determinism of the trace, seed sweeps, and a deliberately broken rule that
+// the invariants must catch (so we know they can fail).
+#define BOOST_TEST_MODULE simulate
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "apps/simulate_command.hpp"
+#include "sim/invariants.hpp"
+#include "sim/scenario.hpp"
+#include "sim/simulator.hpp"
+
+using namespace apiary;
+
+namespace {
+
+std::string scenario_path(const std::string& name) {
+  return (std::filesystem::path(__FILE__).parent_path() / "scenarios" / (name + ".textproto")).string();
+}
+
+sim::SimResult run(const std::string& name, uint64_t seed = 1, bool keep = false) {
+  sim::SimOptions o;
+  o.seed = seed;
+  o.keep_trace = keep;
+  o.scenario_path = scenario_path(name);
+  return sim::simulate(sim::load_scenario(o.scenario_path), o);
+}
+
+uint64_t counter(const v1::SimReport& r, const std::string& key) {
+  auto it = r.counters().find(key);
+  return it == r.counters().end() ? 0 : it->second;
+}
+
+std::set<std::string> violated(const v1::SimReport& r) {
+  std::set<std::string> out;
+  for (const auto& v : r.violations()) out.insert(v.invariant());
+  return out;
+}
+
+// A scenario passes when it meets its own expectations (scenario.expect).
+void expect_ok(const sim::SimResult& r) {
+  for (const auto& f : r.report.expectation_failures()) BOOST_ERROR(r.report.scenario() << ": " << f);
+  BOOST_TEST(r.report.ok(), sim::render_text(r.report));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(smoke_runs_the_real_actors_without_violations) {
+  auto r = run("smoke");
+  expect_ok(r);
+  BOOST_TEST(r.report.violations_size() == 0);
+  BOOST_TEST(r.report.trace_hash().size() == 16u);
+  BOOST_TEST(counter(r.report, "actions.pause.success") == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(node_failure_storm_errors_every_instance_of_the_crashed_nodes) {
+  auto r = run("node_failure_storm");
+  expect_ok(r);
+  BOOST_TEST(violated(r.report).empty());
+  BOOST_TEST(counter(r.report, "nodes.state.error") == 2u);
+  BOOST_TEST(counter(r.report, "sim.node_crashes") == 2u);
+  // The crashed nodes' instances (3 each) are errored; the rest run.
+  BOOST_TEST(counter(r.report, "instances.sf_state.error") == 6u);
+  BOOST_TEST(counter(r.report, "instances.sf_state.created") == 54u);
+}
+
+BOOST_AUTO_TEST_CASE(partition_of_half_the_nodes_heals_and_reconciles) {
+  auto r = run("partition_heal");
+  expect_ok(r);
+  BOOST_TEST(violated(r.report).empty());
+  BOOST_TEST(counter(r.report, "nodes.state.created") == 10u);
+  // The cut-off nodes went missing and came back (timeline).
+  size_t missing = 0, back = 0;
+  for (const auto& e : r.report.timeline()) {
+    if (e.kind() != "node_state") continue;
+    if (e.detail().find("created -> missing") != std::string::npos) ++missing;
+    if (e.detail().find("missing -> created") != std::string::npos) ++back;
+  }
+  BOOST_TEST(missing == 5u);
+  BOOST_TEST(back == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stuck_device_ack_ends_the_pause_in_error_not_in_a_hang) {
+  auto r = run("stuck_device");
+  expect_ok(r);
+  BOOST_TEST(violated(r.report).empty());
+  BOOST_TEST(counter(r.report, "actions.pause.error") == 2u);
+  BOOST_TEST(counter(r.report, "actions.pause.success") == 1u);
+  BOOST_TEST(counter(r.report, "instances.task_state.none") == 6u);  // nothing left in flight
+}
+
+BOOST_AUTO_TEST_CASE(a_triple_fault_storm_reboots_the_guests_and_nothing_else) {
+  auto r = run("triple_fault_storm");
+  expect_ok(r);
+  BOOST_TEST(violated(r.report).empty());
+  BOOST_TEST(counter(r.report, "sim.triple_faults") == 100u);
+  BOOST_TEST(counter(r.report, "sim.instance_reboots") >= 100u);
+  BOOST_TEST(counter(r.report, "instances.vm_state.active") == 40u);
+}
+
+BOOST_AUTO_TEST_CASE(a_controller_crash_in_the_middle_of_50_creates_loses_no_acknowledged_record) {
+  for (uint64_t seed : {1, 2, 8}) {
+    auto r = run("controller_crash_creates", seed);
+    expect_ok(r);
+    BOOST_TEST(violated(r.report).empty(), "seed " << seed << "\n" << sim::render_text(r.report));
+    BOOST_TEST(counter(r.report, "sim.controller_crashes") == 1u);
+    BOOST_TEST(counter(r.report, "sim.controller_restarts") == 1u);
+    // Every create was either acknowledged (and is in the store) or refused.
+    BOOST_TEST(counter(r.report, "sim.creates_acked") + counter(r.report, "sim.creates_failed") == 50u);
+    BOOST_TEST(counter(r.report, "instances.total") == counter(r.report, "sim.creates_acked"));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_broken_error_fanout_is_caught) {
+  auto r = run("broken_error_fanout");
+  expect_ok(r);  // it expects the violation
+  BOOST_TEST(violated(r.report) == std::set<std::string>{sim::kErrorFanout});
+  const auto& v = r.report.violations(0);
+  BOOST_TEST(v.time_ms() > 0u);
+  BOOST_TEST(v.trace_position() > 0u);
+  BOOST_TEST(v.actors_size() >= 2);  // the node and its instance(s)
+  BOOST_TEST(v.detail().find("not errored") != std::string::npos);
+  // The command reports it with a non-zero status.
+  BOOST_TEST(apps::simulate_command({scenario_path("broken_error_fanout")}) == 1);
+}
+
+BOOST_AUTO_TEST_CASE(the_same_seed_gives_the_same_trace) {
+  auto a = run("partition_heal", 7, true);
+  auto b = run("partition_heal", 7, true);
+  BOOST_TEST(a.report.trace_hash() == b.report.trace_hash());
+  BOOST_TEST(a.trace == b.trace, boost::test_tools::per_element());
+  BOOST_TEST(a.report.events() == b.report.events());
+  auto c = run("controller_crash_creates", 3);
+  auto d = run("controller_crash_creates", 3);
+  BOOST_TEST(c.report.trace_hash() == d.report.trace_hash());
+}
+
+BOOST_AUTO_TEST_CASE(twenty_seeds_give_twenty_traces_and_no_violation) {
+  std::set<std::string> hashes;
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    auto r = run("partition_heal", seed);
+    BOOST_TEST(r.report.violations_size() == 0, "seed " << seed << "\n" << sim::render_text(r.report));
+    BOOST_TEST(r.report.ok(), "seed " << seed);
+    hashes.insert(r.report.trace_hash());
+  }
+  BOOST_TEST(hashes.size() == 20u);
+}
+
+BOOST_AUTO_TEST_CASE(the_command_sweeps_seeds_and_names_the_first_failing_one) {
+  std::ostringstream captured;
+  auto* old = std::cout.rdbuf(captured.rdbuf());
+  const int ok = apps::simulate_command({scenario_path("smoke"), "--seeds", "3"});
+  const int bad = apps::simulate_command({scenario_path("broken_error_fanout"), "--seed", "5", "--seeds", "2"});
+  const int json = apps::simulate_command({scenario_path("smoke"), "--json"});
+  std::cout.rdbuf(old);
+  BOOST_TEST(ok == 0);
+  BOOST_TEST(bad == 1);
+  BOOST_TEST(json == 0);
+  const std::string out = captured.str();
+  BOOST_TEST(out.find("all 3 seeds passed") != std::string::npos);
+  BOOST_TEST(out.find("first failing seed: 5") != std::string::npos);
+  BOOST_TEST(out.find("replay: apiary simulate " + scenario_path("broken_error_fanout") + " --seed 5") !=
+             std::string::npos);
+  BOOST_TEST(out.find("\"trace_hash\"") != std::string::npos);
+  BOOST_TEST(apps::simulate_command({"/nonexistent.textproto"}) == 2);
+}
+
+BOOST_AUTO_TEST_CASE(scenario_errors_name_the_place) {
+  try {
+    sim::parse_scenario("name: \"x\"\nduration_ms: 10\nnodes { count: 1 bogus: 3 }\n", "t.textproto");
+    BOOST_FAIL("a misspelt field parsed");
+  } catch (const sim::ScenarioError& e) {
+    BOOST_TEST(std::string(e.what()).find("t.textproto:3:") == 0, e.what());
+  }
+  try {
+    sim::parse_scenario("name: \"x\"\nduration_ms: 10\nnodes { count: 1 }\nfaults { at_ms: 1 partition { } }\n", "t");
+    BOOST_FAIL("a fault without targets passed");
+  } catch (const sim::ScenarioError& e) {
+    BOOST_TEST(std::string(e.what()) == "faults[0].partition.nodes: names, count or fraction is required");
+  }
+  BOOST_CHECK_THROW(sim::parse_scenario("name: \"x\"\nnodes { count: 1 }\n", "t"), sim::ScenarioError);  // no duration
+}
+
+BOOST_AUTO_TEST_CASE(the_placement_tracker_fails_on_two_nodes_and_on_a_table_violation) {
+  const std::vector<std::string> names{"n0", "n1"};
+  sim::PlacementTracker t(2);
+  BOOST_TEST(!t.observe(0, "n0", "i-1", 1, "initialize", names));
+  BOOST_TEST(!t.observe(0, "n0", "i-1", 1, "boot", names));
+  BOOST_TEST(!t.observe(0, "n0", "i-1", 1, "run", names));
+  auto two = t.observe(1, "n1", "i-1", 1, "initialize", names);
+  BOOST_REQUIRE(two);
+  BOOST_TEST(std::string(two->invariant) == sim::kSinglePlacement);
+  auto skip = t.observe(0, "n0", "i-1", 1, "halt", names);  // run -> halt skips quiesce
+  BOOST_REQUIRE(skip);
+  BOOST_TEST(std::string(skip->invariant) == sim::kLifecycleTable);
+  t.node_crashed(1);
+  BOOST_TEST(!t.node_of("i-1"));
+  BOOST_TEST(sim::reachable(control::sf_instance_transitions(), control::SfInstanceState::created,
+                            control::SfInstanceState::error));
+  BOOST_TEST(!sim::reachable(control::sf_instance_transitions(), control::SfInstanceState::deleted,
+                             control::SfInstanceState::created));
+}
