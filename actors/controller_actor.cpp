@@ -314,16 +314,14 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
   auto& store = *st.store;
   std::optional<InstanceRecord> rec;
   std::optional<std::string> node;
+  // Preflight, the scheduler's events and the placement are one commit (one
+  // fsync): nothing outside the store happens between them.
   try {
-    if (!in_preflight) transition(self, id, action_id, SfInstanceState::preflight);
-    rec = store.get_instance(id);
-    node = pick_node(self, rec->spec, action_id);
-    if (!node) {
-      fail_record(self, id, action_id);
-      finish(self, action_id, ActionResult::error);
-      return;
-    }
     store.with_transaction([&] {
+      if (!in_preflight) transition(self, id, action_id, SfInstanceState::preflight);
+      rec = store.get_instance(id);
+      node = pick_node(self, rec->spec, action_id);
+      if (!node) return;
       auto r = store.get_instance(id);
       r->node = *node;
       store.put_instance(*r);
@@ -331,6 +329,9 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
     });
   } catch (const StoreError& e) {
     note(self, "instance " + id + ": create failed in the store: " + e.detail());
+    node.reset();
+  }
+  if (!node) {
     fail_record(self, id, action_id);
     finish(self, action_id, ActionResult::error);
     return;
@@ -341,12 +342,16 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
   self->request(st.nodes.at(*node), st.cfg.action_deadline, place_atom::value, id, bytes)
       .then(
           [self, id, action_id, start, node](const std::string&) {
-            event(self, action_id, "spawn", "success", "running on node " + *node, start);
+            // The spawn event, created and the finished action: one commit.
             try {
-              transition(self, id, action_id, SfInstanceState::created);
-              finish(self, action_id, ActionResult::success, VmState::active);
+              self->state.store->with_transaction([&] {
+                event(self, action_id, "spawn", "success", "running on node " + *node, start);
+                transition(self, id, action_id, SfInstanceState::created);
+                finish(self, action_id, ActionResult::success, VmState::active);
+              });
             } catch (const StoreError& e) {
-              // e.g. the node was declared in error meanwhile.
+              // e.g. the node was declared in error meanwhile (all of it rolled back).
+              event(self, action_id, "spawn", "success", "running on node " + *node, start);
               event(self, action_id, "sf_state", "error", e.detail());
               finish(self, action_id, ActionResult::error);
             }
