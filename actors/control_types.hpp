@@ -67,6 +67,7 @@ using file_poll_atom = caf::atom_constant<caf::atom("filepoll")>;  // node: look
 using instance_of_atom = caf::atom_constant<caf::atom("instof")>;    // the instance actor of an id
 using inst_spec_atom = caf::atom_constant<caf::atom("instspec")>;   // the spec an id's VMM was built from
 using partition_atom = caf::atom_constant<caf::atom("partition")>;  // cut the node off (no check-ins, no answers)
+using disk_fault_atom = caf::atom_constant<caf::atom("diskfault")>;  // the node's disk-file steps fail (EIO)
 
 // --- power states a node reports ----------------------------------------------
 

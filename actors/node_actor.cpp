@@ -97,6 +97,7 @@ struct NodeState {
   bool draining = false;
   bool stopped = false;
   bool partitioned = false;
+  bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
   static inline const char* name = "node";
 };
 using node_pointer = node_actor::stateful_pointer<NodeState>;
@@ -481,7 +482,24 @@ JobWork rebuild_work(std::vector<DiskFile> disks, std::string image) {
 }
 
 void run_file_job(node_pointer self, JobWork work, Reply done) {
+  auto& st = self->state;
+  if (st.disk_fault) {
+    done("disk-file job on node " + st.cfg.name + ": Input/output error (injected disk fault)", {});
+    return;
+  }
   auto slot = std::make_shared<JobSlot>();
+  if (st.cfg.inline_file_jobs) {
+    try {
+      slot->detail = work(slot->cancel);
+    } catch (const std::exception& e) {
+      slot->error = e.what();
+    }
+    slot->done = true;
+    const uint64_t no = st.next_job++;
+    st.jobs[no] = FileJob{slot, self->clock().now() + st.cfg.file_deadline, std::move(done)};
+    self->send(self, file_poll_atom::value, no);
+    return;
+  }
   try {
     std::thread([slot, work = std::move(work)] {
       std::string detail;
@@ -500,7 +518,6 @@ void run_file_job(node_pointer self, JobWork work, Reply done) {
     done(std::string("no thread for the disk-file job: ") + e.what(), {});
     return;
   }
-  auto& st = self->state;
   const uint64_t no = st.next_job++;
   st.jobs[no] = FileJob{slot, self->clock().now() + st.cfg.file_deadline, std::move(done)};
   self->delayed_send(self, st.cfg.file_poll, file_poll_atom::value, no);
@@ -821,6 +838,10 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         rp.deliver(self->state.cfg.fan_out_latency->render(
             "apiary_fanout_duration_seconds", "node=\"" + escape_label(self->state.cfg.name) + "\""));
         return rp;
+      },
+      [=](disk_fault_atom, bool on) -> ack_atom {
+        self->state.disk_fault = on;
+        return ack_atom::value;
       },
       [=](partition_atom, bool cut) -> ack_atom {
         self->state.partitioned = cut;

@@ -69,6 +69,9 @@
 //   metrics                      -> Prometheus sample lines of this node's
 //        fan-out phase latencies (apiary_fanout_duration_seconds, labels
 //        node and phase; the controller adds the HELP/TYPE header)
+//   diskfault, bool              -> ack; simulation: while set, every
+//        disk-file job (snapshot, backup, rebuild) fails at once as if the
+//        disk answered EIO, with the VM left as it was (the action reverts)
 //   partition, bool              -> ack; simulation: while cut off the node
 //        neither checks in nor answers the controller (replies are withheld)
 #pragma once
@@ -108,6 +111,9 @@ struct NodeConfig {
   // Fan-out phase latencies of this node's instances; created by spawn_node
   // when null.
   std::shared_ptr<LatencyFamily> fan_out_latency;
+  // Simulation: run disk-file jobs on the actor itself (no thread, so the
+  // deterministic scheduler orders them) and report them with a message.
+  bool inline_file_jobs = false;
 };
 
 using node_actor = caf::typed_actor<
@@ -121,6 +127,7 @@ using node_actor = caf::typed_actor<
     caf::replies_to<drain_atom>::with<ack_atom>,
     caf::replies_to<instance_of_atom, std::string>::with<caf::actor>,
     caf::replies_to<partition_atom, bool>::with<ack_atom>,
+    caf::replies_to<disk_fault_atom, bool>::with<ack_atom>,
     caf::replies_to<metrics_atom>::with<std::string>,
     caf::replies_to<console_of_atom, std::string>::with<caf::actor>,
     caf::reacts_to<tick_atom>,

@@ -122,6 +122,7 @@ void normalize(v1::Scenario& s) {
       case v1::SimFault::kStuckDevice: check_target(f.stuck_device().instances(), where + ".stuck_device.instances"); break;
       case v1::SimFault::kIgnoreKicks: check_target(f.ignore_kicks().instances(), where + ".ignore_kicks.instances"); break;
       case v1::SimFault::kTripleFault: check_target(f.triple_fault().instances(), where + ".triple_fault.instances"); break;
+      case v1::SimFault::kDiskErrors: check_target(f.disk_errors().nodes(), where + ".disk_errors.nodes"); break;
       case v1::SimFault::KIND_NOT_SET: throw ScenarioError(where + ": no fault kind set");
     }
   }

@@ -214,6 +214,7 @@ class Simulator {
   void setup();
   void spawn_controller_actor();
   void spawn_node_actor(size_t i);
+  void disk_fault(size_t i, bool on);
   std::string spec_bytes(const std::string& name, uint32_t vcpus, uint64_t memory_mib, const std::string& network);
   void preplace();
   void schedule_scenario();
@@ -528,6 +529,7 @@ void Simulator::setup() {
       n.cfg.memory_mib = g.memory_mib();
       n.cfg.checkin_interval = milliseconds(g.checkin_interval_ms());
       n.cfg.simulated = true;
+      n.cfg.inline_file_jobs = true;  // disk copies ordered by the scheduler, not a thread
       n.cfg.embedded_guest = [](const std::string&) { return tiny_guest_image(); };
       n.cfg.phase_deadline = milliseconds(g.phase_deadline_ms());
       n.cfg.state_deadline = milliseconds(g.state_deadline_ms());
@@ -922,8 +924,23 @@ void Simulator::apply_fault(const v1::SimFault& f, size_t index) {
         }
       break;
     }
+    case v1::SimFault::kDiskErrors:
+      for (size_t i : pick_nodes(f.disk_errors().nodes())) {
+        disk_fault(i, true);
+        if (f.disk_errors().heal_after_ms())
+          at(now + f.disk_errors().heal_after_ms(), [this, i] { disk_fault(i, false); });
+      }
+      break;
     case v1::SimFault::KIND_NOT_SET: break;
   }
+}
+
+void Simulator::disk_fault(size_t i, bool on) {
+  auto& n = nodes_[i];
+  if (!n.up) return;
+  if (on) ++counters_["sim.disk_faults"];
+  caf::anon_send(n.handle, disk_fault_atom::value, on);
+  timeline(on ? "fault" : "heal", "node " + n.name + (on ? ": disk I/O errors" : ": disk healthy again"));
 }
 
 // --- checks ------------------------------------------------------------------------------------

@@ -116,6 +116,24 @@ BOOST_AUTO_TEST_CASE(a_controller_crash_in_the_middle_of_50_creates_loses_no_ack
   }
 }
 
+BOOST_AUTO_TEST_CASE(disk_io_errors_revert_the_disk_actions_until_the_disks_heal) {
+  auto r = run("disk_errors");
+  expect_ok(r);
+  BOOST_TEST(r.report.violations_size() == 0);
+  BOOST_TEST(counter(r.report, "actions.snapshot.reverted") == 8u);  // during the fault
+  BOOST_TEST(counter(r.report, "actions.backup.reverted") == 8u);
+  BOOST_TEST(counter(r.report, "actions.snapshot.success") == 8u);   // after the heal
+  BOOST_TEST(counter(r.report, "instances.vm_state.error") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_vcpu_that_ignores_kicks_fails_its_pause_by_deadline) {
+  auto r = run("ignore_kicks");
+  expect_ok(r);
+  BOOST_TEST(r.report.violations_size() == 0);
+  BOOST_TEST(counter(r.report, "actions.pause.error") == 1u);
+  BOOST_TEST(counter(r.report, "actions.pause.success") == 3u);
+}
+
 BOOST_AUTO_TEST_CASE(a_broken_error_fanout_is_caught) {
   auto r = run("broken_error_fanout");
   expect_ok(r);  // it expects the violation
