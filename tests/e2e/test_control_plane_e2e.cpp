@@ -256,8 +256,8 @@ BOOST_AUTO_TEST_CASE(every_action_does_its_real_vmm_work, *utf::precondition(api
 // Every action in every vm_state the API can reach (simulated vCPUs: the
 // matrix is about the control plane, not the guest). shelved, suspended and
 // shelved_offloaded cannot be reached until VM state save/restore exists
-// (their actions answer 501); error needs a dead node (the sim suites and
-// test_controller_node_processes cover it); the unit tests walk every row.
+// (their actions answer 501); building lasts milliseconds; the unit tests
+// walk every row.
 // set_admin_password is 501 in every state (there is no guest agent).
 BOOST_AUTO_TEST_CASE(the_precondition_matrix_over_http) {
   ControlPlane cp(true);
@@ -272,6 +272,8 @@ BOOST_AUTO_TEST_CASE(the_precondition_matrix_over_http) {
       {VmState::rescued, {R"({"action":"rescue"})"}},
       {VmState::soft_deleted, {R"({"action":"soft_delete"})"}},
       {VmState::deleted, {R"({"action":"delete"})"}},
+      // A rescue whose image the node cannot boot fails: ERROR, node alive.
+      {VmState::error, {R"({"action":"rescue","args":{"image":"no-such-guest"}})"}},
   };
   int n = 0;
   auto instance_in = [&](VmState s, const std::vector<std::string>& path) {
