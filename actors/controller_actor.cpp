@@ -342,13 +342,18 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
   self->request(st.nodes.at(*node), st.cfg.action_deadline, place_atom::value, id, bytes)
       .then(
           [self, id, action_id, start, node](const std::string&) {
-            // The spawn event, created and the finished action: one commit.
+            // The spawn event, created and the finished action: one commit,
+            // all or nothing (the store's throwing calls, no swallowed errors).
+            auto& store = *self->state.store;
             try {
-              self->state.store->with_transaction([&] {
-                event(self, action_id, "spawn", "success", "running on node " + *node, start);
+              bool finished = false;
+              store.with_transaction([&] {
+                store.append_action_event(
+                    action_id, ActionEvent{"spawn", start, store.now(), "success", "running on node " + *node});
                 transition(self, id, action_id, SfInstanceState::created);
-                finish(self, action_id, ActionResult::success, VmState::active);
+                finished = store.finish_action(action_id, ActionResult::success, VmState::active);
               });
+              if (finished) observe_finished(self, action_id);
             } catch (const StoreError& e) {
               // e.g. the node was declared in error meanwhile (all of it rolled back).
               event(self, action_id, "spawn", "success", "running on node " + *node, start);
@@ -877,7 +882,7 @@ void settle(controller_pointer self, const control::ActionLogEntry& e, const Ins
       return;
     }
     if (e.action == Action::delete_) {
-      if (absent_or_off) {
+      if (power == kPowerDeleted) {  // shut down but still known: its files are still there
         event(self, e.id, "recover", "success", seen + ": the VM is gone");
         complete_delete(self, rec.id, e.id);
       } else {

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -61,15 +62,22 @@ class LatencyHistogram {
   uint64_t count() const { return count_.load(std::memory_order_relaxed); }
 
   // The sample lines; `labels` is `key="value",...` (may be empty).
+  // Observations may land while this runs: the buckets are read first and
+  // the total after, raised to at least the last bucket, so a scrape is
+  // always monotonic (le=... <= +Inf == _count).
   void render(std::ostream& out, const std::string& name, const std::string& labels) const {
     const std::string sep = labels.empty() ? "" : ",";
-    for (size_t i = 0; i < kLatencyBucketsSeconds.size(); ++i)
-      out << name << "_bucket{" << labels << sep << "le=\"" << kLatencyBucketsSeconds[i] << "\"} "
-          << buckets_[i].load(std::memory_order_relaxed) << "\n";
-    out << name << "_bucket{" << labels << sep << "le=\"+Inf\"} " << count() << "\n";
-    out << name << "_sum{" << labels << "} " << static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1e6
-        << "\n";
-    out << name << "_count{" << labels << "} " << count() << "\n";
+    uint64_t last = 0;
+    for (size_t i = 0; i < kLatencyBucketsSeconds.size(); ++i) {
+      last = std::max(last, buckets_[i].load(std::memory_order_relaxed));
+      out << name << "_bucket{" << labels << sep << "le=\"" << kLatencyBucketsSeconds[i] << "\"} " << last << "\n";
+    }
+    const uint64_t total = std::max(last, count());
+    out << name << "_bucket{" << labels << sep << "le=\"+Inf\"} " << total << "\n";
+    char sum[32];
+    std::snprintf(sum, sizeof sum, "%.6f", static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1e6);
+    out << name << "_sum{" << labels << "} " << sum << "\n";
+    out << name << "_count{" << labels << "} " << total << "\n";
   }
 
  private:

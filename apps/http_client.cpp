@@ -72,6 +72,13 @@ struct Resolved {
 
 // The resolver has no expiry of its own: a timer cancels it at the deadline.
 Resolved resolve(net::io_context& io, const std::string& host, uint16_t port, Clock::time_point deadline) {
+  // A numeric address needs no lookup (and so cannot outlive the deadline in
+  // getaddrinfo, which a cancel cannot interrupt).
+  beast::error_code numeric_ec;
+  const auto address = net::ip::make_address(host, numeric_ec);
+  if (!numeric_ec)
+    return Resolved{tcp::resolver::results_type::create(tcp::endpoint(address, port), host, std::to_string(port)),
+                    std::nullopt};
   tcp::resolver resolver(io);
   net::steady_timer timer(io);
   bool timed_out = false;

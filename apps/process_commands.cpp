@@ -89,26 +89,33 @@ caf::behavior controller_relay(caf::stateful_actor<RelayState>* self) {
 int controller_command(const std::vector<std::string>& args) {
   for (auto& a : args)
     if (a == "--help" || a == "-h") {
-      std::cout << R"(Usage: apiary controller [--host H] [--port P] [--node-port NP] [--store FILE] [--token-file F]
-                         [--checkin-max-ms MS]
+      std::cout << R"(Usage: apiary controller [--host H] [--port P] [--node-host NH] [--node-port NP] [--store FILE]
+                         [--token-file F] [--checkin-max-ms MS]
 
 The control plane's controller: the HTTP API on H:P (default 127.0.0.1:8080)
 and the endpoint nodes connect to on NP (default 4242), with the SQLite
 store FILE (default ./apiary.sqlite). Nodes: apiary node --controller H:NP.
 API clients send "Authorization: Bearer <token>" with the token in F
 (default ./apiary.token), created (mode 0600) on the first start.
+The node endpoint listens on NH (default: H). It speaks CAF's binary
+protocol and does not authenticate peers: keep it on a trusted network.
 A node silent for --checkin-max-ms (default 120000) is missing, for ten
 times that it is in error and its instances are declared errored.
 )";
       return 0;
     }
   std::map<std::string, std::string> o;
-  if (auto err = parse_options(args, o, {"--host", "--port", "--node-port", "--store", "--token-file", "--checkin-max-ms"});
+  if (auto err = parse_options(args, o,
+                               {"--host", "--port", "--node-host", "--node-port", "--store", "--token-file",
+                                "--checkin-max-ms"});
       !err.empty()) {
     std::cerr << "apiary controller: " << err << "\n";
     return 2;
   }
   const std::string host = o.count("--host") ? o["--host"] : "127.0.0.1";
+  // The node endpoint speaks CAF's binary protocol with no authentication of
+  // its own: it gets its own address, so the API can be exposed without it.
+  const std::string node_host = o.count("--node-host") ? o["--node-host"] : host;
   uint16_t port = 8080, node_port = 4242;
   if ((o.count("--port") && !number(o["--port"], port)) || (o.count("--node-port") && !number(o["--node-port"], node_port))) {
     std::cerr << "apiary controller: bad port\n";
@@ -152,9 +159,9 @@ times that it is in error and its instances are declared errored.
     std::cerr << "apiary controller: cannot open the store: " << e.what() << "\n";
     return 4;
   }
-  auto published = sys.middleman().publish(controller, node_port, host.c_str(), true);
+  auto published = sys.middleman().publish(controller, node_port, node_host.c_str(), true);
   if (!published) {
-    std::cerr << "apiary controller: cannot listen for nodes on " << host << ":" << node_port << ": "
+    std::cerr << "apiary controller: cannot listen for nodes on " << node_host << ":" << node_port << ": "
               << sys.render(published.error()) << "\n";
     return 4;
   }
@@ -168,7 +175,7 @@ times that it is in error and its instances are declared errored.
     std::cerr << "apiary controller: cannot listen on " << host << ":" << port << ": " << e.what() << "\n";
     return 4;
   }
-  std::cout << "apiary controller: API on http://" << host << ":" << port << ", nodes connect to " << host << ":"
+  std::cout << "apiary controller: API on http://" << host << ":" << port << ", nodes connect to " << node_host << ":"
             << *published << " (store " << ccfg.store_path << ", token in " << token_file << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);

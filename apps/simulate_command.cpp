@@ -94,7 +94,8 @@ int simulate_command(const std::vector<std::string>& args) {
       std::cout << (json ? sim::render_json(r.report) : sim::render_text(r.report));
       return failed(r.report) ? 1 : 0;
     }
-    for (uint64_t s = seed; s < seed + seeds; ++s) {
+    for (uint64_t k = 0; k < seeds; ++k) {
+      const uint64_t s = seed + k;  // wraps past 2^64-1 instead of ending the sweep early
       o.seed = s;
       const auto r = sim::simulate(scenario, o);
       std::cerr << "seed " << s << ": trace hash: " << r.report.trace_hash() << ", " << r.report.events()

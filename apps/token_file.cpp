@@ -35,6 +35,8 @@ std::string read_token_file(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0)
     throw TokenFileError("token file " + path + ": " + errno_text());
   if (!S_ISREG(st.st_mode)) throw TokenFileError("token file " + path + ": not a regular file");
+  if (st.st_uid != ::geteuid())
+    throw TokenFileError("token file " + path + ": owned by uid " + std::to_string(st.st_uid) + ", not by this user");
   if ((st.st_mode & 077) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
@@ -50,21 +52,30 @@ std::string read_token_file(const std::string& path) {
 }
 
 std::string load_or_create_token(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    if (errno != EEXIST) throw TokenFileError("token file " + path + ": cannot create: " + errno_text());
-    return read_token_file(path);
-  }
-  const std::string token = new_token();
-  const std::string line = token + "\n";
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0) return read_token_file(path);
+  // Written completely under a temporary name, then linked into place: a
+  // crash never leaves a half-written token file, and of two controllers
+  // starting at once exactly one token wins (link fails with EEXIST).
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw TokenFileError("token file " + path + ": cannot create " + tmp + ": " + errno_text());
+  const std::string line = new_token() + "\n";
   const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
   const std::string why = ok ? std::string() : errno_text();
   ::close(fd);
   if (!ok) {
-    ::unlink(path.c_str());
+    ::unlink(tmp.c_str());
     throw TokenFileError("token file " + path + ": cannot write: " + why);
   }
-  return token;
+  const int linked = ::link(tmp.c_str(), path.c_str());
+  const int link_errno = errno;
+  ::unlink(tmp.c_str());
+  if (linked != 0 && link_errno != EEXIST) {
+    errno = link_errno;
+    throw TokenFileError("token file " + path + ": cannot create: " + errno_text());
+  }
+  return read_token_file(path);  // ours, or the one another process linked first
 }
 
 }  // namespace apiary::apps
