@@ -123,6 +123,10 @@ void normalize(v1::Scenario& s) {
       case v1::SimFault::kIgnoreKicks: check_target(f.ignore_kicks().instances(), where + ".ignore_kicks.instances"); break;
       case v1::SimFault::kTripleFault: check_target(f.triple_fault().instances(), where + ".triple_fault.instances"); break;
       case v1::SimFault::kDiskErrors: check_target(f.disk_errors().nodes(), where + ".disk_errors.nodes"); break;
+      case v1::SimFault::kMessageDelay:
+        check_target(f.message_delay().nodes(), where + ".message_delay.nodes");
+        if (!f.message_delay().delay_ms()) throw ScenarioError(where + ".message_delay.delay_ms: must be > 0");
+        break;
       case v1::SimFault::KIND_NOT_SET: throw ScenarioError(where + ": no fault kind set");
     }
   }

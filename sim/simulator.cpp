@@ -95,6 +95,7 @@ struct SimNode {
   node_actor handle;
   bool up = false;
   bool cut = false;
+  bool held = false;  // message delay: its mailbox fills, it runs nothing
 };
 
 int count_threads() {
@@ -272,6 +273,10 @@ class Simulator {
   std::map<std::pair<uint64_t, uint64_t>, std::function<void()>> events_;
   uint64_t event_seq_ = 0;
   std::vector<std::pair<uint64_t, std::function<void()>>> step_events_;  // after N more steps
+  size_t held_count_ = 0;  // nodes whose messages are being delayed
+  bool runnable(caf::resumable* job) const;
+  size_t runnable_jobs(std::vector<size_t>& out);
+  void hold_node(size_t i, bool on);
   uint64_t events_delivered_ = 0;
   bool force_checkpoint_ = false;
 
@@ -657,6 +662,31 @@ void Simulator::schedule_scenario() {
 
 // --- the loop -----------------------------------------------------------------------------
 
+bool Simulator::runnable(caf::resumable* job) const {
+  if (held_count_ == 0) return true;
+  const auto* a = dynamic_cast<caf::abstract_actor*>(job);
+  for (const auto& n : nodes_)
+    if (n.held && n.up && a == caf::actor_cast<caf::abstract_actor*>(n.handle)) return false;
+  return true;
+}
+
+size_t Simulator::runnable_jobs(std::vector<size_t>& out) {
+  const auto& jobs = sched().jobs;
+  for (size_t k = 0; k < jobs.size(); ++k)
+    if (runnable(jobs[k])) out.push_back(k);
+  return out.size();
+}
+
+void Simulator::hold_node(size_t i, bool on) {
+  auto& n = nodes_[i];
+  if (n.held == on) return;
+  n.held = on;
+  held_count_ += on ? 1 : static_cast<size_t>(-1);
+  if (on) ++counters_["sim.message_delays"];
+  timeline(on ? "fault" : "heal",
+           "node " + n.name + (on ? ": messages to it are delayed" : ": delayed messages delivered in order"));
+}
+
 void Simulator::drain() {
   auto& jobs = sched().jobs;
   for (;;) {
@@ -668,8 +698,23 @@ void Simulator::drain() {
       for (auto& [steps, fn] : due) fn();
       continue;
     }
-    const size_t n = jobs.size();
-    const size_t i = n > 1 ? static_cast<size_t>(sched_rng_() % n) : 0;
+    size_t i = 0;
+    if (held_count_ == 0) {
+      const size_t n = jobs.size();
+      i = n > 1 ? static_cast<size_t>(sched_rng_() % n) : 0;
+    } else {
+      // Delayed nodes keep their mailboxes (per-sender order intact) and
+      // are simply not picked; with only them left, time has to move.
+      std::vector<size_t> ok;
+      if (runnable_jobs(ok) == 0) {
+        if (step_events_.empty()) return;
+        auto due = std::move(step_events_);
+        step_events_.clear();
+        for (auto& [steps, fn] : due) fn();
+        continue;
+      }
+      i = ok[ok.size() > 1 ? static_cast<size_t>(sched_rng_() % ok.size()) : 0];
+    }
     if (i) std::swap(jobs[0], jobs[i]);
     step(jobs.front());
     for (size_t k = 0; k < step_events_.size();) {
@@ -725,7 +770,8 @@ SimResult Simulator::run() {
       // Fire only what is due now: trigger_timeouts() would fire every
       // pending timer and move the clock to the last one.
       sched().advance_time(caf::timespan{0});
-      if (sched().jobs.empty() && (events_.empty() || events_.begin()->first.first > now))
+      std::vector<size_t> ok;
+      if (runnable_jobs(ok) == 0 && (events_.empty() || events_.begin()->first.first > now))
         sched().advance_time(milliseconds(1));  // never spin
     }
     fire_due_events();
@@ -929,6 +975,16 @@ void Simulator::apply_fault(const v1::SimFault& f, size_t index) {
           else
             at(now + r * tf.interval_ms(), fire);
         }
+      break;
+    }
+    case v1::SimFault::kMessageDelay: {
+      const auto& md = f.message_delay();
+      for (size_t i : pick_nodes(md.nodes())) {
+        // The hold lasts delay_ms plus up to jitter_ms drawn from the seed.
+        const uint64_t extra = md.jitter_ms() ? draw_rng_() % (md.jitter_ms() + 1) : 0;
+        hold_node(i, true);
+        at(now + md.delay_ms() + extra, [this, i] { hold_node(i, false); });
+      }
       break;
     }
     case v1::SimFault::kDiskErrors:

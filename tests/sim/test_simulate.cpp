@@ -134,6 +134,17 @@ BOOST_AUTO_TEST_CASE(a_vcpu_that_ignores_kicks_fails_its_pause_by_deadline) {
   BOOST_TEST(counter(r.report, "actions.pause.success") == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(delayed_messages_arrive_late_in_order_and_every_action_ends) {
+  auto r = run("message_delay");
+  expect_ok(r);
+  BOOST_TEST(r.report.violations_size() == 0);
+  BOOST_TEST(counter(r.report, "sim.message_delays") == 2u);
+  BOOST_TEST(counter(r.report, "actions.pause.success") == 8u);
+  // The same seed, the same trace; the jitter comes from the seed.
+  BOOST_TEST(run("message_delay", 1).report.trace_hash() == r.report.trace_hash());
+  BOOST_TEST(run("message_delay", 2).report.trace_hash() != r.report.trace_hash());
+}
+
 BOOST_AUTO_TEST_CASE(a_broken_error_fanout_is_caught) {
   auto r = run("broken_error_fanout");
   expect_ok(r);  // it expects the violation
