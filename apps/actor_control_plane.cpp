@@ -40,6 +40,14 @@ v1::Node to_proto(const actors::NodeInfo& n) {
   return out;
 }
 
+// Hands a console's output to the websocket until detach() clears `live`.
+caf::behavior console_relay(caf::event_based_actor*, std::shared_ptr<std::atomic<bool>> live,
+                            std::function<void(std::string)> on_output) {
+  return {[live, on_output](actors::output_atom, const std::string& bytes) {
+    if (*live) on_output(bytes);
+  }};
+}
+
 v1::Network to_proto(const actors::NetworkInfo& n) {
   v1::Network out;
   out.set_id(n.id);
@@ -259,11 +267,9 @@ Result<ConsoleSubscription> ActorControlPlane::console_attach(const std::string&
   if (!console) return console.error();
   // A relay actor is the console reader; after detach it drops what is still queued.
   auto live = std::make_shared<std::atomic<bool>>(true);
-  auto relay = sys_.spawn([live, on_output](caf::event_based_actor*) -> caf::behavior {
-    return {[live, on_output](actors::output_atom, const std::string& bytes) {
-      if (*live) on_output(bytes);
-    }};
-  });
+  // (The state goes in as spawn arguments: CAF 0.17 binds a null pointer to
+  // a reference when an actor function takes no arguments, which UBSan flags.)
+  auto relay = sys_.spawn(console_relay, live, on_output);
   caf::scoped_actor self{sys_};
   std::optional<Result<ConsoleSubscription>> out;
   auto con = console.value();

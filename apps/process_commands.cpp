@@ -75,7 +75,11 @@ struct RelayState {
   caf::actor target;
   static inline const char* name = "controller-relay";
 };
-caf::behavior controller_relay(caf::stateful_actor<RelayState>* self) {
+// `initial` is the first controller (none at start). It is a parameter
+// because CAF 0.17 binds a null pointer to a reference when an actor
+// function takes no arguments, which UBSan flags.
+caf::behavior controller_relay(caf::stateful_actor<RelayState>* self, caf::actor initial) {
+  self->state.target = std::move(initial);
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
     if (!self->state.target) return caf::make_error(caf::sec::request_receiver_down);
     self->delegate(self->state.target, x.move_content_to_message());
@@ -237,7 +241,7 @@ controller goes away and comes back; its instances keep running meanwhile.
   caf::actor_system_config cfg;
   configure_network(cfg);
   caf::actor_system sys{cfg};
-  auto relay = sys.spawn(controller_relay);
+  auto relay = sys.spawn(controller_relay, caf::actor{});
   n.controller = relay;
   auto node = actors::spawn_node(sys, n);
   std::cout << "apiary node: " << n.name << " (" << n.vcpus << " vCPUs, " << n.memory_mib << " MiB), controller "
