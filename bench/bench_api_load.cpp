@@ -85,6 +85,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "proto/apiary/v1/api.pb.h"
 
 #ifndef APIARY_BINARY
@@ -99,6 +100,9 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 namespace v1 = apiary::v1;
+using apiary::bench::read_all;
+using apiary::bench::seconds;
+using apiary::bench::TempDir;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -152,13 +156,6 @@ double percentile(std::vector<double> v, double q) {
 }
 
 double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // --- child processes ----------------------------------------------------------
 
@@ -357,26 +354,8 @@ struct RunResult {
 double own_cpu_seconds() {
   rusage u{};
   ::getrusage(RUSAGE_SELF, &u);
-  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  return sec(u.ru_utime) + sec(u.ru_stime);
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
 }
-
-// A temp directory for the store, the token and the logs; removed with
-// everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "apiary-bench-load-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
-    path = tmpl;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 // Cost of one durable small write on the store's filesystem: write 4 KiB
 // at the end of a file, fdatasync. SQLite's WAL commit with
@@ -554,7 +533,7 @@ Clock::time_point wait_all_active(HttpClient& c, const std::vector<std::string>&
 }
 
 RunResult run_load(const Settings& cfg) {
-  TempDir dir;
+  TempDir dir("apiary-bench-load");  // the store, the token and the logs
   RunResult result;
   Cluster cluster;
   try {

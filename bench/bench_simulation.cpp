@@ -87,6 +87,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_support.hpp"
 #include "proto/apiary/v1/scenario.pb.h"
 
 #ifndef APIARY_BINARY
@@ -101,6 +102,9 @@ extern char** environ;
 namespace {
 
 namespace v1 = apiary::v1;
+using apiary::bench::read_all;
+using apiary::bench::seconds;
+using apiary::bench::TempDir;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -147,36 +151,10 @@ long thread_minor_faults() {
   return ru.ru_minflt;
 }
 
-double seconds(const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; }
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::string tail(std::string s) {
   if (s.size() > kTailBytes) s = "..." + s.substr(s.size() - kTailBytes);
   return s;
 }
-
-// A temp directory for the child's output (and --quick's scenario);
-// removed with everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "apiary-bench-sim-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
-    path = tmpl;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 std::string describe(int wait_status) {
   if (WIFEXITED(wait_status)) return "exit status " + std::to_string(WEXITSTATUS(wait_status));
@@ -215,7 +193,7 @@ std::string quick_scenario(const std::string& full_path, const std::string& dir)
 }
 
 SimRun run_simulation(bool quick) {
-  TempDir dir;
+  TempDir dir("apiary-bench-sim");  // the child's output (and --quick's scenario)
   const std::string full = std::string(APIARY_SCENARIO_DIR) + "/" + kScenarioFile;
   const std::string scenario = quick ? quick_scenario(full, dir.path) : full;
   const std::string out_path = dir.path + "/report.json", err_path = dir.path + "/stderr.log";
