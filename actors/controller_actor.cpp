@@ -858,6 +858,23 @@ std::optional<std::string> power_after(Action a) {
   }
 }
 
+// The power state a record's vm_state stands for ("" when it says nothing).
+std::string power_of(VmState s) {
+  switch (s) {
+    case VmState::active: return kPowerRunning;
+    case VmState::paused: return kPowerPaused;
+    case VmState::stopped:
+    case VmState::soft_deleted: return kPowerShutdown;
+    default: return {};
+  }
+}
+
+// Shut down and gone count as the same thing: the VM does not run.
+bool same_power(const std::string& expected, const std::string& reported) {
+  const auto off = [](const std::string& p) { return p == kPowerShutdown || p == kPowerDeleted; };
+  return !expected.empty() && (expected == reported || (off(expected) && off(reported)));
+}
+
 // Settles one action the previous controller left running, from what its
 // node really runs (`power`: the node's power list entry, kPowerDeleted
 // when absent). Success when the node shows the action's effect; reverted
@@ -867,7 +884,6 @@ void settle(controller_pointer self, const control::ActionLogEntry& e, const Ins
             const std::string& power) {
   const std::string seen = "node " + rec.node + " reports " + power;
   const auto want = power_after(e.action);
-  const bool absent_or_off = power == kPowerDeleted || power == kPowerShutdown;
   try {
     if (e.action == Action::create) {
       if (power == kPowerRunning) {
@@ -891,20 +907,19 @@ void settle(controller_pointer self, const control::ActionLogEntry& e, const Ins
       }
       return;
     }
-    if (want && (*want == power || (*want == kPowerShutdown && absent_or_off))) {
+    if (want && same_power(*want, power)) {
       event(self, e.id, "recover", "success", seen + ": the action took effect");
       finish(self, e.id, ActionResult::success, node_work(e.action) ? std::optional(node_work(e.action)->success)
                                                                     : std::nullopt);
       return;
     }
     // Disk copies leave the VM as it was (paused copies are resumed), so
-    // the only thing lost is the copy: the user can ask again.
-    const bool vm_as_before = (e.action == Action::snapshot || e.action == Action::backup ||
-                               e.action == Action::confirm_resize) ||
-                              (want && !absent_or_off && rec.vm_state == VmState::active && power == kPowerRunning) ||
-                              (want && rec.vm_state == VmState::paused && power == kPowerPaused) ||
-                              (want && (rec.vm_state == VmState::stopped || rec.vm_state == VmState::soft_deleted) &&
-                               absent_or_off);
+    // the only thing lost is the copy: the user can ask again. A power
+    // action whose VM still has the power state of the record's vm_state
+    // did not happen.
+    const bool copy_only =
+        e.action == Action::snapshot || e.action == Action::backup || e.action == Action::confirm_resize;
+    const bool vm_as_before = copy_only || (want && same_power(power_of(rec.vm_state), power));
     if (vm_as_before) {
       event(self, e.id, "recover", "error", seen + ": the action did not take effect; the VM is as it was");
       finish(self, e.id, ActionResult::reverted);

@@ -65,11 +65,7 @@ ActorControlPlane::ActorControlPlane(caf::actor_system& sys, actors::controller_
     : sys_(sys), controller_(std::move(controller)), nodes_(std::move(nodes)), deadline_(deadline) {}
 
 Result<v1::Instance> ActorControlPlane::create(const v1::InstanceSpec& spec) {
-  caf::scoped_actor self{sys_};
-  std::optional<Result<v1::Instance>> out;
-  self->request(controller_, deadline_, actors::create_atom::value, spec.SerializeAsString())
-      .receive([&](const std::string& id) { out = get(id); }, [&](caf::error& e) { out = from_caf(e); });
-  return *out;
+  return create_with_request_id(spec, std::string());  // the controller's "" is "no key"
 }
 
 Result<v1::InstanceList> ActorControlPlane::list() {

@@ -43,8 +43,7 @@ std::string spec_bytes(const std::string& name, uint32_t vcpus = 1, uint64_t mem
 }
 
 // Control-plane errors print as "409: message"; others as describe() does.
-struct Cluster : test::SimHarness {
-  controller_actor ctl;
+struct Cluster : test::ControlPlaneHarness {
   std::map<std::string, node_actor> nodes;
 
   void boot(ControllerConfig c = {}, uint32_t node_vcpus = 4) {
@@ -54,16 +53,7 @@ struct Cluster : test::SimHarness {
     c.action_deadline = 30s;
     ctl = spawn_controller(sys, c);
     for (const auto& name : kNodeNames) {
-      NodeConfig n;
-      n.name = name;
-      n.vcpus = node_vcpus;
-      n.memory_mib = 1024;
-      n.controller = caf::actor_cast<caf::actor>(ctl);
-      n.checkin_interval = 10s;
-      n.simulated = true;
-      n.embedded_guest = [](const std::string& g) { return test::guest_image(g + ".elf"); };
-      n.phase_deadline = 2s;
-      n.state_deadline = 10s;
+      NodeConfig n = node_config(name, node_vcpus);
       n.soft_reboot_grace = 3s;
       nodes[name] = spawn_node(sys, n);
     }
@@ -81,16 +71,6 @@ struct Cluster : test::SimHarness {
     auto id = ask<std::string>(ctl, create_atom::value, spec_bytes(name, vcpus));
     if (!id) BOOST_FAIL("create failed: " << show(id.error()));
     return *id;
-  }
-  InstanceInfo get(const std::string& id) {
-    auto r = ask<InstanceInfo>(ctl, get_atom::value, id);
-    if (!r) BOOST_FAIL("get failed: " << show(r.error()));
-    return *r;
-  }
-  std::vector<ActionInfo> actions(const std::string& id) {
-    auto r = ask<std::vector<ActionInfo>>(ctl, actions_atom::value, id);
-    BOOST_REQUIRE(r);
-    return *r;
   }
   caf::expected<std::string> act(const std::string& id, const std::string& action, const std::string& type = "") {
     return ask<std::string>(ctl, act_atom::value, id, action, type);

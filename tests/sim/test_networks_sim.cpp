@@ -36,29 +36,15 @@ std::string spec_bytes(const std::string& name, const std::vector<std::string>& 
   return out;
 }
 
-struct Cluster : test::SimHarness {
-  controller_actor ctl;
+struct Cluster : test::ControlPlaneHarness {
   std::map<std::string, node_actor> nodes;
 
   Cluster() {
-    ControllerConfig c;
-    c.store_path = ":memory:";
-    c.id_seed = 11;
-    c.sweep_interval = 5s;
-    c.action_deadline = 30s;
+    ControllerConfig c = controller_config(11);
     c.purge_interval = 60s;  // cleaner_delay keeps its default, 3600 s
     ctl = spawn_controller(sys, c);
     for (const std::string name : {"node-a", "node-b"}) {
-      NodeConfig n;
-      n.name = name;
-      n.vcpus = 1;  // 16 vCPUs with the default allocation ratio
-      n.memory_mib = 1024;
-      n.controller = caf::actor_cast<caf::actor>(ctl);
-      n.checkin_interval = 10s;
-      n.simulated = true;
-      n.embedded_guest = [](const std::string& g) { return test::guest_image(g + ".elf"); };
-      n.phase_deadline = 2s;
-      n.state_deadline = 10s;
+      NodeConfig n = node_config(name, 1);  // 16 vCPUs with the default allocation ratio
       n.soft_reboot_grace = 3s;
       nodes[name] = spawn_node(sys, n);
     }

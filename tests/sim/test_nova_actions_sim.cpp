@@ -62,8 +62,7 @@ std::string pattern(char seed) {
   return s;
 }
 
-struct Cluster : test::SimHarness {
-  controller_actor ctl;
+struct Cluster : test::ControlPlaneHarness {
   node_actor node;
   fs::path dir;
 
@@ -82,23 +81,10 @@ struct Cluster : test::SimHarness {
 
   // One node (4 vCPUs, 1024 MiB, cpu_allocation_ratio 1) so resizes stay on it.
   void boot() {
-    ControllerConfig c;
-    c.store_path = ":memory:";
-    c.id_seed = 11;
-    c.sweep_interval = 5s;
-    c.action_deadline = 30s;
+    ControllerConfig c = controller_config(11);
     c.cpu_allocation_ratio = 1.0;
     ctl = spawn_controller(sys, c);
-    NodeConfig n;
-    n.name = "node-a";
-    n.vcpus = 4;
-    n.memory_mib = 1024;
-    n.controller = caf::actor_cast<caf::actor>(ctl);
-    n.checkin_interval = 10s;
-    n.simulated = true;
-    n.embedded_guest = [](const std::string& g) { return test::guest_image(g + ".elf"); };
-    n.phase_deadline = 2s;
-    n.state_deadline = 10s;
+    NodeConfig n = node_config("node-a", 4);
     n.file_deadline = 20s;
     n.file_poll = 10ms;
     node = spawn_node(sys, n);
@@ -129,16 +115,6 @@ struct Cluster : test::SimHarness {
     if (!id) BOOST_FAIL("create failed: " << show(id.error()));
     BOOST_REQUIRE(get(*id).vm_state == "active");
     return *id;
-  }
-  InstanceInfo get(const std::string& id) {
-    auto r = ask<InstanceInfo>(ctl, get_atom::value, id);
-    if (!r) BOOST_FAIL("get failed: " << show(r.error()));
-    return *r;
-  }
-  std::vector<ActionInfo> actions(const std::string& id) {
-    auto r = ask<std::vector<ActionInfo>>(ctl, actions_atom::value, id);
-    BOOST_REQUIRE(r);
-    return *r;
   }
   caf::expected<std::string> act(const std::string& id, const std::string& action, Args args = {}) {
     return ask<std::string>(ctl, act_atom::value, id, action, std::string(), args);
