@@ -115,6 +115,7 @@ struct NodeInfo {
   uint64_t memory_mib = 0;
   uint32_t instances = 0;
   int64_t checkin_age_ms = 0;  // the controller's clock minus last_checkin
+  std::string cannot_run;      // empty: the node can run instances; else why not
 };
 
 // A network record with the ids of the instances attached to it.
@@ -146,7 +147,7 @@ typename Inspector::result_type inspect(Inspector& f, ActionInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NodeInfo& x) {
   return f(caf::meta::type_name("NodeInfo"), x.name, x.state, x.last_checkin, x.vcpus, x.memory_mib, x.instances,
-           x.checkin_age_ms);
+           x.checkin_age_ms, x.cannot_run);
 }
 
 // Registers the payload types above (needed only when they cross processes).

@@ -58,6 +58,7 @@ struct ControllerState {
   std::map<std::string, ResizeMemo> resizes;  // instance id -> the spec before its resize
   std::shared_ptr<control::StateStore> store;
   std::map<std::string, node_actor> nodes;  // from check-ins
+  std::map<std::string, std::string> cannot_run;  // node -> why its instances cannot run (from check-ins)
   std::mt19937_64 rng;
   std::vector<std::string> cluster_log;
   // /metrics: how long finished actions took, and how they ended.
@@ -268,6 +269,10 @@ std::optional<std::string> pick_node(controller_pointer self, const v1::Instance
     }
     if (!st.nodes.count(n.name)) {
       reject("node " + n.name + ": no check-in since the controller started");
+      continue;
+    }
+    if (auto c = st.cannot_run.find(n.name); c != st.cannot_run.end() && !c->second.empty()) {
+      reject("node " + n.name + ": cannot run instances: " + c->second);
       continue;
     }
     const Load l = load_of(self, n.name);
@@ -1261,7 +1266,8 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           std::vector<NodeInfo> out;
           for (const auto& n : self->state.store->list_nodes())
             out.push_back({n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
-                           std::max<int64_t>(0, self->state.store->now() - n.last_checkin)});
+                           std::max<int64_t>(0, self->state.store->now() - n.last_checkin),
+                           self->state.cannot_run.count(n.name) ? self->state.cannot_run.at(n.name) : ""});
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -1362,8 +1368,13 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
       },
       [=](checkin_atom, const std::string& name, uint32_t vcpus, uint64_t memory_mib, uint32_t instances,
-          const caf::actor& node) -> caf::result<ack_atom> {
+          const caf::actor& node, const std::string& cannot_run) -> caf::result<ack_atom> {
         auto& st = self->state;
+        if (cannot_run != st.cannot_run[name]) {
+          note(self, "node " + name + (cannot_run.empty() ? ": can run instances again"
+                                                          : ": cannot run instances: " + cannot_run));
+          st.cannot_run[name] = cannot_run;
+        }
         std::optional<NodeState> before;
         try {
           if (auto prev = st.store->get_node(name)) before = prev->state;

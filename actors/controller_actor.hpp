@@ -79,9 +79,12 @@
 //   record is attached to each network in the same transaction; the
 //   attachments go when the instance's record becomes deleted.
 // From nodes:
-//   checkin, name, vcpus, memory_mib, instances, node -> ack. The first
-//        check-in creates the node; one from a missing or error node
-//        reconciles it (strays stopped, ACTIVE records without a VM stopped).
+//   checkin, name, vcpus, memory_mib, instances, node, cannot_run -> ack.
+//        The first check-in creates the node; one from a missing or error
+//        node reconciles it (strays stopped, ACTIVE records without a VM
+//        stopped). cannot_run non-empty: the node's instances cannot run
+//        (the root cause, e.g. kvm_unavailable: ...); the scheduler rejects
+//        the node with that reason until a check-in says otherwise.
 // Restart recovery (recover, once, recovery_grace after the start): every
 // action left running by a previous controller is finished or failed, never
 // left hanging: unplaced creates are scheduled again; the others are settled
@@ -149,7 +152,7 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<net_list_atom>::with<std::vector<NetworkInfo>>,
     caf::replies_to<net_get_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<net_delete_atom, std::string>::with<NetworkInfo>,
-    caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor>::with<ack_atom>,
+    caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor, std::string>::with<ack_atom>,
     caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>>;
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.

@@ -58,6 +58,7 @@ struct NodeInstance {
   uint64_t incarnation = 0;
   std::string state = "destroy";  // no VMM until spawn_vm
   std::string target;
+  std::string reason;  // why the instance is in `state` (its fault, when it failed)
   std::vector<Waiter> waiters;
 };
 
@@ -145,8 +146,8 @@ caf::behavior relay_impl(caf::event_based_actor* self, instance_actor inst, node
                          uint64_t incarnation) {
   self->link_to(inst);
   return {
-      [=](state_atom, const std::string& state, uint64_t, const std::string& target, const std::string&) {
-        self->send(node, inst_ev_atom::value, id, incarnation, state, target);
+      [=](state_atom, const std::string& state, uint64_t, const std::string& target, const std::string& reason) {
+        self->send(node, inst_ev_atom::value, id, incarnation, state, target, reason);
       },
   };
 }
@@ -702,7 +703,8 @@ void check_in(node_pointer self) {
   auto& st = self->state;
   if (!st.cfg.controller || st.partitioned || st.stopped) return;
   self->request(st.cfg.controller, st.cfg.checkin_interval, checkin_atom::value, st.cfg.name, st.cfg.vcpus,
-                st.cfg.memory_mib, static_cast<uint32_t>(st.instances.size()), caf::actor_cast<caf::actor>(self))
+                st.cfg.memory_mib, static_cast<uint32_t>(st.instances.size()), caf::actor_cast<caf::actor>(self),
+                st.cfg.cannot_run)
       .then([](ack_atom) {}, [](caf::error&) {});
 }
 
@@ -732,6 +734,11 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         }
         if (st.instances.count(id)) {
           rp.deliver(make_error(ActorErrc::invalid_argument, "instance " + id + " is already on node " + st.cfg.name));
+          return rp;
+        }
+        if (!st.cfg.cannot_run.empty()) {
+          rp.deliver(make_error(ActorErrc::init_failed,
+                                "node " + st.cfg.name + " cannot run instances: " + st.cfg.cannot_run));
           return rp;
         }
         power_on(self, id, spec_bytes, [rp](const std::string& err) mutable {
@@ -856,12 +863,13 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state");
       },
       [=](inst_ev_atom, const std::string& id, uint64_t incarnation, const std::string& state,
-          const std::string& target) {
+          const std::string& target, const std::string& reason) {
         auto& st = self->state;
         auto it = st.instances.find(id);
         if (it == st.instances.end() || it->second.incarnation != incarnation) return;  // replaced or forgotten
         it->second.state = state;
         it->second.target = target;
+        it->second.reason = reason;
         std::vector<std::pair<uint64_t, Verdict>> settled;
         for (auto& w : it->second.waiters) {
           Verdict v = w.check(state, target);
@@ -869,7 +877,9 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         }
         for (auto& [no, v] : settled)
           resolve(self, id, no,
-                  v == Verdict::done ? std::string() : "instance " + id + " went to " + state + " instead");
+                  v == Verdict::done ? std::string()
+                                     : "instance " + id + " went to " + state + " instead" +
+                                           (reason.empty() ? std::string() : " (" + reason + ")"));
       },
   };
 }

@@ -99,6 +99,11 @@ struct NodeConfig {
   caf::actor controller;       // where check-ins go (none: no check-ins)
   std::chrono::milliseconds checkin_interval{10000};
   bool simulated = false;      // instances use the simulated vCPU backend
+  // Why this node's instances cannot run (e.g. "kvm_unavailable: /dev/kvm:
+  // No such file or directory"); empty when they can. Sent with every
+  // check-in so that the scheduler never places an instance here, and
+  // answered to any place request.
+  std::string cannot_run;
   // Resolves an embedded guest name to its image. Empty: embedded guests
   // cannot be started here (the apiary binary passes guest::find_embedded;
   // apiary_actors itself does not link the embedded images).
@@ -133,7 +138,7 @@ using node_actor = caf::typed_actor<
     caf::reacts_to<tick_atom>,
     caf::reacts_to<wait_dl_atom, std::string, uint64_t>,
     caf::reacts_to<file_poll_atom, uint64_t>,
-    caf::reacts_to<inst_ev_atom, std::string, uint64_t, std::string, std::string>>;  // internal
+    caf::reacts_to<inst_ev_atom, std::string, uint64_t, std::string, std::string, std::string>>;  // internal
 
 node_actor spawn_node(caf::actor_system& sys, NodeConfig config);
 

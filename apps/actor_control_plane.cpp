@@ -37,6 +37,7 @@ v1::Node to_proto(const actors::NodeInfo& n) {
   out.set_vcpus(n.vcpus);
   out.set_memory_mib(n.memory_mib);
   out.set_instances(n.instances);
+  out.set_cannot_run(n.cannot_run);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <thread>
 
+#include "vmm-core/kvm.hpp"
 #include "actors/controller_actor.hpp"
 #include "actors/node_actor.hpp"
 #include "apps/actor_control_plane.hpp"
@@ -121,6 +122,11 @@ int cluster_command(const std::vector<std::string>& args) {
   const uint32_t host_cpus = std::max(1u, std::thread::hardware_concurrency());
   const uint64_t host_mib = devices::host_memory_mib();
   std::map<std::string, actors::node_actor> nodes;
+  const std::string cannot_run = o.simulated ? std::string() : vmm::kvm::why_unusable();
+  if (!cannot_run.empty())
+    std::cerr << "apiary cluster: the nodes cannot run instances (" << cannot_run
+              << "); creates will fail with 'no valid host'. Run where /dev/kvm works, inside "
+                 "scripts/kvm-vm, or with --simulated\n";
   for (uint32_t i = 1; i <= o.nodes; ++i) {
     actors::NodeConfig n;
     n.name = "node-" + std::to_string(i);
@@ -128,6 +134,7 @@ int cluster_command(const std::vector<std::string>& args) {
     n.memory_mib = host_mib / o.nodes;
     n.controller = caf::actor_cast<caf::actor>(controller);
     n.simulated = o.simulated;
+    n.cannot_run = cannot_run;
     n.embedded_guest = [](const std::string& name) {
       const auto* g = guest::find_embedded(name);
       return g ? std::vector<uint8_t>(g->image.begin(), g->image.end()) : std::vector<uint8_t>{};

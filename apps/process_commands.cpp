@@ -10,6 +10,7 @@
 #include <iostream>
 #include <thread>
 
+#include "vmm-core/kvm.hpp"
 #include "actors/controller_actor.hpp"
 #include "actors/node_actor.hpp"
 #include "apps/actor_control_plane.hpp"
@@ -225,6 +226,11 @@ controller goes away and comes back; its instances keep running meanwhile.
     return 2;
   }
   n.simulated = o.count("--simulated") && o["--simulated"] == "yes";
+  if (!n.simulated) n.cannot_run = vmm::kvm::why_unusable();
+  if (!n.cannot_run.empty())
+    std::cerr << "apiary node: " << n.name << " cannot run instances (" << n.cannot_run
+              << "); it checks in, and the scheduler will not place instances on it. "
+                 "Run it where /dev/kvm works, inside scripts/kvm-vm, or with --simulated\n";
   n.embedded_guest = [](const std::string& name) {
     const auto* g = guest::find_embedded(name);
     return g ? std::vector<uint8_t>(g->image.begin(), g->image.end()) : std::vector<uint8_t>{};

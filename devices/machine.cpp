@@ -44,13 +44,6 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   if (config_.kernel.empty()) throw Error(Errc::invalid_argument, "no kernel image");
 
   memory_ = std::make_unique<vmm::GuestMemory>(config_.memory_mib << 20);
-  if (!simulated()) {
-    kvm_ = std::make_unique<vmm::kvm::System>(config_.kvm_path);
-    if (config_.vcpus > static_cast<uint32_t>(kvm_->max_vcpus()))
-      throw Error(Errc::too_many_vcpus, "vcpus: KVM allows at most " + std::to_string(kvm_->max_vcpus()));
-    vm_ = std::make_unique<vmm::kvm::Vm>(*kvm_);
-    vm_->map_memory(*memory_);
-  }
 
   IrqLine& irq = *this;
   DeviceEvents& events = *this;
@@ -98,7 +91,18 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   if (config_.rng) add_virtio("virtio-rng", std::make_unique<VirtioRng>());
   bus_.freeze();
 
+  // Input first, resources after: the kernel image is parsed and loaded (and
+  // the disk files were opened above) before /dev/kvm is touched, so a bad
+  // image or a missing file gets its own named error on any machine,
+  // including one without KVM.
   load_kernel();
+  if (!simulated()) {
+    kvm_ = std::make_unique<vmm::kvm::System>(config_.kvm_path);
+    if (config_.vcpus > static_cast<uint32_t>(kvm_->max_vcpus()))
+      throw Error(Errc::too_many_vcpus, "vcpus: KVM allows at most " + std::to_string(kvm_->max_vcpus()));
+    vm_ = std::make_unique<vmm::kvm::Vm>(*kvm_);
+    vm_->map_memory(*memory_);
+  }
   for (uint32_t id = 0; id < config_.vcpus; ++id) {
     if (simulated()) {
       vcpus_.push_back(std::make_unique<vmm::SimVcpuBackend>(

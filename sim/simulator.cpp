@@ -393,8 +393,8 @@ Simulator::Seen Simulator::describe_element(caf::scheduled_actor* a, const caf::
     from = label(e.sender->id(), s ? s->name() : "actor");
   }
   out.text = label(a->id(), a->name()) + " <- " + from + (e.mid.is_response() ? " reply " : " ") + summarize(m);
-  if (m.size() == 5 && m.match_element<caf::atom_value>(0) && m.get_as<caf::atom_value>(0) == inst_ev_atom::value &&
-      m.match_elements<caf::atom_value, std::string, uint64_t, std::string, std::string>()) {
+  if (m.size() == 6 && m.match_element<caf::atom_value>(0) && m.get_as<caf::atom_value>(0) == inst_ev_atom::value &&
+      m.match_elements<caf::atom_value, std::string, uint64_t, std::string, std::string, std::string>()) {
     out.inst_ev = true;
     out.id = m.get_as<std::string>(1);
     out.inc = m.get_as<uint64_t>(2);

@@ -62,6 +62,15 @@ long checked_ioctl(int fd, unsigned long request, const char* name, unsigned lon
   return r;
 }
 
+std::string why_unusable(const std::string& path) {
+  try {
+    System probe(path);
+    return {};
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
 System::System(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {

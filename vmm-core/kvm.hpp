@@ -62,6 +62,11 @@ class System {
   std::vector<kvm_cpuid_entry2> cpuid_;
 };
 
+// Empty when the KVM device at `path` opens and speaks API 12; otherwise
+// the named error that opening it gives (e.g. "kvm_unavailable: /dev/kvm: No
+// such file or directory"). Nodes report it so that the scheduler knows.
+std::string why_unusable(const std::string& path = "/dev/kvm");
+
 class Vm {
  public:
   // Creates the VM, sets the TSS and identity-map addresses, and creates the

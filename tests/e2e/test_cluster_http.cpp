@@ -22,7 +22,7 @@ std::string vm_state(int port, const std::string& id) {
 }
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precondition(apiary::test::kvm_available)) {
+BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precondition(apiary::test::kvm_available) * utf::label("kvm")) {
   const std::string store = "/tmp/apiary-e2e-" + std::to_string(::getpid()) + ".sqlite";
   std::string id, deleted_id;
   {
@@ -74,7 +74,7 @@ BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precond
   for (const char* suffix : {"", "-wal", "-shm", ".token"}) std::remove((store + suffix).c_str());
 }
 
-BOOST_AUTO_TEST_CASE(networks_wait_for_their_instances, *utf::precondition(apiary::test::kvm_available)) {
+BOOST_AUTO_TEST_CASE(networks_wait_for_their_instances, *utf::precondition(apiary::test::kvm_available) * utf::label("kvm")) {
   const std::string store = "/tmp/apiary-e2e-net-" + std::to_string(::getpid()) + ".sqlite";
   {
     Cluster c(store);

@@ -133,7 +133,7 @@ std::string read_file(const std::string& path) {
 
 // Every action against a demo guest on KVM, checked from inside the guest
 // (its shell over the console websocket) or on the disk file.
-BOOST_AUTO_TEST_CASE(every_action_does_its_real_vmm_work, *utf::precondition(apiary::test::kvm_available)) {
+BOOST_AUTO_TEST_CASE(every_action_does_its_real_vmm_work, *utf::precondition(apiary::test::kvm_available) * utf::label("kvm")) {
   ControlPlane cp(false);
   const std::string disk = cp.base + ".img";
   {

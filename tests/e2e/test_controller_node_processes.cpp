@@ -23,7 +23,7 @@ int free_port() {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(vm_survives_controller_kill_9_and_a_dead_node_errors_its_vms,
-                     *utf::precondition(apiary::test::kvm_available)) {
+                     *utf::precondition(apiary::test::kvm_available) * utf::label("kvm")) {
   const std::string store = "/tmp/apiary-e2e-cn-" + std::to_string(::getpid()) + ".sqlite";
   const std::string node_port = std::to_string(free_port());
   const std::vector<std::string> controller_args = {"controller", "--port", "0", "--node-port", node_port,

@@ -46,7 +46,9 @@ std::string spec_bytes(const std::string& name, uint32_t vcpus = 1, uint64_t mem
 struct Cluster : test::ControlPlaneHarness {
   std::map<std::string, node_actor> nodes;
 
-  void boot(ControllerConfig c = {}, uint32_t node_vcpus = 4) {
+  // cannot_run: node name -> why its instances cannot run (what a node
+  // without a usable /dev/kvm reports).
+  void boot(ControllerConfig c = {}, uint32_t node_vcpus = 4, const std::map<std::string, std::string>& cannot_run = {}) {
     c.store_path = ":memory:";
     c.id_seed = 7;
     c.sweep_interval = 5s;
@@ -55,6 +57,7 @@ struct Cluster : test::ControlPlaneHarness {
     for (const auto& name : kNodeNames) {
       NodeConfig n = node_config(name, node_vcpus);
       n.soft_reboot_grace = 3s;
+      if (auto it = cannot_run.find(name); it != cannot_run.end()) n.cannot_run = it->second;
       nodes[name] = spawn_node(sys, n);
     }
     run();
@@ -420,4 +423,70 @@ BOOST_FIXTURE_TEST_CASE(the_scheduler_rejects_full_nodes_with_reasons, Cluster) 
   auto sched = events_named(log[0], "schedule");
   BOOST_REQUIRE(sched.size() == 1u);
   BOOST_TEST(sched[0] == "no valid host: 3 node(s) rejected, none left");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_node_that_cannot_run_instances_is_never_chosen, Cluster) {
+  const std::string no_kvm = "kvm_unavailable: /dev/kvm: No such file or directory";
+  boot({}, 4, {{"node-a", no_kvm}, {"node-b", no_kvm}});
+  // The nodes say so in their check-ins; the listing shows it.
+  auto listed = ask<std::vector<NodeInfo>>(ctl, nodes_atom::value);
+  BOOST_REQUIRE(listed);
+  for (const auto& n : *listed) BOOST_TEST(n.cannot_run == (n.name == "node-c" ? "" : no_kvm), n.name);
+  // Least-loaded placement would spread these over three nodes; all go to node-c.
+  for (int i = 0; i < 6; ++i) {
+    const std::string id = create("web" + std::to_string(i));
+    const auto r = get(id);
+    BOOST_TEST(r.node == "node-c");
+    BOOST_TEST(r.vm_state == "active");
+    const auto log = actions(id);
+    BOOST_REQUIRE(!log.empty());
+    const auto filtered = events_named(log[0], "filter");
+    BOOST_REQUIRE(filtered.size() == 2u);
+    BOOST_TEST(filtered[0] == "node node-a: cannot run instances: " + no_kvm);
+    BOOST_TEST(filtered[1] == "node node-b: cannot run instances: " + no_kvm);
+  }
+  // With node-c draining, nothing is left: no valid host, and nothing lands
+  // on the nodes that cannot run it.
+  auto drained = ask<ack_atom>(ctl, drain_atom::value, std::string("node-c"));
+  BOOST_REQUIRE(drained);
+  run();
+  const std::string id = create("nowhere");
+  const auto r = get(id);
+  BOOST_TEST(r.node == "");
+  BOOST_TEST(r.vm_state == "error");
+  const auto log = actions(id);
+  BOOST_REQUIRE(log.size() == 1u);
+  const auto sched = events_named(log[0], "schedule");
+  BOOST_REQUIRE(sched.size() == 1u);
+  BOOST_TEST(sched[0] == "no valid host: 3 node(s) rejected, none left");
+  // The node itself refuses a placement too, with the root cause.
+  auto placed = ask<std::string>(nodes.at("node-a"), place_atom::value, std::string("direct"), spec_bytes("direct"));
+  BOOST_REQUIRE(!placed);
+  BOOST_TEST(show(placed.error()).find("node node-a cannot run instances: " + no_kvm) != std::string::npos,
+             show(placed.error()));
+}
+
+BOOST_FIXTURE_TEST_CASE(an_instance_that_fails_to_start_carries_the_root_cause_in_its_action, Cluster) {
+  boot();
+  v1::InstanceSpec s;
+  s.set_name("broken");
+  s.mutable_board()->set_vcpus(1);
+  s.mutable_board()->set_memory_mib(16);
+  s.mutable_boot()->set_kernel_path("/nonexistent/vmlinuz");
+  std::string bytes;
+  s.SerializeToString(&bytes);
+  auto id = ask<std::string>(ctl, create_atom::value, bytes);
+  BOOST_REQUIRE(id);
+  const auto r = get(*id);
+  BOOST_TEST(r.vm_state == "error");
+  const auto log = actions(*id);
+  BOOST_REQUIRE(!log.empty());
+  BOOST_TEST(log[0].result == "error");
+  bool named = false;
+  std::string all;
+  for (const auto& e : log[0].events) {
+    all += e.name + "/" + e.result + ": " + e.detail + "\n";
+    if (e.detail.find("file_not_found: /nonexistent/vmlinuz") != std::string::npos) named = true;
+  }
+  BOOST_TEST(named, "events:\n" << all);
 }

@@ -1,6 +1,9 @@
-// Shared helpers for the Boost.Test suites: the /dev/kvm precondition (tests
-// that need KVM are reported as skipped, with the reason, where it is
-// unusable), paths of the in-tree guest images, and a bounded machine run.
+// Shared helpers for the Boost.Test suites: the /dev/kvm precondition, paths
+// of the in-tree guest images, and a bounded machine run.
+//
+// ctest runs every kvm test through scripts/kvm-vm, which provides a real
+// /dev/kvm on any machine (natively or in a nested-KVM VM), so the
+// precondition only matters when a test binary is started by hand.
 #pragma once
 
 #include <fcntl.h>
@@ -8,6 +11,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -19,11 +23,20 @@
 namespace apiary::test {
 
 // Precondition for BOOST_AUTO_TEST_CASE(x, *boost::unit_test::precondition(kvm_available)):
-// such tests are reported as skipped, with this reason, where /dev/kvm is unusable.
+// where /dev/kvm is unusable such tests are reported as skipped, with this
+// reason, except under CI (the CI variable set and non-empty): there a guest
+// test that cannot get KVM runs anyway and fails on kvm_unavailable, since a
+// test skipped in CI is a test that does not exist.
 // (A plain function: boost::function copies an empty functor's uninitialized
 // bytes, which GCC 12 warns about.)
 inline boost::test_tools::assertion_result kvm_available(boost::unit_test::test_unit_id) {
   int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  const char* ci = std::getenv("CI");
+  if (fd < 0 && ci && *ci) {
+    BOOST_TEST_MESSAGE("CI is set and /dev/kvm is unusable (" << std::strerror(errno)
+                                                                << "): running the test so that it fails");
+    return true;
+  }
   if (fd < 0) {
     boost::test_tools::assertion_result r(false);
     r.message() << "skipped: this test boots a guest and needs /dev/kvm, which is not usable here ("

@@ -1,0 +1,500 @@
+// bench_instance: what the actor runtime costs around a VM, each against a
+// floor measured in the same run.
+//
+//   fan-out   pause + resume of a running instance (request -> the state
+//             stream says quiesce, request -> run) for 1..64 vCPUs and the
+//             board's devices plus 0..8 virtio devices, against the raw
+//             signal-and-join floor: the same Machine driven by plain
+//             threads, paused by a flag, a kick per vCPU and a counter the
+//             threads bump, then a direct pause() call per device; resumed
+//             the other way round. Figure per size: apiary / raw (target
+//             <= 2x).
+//   cycles    create -> first COM1 byte -> destroy, repeated: an instance
+//             actor booting guest/hello until its console shows output, then
+//             powered off and gone; against a raw KVM loop (raw_kvm.hpp)
+//             that creates the VM, runs it to the first byte written to
+//             COM1's data register, and closes it. Figure: apiary cycles/s
+//             over raw cycles/s (target >= 0.8x).
+//   memory    VMM memory per idle instance: K instances whose single vCPU
+//             sits in `cli; hlt`, the process RSS before and after, minus
+//             the guest RAM those instances touched (the Rss of their
+//             guest-memory mappings from /proc/self/smaps). Target <= 1 MiB.
+//
+// Every figure is printed as `figure: <name> <value> <unit>`; see
+// docs/benchmarks.md. Needs a usable /dev/kvm (make bench runs it inside
+// scripts/kvm-vm where there is none); without one it fails with the reason.
+//
+// Own flags (besides Google Benchmark's): --rounds=N (pause/resume pairs
+// and create cycles per measurement, default 20), --idle=K (instances of
+// the memory measurement, default 16), --max-vcpus=N (largest fan-out size,
+// default 64).
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/errors.hpp"
+#include "actors/instance_actor.hpp"
+#include "bench/bench_support.hpp"
+#include "bench/raw_kvm.hpp"
+#include "devices/machine.hpp"
+#include "vmm-core/boot_protocols.hpp"
+#include "vmm-core/kvm.hpp"
+#include "vmm-core/layout.hpp"
+#include "vmm-core/vcpu.hpp"
+
+namespace {
+
+using namespace apiary;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+struct Settings {
+  int rounds = 20;
+  int idle = 16;
+  uint32_t max_vcpus = 64;
+};
+Settings g;
+
+constexpr uint64_t kMemoryMib = 64;
+// The idle instances' RAM size: distinct from every other mapping size in
+// the process (glibc's arenas are 64 MiB), so their mappings can be found.
+constexpr uint64_t kIdleMemoryMib = 40;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::vector<uint8_t> guest(const std::string& file) { return vmm::read_file(std::string(APIARY_GUEST_DIR) + "/" + file); }
+
+// A flat multiboot image whose vCPU runs `code` (see boot_protocols.hpp).
+std::vector<uint8_t> multiboot_flat(const std::vector<uint8_t>& code) {
+  bootproto::MultibootHeader h{};
+  h.magic = bootproto::kMultibootHeaderMagic;
+  h.flags = bootproto::kMbHeaderAoutKludge;
+  h.checksum = 0u - h.magic - h.flags;
+  h.header_addr = layout::kKernelLoad;
+  h.load_addr = layout::kKernelLoad;
+  h.entry_addr = layout::kKernelLoad + sizeof h;
+  std::vector<uint8_t> img(sizeof h + code.size());
+  std::memcpy(img.data(), &h, sizeof h);
+  std::copy(code.begin(), code.end(), img.begin() + sizeof h);
+  return img;
+}
+// cli; hlt; jmp back to the hlt: an idle vCPU that never exits to user space.
+const std::vector<uint8_t> kIdleCode = {0xfa, 0xf4, 0xeb, 0xfd};
+
+// Results, by figure name, gathered by the benchmark functions.
+std::map<std::string, double> g_figures;
+std::map<std::string, std::string> g_units;
+void figure(const std::string& name, double value, const std::string& unit) {
+  g_figures[name] = value;
+  g_units[name] = unit;
+}
+
+// ------------------------------------------------------ instance driver --
+
+// An instance actor on a threaded actor system, followed through its state
+// stream and (optionally) its console.
+struct Driven {
+  caf::scoped_actor& self;
+  actors::instance_actor inst;
+  std::string last_state;
+  std::string output;
+
+  bool wait(const std::function<bool()>& pred, std::chrono::milliseconds deadline = 30s) {
+    const auto end = Clock::now() + deadline;
+    while (!pred()) {
+      if (Clock::now() >= end) return false;
+      self->receive(
+          [&](actors::state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+            last_state = s;
+          },
+          [&](actors::output_atom, const std::string& bytes) { output += bytes; },
+          caf::after(50ms) >> [] {});
+    }
+    return true;
+  }
+  bool wait_state(const std::string& s) {
+    return wait([&] { return last_state == s; });
+  }
+  void call(caf::atom_value a) {
+    bool ok = false;
+    std::string err;
+    auto check = [&](auto atom) {
+      self->request(inst, 10s, atom).receive([&](actors::ack_atom) { ok = true; },
+                                              [&](caf::error& e) { err = actors::describe(e); });
+    };
+    if (a == actors::start_atom::value) check(actors::start_atom::value);
+    else if (a == actors::pause_atom::value) check(actors::pause_atom::value);
+    else if (a == actors::resume_atom::value) check(actors::resume_atom::value);
+    else if (a == actors::poweroff_atom::value) check(actors::poweroff_atom::value);
+    if (!ok) throw std::runtime_error("instance refused " + caf::to_string(a) + ": " + err);
+  }
+};
+
+actors::instance_actor spawn_subscribed(caf::actor_system& sys, caf::scoped_actor& self, actors::InstanceConfig c) {
+  auto inst = actors::spawn_instance(sys, std::move(c));
+  bool ok = false;
+  self->request(inst, 10s, actors::subscribe_atom::value, caf::actor_cast<caf::actor>(self))
+      .receive([&](actors::ack_atom) { ok = true; }, [](caf::error&) {});
+  if (!ok) throw std::runtime_error("subscribe refused");
+  return inst;
+}
+
+caf::actor_system_config& quiet(caf::actor_system_config& c) {
+  c.set("logger.verbosity", caf::atom("quiet"));
+  return c;
+}
+
+// ------------------------------------------------------------- fan-out --
+
+// The busy guest: guest/spin with a tick so rare it never prints.
+devices::MachineConfig fan_out_machine(uint32_t vcpus, uint32_t disks, const std::string& disk_path) {
+  devices::MachineConfig m;
+  m.vcpus = vcpus;
+  m.memory_mib = kMemoryMib;
+  m.kernel = guest("spin.elf");
+  m.cmdline = "iters=100000000000";
+  for (uint32_t i = 0; i < disks; ++i) m.disks.push_back({"d" + std::to_string(i), disk_path, true});
+  m.rng = disks > 0;
+  return m;
+}
+
+// Seconds per pause+resume pair through the instance actor; also reports
+// the device count of the board.
+double apiary_fan_out(uint32_t vcpus, uint32_t disks, const std::string& disk_path, size_t& devices) {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{quiet(cfg)};
+  caf::scoped_actor self{sys};
+  actors::InstanceConfig c;
+  c.name = "fanout";
+  c.machine = fan_out_machine(vcpus, disks, disk_path);
+  devices = 9 + disks + (disks > 0 ? 1 : 0);
+  Driven d{self, spawn_subscribed(sys, self, c), "", ""};
+  d.call(actors::start_atom::value);
+  if (!d.wait_state("run")) throw std::runtime_error("fan-out instance never ran");
+  std::vector<double> pairs;
+  for (int i = 0; i < g.rounds; ++i) {
+    const auto t0 = Clock::now();
+    d.call(actors::pause_atom::value);
+    if (!d.wait_state("quiesce")) throw std::runtime_error("pause never reached quiesce");
+    d.call(actors::resume_atom::value);
+    if (!d.wait_state("run")) throw std::runtime_error("resume never reached run");
+    pairs.push_back(seconds_since(t0));
+  }
+  d.call(actors::poweroff_atom::value);
+  d.wait_state("destroy");
+  self->send_exit(d.inst, caf::exit_reason::user_shutdown);
+  return median(pairs);
+}
+
+// The floor: the same Machine, one plain thread per vCPU looping on run(),
+// a shared hold flag, kicks, and counters instead of messages.
+double raw_fan_out(uint32_t vcpus, uint32_t disks, const std::string& disk_path) {
+  devices::Machine m(fan_out_machine(vcpus, disks, disk_path));
+  std::atomic<bool> hold{false}, stop{false};
+  std::atomic<uint32_t> parked{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::thread> threads;
+  for (auto& v : m.vcpus()) {
+    threads.emplace_back([&, vcpu = v.get()] {
+      vcpu->bind_thread();
+      while (!stop) {
+        if (hold) {
+          std::unique_lock lock(mu);
+          ++parked;
+          cv.notify_all();
+          cv.wait(lock, [&] { return !hold || stop; });
+          --parked;
+          cv.notify_all();
+          continue;
+        }
+        vcpu->run();  // returns on a kick (ExitInterrupted) or an exit
+      }
+      vcpu->unbind_thread();
+    });
+  }
+  std::this_thread::sleep_for(100ms);  // the guest is running (the Machine started its devices)
+  std::vector<double> pairs;
+  const auto devs = m.devices();
+  for (int i = 0; i < g.rounds; ++i) {
+    const auto t0 = Clock::now();
+    hold = true;
+    for (auto& v : m.vcpus()) v->kick();
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return parked == vcpus; });
+    }
+    for (devices::Device* dev : devs) dev->pause();
+    for (devices::Device* dev : devs) dev->resume();
+    {
+      std::unique_lock lock(mu);
+      hold = false;
+      cv.notify_all();
+      cv.wait(lock, [&] { return parked == 0; });
+    }
+    pairs.push_back(seconds_since(t0));
+  }
+  {
+    std::unique_lock lock(mu);
+    stop = true;
+    hold = false;
+    cv.notify_all();
+  }
+  for (auto& v : m.vcpus()) v->kick();
+  for (auto& t : threads) t.join();
+  return median(pairs);
+}
+
+void BM_FanOut(benchmark::State& state) {
+  const auto vcpus = static_cast<uint32_t>(state.range(0));
+  const auto disks = static_cast<uint32_t>(state.range(1));
+  bench::TempDir dir("apiary-bench-fanout");
+  const std::string disk = dir.path + "/disk.img";
+  std::ofstream(disk) << std::string(1 << 20, '\0');
+  try {
+    for (auto _ : state) {
+      size_t devices = 0;
+      const double raw = raw_fan_out(vcpus, disks, disk);
+      const double apiary = apiary_fan_out(vcpus, disks, disk, devices);
+      state.SetIterationTime(apiary);
+      state.counters["raw_us"] = raw * 1e6;
+      state.counters["apiary_us"] = apiary * 1e6;
+      state.counters["ratio"] = apiary / raw;
+      state.counters["devices"] = static_cast<double>(devices);
+      const std::string size = std::to_string(vcpus) + "v" + std::to_string(devices) + "d";
+      figure("fanout_pause_resume_us_" + size, apiary * 1e6, "us");
+      figure("fanout_raw_floor_us_" + size, raw * 1e6, "us");
+      figure("fanout_ratio_" + size, apiary / raw, "x");
+    }
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+// -------------------------------------------------------------- cycles --
+
+// One raw cycle: create the VM, run to the first byte on COM1's data
+// register (DLAB clear), close everything.
+void raw_cycle(const std::vector<uint8_t>& image) {
+  bench::RawVm vm;
+  bench::build_raw_vm(vm, image, "", kMemoryMib);
+  bool dlab = false;
+  for (;;) {
+    if (::ioctl(vm.vcpu, KVM_RUN, 0) != 0) bench::fail("KVM_RUN");
+    const kvm_run& r = *vm.run;
+    if (r.exit_reason != KVM_EXIT_IO) throw std::runtime_error("raw cycle: exit " + std::to_string(r.exit_reason));
+    if (r.io.direction != KVM_EXIT_IO_OUT) continue;  // IN: whatever the page holds
+    const uint8_t value = *(reinterpret_cast<const uint8_t*>(&r) + r.io.data_offset);
+    if (r.io.port == layout::kCom1Base + 3) dlab = value & 0x80;  // LCR
+    if (r.io.port == layout::kCom1Base && !dlab) return;
+    if (r.io.port == layout::kDebugExitPort) throw std::runtime_error("raw cycle: guest exited before output");
+  }
+}
+
+void apiary_cycle(caf::actor_system& sys, caf::scoped_actor& self, const std::vector<uint8_t>& image) {
+  actors::InstanceConfig c;
+  c.name = "cycle";
+  c.machine.memory_mib = kMemoryMib;
+  c.machine.kernel = image;
+  c.wait_for_console = true;  // boot is gated on the console, as `apiary run` does
+  c.console_wait = 10s;
+  Driven d{self, spawn_subscribed(sys, self, c), "", ""};
+  d.call(actors::start_atom::value);
+  if (!d.wait_state("boot")) throw std::runtime_error("cycle: never booted");
+  actors::console_actor console;
+  self->request(d.inst, 10s, actors::console_atom::value)
+      .receive([&](actors::console_actor con) { console = con; }, [](caf::error&) {});
+  if (!console) throw std::runtime_error("cycle: no console");
+  self->request(console, 10s, actors::attach_atom::value, caf::actor_cast<caf::actor>(self), true)
+      .receive([&](const std::string& history, bool) { d.output += history; }, [](caf::error&) {});
+  if (!d.wait([&] { return !d.output.empty(); })) throw std::runtime_error("cycle: no console output");
+  // The guest may already have ended itself (hello debug-exits at once).
+  if (d.last_state != "destroy") {
+    self->request(d.inst, 10s, actors::poweroff_atom::value).receive([](actors::ack_atom) {}, [](caf::error&) {});
+    if (!d.wait_state("destroy")) throw std::runtime_error("cycle: never destroyed");
+  }
+  self->send_exit(d.inst, caf::exit_reason::user_shutdown);
+  self->wait_for(d.inst);
+}
+
+void BM_Cycles(benchmark::State& state) {
+  try {
+    const auto image = guest("hello.elf");
+    caf::actor_system_config cfg;
+    caf::actor_system sys{quiet(cfg)};
+    caf::scoped_actor self{sys};
+    raw_cycle(image);  // warm both paths (page cache, first-use costs)
+    apiary_cycle(sys, self, image);
+    for (auto _ : state) {
+      // Alternating blocks of the two, so drift lands on both.
+      double raw_s = 0, apiary_s = 0;
+      for (int block = 0; block < 2; ++block) {
+        auto t0 = Clock::now();
+        for (int i = 0; i < g.rounds / 2; ++i) raw_cycle(image);
+        raw_s += seconds_since(t0);
+        t0 = Clock::now();
+        for (int i = 0; i < g.rounds / 2; ++i) apiary_cycle(sys, self, image);
+        apiary_s += seconds_since(t0);
+      }
+      const double n = 2.0 * (g.rounds / 2);
+      state.SetIterationTime(apiary_s);
+      state.counters["raw_per_s"] = n / raw_s;
+      state.counters["apiary_per_s"] = n / apiary_s;
+      state.counters["ratio"] = raw_s / apiary_s;
+      figure("create_destroy_raw_per_s", n / raw_s, "cycles/s");
+      figure("create_destroy_apiary_per_s", n / apiary_s, "cycles/s");
+      figure("create_destroy_ratio", raw_s / apiary_s, "x");
+    }
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+// -------------------------------------------------------------- memory --
+
+// Process RSS and the Rss of the mappings of exactly `bytes`, in KiB.
+struct RssReading {
+  uint64_t total_kib = 0;
+  uint64_t guest_kib = 0;
+};
+RssReading read_rss(uint64_t guest_bytes) {
+  RssReading r;
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in_guest = false;
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2) {  // a mapping's header line
+      in_guest = hi - lo == guest_bytes;
+      continue;
+    }
+    unsigned long kib = 0;
+    if (std::sscanf(line.c_str(), "Rss: %lu kB", &kib) == 1) {
+      r.total_kib += kib;
+      if (in_guest) r.guest_kib += kib;
+    }
+  }
+  return r;
+}
+
+void BM_IdleMemory(benchmark::State& state) {
+  try {
+    const auto image = multiboot_flat(kIdleCode);
+    for (auto _ : state) {
+      caf::actor_system_config cfg;
+      caf::actor_system sys{quiet(cfg)};
+      caf::scoped_actor self{sys};
+      // One instance first, so one-time costs (libraries, caches, the
+      // scheduler's threads) are not charged to the K measured.
+      std::vector<Driven> all;
+      auto start_one = [&] {
+        actors::InstanceConfig c;
+        c.name = "idle" + std::to_string(all.size());
+        c.machine.memory_mib = kIdleMemoryMib;
+        c.machine.kernel = image;
+        all.push_back(Driven{self, spawn_subscribed(sys, self, c), "", ""});
+        all.back().call(actors::start_atom::value);
+        if (!all.back().wait_state("run")) throw std::runtime_error("idle instance never ran");
+      };
+      start_one();
+      std::this_thread::sleep_for(200ms);
+      const RssReading before = read_rss(kIdleMemoryMib << 20);
+      for (int i = 0; i < g.idle; ++i) start_one();
+      std::this_thread::sleep_for(500ms);
+      const RssReading after = read_rss(kIdleMemoryMib << 20);
+      const double total = static_cast<double>(after.total_kib) - static_cast<double>(before.total_kib);
+      const double guest_ram = static_cast<double>(after.guest_kib) - static_cast<double>(before.guest_kib);
+      const double per = (total - guest_ram) / g.idle / 1024.0;
+      state.SetIterationTime(1);
+      state.counters["rss_delta_mib"] = total / 1024.0;
+      state.counters["guest_ram_mib"] = guest_ram / 1024.0;
+      state.counters["vmm_mib_per_instance"] = per;
+      figure("idle_instance_vmm_rss_mib", per, "MiB");
+      figure("idle_instance_guest_rss_mib", guest_ram / g.idle / 1024.0, "MiB");
+      for (auto& d : all) {
+        self->request(d.inst, 10s, actors::poweroff_atom::value).receive([](actors::ack_atom) {}, [](caf::error&) {});
+        d.wait_state("destroy");
+        self->send_exit(d.inst, caf::exit_reason::user_shutdown);
+      }
+    }
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+bool parse_flag(const std::string& arg, const std::string& name, long& out) {
+  if (arg.rfind(name, 0) != 0) return false;
+  char* end = nullptr;
+  out = std::strtol(arg.c_str() + name.size(), &end, 10);
+  return *end == '\0' && out > 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    long v = 0;
+    const std::string arg = argv[i];
+    if (parse_flag(arg, "--rounds=", v)) g.rounds = static_cast<int>(std::max(2L, v));
+    else if (parse_flag(arg, "--idle=", v)) g.idle = static_cast<int>(v);
+    else if (parse_flag(arg, "--max-vcpus=", v)) g.max_vcpus = static_cast<uint32_t>(std::min<long>(v, layout::kMaxVcpus));
+    else argv[kept++] = argv[i];
+  }
+  argc = kept;
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  if (const std::string why = vmm::kvm::why_unusable(); !why.empty()) {
+    std::fprintf(stderr, "bench_instance: needs KVM (%s); run it through scripts/kvm-vm\n", why.c_str());
+    return 1;
+  }
+  vmm::install_kick_handler();
+
+  for (uint32_t v : {1u, 8u, 64u}) {
+    if (v > g.max_vcpus) continue;
+    for (uint32_t disks : {0u, 7u})
+      benchmark::RegisterBenchmark("BM_FanOut", BM_FanOut)
+          ->Args({v, disks})
+          ->ArgNames({"vcpus", "disks"})
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RegisterBenchmark("BM_Cycles", BM_Cycles)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_IdleMemory", BM_IdleMemory)->Iterations(1)->UseManualTime();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+
+  std::printf("\n");
+  double worst_fan_out = 0;
+  for (const auto& [name, value] : g_figures) {
+    std::printf("figure: %s %.3g %s\n", name.c_str(), value, g_units[name].c_str());
+    if (name.rfind("fanout_ratio_", 0) == 0) worst_fan_out = std::max(worst_fan_out, value);
+  }
+  if (worst_fan_out > 0) std::printf("figure: fanout_ratio_worst %.3g x\n", worst_fan_out);
+  return g_figures.empty() ? 1 : 0;
+}

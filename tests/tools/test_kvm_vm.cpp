@@ -1,0 +1,118 @@
+// scripts/kvm-vm, the way a contributor without /dev/kvm uses it every day:
+// COMMAND's exit status becomes kvm-vm's, its stdout and stderr come back
+// apart (and free of kernel messages), stdin reaches it, its working
+// directory and environment are kept, /dev/kvm works inside, and --timeout
+// kills the VM with status 124. Every case boots the VM (--force-vm), also
+// where /dev/kvm exists, since that path is what is under test.
+#define BOOST_TEST_MODULE kvm_vm
+#include <boost/test/unit_test.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "tests/support/process.hpp"
+
+using namespace std::chrono_literals;
+using apiary::test::ProcessResult;
+using apiary::test::run_process;
+
+namespace {
+
+const std::string kScript = APIARY_SOURCE_DIR "/scripts/kvm-vm";
+
+ProcessResult kvm_vm(std::vector<std::string> args, const std::string& input = "") {
+  args.insert(args.begin(), {kScript, "--force-vm"});
+  return run_process(args, input, 120s);
+}
+
+bool has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+// What the command itself wrote to stderr: without kvm-vm's own lines.
+std::string command_stderr(const std::string& err) {
+  std::string out, line;
+  for (size_t pos = 0; pos < err.size();) {
+    size_t nl = err.find('\n', pos);
+    line = err.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos + 1);
+    pos = nl == std::string::npos ? err.size() : nl + 1;
+    if (line.rfind("kvm-vm: ", 0) != 0) out += line;
+  }
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_exit_status_is_the_commands) {
+  auto r = kvm_vm({"--", "sh", "-c", "exit 3"});
+  BOOST_TEST(!r.timed_out);
+  BOOST_TEST(r.exit_code == 3, r.err);
+  r = kvm_vm({"--", "false"});
+  BOOST_TEST(r.exit_code == 1, r.err);
+  r = kvm_vm({"--", "true"});
+  BOOST_TEST(r.exit_code == 0, r.err);
+}
+
+BOOST_AUTO_TEST_CASE(stdout_and_stderr_come_back_apart_without_kernel_messages) {
+  auto r = kvm_vm({"--", "sh", "-c", "echo to-out; echo to-err >&2; echo more-out; echo more-err > /dev/stderr"});
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(r.out == "to-out\nmore-out\n");
+  BOOST_TEST(command_stderr(r.err) == "to-err\nmore-err\n");
+  // The kernel's log stays in the VM's console file.
+  BOOST_TEST(!has(r.out + r.err, "Linux version"));
+  BOOST_TEST(!has(r.out + r.err, "kvm_amd"));
+}
+
+BOOST_AUTO_TEST_CASE(stdin_reaches_the_command_and_ends_with_eof) {
+  std::string input;
+  for (int i = 0; i < 2000; ++i) input += "line " + std::to_string(i) + "\n";
+  auto r = kvm_vm({"--", "sh", "-c", "wc -l; echo done"}, input);
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(r.out == "2000\ndone\n");
+}
+
+BOOST_AUTO_TEST_CASE(kvm_works_inside_with_the_same_directory_and_environment) {
+  char tmpl[] = "/tmp/kvm-vm-test.XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  ::setenv("APIARY_KVM_VM_PROBE", "passed through", 1);
+  ::setenv("UNRELATED_SECRET", "not passed", 1);
+  // The command runs in the working directory of kvm-vm, writes a file the
+  // host sees, and finds a usable /dev/kvm.
+  auto r = kvm_vm({"--", "sh", "-c",
+                   "cd " + dir + " && pwd && echo \"$APIARY_KVM_VM_PROBE|$UNRELATED_SECRET\" && "
+                   "test -c /dev/kvm && echo written > out.txt && python3 -c \"import fcntl,os; "
+                   "fd=os.open('/dev/kvm', os.O_RDWR); print('api', fcntl.ioctl(fd, 0xAE00))\""});
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(r.out == dir + "\npassed through|\napi 12\n");
+  std::string line;
+  std::getline(std::ifstream(dir + "/out.txt"), line);
+  BOOST_TEST(line == "written");
+  std::remove((dir + "/out.txt").c_str());
+  ::rmdir(dir.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_command_is_127_with_its_name) {
+  auto r = kvm_vm({"--", "no-such-command-anywhere"});
+  BOOST_TEST(r.exit_code == 127, r.err);
+  BOOST_TEST(has(r.err, "no-such-command-anywhere"));
+}
+
+BOOST_AUTO_TEST_CASE(the_timeout_kills_the_vm_with_status_124) {
+  const auto start = std::chrono::steady_clock::now();
+  auto r = kvm_vm({"--timeout", "6", "--", "sleep", "300"});
+  const auto took = std::chrono::steady_clock::now() - start;
+  BOOST_TEST(r.exit_code == 124, r.err);
+  BOOST_TEST(has(r.err, "kvm-vm: timeout:"));
+  BOOST_TEST(took < 40s);
+}
+
+BOOST_AUTO_TEST_CASE(usage_errors_are_named) {
+  auto r = run_process({kScript, "sh"}, "", 30s);
+  BOOST_TEST(r.exit_code == 2);
+  BOOST_TEST(has(r.err, "kvm-vm: usage:"));
+  r = run_process({kScript, "--cpus", "0", "--", "true"}, "", 30s);
+  BOOST_TEST(r.exit_code == 2);
+}
