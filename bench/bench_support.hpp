@@ -1,18 +1,21 @@
-// Small helpers shared by the process-level benchmarks (bench_api_load,
-// bench_simulation): a temporary directory that cleans up after itself,
-// reading a whole file, and rusage times in seconds.
+// Small helpers shared by the benchmarks: a temporary directory that cleans
+// up after itself, reading a whole file, a median, a benchmark's own
+// numeric flags, and rusage times in seconds.
 #pragma once
 
 #include <stdlib.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace apiary::bench {
 
@@ -39,6 +42,23 @@ inline std::string read_all(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// The median of v (0 when empty).
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// A benchmark's own `--name=N` flag with N > 0: true and out = N when `arg`
+// is one.
+inline bool parse_flag(const std::string& arg, const std::string& name, long& out) {
+  if (arg.rfind(name, 0) != 0) return false;
+  char* end = nullptr;
+  out = std::strtol(arg.c_str() + name.size(), &end, 10);
+  return end && *end == '\0' && out > 0;
 }
 
 inline double seconds(const timeval& t) {

@@ -45,6 +45,9 @@ bool read_only() { return device.features() & (1ull << kFeatureReadOnly); }
 bool has_flush() { return device.features() & (1ull << kFeatureFlush); }
 
 Outcome read(uint64_t sector, void* buf) { return request(kTypeIn, sector, buf, kSectorSize, true); }
+Outcome read_sectors(uint64_t sector, void* buf, uint32_t count) {
+  return request(kTypeIn, sector, buf, count * kSectorSize, true);
+}
 
 Outcome write(uint64_t sector, const void* buf) {
   return request(kTypeOut, sector, const_cast<void*>(buf), kSectorSize, false);

@@ -46,6 +46,8 @@ bool read_only();
 bool has_flush();
 
 Outcome read(uint64_t sector, void* buf);         // one sector
+// `count` consecutive sectors in one request (buf holds count * 512 bytes).
+Outcome read_sectors(uint64_t sector, void* buf, uint32_t count);
 Outcome write(uint64_t sector, const void* buf);  // one sector
 Outcome flush();
 Outcome get_id(char* id);                         // kIdBytes bytes

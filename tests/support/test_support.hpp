@@ -19,6 +19,7 @@
 #include "vmm-core/boot.hpp"
 #include "vmm-core/boot_protocols.hpp"
 #include "vmm-core/layout.hpp"
+#include "vmm-core/multiboot_image.hpp"
 
 namespace apiary::test {
 
@@ -56,17 +57,7 @@ inline std::vector<uint8_t> guest_image(const std::string& file) { return vmm::r
 
 // A flat multiboot image (address-field header) whose entry runs `code`.
 inline std::vector<uint8_t> multiboot_flat(const std::vector<uint8_t>& code) {
-  bootproto::MultibootHeader h{};
-  h.magic = bootproto::kMultibootHeaderMagic;
-  h.flags = bootproto::kMbHeaderAoutKludge;
-  h.checksum = 0u - h.magic - h.flags;
-  h.header_addr = layout::kKernelLoad;
-  h.load_addr = layout::kKernelLoad;
-  h.entry_addr = layout::kKernelLoad + sizeof h;
-  std::vector<uint8_t> img(sizeof h + code.size());
-  std::memcpy(img.data(), &h, sizeof h);
-  std::copy(code.begin(), code.end(), img.begin() + sizeof h);
-  return img;
+  return vmm::multiboot_flat_image(code);
 }
 
 }  // namespace apiary::test
