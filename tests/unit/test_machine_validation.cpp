@@ -1,0 +1,73 @@
+// Input before resources: devices::Machine parses and loads the kernel image
+// and opens the disk files before it opens the KVM device, so bad input is
+// named as such on any machine, with or without a usable /dev/kvm. Here the
+// KVM device path does not exist, as on a machine without KVM: a good
+// config fails on KVM (and only on KVM), a bad one on its own fault.
+#define BOOST_TEST_MODULE machine_validation
+#include <boost/test/unit_test.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "devices/machine.hpp"
+#include "tests/support/test_support.hpp"
+#include "vmm-core/error.hpp"
+
+using namespace apiary;
+
+namespace {
+
+devices::MachineConfig no_kvm_config() {
+  devices::MachineConfig c;
+  c.memory_mib = 16;
+  c.kernel = test::guest_image("hello.elf");
+  c.kvm_path = "/nonexistent/kvm";
+  return c;
+}
+
+// The error the Machine's construction ends with (none: it was built).
+std::optional<vmm::Errc> failure(devices::MachineConfig c, std::string& what) {
+  try {
+    devices::Machine m(std::move(c));
+  } catch (const vmm::Error& e) {
+    what = e.what();
+    return e.code();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_good_config_fails_only_on_the_missing_kvm_device) {
+  std::string what;
+  BOOST_TEST((failure(no_kvm_config(), what) == vmm::Errc::kvm_unavailable), what);
+  BOOST_TEST(what.find("/nonexistent/kvm") != std::string::npos, what);
+}
+
+BOOST_AUTO_TEST_CASE(a_corrupt_image_is_named_before_kvm_is_opened) {
+  auto c = no_kvm_config();
+  c.kernel = std::vector<uint8_t>(4096, 0x5a);
+  std::string what;
+  const auto code = failure(std::move(c), what);
+  BOOST_REQUIRE(code.has_value());
+  BOOST_TEST((*code != vmm::Errc::kvm_unavailable), what);
+  BOOST_TEST(what.find("kvm") == std::string::npos, what);
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_disk_file_is_named_before_kvm_is_opened) {
+  auto c = no_kvm_config();
+  c.disks.push_back({"d0", "/nonexistent/disk.img", false});
+  std::string what;
+  BOOST_TEST((failure(std::move(c), what) == vmm::Errc::file_not_found), what);
+}
+
+BOOST_AUTO_TEST_CASE(bad_sizes_are_named_before_kvm_is_opened) {
+  auto c = no_kvm_config();
+  c.vcpus = 0;
+  std::string what;
+  BOOST_TEST((failure(c, what) == vmm::Errc::invalid_argument), what);
+  c = no_kvm_config();
+  c.vcpus = 65;
+  BOOST_TEST((failure(c, what) == vmm::Errc::too_many_vcpus), what);
+}
