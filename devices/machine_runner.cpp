@@ -1,5 +1,6 @@
 #include "devices/machine_runner.hpp"
 
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -99,6 +100,25 @@ RunOutcome MachineRunner::run(std::optional<std::chrono::milliseconds> timeout) 
   // a vCPU between its stopping_ check and KVM_RUN still leaves at once.
   for (auto& t : threads) t.join();
   std::lock_guard lock(mutex_);
+  // A deadline says where the guest was: each vCPU's position and counts,
+  // read now that no thread is inside KVM_RUN.
+  if (outcome_->kind == RunOutcome::Kind::timeout) {
+    for (auto& v : machine_.vcpus()) {
+      char where[160];
+      vmm::VcpuDump d;
+      try {
+        d = v->dump();
+      } catch (const std::exception&) {
+        d.id = v->id();  // registers unreadable: the counts still say something
+      }
+      const vmm::VcpuCounters c = v->counters();
+      std::snprintf(where, sizeof where, "; vCPU %u: rip=%#llx rflags=%#llx mp_state=%u runs=%llu pio=%llu mmio=%llu",
+                    d.id, static_cast<unsigned long long>(d.regs.rip), static_cast<unsigned long long>(d.regs.rflags),
+                    d.mp_state, static_cast<unsigned long long>(c.runs), static_cast<unsigned long long>(c.pio_exits),
+                    static_cast<unsigned long long>(c.mmio_exits));
+      outcome_->detail += where;
+    }
+  }
   return *outcome_;
 }
 

@@ -39,6 +39,7 @@ Session run_demo(const std::string& script, MachineConfig c = {}) {
   MachineRunner runner(*s.machine);
   s.outcome = runner.run(60s);
   s.console = s.machine->console().history();
+  BOOST_TEST_MESSAGE("outcome: " << devices::to_string(s.outcome.kind) << " " << s.outcome.detail);
   BOOST_TEST_MESSAGE("console:\n" << s.console);
   return s;
 }
@@ -53,7 +54,7 @@ BOOST_AUTO_TEST_CASE(uart_interrupt_driven_output_and_input_echo) {
   c.kernel = test::guest_image("uart_irq.elf");
   c.vcpus = 2;
   auto s = run_demo("hello\nworld\nquit\n", std::move(c));
-  BOOST_TEST(s.outcome.status == 1);
+  BOOST_TEST(s.outcome.status == 1, s.outcome.detail);
   BOOST_TEST(s.console.find("uart-irq: ready") != std::string::npos);
   BOOST_TEST(s.console.find("echo: hello\r\necho: world\r\n") != std::string::npos);
   BOOST_TEST(s.console.find("interrupts, bye") != std::string::npos);

@@ -116,3 +116,17 @@ BOOST_AUTO_TEST_CASE(usage_errors_are_named) {
   r = run_process({kScript, "--cpus", "0", "--", "true"}, "", 30s);
   BOOST_TEST(r.exit_code == 2);
 }
+
+BOOST_AUTO_TEST_CASE(a_boot_that_never_starts_the_command_is_retried_once_then_named) {
+  // No VM reaches its init in a tenth of a second: both boots stall.
+  ::setenv("KVM_VM_BOOT_LIMIT", "0.1", 1);
+  auto r = kvm_vm({"--", "echo", "ran"});
+  ::unsetenv("KVM_VM_BOOT_LIMIT");
+  BOOST_TEST(r.exit_code == 125, r.err);
+  const std::string stalled = "kvm-vm: boot_stalled: the VM's init did not start the command within 0.1 s";
+  const size_t first = r.err.find(stalled);
+  BOOST_REQUIRE(first != std::string::npos);
+  BOOST_TEST(has(r.err.substr(first), "kvm-vm: booting once more\n"));
+  BOOST_TEST(r.err.find(stalled, first + 1) != std::string::npos, "the second boot stalls too");
+  BOOST_TEST(r.out.empty());
+}
