@@ -8,11 +8,11 @@
 #include <thread>
 
 #include "vmm-core/kvm.hpp"
-#include "actors/controller_actor.hpp"
-#include "actors/node_actor.hpp"
-#include "apps/actor_control_plane.hpp"
-#include "apps/http_api.hpp"
-#include "apps/token_file.hpp"
+#include "cluster/controller_actor.hpp"
+#include "cluster/node_actor.hpp"
+#include "api/actor_control_plane.hpp"
+#include "api/http_api.hpp"
+#include "api/token_file.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
 

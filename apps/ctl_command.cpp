@@ -38,8 +38,8 @@
 #include <thread>
 #include <vector>
 
-#include "apps/http_client.hpp"
-#include "apps/token_file.hpp"
+#include "api/http_client.hpp"
+#include "api/token_file.hpp"
 #include "proto/apiary/v1/api.pb.h"
 #include "proto/spec.hpp"
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "actors/instance_lifecycle.hpp"
-#include "actors/shakenfist_states.hpp"
+#include "cluster/shakenfist_states.hpp"
 
 namespace apiary::sim {
 

@@ -37,12 +37,12 @@
 #include <unordered_map>
 
 #include "actors/atoms.hpp"
-#include "actors/control_types.hpp"
-#include "actors/controller_actor.hpp"
+#include "cluster/control_types.hpp"
+#include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
-#include "actors/node_actor.hpp"
-#include "actors/state_store.hpp"
+#include "cluster/node_actor.hpp"
+#include "cluster/state_store.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 #include "sim/invariants.hpp"
 #include "sim/scenario.hpp"

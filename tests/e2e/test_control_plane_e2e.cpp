@@ -23,7 +23,7 @@
 #include <memory>
 #include <set>
 
-#include "actors/nova_states.hpp"
+#include "cluster/nova_states.hpp"
 #include "tests/support/e2e.hpp"
 #include "tests/support/test_support.hpp"
 

@@ -11,11 +11,11 @@
 // (strays stopped and logged, Nova power sync); drain; scheduler rejections
 // with their reasons in the action log.
 #define BOOST_TEST_MODULE control_plane_sim
-#include "actors/control_types.hpp"
-#include "actors/controller_actor.hpp"
+#include "cluster/control_types.hpp"
+#include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
-#include "actors/node_actor.hpp"
+#include "cluster/node_actor.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 #include "tests/support/control_plane_support.hpp"
 #include "tests/support/sim_harness.hpp"

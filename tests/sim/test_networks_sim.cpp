@@ -7,10 +7,10 @@
 // out), and the periodic purge of deleted records after CLEANER_DELAY
 // (error records are kept).
 #define BOOST_TEST_MODULE networks_sim
-#include "actors/control_types.hpp"
-#include "actors/controller_actor.hpp"
+#include "cluster/control_types.hpp"
+#include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
-#include "actors/node_actor.hpp"
+#include "cluster/node_actor.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 #include "tests/support/control_plane_support.hpp"
 #include "tests/support/sim_harness.hpp"

@@ -23,11 +23,11 @@
 #include <iterator>
 #include <thread>
 
-#include "actors/control_types.hpp"
-#include "actors/controller_actor.hpp"
+#include "cluster/control_types.hpp"
+#include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
-#include "actors/node_actor.hpp"
+#include "cluster/node_actor.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
 #include "proto/apiary/v1/instance.pb.h"
 #include "tests/support/control_plane_support.hpp"

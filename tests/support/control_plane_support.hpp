@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "actors/control_types.hpp"
-#include "actors/controller_actor.hpp"
+#include "cluster/control_types.hpp"
+#include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
-#include "actors/node_actor.hpp"
+#include "cluster/node_actor.hpp"
 #include "tests/support/sim_harness.hpp"
 #include "tests/support/test_support.hpp"
 

@@ -28,9 +28,9 @@
 #include <boost/beast/websocket.hpp>
 #include <google/protobuf/util/json_util.h>
 
-#include "actors/nova_states.hpp"
-#include "apps/control_plane_api.hpp"
-#include "apps/http_api.hpp"
+#include "cluster/nova_states.hpp"
+#include "api/control_plane_api.hpp"
+#include "api/http_api.hpp"
 
 namespace beast = boost::beast;
 namespace http = beast::http;

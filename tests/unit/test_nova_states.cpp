@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/nova_states.hpp"
+#include "cluster/nova_states.hpp"
 
 using namespace apiary::control;
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/shakenfist_states.hpp"
+#include "cluster/shakenfist_states.hpp"
 
 using namespace apiary::control;
 using namespace std::chrono_literals;

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/state_store.hpp"
+#include "cluster/state_store.hpp"
 
 using namespace apiary::control;
 using namespace std::chrono_literals;

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "apps/token_file.hpp"
+#include "api/token_file.hpp"
 
 using apiary::apps::kTokenBytes;
 using apiary::apps::load_or_create_token;

@@ -108,8 +108,8 @@
 #include <vector>
 
 #include "actors/atoms.hpp"
-#include "actors/control_types.hpp"
-#include "actors/shakenfist_states.hpp"
+#include "cluster/control_types.hpp"
+#include "cluster/shakenfist_states.hpp"
 
 namespace apiary::actors {
 

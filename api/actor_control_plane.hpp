@@ -10,9 +10,9 @@
 #include <string>
 
 #include "actors/console_actor.hpp"
-#include "actors/controller_actor.hpp"
-#include "actors/node_actor.hpp"
-#include "apps/control_plane_api.hpp"
+#include "cluster/controller_actor.hpp"
+#include "cluster/node_actor.hpp"
+#include "api/control_plane_api.hpp"
 
 namespace apiary::apps {
 

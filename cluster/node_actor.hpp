@@ -87,7 +87,7 @@
 #include <vector>
 
 #include "actors/atoms.hpp"
-#include "actors/control_types.hpp"
+#include "cluster/control_types.hpp"
 #include "actors/metrics.hpp"
 
 namespace apiary::actors {

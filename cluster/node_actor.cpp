@@ -13,7 +13,7 @@
 // the instance id and its incarnation (a stopped instance is started again
 // as a new VMM; late events of the old one are ignored). The node links to
 // its instances: when the node ends, so do they.
-#include "actors/node_actor.hpp"
+#include "cluster/node_actor.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "apps/token_file.hpp"
+#include "api/token_file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

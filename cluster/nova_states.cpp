@@ -1,6 +1,6 @@
 // The Nova precondition table (shared/STATE-MODELS.md section 1) and the
 // check built on it. See nova_states.hpp for why this is data.
-#include "actors/nova_states.hpp"
+#include "cluster/nova_states.hpp"
 
 namespace apiary::control {
 

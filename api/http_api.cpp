@@ -25,7 +25,7 @@
 //    console link, stop+join the pool (waits for calls already running;
 //    queued ones are dropped) and destroy the io_context, which destroys
 //    whatever sessions were still pending.
-#include "apps/http_api.hpp"
+#include "api/http_api.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -55,7 +55,7 @@
 #include <boost/beast/websocket.hpp>
 #include <google/protobuf/util/json_util.h>
 
-#include "actors/nova_states.hpp"
+#include "cluster/nova_states.hpp"
 
 namespace apiary::apps {
 

@@ -14,7 +14,7 @@
 //  * The action log's events column is a JSON array built and read by
 //    SQLite's own JSON functions (json_object, json_insert, json_each), so
 //    there is no hand-written JSON here.
-#include "actors/state_store.hpp"
+#include "cluster/state_store.hpp"
 
 #include <sqlite3.h>
 

@@ -73,7 +73,7 @@
 #include <memory>
 #include <string>
 
-#include "apps/control_plane_api.hpp"
+#include "api/control_plane_api.hpp"
 #include "proto/spec.hpp"
 
 namespace apiary::apps {

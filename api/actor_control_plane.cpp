@@ -1,4 +1,4 @@
-#include "apps/actor_control_plane.hpp"
+#include "api/actor_control_plane.hpp"
 
 #include <atomic>
 

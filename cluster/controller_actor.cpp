@@ -10,7 +10,7 @@
 //    or the request deadline (action_deadline) closes it.
 //  * Record transitions and scheduling decisions are written into the
 //    action's events, so the action log tells the whole story of a request.
-#include "actors/controller_actor.hpp"
+#include "cluster/controller_actor.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -26,8 +26,8 @@
 
 #include "actors/errors.hpp"
 #include "actors/metrics.hpp"
-#include "actors/node_actor.hpp"
-#include "actors/state_store.hpp"
+#include "cluster/node_actor.hpp"
+#include "cluster/state_store.hpp"
 #include "proto/spec.hpp"
 
 namespace apiary::actors {

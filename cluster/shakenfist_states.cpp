@@ -1,6 +1,6 @@
 // The Shaken Fist-style record machines as tables. See shakenfist_states.hpp
 // for where each edge comes from.
-#include "actors/shakenfist_states.hpp"
+#include "cluster/shakenfist_states.hpp"
 
 namespace apiary::control {
 

@@ -6,7 +6,7 @@
 // handshake) is started asynchronously and a private io_context is run
 // until that one step has completed; the stream's expiry (or a timer, for
 // the resolver) cancels the step when the deadline passes.
-#include "apps/http_client.hpp"
+#include "api/http_client.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -32,7 +32,7 @@
 #include <variant>
 #include <vector>
 
-#include "actors/nova_states.hpp"
+#include "cluster/nova_states.hpp"
 #include "proto/apiary/v1/api.pb.h"
 #include "proto/spec.hpp"
 

@@ -37,8 +37,8 @@
 #include <string>
 #include <vector>
 
-#include "actors/nova_states.hpp"
-#include "actors/shakenfist_states.hpp"
+#include "cluster/nova_states.hpp"
+#include "cluster/shakenfist_states.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 
 struct sqlite3;
