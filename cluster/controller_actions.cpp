@@ -1,0 +1,383 @@
+// Nova's actions on an existing instance: the precondition check, then the
+// node work (plain power actions, and those with arguments: resize,
+// rebuild, snapshots...) and how each ends.
+#include "cluster/controller_internal.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+namespace apiary::actors::controller_detail {
+
+std::optional<NodeWork> node_work(Action a) {
+  switch (a) {
+    case Action::pause: return NodeWork{"pause", VmState::paused};
+    case Action::unpause: return NodeWork{"unpause", VmState::active};
+    case Action::stop: return NodeWork{"poweroff", VmState::stopped};
+    case Action::start: return NodeWork{"poweron", VmState::active};
+    case Action::reboot_soft: return NodeWork{"softreboot", VmState::active};
+    case Action::reboot_hard: return NodeWork{"hardreboot", VmState::active};
+    case Action::delete_: return NodeWork{"delete", VmState::deleted};
+    case Action::soft_delete: return NodeWork{"poweroff", VmState::soft_deleted};
+    case Action::restore: return NodeWork{"poweron", VmState::active};
+    default: return std::nullopt;
+  }
+}
+
+void complete_delete(controller_pointer self, const std::string& id, int64_t action_id) {
+  try {
+    auto& store = *self->state.store;
+    bool finished = false;
+    store.with_transaction([&] {
+      finished = store.finish_action(action_id, ActionResult::success, VmState::deleted);
+      if (finished) {
+        transition(self, id, action_id, SfInstanceState::deleted);
+        detach_instance(self, id, action_id);
+      }
+    });
+    if (finished) observe_finished(self, action_id);
+  } catch (const StoreError& e) {
+    event(self, action_id, "sf_state", "error", e.detail());
+    finish(self, action_id, ActionResult::error);
+  }
+}
+
+static bool node_reachable(controller_pointer self, const std::string& node) {
+  if (node.empty() || !self->state.nodes.count(node)) return false;
+  auto rec = self->state.store->get_node(node);
+  return rec && (rec->state == NodeState::created || rec->state == NodeState::stopping ||
+                 rec->state == NodeState::stopped);
+}
+
+void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id) {
+  const NodeWork work = *node_work(a);
+  const std::string id = rec.id;
+  const std::string name = std::string("compute_") + control::to_string(a);
+  if (!node_reachable(self, rec.node)) {
+    const std::string why = rec.node.empty() ? "the instance has no node" : "node " + rec.node + " is not reachable";
+    if (a == Action::delete_) {
+      // Nova's local delete: the record goes; a VM still running there is
+      // a stray for reconciliation when the node returns.
+      event(self, action_id, "local_delete", "success", why);
+      complete_delete(self, id, action_id);
+      return;
+    }
+    event(self, action_id, name, "error", why);
+    finish(self, action_id, ActionResult::error);
+    return;
+  }
+  std::string bytes;
+  rec.spec.SerializeToString(&bytes);
+  const auto start = self->state.store->now();
+  self->request(self->state.nodes.at(rec.node), self->state.cfg.action_deadline, node_act_atom::value, id,
+                std::string(work.node_action), bytes)
+      .then(
+          [self, a, id, action_id, name, start, work](const std::string& power) {
+            event(self, action_id, name, "success", "power state " + power, start);
+            if (a == Action::delete_)
+              complete_delete(self, id, action_id);
+            else
+              finish(self, action_id, ActionResult::success, work.success);
+          },
+          [self, a, id, action_id, name, start](caf::error& e) {
+            event(self, action_id, name, "error", describe(e), start);
+            if (a == Action::delete_) {
+              event(self, action_id, "local_delete", "success", "the node did not complete the delete");
+              complete_delete(self, id, action_id);
+            } else {
+              finish(self, action_id, ActionResult::error);
+            }
+          });
+}
+
+// --- actions that do disk or VMM work with arguments ---------------------------
+
+// The node action behind each of them.
+static const char* extended_node_action(Action a) {
+  switch (a) {
+    case Action::resize: return "resize";
+    case Action::confirm_resize: return "confirmresize";
+    case Action::revert_resize: return "revertresize";
+    case Action::snapshot: return "snapshot";
+    case Action::backup: return "backup";
+    case Action::rebuild: return "rebuild";
+    case Action::rescue: return "rescue";
+    case Action::unrescue: return "unrescue";
+    default: return nullptr;
+  }
+}
+
+static std::optional<uint64_t> parse_count(const std::string& s) {
+  if (s.empty() || s.size() > 18 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoull(s);
+}
+
+static std::string arg_of(const Args& args, const std::string& key) {
+  auto it = args.find(key);
+  return it == args.end() ? std::string() : it->second;
+}
+
+// Validates the arguments before anything is recorded; fills in defaults.
+// Returns a 400 message, "" when they are fine. For resize, `new_spec` is
+// the spec with the new board.
+static std::string check_args(Action a, const InstanceRecord& rec, Args& args, v1::InstanceSpec& new_spec) {
+  if (a == Action::resize) {
+    const std::string vs = arg_of(args, "vcpus");
+    const std::string ms = arg_of(args, "memory_mib");
+    if (vs.empty() && ms.empty()) return "resize needs the new board: args vcpus and/or memory_mib";
+    new_spec = rec.spec;
+    if (!vs.empty()) {
+      auto v = parse_count(vs);
+      if (!v || *v > UINT32_MAX) return "resize: vcpus '" + vs + "' is not a number";
+      new_spec.mutable_board()->set_vcpus(static_cast<uint32_t>(*v));
+    }
+    if (!ms.empty()) {
+      auto m = parse_count(ms);
+      if (!m) return "resize: memory_mib '" + ms + "' is not a number";
+      new_spec.mutable_board()->set_memory_mib(*m);
+    }
+    if (auto problems = spec::validate(new_spec, spec::Limits{}); !problems.empty()) {
+      std::string msg = "resize: invalid board:";
+      for (const auto& p : problems) msg += " " + spec::to_string(p) + ";";
+      msg.pop_back();
+      return msg;
+    }
+    if (new_spec.board().vcpus() == rec.spec.board().vcpus() &&
+        new_spec.board().memory_mib() == rec.spec.board().memory_mib())
+      return "resize: the new board is the same as the current one";
+  } else if (a == Action::snapshot) {
+    const std::string n = arg_of(args, "name");
+    if (!n.empty() && (n.size() > 64 || n.front() == '.' || !std::all_of(n.begin(), n.end(), [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+                       })))
+      return "snapshot: name '" + n + "' must be 1..64 of [A-Za-z0-9._-], not starting with '.'";
+  } else if (a == Action::backup) {
+    const std::string r = arg_of(args, "rotation");
+    if (!r.empty()) {
+      auto n = parse_count(r);
+      if (!n || *n == 0) return "backup: rotation '" + r + "' must be a number >= 1";
+    }
+  } else if (a == Action::rescue) {
+    const std::string img = arg_of(args, "image");
+    if (img.find('/') != std::string::npos) return "rescue: image '" + img + "' must name an embedded guest";
+  }
+  return {};
+}
+
+// The resize's capacity check on the instance's own node; the reason when the
+// new board does not fit.
+static std::optional<std::string> resize_misfit(controller_pointer self, const InstanceRecord& rec,
+                                         const v1::InstanceSpec& new_spec) {
+  auto& st = self->state;
+  auto node = st.store->get_node(rec.node);
+  if (!node) return "node " + rec.node + " is not known";
+  Load l = load_of(self, rec.node);
+  // This instance's share is replaced by the larger of its old and new boards.
+  const uint64_t cur_v = rec.spec.board().vcpus();
+  const uint64_t cur_m = rec.spec.board().memory_mib();
+  const uint64_t other_v = l.vcpus >= cur_v ? l.vcpus - cur_v : 0;
+  const uint64_t other_m = l.memory_mib >= cur_m ? l.memory_mib - cur_m : 0;
+  const uint64_t want_v = std::max<uint64_t>(cur_v, new_spec.board().vcpus());
+  const uint64_t want_m = std::max<uint64_t>(cur_m, new_spec.board().memory_mib());
+  const auto cap_v = static_cast<uint64_t>(node->vcpus * st.cfg.cpu_allocation_ratio);
+  const auto cap_m = static_cast<uint64_t>(static_cast<double>(node->memory_mib) * st.cfg.ram_allocation_ratio);
+  std::ostringstream o;
+  if (other_v + want_v > cap_v) {
+    o << "node " << rec.node << ": not enough vCPUs for the resize: " << new_spec.board().vcpus() << " requested, "
+      << other_v << " of " << cap_v << " in use by other instances (" << node->vcpus << " x cpu_allocation_ratio "
+      << st.cfg.cpu_allocation_ratio << ")";
+    return o.str();
+  }
+  if (other_m + want_m > cap_m) {
+    o << "node " << rec.node << ": not enough memory for the resize: " << new_spec.board().memory_mib()
+      << " MiB requested, " << other_m << " of " << cap_m << " MiB in use by other instances (" << node->memory_mib
+      << " MiB x ram_allocation_ratio " << st.cfg.ram_allocation_ratio << ")";
+    return o.str();
+  }
+  return std::nullopt;
+}
+
+// The record's spec, replaced (vm_state and task_state untouched).
+static void put_spec(controller_pointer self, const std::string& id, const v1::InstanceSpec& spec) {
+  auto& store = *self->state.store;
+  auto r = store.get_instance(id);
+  if (!r) return;
+  r->spec = spec;
+  store.put_instance(*r);
+}
+
+// True for the node's "the disk-file step failed and the VM is as it was".
+static bool vm_left_intact(const caf::error& e) {
+  return e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(ActorErrc::invalid_argument);
+}
+
+static void dispatch_extended(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id, Args args,
+                       const v1::InstanceSpec& new_spec) {
+  auto& st = self->state;
+  const std::string id = rec.id;
+  const std::string name = std::string("compute_") + control::to_string(a);
+  if (!node_reachable(self, rec.node)) {
+    event(self, action_id, name, "error",
+          rec.node.empty() ? "the instance has no node" : "node " + rec.node + " is not reachable");
+    finish(self, action_id, ActionResult::error);
+    return;
+  }
+  v1::InstanceSpec send = rec.spec;
+  try {
+    if (a == Action::resize) {
+      if (auto why = resize_misfit(self, rec, new_spec)) {
+        event(self, action_id, "schedule", "error", *why);
+        finish(self, action_id, ActionResult::reverted);
+        return;
+      }
+      event(self, action_id, "schedule", "success",
+            "node " + rec.node + " has room for " + std::to_string(new_spec.board().vcpus()) + " vCPUs, " +
+                std::to_string(new_spec.board().memory_mib()) + " MiB");
+      st.resizes[id] = ResizeMemo{rec.spec, rec.vm_state};
+      put_spec(self, id, new_spec);
+      send = new_spec;
+    } else if (a == Action::revert_resize) {
+      auto it = st.resizes.find(id);
+      if (it == st.resizes.end()) {
+        event(self, action_id, name, "error",
+              "the spec before the resize is not known to this controller (it restarted since): confirm the resize "
+              "instead");
+        finish(self, action_id, ActionResult::reverted);
+        return;
+      }
+      send = it->second.old_spec;
+    }
+  } catch (const StoreError& e) {
+    st.resizes.erase(id);
+    event(self, action_id, name, "error", std::string("store: ") + e.detail());
+    finish(self, action_id, ActionResult::error);
+    return;
+  }
+  std::string bytes;
+  send.SerializeToString(&bytes);
+  const auto start = st.store->now();
+  const bool files = a == Action::snapshot || a == Action::backup || a == Action::rebuild;
+  self->request(st.nodes.at(rec.node), st.cfg.action_deadline, node_act_atom::value, id,
+                std::string(extended_node_action(a)), bytes, args)
+      .then(
+          [self, a, id, action_id, name, start, files](const std::string& power, const std::string& detail) {
+            event(self, action_id, name, "success", "power state " + power, start);
+            std::istringstream lines(detail);
+            for (std::string line; std::getline(lines, line);)
+              if (!line.empty()) event(self, action_id, files ? "disk_file" : "vmm", "success", line);
+            auto& st = self->state;
+            const VmState stopped_or_active = power == kPowerShutdown ? VmState::stopped : VmState::active;
+            try {
+              switch (a) {
+                case Action::resize: finish(self, action_id, ActionResult::success, VmState::resized); return;
+                case Action::confirm_resize: {
+                  auto it = st.resizes.find(id);
+                  const VmState to = it != st.resizes.end()
+                                         ? control::success_state(a, VmState::resized, {it->second.before, false})
+                                         : stopped_or_active;
+                  st.resizes.erase(id);
+                  finish(self, action_id, ActionResult::success, to);
+                  return;
+                }
+                case Action::revert_resize: {
+                  auto it = st.resizes.find(id);
+                  VmState to = stopped_or_active;
+                  if (it != st.resizes.end()) {
+                    to = control::success_state(a, VmState::resized, {it->second.before, false});
+                    put_spec(self, id, it->second.old_spec);
+                    st.resizes.erase(it);
+                  }
+                  finish(self, action_id, ActionResult::success, to);
+                  return;
+                }
+                case Action::snapshot:
+                case Action::backup: finish(self, action_id, ActionResult::success); return;
+                case Action::rescue: finish(self, action_id, ActionResult::success, VmState::rescued); return;
+                default: finish(self, action_id, ActionResult::success, VmState::active); return;
+              }
+            } catch (const StoreError& e) {
+              event(self, action_id, name, "error", std::string("store: ") + e.detail());
+              finish(self, action_id, ActionResult::error);
+            }
+          },
+          [self, a, id, action_id, name, start](caf::error& e) {
+            event(self, action_id, name, "error", describe(e), start);
+            if (a == Action::resize) {
+              // The resize did not happen: the record keeps the old board.
+              auto it = self->state.resizes.find(id);
+              if (it != self->state.resizes.end()) {
+                try {
+                  put_spec(self, id, it->second.old_spec);
+                } catch (const StoreError& se) {
+                  event(self, action_id, name, "error", std::string("store: ") + se.detail());
+                }
+                self->state.resizes.erase(it);
+              }
+            }
+            finish(self, action_id, vm_left_intact(e) ? ActionResult::reverted : ActionResult::error);
+          });
+}
+
+// The act API: Nova's check, then the action runs asynchronously.
+caf::result<std::string> act(controller_pointer self, const std::string& id, const std::string& name,
+                             const std::string& type, Args args) {
+  auto a = control::action_from_api(name, type);
+  if (!a) {
+    if (name == "reboot")
+      return make_control_error(ControlErrc::bad_request, "reboot needs type SOFT or HARD (got '" + type + "')");
+    return make_control_error(ControlErrc::bad_request, "unknown action '" + name + "'");
+  }
+  auto& store = *self->state.store;
+  try {
+    auto rec = store.get_instance(id);
+    if (!rec) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+    // No guest agent: like a missing host capability, refused whatever the state.
+    if (*a == Action::set_admin_password)
+      return make_control_error(ControlErrc::not_implemented, std::string("Cannot '") + control::api_name(*a) +
+                                                                  "' instance " + id +
+                                                                  ": not implemented, needs capability guest_agent");
+    if (auto refusal = control::check(*a, rec->vm_state, rec->task_state, id)) return refusal_error(*refusal);
+    const bool extended = extended_node_action(*a) != nullptr;
+    if (!node_work(*a) && !extended)
+      return make_control_error(ControlErrc::not_implemented, std::string("Cannot '") + control::api_name(*a) +
+                                                                  "' instance " + id +
+                                                                  ": not implemented by this control plane");
+    // A node that has not (re-)registered since this controller started, or
+    // that is cut off, cannot do the work: refuse now rather than accept an
+    // action that can only fail. Delete is the exception (a local delete).
+    if (*a != Action::delete_ && !rec->node.empty() && !self->state.nodes.count(rec->node))
+      return make_control_error(ControlErrc::unavailable, "node " + rec->node + " of instance " + id +
+                                                              " is not connected to the controller; try again");
+    v1::InstanceSpec new_spec;
+    if (extended)
+      if (auto bad = check_args(*a, *rec, args, new_spec); !bad.empty())
+        return make_control_error(ControlErrc::bad_request, bad);
+    const std::string request_id = new_id(self, "req-");
+    if (*a == Action::snapshot && arg_of(args, "name").empty()) args["name"] = request_id;
+    int64_t action_id = 0;
+    try {
+      action_id = store.begin_action(id, *a, request_id);
+    } catch (const StoreError& e) {
+      if (e.refusal()) return refusal_error(*e.refusal());
+      throw;
+    }
+    if (extended)
+      dispatch_extended(self, *a, *rec, action_id, std::move(args), new_spec);
+    else
+      dispatch(self, *a, *rec, action_id);
+    return request_id;
+  } catch (const StoreError& e) {
+    return store_failed(e);
+  }
+}
+
+}  // namespace apiary::actors::controller_detail

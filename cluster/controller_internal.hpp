@@ -1,0 +1,126 @@
+// Inside the controller actor: its state and the functions its parts share.
+// controller_actor.cpp holds the behavior (the message handlers); each part
+// of the work lives in a file of its own:
+//   controller_records.cpp     record transitions, action events, ids
+//   controller_networks.cpp    network records and attachments
+//   controller_scheduling.cpp  create: validation, placement, the build
+//   controller_actions.cpp     Nova actions run on the nodes
+//   controller_recovery.cpp    reconciliation, drain, recovery after a restart
+// Only the controller's files include this header.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "actors/errors.hpp"
+#include "actors/metrics.hpp"
+#include "cluster/controller_actor.hpp"
+#include "cluster/node_actor.hpp"
+#include "cluster/state_store.hpp"
+#include "proto/spec.hpp"
+
+namespace apiary::actors::controller_detail {
+
+
+using control::Action;
+using control::ActionEvent;
+using control::ActionResult;
+using control::InstanceRecord;
+using control::NetworkRecord;
+using control::NetworkState;
+using control::NodeState;
+using control::SfInstanceState;
+using control::StoreError;
+using control::TaskState;
+using control::VmState;
+
+using Args = std::map<std::string, std::string>;
+
+// What a resize keeps until confirm_resize / revert_resize.
+struct ResizeMemo {
+  v1::InstanceSpec old_spec;
+  VmState before = VmState::active;
+};
+
+struct ControllerState {
+  ControllerConfig cfg;
+  std::map<std::string, ResizeMemo> resizes;  // instance id -> the spec before its resize
+  std::shared_ptr<control::StateStore> store;
+  std::map<std::string, node_actor> nodes;  // from check-ins
+  std::map<std::string, std::string> cannot_run;  // node -> why its instances cannot run (from check-ins)
+  std::mt19937_64 rng;
+  std::vector<std::string> cluster_log;
+  // /metrics: how long finished actions took, and how they ended.
+  std::shared_ptr<LatencyFamily> action_latency = std::make_shared<LatencyFamily>("action");
+  std::map<std::pair<std::string, std::string>, uint64_t> actions_finished;  // (action, result) -> count
+  std::set<int64_t> inherited;  // actions running in the store when this controller started
+  static inline const char* name = "controller";
+};
+using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
+
+// --- records and action events (controller_records.cpp) ---------------------
+std::string new_id(controller_pointer self, const char* prefix);
+caf::error store_failed(const StoreError& e);
+caf::error refusal_error(const control::Refusal& r);
+InstanceInfo to_info(const InstanceRecord& r);
+void note(controller_pointer self, std::string line);
+// Appends an event to an action; a failure to log is noted, never thrown.
+void event(controller_pointer self, int64_t action_id, const std::string& name, const std::string& result,
+           const std::string& detail, std::optional<control::UnixMillis> start = std::nullopt);
+// A validated sf_state change, logged as an event of the action.
+void transition(controller_pointer self, const std::string& id, int64_t action_id, SfInstanceState to);
+// X -> X-error -> error, for a failure while the record is in `current`.
+void fail_record(controller_pointer self, const std::string& id, int64_t action_id);
+// Counts a finished action for /metrics (its duration on the store's clock).
+void observe_finished(controller_pointer self, int64_t action_id);
+void finish(controller_pointer self, int64_t action_id, ActionResult result, std::optional<VmState> state = {});
+
+// --- networks (controller_networks.cpp) -------------------------------------
+NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n);
+// "a.b.c.d/n" with each octet 0..255 and n 0..32.
+bool valid_cidr(const std::string& s);
+// The network a NIC names: its id, or the name of exactly one live network.
+// nullopt with `why` set when there is none (or it is dead, or ambiguous).
+std::optional<NetworkRecord> resolve_network(control::StateStore& store, const std::string& ref, std::string& why);
+// Detaches a deleted instance from its networks (in the caller's transaction).
+void detach_instance(controller_pointer self, const std::string& id, int64_t action_id);
+
+// --- scheduling and the create path (controller_scheduling.cpp) --------------
+struct Load {
+  uint32_t instances = 0;
+  uint64_t vcpus = 0;
+  uint64_t memory_mib = 0;
+};
+// What the records place on `node`.
+Load load_of(controller_pointer self, const std::string& node);
+// preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
+void build(controller_pointer self, const std::string& id, int64_t action_id, bool in_preflight = false);
+// The create API (validation, the record, idempotency keys, the build).
+caf::result<std::string> create_instance(controller_pointer self, const std::string& bytes,
+                                         const std::string& request_id);
+
+// --- actions (controller_actions.cpp) ---------------------------------------
+struct NodeWork {
+  const char* node_action;
+  VmState success;
+};
+// The node action behind a plain Nova action, and the vm_state it leads to.
+std::optional<NodeWork> node_work(Action a);
+void complete_delete(controller_pointer self, const std::string& id, int64_t action_id);
+void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id);
+// The act API: Nova's check, then the action runs asynchronously.
+caf::result<std::string> act(controller_pointer self, const std::string& id, const std::string& name,
+                             const std::string& type, Args args);
+
+// --- reconciliation, drain, recovery (controller_recovery.cpp) --------------
+void reconcile(controller_pointer self, const std::string& node);
+void drained(controller_pointer self, const std::string& node);
+void recover(controller_pointer self);
+
+}  // namespace apiary::actors::controller_detail
