@@ -176,7 +176,7 @@ static std::string check_args(Action a, const InstanceRecord& rec, Args& args, v
 // The resize's capacity check on the instance's own node; the reason when the
 // new board does not fit.
 static std::optional<std::string> resize_misfit(controller_pointer self, const InstanceRecord& rec,
-                                         const v1::InstanceSpec& new_spec) {
+                                                const v1::InstanceSpec& new_spec) {
   auto& st = self->state;
   auto node = st.store->get_node(rec.node);
   if (!node) return "node " + rec.node + " is not known";
@@ -221,7 +221,7 @@ static bool vm_left_intact(const caf::error& e) {
 }
 
 static void dispatch_extended(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id, Args args,
-                       const v1::InstanceSpec& new_spec) {
+                              const v1::InstanceSpec& new_spec) {
   auto& st = self->state;
   const std::string id = rec.id;
   const std::string name = std::string("compute_") + control::to_string(a);

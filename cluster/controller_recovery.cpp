@@ -27,7 +27,7 @@ static bool expected_running(const InstanceRecord& r, const std::string& node) {
 
 // Stops a VM the records do not want running, and logs it.
 static void stop_stray(controller_pointer self, const std::string& node, const std::string& id,
-                const std::optional<InstanceRecord>& rec) {
+                       const std::optional<InstanceRecord>& rec) {
   auto& store = *self->state.store;
   const std::string what =
       rec ? "node " + node + " runs it while the record says sf_state " + control::to_string(rec->sf_state) +
@@ -158,7 +158,7 @@ static bool same_power(const std::string& expected, const std::string& reported)
 // when the VM is as it was before; error otherwise. The record's
 // vm_state follows (Nova: success state, unchanged, ERROR).
 static void settle(controller_pointer self, const control::ActionLogEntry& e, const InstanceRecord& rec,
-            const std::string& power) {
+                   const std::string& power) {
   const std::string seen = "node " + rec.node + " reports " + power;
   const auto want = power_after(e.action);
   try {
