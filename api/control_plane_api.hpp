@@ -1,7 +1,7 @@
 // The control plane as the HTTP server sees it: one synchronous call per API
 // operation, typed with the messages of proto/apiary/v1/api.proto.
 //
-// Why an interface: the HTTP layer (apps/http_api.hpp) should know nothing
+// Why an interface: the HTTP layer (api/http_api.hpp) should know nothing
 // about actors, the state store or CAF, and its tests should run against an
 // in-memory fake. The real implementation (on the controller actors) lives
 // elsewhere and implements this class.

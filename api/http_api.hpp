@@ -5,7 +5,7 @@
 // problem), must never let a client or a slow control plane pin a thread,
 // and must stop promptly. Beast gives us those controls directly without a
 // framework. The server only translates: JSON <-> api.proto messages and
-// routes -> ControlPlaneApi calls (apps/control_plane_api.hpp); it holds no
+// routes -> ControlPlaneApi calls (api/control_plane_api.hpp); it holds no
 // state about instances.
 //
 // Routes (bodies are the proto3 JSON of proto/apiary/v1/api.proto; output

@@ -1,4 +1,4 @@
-// The control plane's HTTP/WebSocket client (see apps/http_client.hpp for
+// The control plane's HTTP/WebSocket client (see api/http_client.hpp for
 // why it exists and its contract).
 //
 // How the deadline is kept: Beast's synchronous calls do not honour a

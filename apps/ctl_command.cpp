@@ -81,8 +81,8 @@ constexpr int64_t kMsPerSecond = 1000;
 constexpr int64_t kSecondsPerMinute = 60;
 constexpr int64_t kSecondsPerHour = 3600;
 
-// The states the waits look for (actors/nova_states.hpp,
-// actors/shakenfist_states.hpp, proto/apiary/v1/api.proto).
+// The states the waits look for (cluster/nova_states.hpp,
+// cluster/shakenfist_states.hpp, proto/apiary/v1/api.proto).
 constexpr std::string_view kResultRunning = "running";
 constexpr std::string_view kResultSuccess = "success";
 constexpr std::string_view kVmBuilding = "building";
@@ -282,7 +282,7 @@ std::vector<std::string> take_globals(const std::vector<std::string>& args, Glob
 
 // $APIARY_TOKEN, else the first line of --token-file, $APIARY_TOKEN_FILE or
 // ./apiary.token (which, like the controller, we refuse when others can
-// read it: apps/token_file.hpp).
+// read it: api/token_file.hpp).
 std::string load_token(const Globals& g) {
   if (auto t = env(kEnvToken); !t.empty()) return t;
   std::string path = g.token_file.value_or(env(kEnvTokenFile));

@@ -1,5 +1,5 @@
 // `apiary ctl`: the command-line client of the control plane's HTTP API
-// (apps/http_api.hpp), for people and scripts.
+// (api/http_api.hpp), for people and scripts.
 //
 // Why a CLI in the same binary: curl works against the API, but a user has
 // to know every route and body, read the bearer token by hand, and poll the

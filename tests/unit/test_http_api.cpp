@@ -1,4 +1,4 @@
-// The control plane's HTTP/WebSocket front end (apps/http_api.hpp) against
+// The control plane's HTTP/WebSocket front end (api/http_api.hpp) against
 // an in-memory fake ControlPlaneApi, driven by Beast clients over loopback:
 // every route and status (202/200/400/404/405/409/413/422/426/431/500/501/
 // 504), Nova's refusal messages passed through verbatim, 422 listing every

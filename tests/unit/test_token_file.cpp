@@ -1,4 +1,4 @@
-// The API token file (apps/token_file.hpp): created once with mode 0600 and
+// The API token file (api/token_file.hpp): created once with mode 0600 and
 // read back unchanged; refused when others can read it, when it is empty or
 // not a regular file; a missing file is an error for the reader (the CLI).
 #define BOOST_TEST_MODULE token_file
