@@ -56,6 +56,7 @@ using net_delete_atom = caf::atom_constant<caf::atom("netdelete")>;
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;        // Prometheus text (controller, node)
 using console_of_atom = caf::atom_constant<caf::atom("consoleof")>;  // an instance's console actor, via its node
 using recover_atom = caf::atom_constant<caf::atom("recover")>;       // controller: settle actions left running
+using replace_atom = caf::atom_constant<caf::atom("replace")>;       // controller: try a waiting placement again
 // internal timers
 using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to check in
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule

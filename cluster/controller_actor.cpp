@@ -79,6 +79,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   st.cfg = std::move(cfg);
   st.store = std::move(store);
   st.rng.seed(st.cfg.id_seed ? st.cfg.id_seed : std::random_device{}());
+  st.started = st.store->now();
   self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
   self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
   // A node actor that is gone (its process died, the connection dropped)
@@ -183,6 +184,19 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         return rp;
       },
       [=](recover_atom) { recover(self); },
+      [=](replace_atom, const std::string& id, int64_t action_id) {
+        // Only a create still waiting in preflight is taken up again (a
+        // delete meanwhile, or recovery, may have moved it on).
+        try {
+          auto rec = self->state.store->get_instance(id);
+          auto a = self->state.store->get_action(action_id);
+          if (rec && rec->sf_state == SfInstanceState::preflight && rec->node.empty() && a &&
+              a->result == ActionResult::running)
+            build(self, id, action_id, true);
+        } catch (const StoreError& e) {
+          note(self, "instance " + id + ": placement retry failed in the store: " + e.detail());
+        }
+      },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
         try {
           std::vector<InstanceInfo> out;

@@ -132,6 +132,13 @@ struct ControllerConfig {
   // After a start, how long nodes get to register before the actions the
   // previous controller left running are settled from their power lists.
   std::chrono::milliseconds recovery_grace{10000};
+  // A create that finds no node to place on, while some node the store
+  // lists as up has not connected (the controller has just started, or the
+  // node's connection dropped), waits for it: up to this long after the
+  // controller's start or the node's last check-in, whichever is later,
+  // trying again every placement_retry. 0: no wait.
+  std::chrono::milliseconds placement_wait{30000};
+  std::chrono::milliseconds placement_retry{500};
 };
 
 using controller_actor = caf::typed_actor<
@@ -153,7 +160,8 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<net_get_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<net_delete_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor, std::string>::with<ack_atom>,
-    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>>;
+    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>,
+    caf::reacts_to<replace_atom, std::string, int64_t>>;
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.
 controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config);

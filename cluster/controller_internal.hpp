@@ -60,6 +60,8 @@ struct ControllerState {
   std::shared_ptr<LatencyFamily> action_latency = std::make_shared<LatencyFamily>("action");
   std::map<std::pair<std::string, std::string>, uint64_t> actions_finished;  // (action, result) -> count
   std::set<int64_t> inherited;  // actions running in the store when this controller started
+  control::UnixMillis started = 0;  // the store's clock when this controller started
+  std::set<int64_t> waiting_placements;  // create actions waiting for nodes to connect (logged once)
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
@@ -100,6 +102,8 @@ struct Load {
 // What the records place on `node`.
 Load load_of(controller_pointer self, const std::string& node);
 // preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
+// A placement that waits for nodes to connect stays in preflight and comes
+// back as replace_atom (in_preflight set).
 void build(controller_pointer self, const std::string& id, int64_t action_id, bool in_preflight = false);
 // The create API (validation, the record, idempotency keys, the build).
 caf::result<std::string> create_instance(controller_pointer self, const std::string& bytes,

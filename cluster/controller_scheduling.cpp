@@ -39,33 +39,44 @@ Load load_of(controller_pointer self, const std::string& node) {
   return l;
 }
 
-// Filters and ranks the nodes; every rejection and the decision become
-// events of the create action. nullopt: no valid host.
-static std::optional<std::string> pick_node(controller_pointer self, const v1::InstanceSpec& spec, int64_t action_id) {
+// What the scheduler decided: a node, or none with every rejection's
+// reason; `waiting_until` is set when a node that the store lists as up has
+// not connected yet and may still (see ControllerConfig::placement_wait).
+struct Placement {
+  std::optional<std::string> node;
+  std::string decision;              // the schedule event's detail
+  std::vector<std::string> rejected;  // one reason per node
+  std::vector<std::string> not_connected;
+  std::optional<control::UnixMillis> waiting_until;
+};
+
+// Filters and ranks the nodes. Writes nothing: the caller logs the outcome.
+static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec) {
   auto& st = self->state;
   const uint64_t want_v = spec.board().vcpus();
   const uint64_t want_m = spec.board().memory_mib();
+  const control::UnixMillis now = st.store->now();
+  const int64_t wait_ms = st.cfg.placement_wait.count();
   struct Candidate {
     std::string name;
     Load load;
   };
   std::vector<Candidate> ok;
-  size_t rejected = 0;
-  auto reject = [&](const std::string& why) {
-    ++rejected;
-    event(self, action_id, "filter", "rejected", why);
-  };
+  Placement p;
   for (const auto& n : st.store->list_nodes()) {
     if (n.state != NodeState::created) {
-      reject("node " + n.name + ": state " + control::to_string(n.state));
+      p.rejected.push_back("node " + n.name + ": state " + control::to_string(n.state));
       continue;
     }
     if (!st.nodes.count(n.name)) {
-      reject("node " + n.name + ": no check-in since the controller started");
+      p.rejected.push_back("node " + n.name + ": no check-in since the controller started");
+      p.not_connected.push_back(n.name);
+      const control::UnixMillis until = std::max(st.started, n.last_checkin) + wait_ms;
+      if (wait_ms > 0 && until > now) p.waiting_until = std::max(p.waiting_until.value_or(0), until);
       continue;
     }
     if (auto c = st.cannot_run.find(n.name); c != st.cannot_run.end() && !c->second.empty()) {
-      reject("node " + n.name + ": cannot run instances: " + c->second);
+      p.rejected.push_back("node " + n.name + ": cannot run instances: " + c->second);
       continue;
     }
     const Load l = load_of(self, n.name);
@@ -75,7 +86,7 @@ static std::optional<std::string> pick_node(controller_pointer self, const v1::I
       std::ostringstream o;
       o << "node " << n.name << ": not enough vCPUs: " << want_v << " requested, " << l.vcpus << " of " << cap_v
         << " in use (" << n.vcpus << " x cpu_allocation_ratio " << st.cfg.cpu_allocation_ratio << ")";
-      reject(o.str());
+      p.rejected.push_back(o.str());
       continue;
     }
     if (l.memory_mib + want_m > cap_m) {
@@ -83,25 +94,31 @@ static std::optional<std::string> pick_node(controller_pointer self, const v1::I
       o << "node " << n.name << ": not enough memory: " << want_m << " MiB requested, " << l.memory_mib << " of "
         << cap_m << " MiB in use (" << n.memory_mib << " MiB x ram_allocation_ratio " << st.cfg.ram_allocation_ratio
         << ")";
-      reject(o.str());
+      p.rejected.push_back(o.str());
       continue;
     }
     ok.push_back({n.name, l});
   }
   if (ok.empty()) {
-    event(self, action_id, "schedule", "error",
-          "no valid host: " + std::to_string(rejected) + " node(s) rejected, none left");
-    return std::nullopt;
+    p.decision = "no valid host: " + std::to_string(p.rejected.size()) + " node(s) rejected, none left";
+    return p;
   }
+  p.waiting_until.reset();
   // Lowest load first: fewest instances, then fewest vCPUs in use, then name.
   std::sort(ok.begin(), ok.end(), [](const Candidate& a, const Candidate& b) {
     return std::tie(a.load.instances, a.load.vcpus, a.name) < std::tie(b.load.instances, b.load.vcpus, b.name);
   });
   const Candidate& c = ok.front();
-  event(self, action_id, "schedule", "success",
-        "node " + c.name + " (" + std::to_string(c.load.instances) + " instances, " + std::to_string(c.load.vcpus) +
-            " vCPUs in use; " + std::to_string(ok.size()) + " candidate(s))");
-  return c.name;
+  p.node = c.name;
+  p.decision = "node " + c.name + " (" + std::to_string(c.load.instances) + " instances, " +
+               std::to_string(c.load.vcpus) + " vCPUs in use; " + std::to_string(ok.size()) + " candidate(s))";
+  return p;
+}
+
+static std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
 }
 
 // preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
@@ -112,13 +129,27 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
   auto& store = *st.store;
   std::optional<InstanceRecord> rec;
   std::optional<std::string> node;
+  bool waiting = false;
   // Preflight, the scheduler's events and the placement are one commit (one
-  // fsync): nothing outside the store happens between them.
+  // fsync): nothing outside the store happens between them. While the
+  // placement waits for nodes to connect, only its first attempt is logged.
   try {
     store.with_transaction([&] {
       if (!in_preflight) transition(self, id, action_id, SfInstanceState::preflight);
       rec = store.get_instance(id);
-      node = pick_node(self, rec->spec, action_id);
+      Placement p = pick_node(self, rec->spec);
+      if (!p.node && p.waiting_until) {
+        waiting = true;
+        if (!st.waiting_placements.insert(action_id).second) return;
+        event(self, action_id, "schedule", "waiting",
+              "no valid host yet; waiting up to " + std::to_string((*p.waiting_until - store.now() + 999) / 1000) +
+                  " s for node(s) not connected since the controller started: " + joined(p.not_connected));
+        return;
+      }
+      st.waiting_placements.erase(action_id);
+      for (const auto& why : p.rejected) event(self, action_id, "filter", "rejected", why);
+      event(self, action_id, "schedule", p.node ? "success" : "error", p.decision);
+      node = p.node;
       if (!node) return;
       auto r = store.get_instance(id);
       r->node = *node;
@@ -127,7 +158,13 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
     });
   } catch (const StoreError& e) {
     note(self, "instance " + id + ": create failed in the store: " + e.detail());
+    st.waiting_placements.erase(action_id);
+    waiting = false;
     node.reset();
+  }
+  if (waiting) {
+    self->delayed_send(self, st.cfg.placement_retry, replace_atom::value, id, action_id);
+    return;
   }
   if (!node) {
     fail_record(self, id, action_id);

@@ -11,6 +11,10 @@
 // (strays stopped and logged, Nova power sync); drain; scheduler rejections
 // with their reasons in the action log.
 #define BOOST_TEST_MODULE control_plane_sim
+#include <unistd.h>
+
+#include <cstdio>
+
 #include "cluster/control_types.hpp"
 #include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
@@ -489,4 +493,87 @@ BOOST_FIXTURE_TEST_CASE(an_instance_that_fails_to_start_carries_the_root_cause_i
     if (e.detail.find("file_not_found: /nonexistent/vmlinuz") != std::string::npos) named = true;
   }
   BOOST_TEST(named, "events:\n" << all);
+}
+
+// A controller restarted on its store meets nodes that reconnect only
+// later (real node processes retry their connection every few seconds). A
+// create accepted in between waits in preflight for them instead of ending
+// in ERROR with "no check-in since the controller started"; one that no
+// node comes back for ends in ERROR once placement_wait has passed.
+struct Restart : Cluster {
+  const std::string store = "/tmp/apiary-sim-restart-" + std::to_string(::getpid()) + ".sqlite";
+  ControllerConfig config(std::chrono::milliseconds placement_wait) {
+    ControllerConfig c = controller_config(7);
+    c.store_path = store;
+    c.placement_wait = placement_wait;
+    return c;
+  }
+  // The first controller and its nodes register, then all of them die.
+  void first_life() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
+    ctl = spawn_controller(sys, config(30s));
+    spawn_nodes();
+    for (const auto& name : kNodeNames) BOOST_REQUIRE(node_state(name) == "created");
+    for (auto& [name, n] : nodes) self->send_exit(n, caf::exit_reason::kill);
+    self->send_exit(ctl, caf::exit_reason::kill);
+    nodes.clear();
+    run();
+  }
+  void spawn_nodes() {
+    for (const auto& name : kNodeNames) nodes[name] = spawn_node(sys, node_config(name, 4));
+    run();
+  }
+  ~Restart() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
+  }
+};
+
+BOOST_FIXTURE_TEST_CASE(a_create_after_a_controller_restart_waits_for_the_nodes, Restart) {
+  first_life();
+  ctl = spawn_controller(sys, config(30s));
+  run();
+  const std::string id = create("early");
+  auto r = get(id);
+  BOOST_TEST(r.vm_state == "building");
+  BOOST_TEST(r.sf_state == "preflight");
+  pass(4s, 500ms);  // no node yet: still waiting, logged once
+  BOOST_TEST(get(id).sf_state == "preflight");
+  auto create_action = actions(id).front();
+  BOOST_TEST(events_named(create_action, "schedule").size() == 1u);
+  BOOST_TEST(has_event(create_action, "schedule", "waiting"));
+
+  spawn_nodes();  // the nodes reconnect 4 s after the restart
+  pass(2s, 500ms);
+  r = get(id);
+  BOOST_TEST(r.vm_state == "active");
+  BOOST_TEST(r.sf_state == "created");
+  BOOST_TEST(!r.node.empty());
+  create_action = actions(id).front();
+  BOOST_TEST(create_action.result == "success");
+  BOOST_TEST(has_event(create_action, "schedule", "success"));
+  BOOST_TEST(!has_event(create_action, "schedule", "error"));
+  const auto schedule = events_named(create_action, "schedule");
+  BOOST_REQUIRE(schedule.size() == 2u);
+  BOOST_TEST(schedule[0].find("waiting up to 30 s for node(s) not connected since the controller started: "
+                              "node-a, node-b, node-c") != std::string::npos,
+             schedule[0]);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_create_waits_no_longer_than_placement_wait, Restart) {
+  first_life();
+  ctl = spawn_controller(sys, config(5s));
+  run();
+  const std::string id = create("orphan");
+  pass(4s, 500ms);
+  BOOST_TEST(get(id).sf_state == "preflight");
+  pass(2s, 500ms);  // nobody came back within 5 s
+  auto r = get(id);
+  BOOST_TEST(r.vm_state == "error");
+  BOOST_TEST(r.sf_state == "error");
+  auto create_action = actions(id).front();
+  BOOST_TEST(create_action.result == "error");
+  BOOST_TEST(has_event(create_action, "schedule", "waiting"));
+  const auto filters = events_named(create_action, "filter");
+  BOOST_TEST(filters.size() == 3u);
+  BOOST_TEST(events_named(create_action, "schedule").back() == "no valid host: 3 node(s) rejected, none left");
 }
