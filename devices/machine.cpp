@@ -5,6 +5,7 @@
 
 #include "devices/virtio_blk.hpp"
 #include "devices/virtio_rng.hpp"
+#include "vmm-core/acpi.hpp"
 #include "vmm-core/layout.hpp"
 #include "vmm-core/sim_vcpu.hpp"
 #include "vmm-core/x86_setup.hpp"
@@ -118,9 +119,13 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
 Machine::~Machine() = default;
 
 void Machine::load_kernel() {
-  vmm::BootInputs in{config_.kernel, config_.cmdline, config_.initrd};
+  vmm::acpi::Config acpi{config_.vcpus, {}};
+  for (size_t slot = 0; slot < virtio_.size(); ++slot)
+    acpi.virtio.push_back({layout::kVirtioMmioBase + slot * layout::kVirtioMmioStride, layout::kVirtioIrqs[slot]});
+  vmm::BootInputs in{config_.kernel, config_.cmdline, config_.initrd, layout::kAcpiTables};
   plan_ = vmm::load_kernel(*memory_, in);
   vmm::x86::write_boot_tables(*memory_);
+  vmm::acpi::write(*memory_, acpi);
 }
 
 std::vector<Device*> Machine::devices() const {

@@ -33,6 +33,7 @@ struct BootInputs {
   std::span<const uint8_t> kernel;
   std::string cmdline;
   std::span<const uint8_t> initrd;  // may be empty
+  uint64_t acpi_rsdp = 0;  // where the ACPI RSDP is (handed to PVH and Linux kernels); 0: none
 };
 
 struct BootPlan {

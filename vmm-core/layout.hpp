@@ -30,6 +30,8 @@ inline constexpr uint64_t kPdCount = 4;              //   (0xb000..0xefff)
 inline constexpr uint64_t kCmdline = 0x20000;        // kernel command line
 inline constexpr uint64_t kCmdlineMax = 4096;        // bytes incl. the NUL
 inline constexpr uint64_t kEbdaStart = 0x9fc00;      // reserved: EBDA, VGA, BIOS
+inline constexpr uint64_t kAcpiTables = 0xe0000;     // RSDP (where a BIOS scan finds it) and the tables
+inline constexpr uint64_t kAcpiTablesMax = 0x10000;  //   up to 0xeffff
 inline constexpr uint64_t kHighMemory = 0x100000;    // 1 MiB: kernels load here
 inline constexpr uint64_t kKernelLoad = kHighMemory;
 

@@ -139,7 +139,7 @@ constexpr uint32_t low32(uint64_t v) { return static_cast<uint32_t>(v); }
 constexpr uint32_t high32(uint64_t v) { return static_cast<uint32_t>(v >> 32); }
 
 void write_boot_params(GuestMemory& mem, Bytes image, const BzImage& bz, uint64_t load,
-                       uint64_t initrd, uint64_t initrd_size) {
+                       uint64_t initrd, uint64_t initrd_size, uint64_t acpi_rsdp) {
   LinuxBootParams bp{};
   std::memcpy(&bp.hdr, image.data() + kSetupHeaderAt, bz.header_len);
   bp.hdr.type_of_loader = bootproto::kLinuxLoaderTypeUndefined;
@@ -152,6 +152,7 @@ void write_boot_params(GuestMemory& mem, Bytes image, const BzImage& bz, uint64_
   bp.ext_ramdisk_image = high32(initrd);
   bp.hdr.ramdisk_size = low32(initrd_size);
   bp.ext_ramdisk_size = high32(initrd_size);
+  bp.acpi_rsdp_addr = acpi_rsdp;  // boot protocol 2.14; a kernel without it scans for the RSDP
   bp.e820_entries = fill_e820(mem, bp);
   mem.write_obj(layout::kZeroPage, bp);
 }
@@ -170,7 +171,7 @@ BootPlan load_linux(GuestMemory& mem, const BootInputs& in) {
   mem.write(load, bz.kernel);
   loader::write_cmdline(mem, in.cmdline);
   if (initrd != 0) mem.write(initrd, in.initrd);
-  write_boot_params(mem, in.kernel, bz, load, initrd, in.initrd.size());
+  write_boot_params(mem, in.kernel, bz, load, initrd, in.initrd.size(), in.acpi_rsdp);
 
   BootPlan plan{BootProtocol::linux64, EntryMode::long64};
   plan.entry = load + bootproto::kLinux64EntryOffset;

@@ -250,13 +250,14 @@ uint32_t write_pvh_memmap(GuestMemory& mem) {
   return static_cast<uint32_t>(map.size());
 }
 
-void write_start_info(GuestMemory& mem, uint64_t initrd, uint64_t initrd_size) {
+void write_start_info(GuestMemory& mem, uint64_t initrd, uint64_t initrd_size, uint64_t acpi_rsdp) {
   bootproto::HvmStartInfo info{};
   info.magic = bootproto::kHvmStartMagic;
   info.version = 1;
   info.cmdline_paddr = layout::kCmdline;
   info.memmap_paddr = layout::kPvhMemmap;
   info.memmap_entries = write_pvh_memmap(mem);
+  info.rsdp_paddr = acpi_rsdp;
   if (initrd_size > 0) {
     const bootproto::HvmModlistEntry module{initrd, initrd_size, 0, 0};
     mem.write_obj(layout::kPvhModlist, module);
@@ -282,7 +283,7 @@ BootPlan load_pvh(GuestMemory& mem, const BootInputs& in) {
   loader::write_elf_segments(mem, in.kernel, elf);
   loader::write_cmdline(mem, in.cmdline);
   if (initrd != 0) mem.write(initrd, in.initrd);
-  write_start_info(mem, initrd, in.initrd.size());
+  write_start_info(mem, initrd, in.initrd.size(), in.acpi_rsdp);
 
   BootPlan plan{BootProtocol::pvh, EntryMode::protected32};
   plan.entry = *entry;

@@ -51,6 +51,7 @@ inline constexpr uint32_t kMxcsrDefault = 0x1f80;
 inline constexpr uint32_t kCpuidFeatures = 0x1;
 inline constexpr uint32_t kCpuidTopology = 0xb;
 inline constexpr uint32_t kCpuidEcxHypervisor = 1u << 31;
+inline constexpr uint32_t kCpuidEcxTscDeadline = 1u << 24;
 inline constexpr uint32_t kCpuidEdxHtt = 1u << 28;
 
 // Local APIC register offsets and LVT delivery modes.

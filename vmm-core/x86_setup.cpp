@@ -111,12 +111,13 @@ kvm_regs boot_regs(const BootPlan& plan) {
 }
 
 std::vector<kvm_cpuid_entry2> vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
-                                         uint32_t apic_id, uint32_t vcpu_count) {
+                                         uint32_t apic_id, uint32_t vcpu_count, bool tsc_deadline) {
   std::vector<kvm_cpuid_entry2> out = supported;
   for (auto& e : out) {
     if (e.function == kCpuidFeatures) {
       e.ebx = (e.ebx & 0x0000ffff) | (apic_id << 24) | ((vcpu_count & 0xff) << 16);
       e.ecx |= kCpuidEcxHypervisor;
+      if (tsc_deadline) e.ecx |= kCpuidEcxTscDeadline;
       if (vcpu_count > 1) e.edx |= kCpuidEdxHtt;
     } else if (e.function == kCpuidTopology) {
       e.edx = apic_id;
@@ -157,7 +158,8 @@ void set_lvt(kvm_lapic_state& l, uint32_t reg, uint32_t mode) {
 }  // namespace
 
 void set_vcpu_cpuid(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count) {
-  vcpu.set_cpuid(vcpu_cpuid(sys.supported_cpuid(), vcpu.id(), vcpu_count));
+  vcpu.set_cpuid(vcpu_cpuid(sys.supported_cpuid(), vcpu.id(), vcpu_count,
+                            sys.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0));
 }
 
 void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan) {

@@ -40,8 +40,13 @@ kvm_regs boot_regs(const BootPlan& plan);
 
 // KVM's supported CPUID with this vCPU's APIC id and the vCPU count in leaf 1
 // EBX[31:24] / EBX[23:16], the hypervisor bit, and leaf 0xB's x2APIC id.
+// `tsc_deadline`: KVM emulates the LAPIC's TSC-deadline mode
+// (KVM_CAP_TSC_DEADLINE_TIMER) but leaves its CPUID bit to the VMM; with it
+// Linux needs no LAPIC timer calibration against the PIT, which under
+// nested emulation fails ("APIC timer disabled due to verification failure")
+// and costs seconds of boot.
 std::vector<kvm_cpuid_entry2> vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
-                                         uint32_t apic_id, uint32_t vcpu_count);
+                                         uint32_t apic_id, uint32_t vcpu_count, bool tsc_deadline = false);
 std::vector<kvm_msr_entry> boot_msrs();
 kvm_fpu boot_fpu();
 

@@ -117,6 +117,8 @@ BOOST_AUTO_TEST_CASE(cpuid_reports_apic_id_and_vcpu_count) {
   BOOST_TEST((out[0].ecx & x86::kCpuidEcxHypervisor) != 0u);
   BOOST_TEST((out[0].edx & x86::kCpuidEdxHtt) != 0u);
   BOOST_TEST(out[1].edx == 3u);
+  BOOST_TEST((out[0].ecx & x86::kCpuidEcxTscDeadline) == 0u);
+  BOOST_TEST((x86::vcpu_cpuid(supported, 0, 1, true)[0].ecx & x86::kCpuidEcxTscDeadline) != 0u);
   auto msrs = x86::boot_msrs();
   bool misc = false;
   for (auto& m : msrs)
