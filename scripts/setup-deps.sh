@@ -2,11 +2,12 @@
 # Installs the Debian packages Apiary builds and tests with, if any is missing.
 # Everything comes from Debian bookworm's archive; nothing else is downloaded.
 # The second group is scripts/kvm-vm's: on a machine without /dev/kvm it
-# boots Debian's kernel under QEMU (TCG, with SVM) to get a real one.
+# boots Debian's kernel under QEMU (TCG, with SVM) to get a real one; the
+# same kernel, busybox-static and e2fsprogs make the Linux guest (guest/linux).
 set -eu
 PACKAGES="build-essential cmake pkg-config binutils libcaf-dev libprotobuf-dev protobuf-compiler
 libboost-dev libboost-test-dev libsqlite3-dev libbenchmark-dev
-python3 qemu-system-x86 linux-image-amd64 busybox-static"
+python3 qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

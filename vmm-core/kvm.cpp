@@ -192,6 +192,9 @@ void Vcpu::set_fpu(const kvm_fpu& f) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_FPU, 
 void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
   auto buf = var_buffer(entries.data(), static_cast<uint32_t>(entries.size()));
   checked_ioctl(fd_.get(), kSetCpuid2, "KVM_SET_CPUID2", buf.data());
+  cpuid_xcr0_ = 0;
+  for (const auto& e : entries)
+    if (e.function == 0xd && e.index == 0) cpuid_xcr0_ = e.eax | (static_cast<uint64_t>(e.edx) << 32);
 }
 
 void Vcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
@@ -209,5 +212,12 @@ kvm_lapic_state Vcpu::get_lapic() const {
   return l;
 }
 void Vcpu::set_lapic(const kvm_lapic_state& l) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_LAPIC, &l); }
+void Vcpu::set_xcr0(uint64_t xcr0) {
+  kvm_xcrs x{};
+  x.nr_xcrs = 1;
+  x.xcrs[0].xcr = 0;
+  x.xcrs[0].value = xcr0;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_XCRS, &x);
+}
 
 }  // namespace apiary::vmm::kvm

@@ -112,8 +112,12 @@ class Vcpu {
   void set_msrs(const std::vector<kvm_msr_entry>& msrs);
   kvm_lapic_state get_lapic() const;
   void set_lapic(const kvm_lapic_state& l);
+  void set_xcr0(uint64_t xcr0);  // KVM_SET_XCRS, XCR0 only
+  // The state components (XCR0 bits) the CPUID given to set_cpuid offers.
+  uint64_t cpuid_xcr0() const noexcept { return cpuid_xcr0_; }
 
  private:
+  uint64_t cpuid_xcr0_ = 0;
   uint32_t id_;
   Fd fd_;
   kvm_run* run_ = nullptr;

@@ -52,6 +52,11 @@ inline constexpr uint32_t kCpuidFeatures = 0x1;
 inline constexpr uint32_t kCpuidTopology = 0xb;
 inline constexpr uint32_t kCpuidEcxHypervisor = 1u << 31;
 inline constexpr uint32_t kCpuidEcxTscDeadline = 1u << 24;
+// XCR0 state components Apiary may start guests with: x87, SSE, AVX,
+// AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM) and PKRU. Not MPX (deprecated) nor
+// AMX (KVM offers it only to a VMM that asked the host for permission).
+inline constexpr uint64_t kXcr0X87 = 1u << 0;
+inline constexpr uint64_t kXcr0Supported = 0x7ull | (0x7ull << 5) | (1ull << 9);
 inline constexpr uint32_t kCpuidEdxHtt = 1u << 28;
 
 // Local APIC register offsets and LVT delivery modes.

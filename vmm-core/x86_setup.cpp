@@ -169,6 +169,19 @@ void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan) {
   set_lvt(lapic, kApicLvtLint0, kApicDeliveryExtInt);
   set_lvt(lapic, kApicLvtLint1, kApicDeliveryNmi);
   vcpu.set_lapic(lapic);
+  // XCR0 starts with every state component the CPUID offers instead of x87
+  // alone. Why: under SVM emulated by QEMU's TCG (scripts/kvm-vm) a guest's
+  // XSETBV was not seen by KVM, which then answered CPUID 0xD with sizes for
+  // the reset XCR0 and Linux warned "XSAVE consistency problem" with a
+  // call trace. A kernel sets XCR0 itself either way; with this start value
+  // KVM's view and the guest's agree.
+  // A host that refuses (no XSAVE) leaves XCR0 as KVM reset it.
+  if (const uint64_t xcr0 = vcpu.cpuid_xcr0() & kXcr0Supported; xcr0 & ~kXcr0X87) {
+    try {
+      vcpu.set_xcr0(xcr0 | kXcr0X87);
+    } catch (const Error&) {
+    }
+  }
   if (plan) {
     vcpu.set_sregs(boot_sregs(vcpu.get_sregs(), plan->mode));
     vcpu.set_regs(boot_regs(*plan));
