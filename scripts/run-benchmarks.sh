@@ -22,7 +22,7 @@ fi
 build_dir=$1
 shift
 here=$(cd "$(dirname "$0")" && pwd)
-KVM_BENCHES=" bench_exit_dispatch bench_instance bench_virtio_blk "
+KVM_BENCHES=" bench_exit_dispatch bench_instance bench_virtio_blk bench_linux_boot "
 KVM_VM=("$here/kvm-vm" --cpus 1 --memory 4096 --timeout 900 --)
 bench_dir=$build_dir/bench
 if [[ ! -d "$bench_dir" ]]; then
