@@ -359,7 +359,7 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
         auto& st = self->state;
         if (st.state != S::run) return refuse(self, "soft-poweroff");
         if (!st.machine->press_power_button())
-          return make_error(ActorErrc::invalid_argument, "this machine has no ACPI power button");
+          return make_error(ActorErrc::wrong_state, "the guest has not armed the ACPI power button");
         return ack_atom::value;
       },
       [=](get_state_atom) -> caf::result<std::string, uint64_t, std::string> {

@@ -272,6 +272,20 @@ void power_off(node_pointer self, const std::string& id, Done done) {
   call_and_wait(self, id, poweroff_atom::value, reach("destroy"), self->state.cfg.state_deadline, std::move(done));
 }
 
+// Nova's stop (clean_shutdown): the ACPI power button first. A guest that
+// has not armed it (no ACPI OS, still booting, paused) or is not down
+// within shutdown_timeout is powered off, as Nova falls back to a hard
+// power-off after its shutdown_timeout.
+void shut_down(node_pointer self, const std::string& id, Done done) {
+  auto it = self->state.instances.find(id);
+  if (it == self->state.instances.end() || it->second.state != "run") return power_off(self, id, std::move(done));
+  call_and_wait(self, id, soft_off_atom::value, reach("destroy"), self->state.cfg.shutdown_timeout,
+                [self, id, done](const std::string& err) {
+                  if (err.empty()) return done({});
+                  power_off(self, id, done);
+                });
+}
+
 std::string power_of(node_pointer self, const std::string& id) {
   auto it = self->state.instances.find(id);
   return it == self->state.instances.end() ? std::string(kPowerDeleted) : power_state(it->second);
@@ -285,7 +299,7 @@ void run_action(node_pointer self, const std::string& id, const std::string& act
   const bool known = it != st.instances.end();
   const std::string spec = known && spec_bytes.empty() ? it->second.spec_bytes : spec_bytes;
   const auto deadline = st.cfg.state_deadline;
-  if (action == "poweroff") return power_off(self, id, std::move(done));
+  if (action == "poweroff") return shut_down(self, id, std::move(done));
   if (action == "delete") {
     return power_off(self, id, [self, id, done](const std::string& err) {
       if (!err.empty()) return done(err);

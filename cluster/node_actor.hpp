@@ -22,6 +22,10 @@
 //        from their spec: a new VMM, as Nova's start).
 //        softreboot: Ctrl-Alt-Del to the guest; if it has not rebooted within
 //        soft_reboot_grace, a forced reset (Nova's fallback).
+//        poweroff: the ACPI power button to a running guest that has armed
+//        it; if it is not down within shutdown_timeout (or never armed the
+//        button), a forced power-off (Nova's clean_shutdown). `delete` and
+//        the actions that replace a VMM power off at once.
 //   nodeact, id, action, spec, args -> (power state, detail)
 //        the same actions plus the ones that need arguments or report
 //        files; `detail` is one line per thing done (file names), "" if none.
@@ -111,6 +115,10 @@ struct NodeConfig {
   std::chrono::milliseconds phase_deadline{5000};     // per instance fan-out phase
   std::chrono::milliseconds state_deadline{30000};    // how long an action waits for its state
   std::chrono::milliseconds soft_reboot_grace{10000};  // before a soft reboot turns hard
+  // poweroff (Nova's stop): how long the guest has to shut down after the
+  // ACPI power button before it is powered off. Below the controller's
+  // action deadline (60 s) with the forced power-off's state_deadline added.
+  std::chrono::milliseconds shutdown_timeout{20000};
   std::chrono::milliseconds file_deadline{45000};      // one disk-file job (copy / zero), all disks
   std::chrono::milliseconds file_poll{20};             // how often the node looks at a running file job
   // Fan-out phase latencies of this node's instances; created by spawn_node

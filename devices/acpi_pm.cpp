@@ -109,11 +109,12 @@ void AcpiPm::Block::io_write(uint64_t offset, unsigned size, uint64_t value) {
   dev_.write_range(base_, len_, offset, size, value);
 }
 
-void AcpiPm::press_power_button() {
+bool AcpiPm::press_power_button() {
   std::lock_guard lock(mutex_);
   ++power_button_presses_;
   sts_ |= kPwrBtnSts;
   update_sci();
+  return (en_ & kPwrBtnEn) && (cnt_ & kSciEn);
 }
 
 v1::DeviceState AcpiPm::export_state() const {

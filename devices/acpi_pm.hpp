@@ -66,8 +66,9 @@ class AcpiPm final : public Device {
   vmm::IoHandler& event_block() noexcept { return event_block_; }
   vmm::IoHandler& control_block() noexcept { return control_block_; }
 
-  // Host request for an orderly shutdown.
-  void press_power_button();
+  // Host request for an orderly shutdown: PWRBTN_STS is set either way; true
+  // when the guest listens (PWRBTN_EN and SCI_EN set), so that the SCI fires.
+  bool press_power_button();
 
   void reset() override;
   v1::DeviceState export_state() const override;

@@ -147,10 +147,7 @@ void Machine::reload_kernel() {
 }
 
 bool Machine::inject_ctrl_alt_del() { return i8042_->inject_ctrl_alt_del() > 0; }
-bool Machine::press_power_button() {
-  acpi_->press_power_button();
-  return true;
-}
+bool Machine::press_power_button() { return acpi_->press_power_button(); }
 
 void Machine::reset_for_reboot() {
   reload_kernel();

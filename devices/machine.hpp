@@ -105,7 +105,9 @@ class Machine final : private DeviceEvents, private IrqLine {
   // reloaded. Devices and vCPUs are reset by their owners (fan-outs).
   void reload_kernel();
 
-  // Soft events for the guest to react to (false: the board lacks the device).
+  // Soft events for the guest to react to. inject_ctrl_alt_del: false when
+  // the board lacks the device; press_power_button: false when the guest has
+  // not armed the ACPI power button (no ACPI OS, or not that far in its boot).
   bool inject_ctrl_alt_del();
   bool press_power_button();
 

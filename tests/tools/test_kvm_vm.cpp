@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -24,7 +25,10 @@ namespace {
 
 const std::string kScript = APIARY_SOURCE_DIR "/scripts/kvm-vm";
 
+// kvm-vm's own --timeout (100 s) comes before the test's (120 s), so that a
+// VM that hangs is reported with its console's last lines.
 ProcessResult kvm_vm(std::vector<std::string> args, const std::string& input = "") {
+  if (std::find(args.begin(), args.end(), "--timeout") == args.end()) args.insert(args.begin(), {"--timeout", "100"});
   args.insert(args.begin(), {kScript, "--force-vm"});
   return run_process(args, input, 120s);
 }
