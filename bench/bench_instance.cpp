@@ -499,17 +499,15 @@ void BM_IdleMemory(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
+  const bool flags_ok = bench::strip_own_flags(argc, argv, [](const std::string& arg) {
     long v = 0;
-    const std::string arg = argv[i];
     if (parse_flag(arg, "--rounds=", v)) g.rounds = static_cast<int>(std::max(2L, v));
     else if (parse_flag(arg, "--idle=", v)) g.idle = static_cast<int>(v);
     else if (parse_flag(arg, "--max-vcpus=", v)) g.max_vcpus = static_cast<uint32_t>(std::min<long>(v, layout::kMaxVcpus));
-    else argv[kept++] = argv[i];
-  }
-  argc = kept;
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+    else return false;
+    return true;
+  });
+  if (!flags_ok) return 2;
   if (const std::string why = vmm::kvm::why_unusable(); !why.empty()) {
     std::fprintf(stderr, "bench_instance: needs KVM (%s); run it through scripts/kvm-vm\n", why.c_str());
     return 1;

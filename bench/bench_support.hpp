@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <benchmark/benchmark.h>
+
 namespace apiary::bench {
 
 // A fresh directory under $TMPDIR named <prefix>-XXXXXX; removed with
@@ -59,6 +61,18 @@ inline bool parse_flag(const std::string& arg, const std::string& name, long& ou
   char* end = nullptr;
   out = std::strtol(arg.c_str() + name.size(), &end, 10);
   return end && *end == '\0' && out > 0;
+}
+
+// Takes the benchmark's own flags out of argv (`own` returns true for one it
+// used) and leaves Google Benchmark's; false when an argument is known to
+// neither. Call after benchmark::Initialize.
+template <class Own>
+bool strip_own_flags(int& argc, char** argv, Own own) {
+  int kept = 1;
+  for (int i = 1; i < argc; ++i)
+    if (!own(std::string(argv[i]))) argv[kept++] = argv[i];
+  argc = kept;
+  return !benchmark::ReportUnrecognizedArguments(argc, argv);
 }
 
 inline double seconds(const timeval& t) {

@@ -165,17 +165,15 @@ void BM_GuestRead(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
+  const bool flags_ok = bench::strip_own_flags(argc, argv, [](const std::string& arg) {
     long v = 0;
-    const std::string arg = argv[i];
     if (parse_flag(arg, "--disk-mib=", v)) g.disk_mib = static_cast<uint64_t>(v);
     else if (parse_flag(arg, "--chunk-kib=", v)) g.chunk_kib = static_cast<uint64_t>(std::min(v, 256L));
     else if (parse_flag(arg, "--runs=", v)) g.runs = static_cast<int>(v);
-    else argv[kept++] = argv[i];
-  }
-  argc = kept;
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+    else return false;
+    return true;
+  });
+  if (!flags_ok) return 2;
   if (const std::string why = vmm::kvm::why_unusable(); !why.empty()) {
     std::fprintf(stderr, "bench_virtio_blk: needs KVM (%s); run it through scripts/kvm-vm\n", why.c_str());
     return 1;
