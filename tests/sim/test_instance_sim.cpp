@@ -181,6 +181,19 @@ BOOST_FIXTURE_TEST_CASE(calls_in_the_wrong_state_are_refused_and_change_nothing,
   BOOST_TEST(expect_error().find("wrong_state") == 0);
 }
 
+BOOST_FIXTURE_TEST_CASE(the_power_button_of_a_guest_that_has_not_armed_it_is_refused, Fixture) {
+  // The simulated guest never enables PWRBTN_EN: a soft poweroff would wait
+  // for nothing, so it is refused and the VM keeps running (the node then
+  // powers it off at once for Nova's stop).
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  call(soft_off_atom::value);
+  BOOST_TEST(expect_error() == "wrong_state: the guest has not armed the ACPI power button");
+  BOOST_TEST(current() == "run");
+}
+
 BOOST_FIXTURE_TEST_CASE(guest_debug_exit_destroys_with_its_status, Fixture) {
   spawn(sim_config({{{SimStep::Kind::pio_write, layout::kPostPort, 1, 0x11},
                      {SimStep::Kind::pio_write, layout::kDebugExitPort, 1, 3}}}));
