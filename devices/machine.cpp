@@ -70,6 +70,11 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   reset_control_ = std::make_unique<ResetControl>("reset-control", events);
   bus_.add(AddressSpace::pio, layout::kResetControl, layout::kResetControlLen, reset_control_.get(),
            reset_control_->name());
+  pci_host_ = std::make_unique<PciHostBridge>("pci-host");
+  bus_.add(AddressSpace::pio, layout::kPciConfigAddress, layout::kPciConfigAddressLen, &pci_host_->address_port(),
+           "pci-config-address");
+  bus_.add(AddressSpace::pio, layout::kPciConfigData, layout::kPciConfigDataLen, &pci_host_->data_port(),
+           "pci-config-data");
   fw_cfg_ = std::make_unique<FwCfg>("fw-cfg", *memory_, config_.vcpus, memory_->size(), config_.kernel,
                                     config_.initrd, config_.cmdline);
   bus_.add(AddressSpace::pio, layout::kFwCfgSelector, layout::kFwCfgPorts, fw_cfg_.get(), fw_cfg_->name());
@@ -129,7 +134,7 @@ void Machine::load_kernel() {
 }
 
 std::vector<Device*> Machine::devices() const {
-  std::vector<Device*> all = {com1_.get(),   i8042_.get(),      rtc_.get(),  acpi_.get(), reset_control_.get(),
+  std::vector<Device*> all = {com1_.get(), i8042_.get(), rtc_.get(), acpi_.get(), reset_control_.get(), pci_host_.get(),
                               fw_cfg_.get(), debug_exit_.get(), post_.get(), noop_.get()};
   for (auto& v : virtio_) all.push_back(v.get());
   return all;

@@ -25,6 +25,7 @@
 #include "devices/i8042.hpp"
 #include "devices/noop_port.hpp"
 #include "devices/post_port.hpp"
+#include "devices/pci_host.hpp"
 #include "devices/reset_control.hpp"
 #include "devices/uart16550.hpp"
 #include "devices/virtio_mmio.hpp"
@@ -137,6 +138,7 @@ class Machine final : private DeviceEvents, private IrqLine {
   std::unique_ptr<CmosRtc> rtc_;
   std::unique_ptr<AcpiPm> acpi_;
   std::unique_ptr<ResetControl> reset_control_;
+  std::unique_ptr<PciHostBridge> pci_host_;
   std::unique_ptr<FwCfg> fw_cfg_;
   std::vector<std::unique_ptr<VirtioMmio>> virtio_;
   std::vector<std::unique_ptr<vmm::VcpuBackend>> vcpus_;

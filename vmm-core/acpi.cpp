@@ -195,17 +195,42 @@ Bytes resources(Bytes descriptors) {
   return buffer(descriptors);
 }
 
-Bytes com1_device() {
-  Bytes crs;
+// An IO(Decode16, base, base, 1, length) descriptor.
+void io_ports(Bytes& crs, uint16_t base, uint8_t length) {
   u8(crs, kIoPortDescriptor);
   u8(crs, kIoDecode16);
-  u16(crs, layout::kCom1Base);
-  u16(crs, layout::kCom1Base);
+  u16(crs, base);
+  u16(crs, base);
   u8(crs, 1);  // alignment
-  u8(crs, static_cast<uint8_t>(layout::kCom1Size));
+  u8(crs, length);
+}
+// An IRQNoFlags(){irq} descriptor (edge, active high: the ISA default).
+void isa_irq(Bytes& crs, uint8_t irq) {
   u8(crs, kIrqNoFlagsDescriptor);
-  u16(crs, static_cast<uint16_t>(1u << layout::kCom1Irq));
+  u16(crs, static_cast<uint16_t>(1u << irq));
+}
+
+Bytes com1_device() {
+  Bytes crs;
+  io_ports(crs, layout::kCom1Base, static_cast<uint8_t>(layout::kCom1Size));
+  isa_irq(crs, layout::kCom1Irq);
   return device("COM1", {name("_HID", eisa_id("PNP0501")), name("_UID", integer(1)), name("_CRS", resources(crs))});
+}
+
+// The i8042 with its keyboard (no PS/2 mouse: the controller has no aux port).
+Bytes keyboard_device() {
+  Bytes crs;
+  io_ports(crs, layout::kI8042Data, 1);
+  io_ports(crs, layout::kI8042Command, 1);
+  isa_irq(crs, layout::kI8042Irq);
+  return device("KBD_", {name("_HID", eisa_id("PNP0303")), name("_CRS", resources(crs))});
+}
+
+// The CMOS RTC, without an interrupt: Apiary's RTC raises none (devices/cmos_rtc.hpp).
+Bytes rtc_device() {
+  Bytes crs;
+  io_ports(crs, layout::kRtcIndex, static_cast<uint8_t>(layout::kRtcPorts));
+  return device("RTC_", {name("_HID", eisa_id("PNP0B00")), name("_CRS", resources(crs))});
 }
 
 Bytes virtio_device(size_t index, const VirtioSlot& slot) {
@@ -230,7 +255,7 @@ Bytes dsdt(const Config& c) {
   Bytes s5 = name("_S5_", package({integer(layout::kAcpiSlpTypSoftOff), integer(layout::kAcpiSlpTypSoftOff),
                                    integer(0), integer(0)}));
   b.insert(b.end(), s5.begin(), s5.end());
-  std::vector<Bytes> devices{com1_device()};
+  std::vector<Bytes> devices{com1_device(), keyboard_device(), rtc_device()};
   for (size_t i = 0; i < c.virtio.size(); ++i) devices.push_back(virtio_device(i, c.virtio[i]));
   Bytes sb = root_scope("_SB_", devices);
   b.insert(b.end(), sb.begin(), sb.end());

@@ -75,7 +75,9 @@ inline constexpr uint16_t kAcpiPm1aEvt = 0x600;  // PM1a_EVT_BLK (4 bytes)
 inline constexpr uint16_t kAcpiPm1aCnt = 0x604;  // PM1a_CNT_BLK (2 bytes)
 inline constexpr uint8_t kAcpiSciIrq = 9;
 inline constexpr uint16_t kAcpiSlpTypSoftOff = 5;
-inline constexpr uint16_t kResetControl = 0xcf9;
+inline constexpr uint16_t kPciConfigAddress = 0xcf8;  // PCI CONFIG_ADDRESS (dword accesses only)
+inline constexpr uint16_t kResetControl = 0xcf9;      // byte 0xcf9 inside it: reset control
+inline constexpr uint16_t kPciConfigData = 0xcfc;     // PCI CONFIG_DATA, 0xcfc..0xcff
 inline constexpr uint8_t kVirtioFirstIrq = 5;
 // The GSI of each virtio-mmio slot: the free ISA lines from 5, skipping 8
 // (RTC), 9 (ACPI SCI), 12 (PS/2 mouse) and 13 (FPU); the last slot needs the
@@ -91,6 +93,8 @@ inline constexpr uint16_t kRtcPorts = 2;             // 0x70 index + 0x71 data
 inline constexpr uint16_t kAcpiPm1aEvtLen = 4;       // PM1_STS(2) + PM1_EN(2)
 inline constexpr uint16_t kAcpiPm1aCntLen = 2;       // PM1_CNT
 inline constexpr uint16_t kResetControlLen = 1;      // 0xcf9, byte register
+inline constexpr uint16_t kPciConfigAddressLen = 1;  // dword at 0xcf8; 0xcf9 is reset control's
+inline constexpr uint16_t kPciConfigDataLen = 4;     // 0xcfc..0xcff
 inline constexpr uint16_t kFwCfgDmaLen = 8;          // be64 address: high @+0, low @+4
 inline constexpr uint16_t kFwCfgPorts = kFwCfgDma + kFwCfgDmaLen - kFwCfgSelector;  // 0x510..0x51b
 inline constexpr uint32_t kCmosBaseMemoryKib = 640;  // CMOS 0x15/0x16 conventional memory

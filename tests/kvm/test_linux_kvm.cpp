@@ -150,8 +150,12 @@ BOOST_AUTO_TEST_CASE(boots_to_a_shell_on_two_vcpus_with_a_clean_log_and_powers_o
   BOOST_TEST(log.find("ACPI: Using ACPI (MADT) for SMP configuration information") != std::string::npos);
   BOOST_TEST(log.find("ACPI: PM: (supports S0 S5)") != std::string::npos);
   BOOST_TEST(log.find("smp: Brought up 1 node, 2 CPUs") != std::string::npos);
+  BOOST_TEST(log.find("PCI: Using configuration type 1 for base access") != std::string::npos);
+  BOOST_TEST(log.find("i8042: PNP: PS/2 Controller [PNP0303:KBD] at 0x60,0x64 irq 1") != std::string::npos);
+  BOOST_TEST(std::regex_search(log, std::regex("rtc_cmos 00:0[0-9]: registered as rtc0")));  // a PNP device
   for (const char* bad : {"ACPI BIOS Error", "ACPI Error", "ACPI BIOS Warning", "MADT or MP tables are not detected",
-                          "APIC timer disabled", "not listed by BIOS", "Call Trace"})
+                          "APIC timer disabled", "not listed by BIOS", "Call Trace", "Fatal", "No PS/2 controller",
+                          "no PNP device found", "WARNING"})
     BOOST_TEST(log.find(bad) == std::string::npos, "boot log has: " << bad);
   vm.type("poweroff");
   const RunOutcome end = vm.wait_end();

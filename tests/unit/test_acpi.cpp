@@ -115,7 +115,7 @@ BOOST_AUTO_TEST_CASE(madt_has_one_enabled_local_apic_per_vcpu_and_the_ioapic) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(dsdt_carries_s5_com1_and_one_device_per_virtio_slot) {
+BOOST_AUTO_TEST_CASE(dsdt_carries_s5_com1_keyboard_rtc_and_one_device_per_virtio_slot) {
   const Image i = build({1, {{layout::kVirtioMmioBase, 5}, {layout::kVirtioMmioBase + 0x1000, 6}}});
   const uint64_t d = i.at.dsdt;
   BOOST_TEST(i.sig(d) == "DSDT");
@@ -124,6 +124,13 @@ BOOST_AUTO_TEST_CASE(dsdt_carries_s5_com1_and_one_device_per_virtio_slot) {
   BOOST_TEST(i.contains(d, s5));
   BOOST_TEST(i.contains(d, "COM1"));
   BOOST_TEST(i.contains(d, std::string("\x0c\x41\xd0\x05\x01", 5)));  // EisaId("PNP0501")
+  // The i8042 keyboard (PNP0303) at 0x60 and 0x64 with IRQ 1, the RTC (PNP0B00) at 0x70..0x71.
+  BOOST_TEST(i.contains(d, "KBD_"));
+  BOOST_TEST(i.contains(d, std::string("\x0c\x41\xd0\x03\x03", 5)));
+  BOOST_TEST(i.contains(d, std::string("\x47\x01\x60\x00\x60\x00\x01\x01\x47\x01\x64\x00\x64\x00\x01\x01\x22\x02\x00", 19)));
+  BOOST_TEST(i.contains(d, "RTC_"));
+  BOOST_TEST(i.contains(d, std::string("\x0c\x41\xd0\x0b\x00", 5)));
+  BOOST_TEST(i.contains(d, std::string("\x47\x01\x70\x00\x70\x00\x01\x02\x79", 9)));
   BOOST_TEST(i.contains(d, "VR00"));
   BOOST_TEST(i.contains(d, "VR01"));
   BOOST_TEST(i.contains(d, std::string("LNRO0005\0", 9)));
