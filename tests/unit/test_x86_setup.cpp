@@ -127,3 +127,30 @@ BOOST_AUTO_TEST_CASE(cpuid_reports_apic_id_and_vcpu_count) {
   BOOST_TEST(x86::boot_fpu().fcw == 0x37f);
   BOOST_TEST(x86::boot_fpu().mxcsr == 0x1f80u);
 }
+
+// Fidelity with QEMU's -cpu max on the same KVM: every feature KVM supports
+// reaches the guest (nothing masked), e.g. INVPCID (leaf 7 EBX bit 10), the
+// extended leaves and KVM's paravirtual features; only the per-vCPU topology
+// fields are rewritten.
+BOOST_AUTO_TEST_CASE(every_feature_kvm_supports_reaches_the_guest) {
+  auto leaf = [](uint32_t function, uint32_t index, uint32_t v) {
+    kvm_cpuid_entry2 e{};
+    e.function = function;
+    e.index = index;
+    e.eax = e.ebx = e.ecx = e.edx = v;
+    return e;
+  };
+  const std::vector<kvm_cpuid_entry2> supported = {
+      leaf(7, 0, 0xffffffff), leaf(7, 1, 0x12345678), leaf(0xd, 1, 0xf), leaf(0x80000001, 0, 0xffffffff),
+      leaf(0x80000008, 0, 0x3030), leaf(0x40000001, 0, 0x01fff7ff)};
+  const auto out = x86::vcpu_cpuid(supported, 1, 2);
+  BOOST_REQUIRE(out.size() == supported.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    BOOST_TEST(out[i].function == supported[i].function);
+    BOOST_TEST(out[i].eax == supported[i].eax);
+    BOOST_TEST(out[i].ebx == supported[i].ebx);
+    BOOST_TEST(out[i].ecx == supported[i].ecx);
+    BOOST_TEST(out[i].edx == supported[i].edx);
+  }
+  BOOST_TEST((out[0].ebx & (1u << 10)) != 0u);  // INVPCID
+}
