@@ -775,13 +775,27 @@ void apply_board_flags(v1::InstanceSpec& s, const Parsed& p) {
   if (memory) s.mutable_board()->set_memory_mib(positive_number<uint64_t>("--memory", *memory, kInstance));
 }
 
+// --guest or --kernel (host paths on the node), with --initrd and --cmdline.
 void apply_boot_flags(v1::InstanceSpec& s, const Parsed& p) {
-  if (auto guest = p.value("--guest")) {
+  auto* boot = s.mutable_boot();
+  const auto guest = p.value("--guest");
+  const auto kernel = p.value("--kernel");
+  if (guest && kernel) usage_error("--guest and --kernel: choose one boot source", kInstance);
+  if (guest) {
     if (guest->empty()) usage_error("--guest: expected the name of an embedded guest", kInstance);
-    s.mutable_boot()->set_embedded_guest(*guest);
-  } else if (s.boot().kernel_case() == v1::Boot::KERNEL_NOT_SET) {
-    s.mutable_boot()->set_embedded_guest(spec::kDefaultEmbeddedGuest);
+    boot->set_embedded_guest(*guest);
+  } else if (kernel) {
+    if (kernel->empty()) usage_error("--kernel: expected a path on the node", kInstance);
+    boot->set_kernel_path(*kernel);
+  } else if (boot->kernel_case() == v1::Boot::KERNEL_NOT_SET) {
+    boot->set_embedded_guest(spec::kDefaultEmbeddedGuest);
   }
+  if (auto initrd = p.value("--initrd")) {
+    if (initrd->empty()) usage_error("--initrd: expected a path on the node", kInstance);
+    if (!boot->has_kernel_path()) usage_error("--initrd needs --kernel (an embedded guest takes no initrd)", kInstance);
+    boot->set_initrd_path(*initrd);
+  }
+  if (auto cmdline = p.value("--cmdline")) boot->set_cmdline(*cmdline);
 }
 
 // --disk flags replace the spec's disks: disk0, disk1, ... in order.
@@ -1030,6 +1044,7 @@ apiary controller).
 
 Commands:
   instance create NAME [--vcpus N] [--memory MIB] [--guest NAME]
+                  [--kernel PATH [--initrd PATH]] [--cmdline TEXT]
                   [--disk PATH[:ro]]... [--network NET]... [--spec FILE]
                   [--request-id ID] [--wait]
   instance list
@@ -1065,6 +1080,10 @@ constexpr const char* kInstanceHelp = R"(Usage: apiary ctl instance <verb> ...
       --vcpus N           vCPUs (default 1)
       --memory MIB        guest RAM in MiB (default 64)
       --guest NAME        embedded guest to boot (default demo)
+      --kernel PATH       boot this kernel instead (a bzImage, ELF or
+                          multiboot image; a path on the node that runs it)
+      --initrd PATH       its initramfs (a path on the node)
+      --cmdline TEXT      the kernel command line, e.g. "console=ttyS0"
       --disk PATH[:ro]    a virtio disk backed by a host file on the node;
                           repeat for more (ids disk0, disk1, ...)
       --network NET       a NIC on network NET (id or name); repeatable
@@ -1139,7 +1158,8 @@ struct Verb {
 const std::vector<Verb>& verbs() {
   static const std::vector<Verb> all = {
       {"instance", "create", {"NAME"}, 0,
-       {{"--vcpus", true}, {"--memory", true}, {"--guest", true}, {"--disk", true, true},
+       {{"--vcpus", true}, {"--memory", true}, {"--guest", true}, {"--kernel", true}, {"--initrd", true},
+        {"--cmdline", true}, {"--disk", true, true},
         {"--network", true, true}, {"--spec", true}, {"--request-id", true}, {"--wait"}},
        instance_create},
       {"instance", "list", {}, 0, {}, instance_list},
