@@ -124,7 +124,7 @@ void Machine::load_kernel() {
     acpi.virtio.push_back({layout::kVirtioMmioBase + slot * layout::kVirtioMmioStride, layout::kVirtioIrqs[slot]});
   vmm::BootInputs in{config_.kernel, config_.cmdline, config_.initrd, layout::kAcpiTables};
   plan_ = vmm::load_kernel(*memory_, in);
-  vmm::x86::write_boot_tables(*memory_);
+  vmm::x86::write_boot_tables(*memory_, plan_.mode);
   vmm::acpi::write(*memory_, acpi);
 }
 

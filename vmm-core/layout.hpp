@@ -23,10 +23,12 @@ inline constexpr uint64_t kMultibootInfo = 0x8000;   // struct multiboot_info
 inline constexpr uint64_t kMultibootMmap = 0x8100;   // multiboot mmap entries
 inline constexpr uint64_t kMultibootMods = 0x8800;   // multiboot module list
 inline constexpr uint64_t kMultibootStrings = 0x8c00;// module strings, loader name
-inline constexpr uint64_t kPml4 = 0x9000;            // identity page tables:
+inline constexpr uint64_t kMultibootBlockSize = 0x1000;  // info..strings, moved as one (after a kernel that is here)
+inline constexpr uint64_t kPml4 = 0x9000;            // identity page tables (long-mode entry only):
 inline constexpr uint64_t kPdpt = 0xa000;            //   PML4 -> PDPT -> 4 PDs of
 inline constexpr uint64_t kPd = 0xb000;              //   2 MiB pages = 0..4 GiB
 inline constexpr uint64_t kPdCount = 4;              //   (0xb000..0xefff)
+static_assert(kMultibootInfo + kMultibootBlockSize <= kPml4);
 inline constexpr uint64_t kCmdline = 0x20000;        // kernel command line
 inline constexpr uint64_t kCmdlineMax = 4096;        // bytes incl. the NUL
 inline constexpr uint64_t kEbdaStart = 0x9fc00;      // reserved: EBDA, VGA, BIOS
