@@ -73,6 +73,17 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   fw_cfg_ = std::make_unique<FwCfg>("fw-cfg", *memory_, config_.vcpus, memory_->size(), config_.kernel,
                                     config_.initrd, config_.cmdline);
   bus_.add(AddressSpace::pio, layout::kFwCfgSelector, layout::kFwCfgPorts, fw_cfg_.get(), fw_cfg_->name());
+  if (config_.pc_testdev) {
+    pc_testdev_ = std::make_unique<PcTestdev>("pc-testdev", irq);
+    bus_.add(AddressSpace::pio, layout::kPcTestdevIoport, layout::kPcTestdevIoportLen, pc_testdev_.get(),
+             "pc-testdev-ioport");
+    bus_.add(AddressSpace::pio, layout::kPcTestdevIoportByte, layout::kPcTestdevIoportLen,
+             &pc_testdev_->byte_window(), "pc-testdev-ioport-byte");
+    bus_.add(AddressSpace::pio, layout::kPcTestdevIrqLines, layout::kPcTestdevIrqLineCount,
+             &pc_testdev_->irq_lines(), "pc-testdev-irq");
+    bus_.add(AddressSpace::mmio, layout::kPcTestdevIomem, layout::kPcTestdevIomemLen, &pc_testdev_->iomem(),
+             "pc-testdev-iomem");
+  }
 
   const size_t virtio_count = config_.disks.size() + (config_.rng ? 1 : 0);
   if (virtio_count > layout::kVirtioMmioSlots)
@@ -132,6 +143,7 @@ std::vector<Device*> Machine::devices() const {
   std::vector<Device*> all = {com1_.get(),   i8042_.get(),      rtc_.get(),  acpi_.get(), reset_control_.get(),
                               fw_cfg_.get(), debug_exit_.get(), post_.get(), noop_.get()};
   for (auto& v : virtio_) all.push_back(v.get());
+  if (pc_testdev_) all.push_back(pc_testdev_.get());
   return all;
 }
 
