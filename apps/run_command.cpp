@@ -30,6 +30,7 @@ struct RunOptions {
   std::optional<uint64_t> timeout_s;
   std::vector<std::pair<std::string, bool>> disks;  // path, read-only
   bool rng = false;
+  bool pc_testdev = false;
   bool quiet = false;
 };
 
@@ -55,6 +56,10 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
     }
     if (a == "--rng") {
       o.rng = true;
+      continue;
+    }
+    if (a == "--pc-testdev") {
+      o.pc_testdev = true;
       continue;
     }
     if (a == "--disk") {
@@ -116,6 +121,7 @@ std::optional<v1::InstanceSpec> build_spec(const RunOptions& o) {
     b->set_read_only(o.disks[i].second);
   }
   if (o.rng) spec.mutable_devices()->mutable_rng()->set_enabled(true);
+  if (o.pc_testdev) spec.mutable_devices()->set_pc_testdev(true);
   auto problems = spec::validate(spec, spec::host_limits());
   if (!problems.empty()) {
     for (auto& p : problems) std::cerr << "apiary: invalid instance spec: " << spec::to_string(p) << "\n";
@@ -142,6 +148,7 @@ devices::MachineConfig machine_config(const v1::InstanceSpec& spec) {
   if (spec.boot().has_initrd_path()) c.initrd = vmm::read_file(spec.boot().initrd_path());
   for (const auto& b : spec.devices().block()) c.disks.push_back({b.id(), b.path(), b.read_only()});
   c.rng = spec.devices().rng().enabled();
+  c.pc_testdev = spec.devices().pc_testdev();
   if (spec.devices().serial().history_bytes() > 0) c.console_history_bytes = spec.devices().serial().history_bytes();
   return c;
 }
@@ -318,6 +325,8 @@ Options:
   --initrd FILE     initrd / first boot module
   --disk FILE[:ro]  a virtio-blk disk backed by FILE (repeatable; :ro = read-only)
   --rng             a virtio-rng device
+  --pc-testdev      QEMU's pc-testdev for test programs: scratch register at
+                    port 0xe0, IRQ lines at 0x2000 + GSI, MMIO at 0xff000000
   --vcpus N         number of vCPUs (1..64)
   --memory MIB      guest RAM in MiB
   --timeout SEC     stop the VM after SEC seconds (exit status 124)

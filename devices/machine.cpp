@@ -78,6 +78,17 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   fw_cfg_ = std::make_unique<FwCfg>("fw-cfg", *memory_, config_.vcpus, memory_->size(), config_.kernel,
                                     config_.initrd, config_.cmdline);
   bus_.add(AddressSpace::pio, layout::kFwCfgSelector, layout::kFwCfgPorts, fw_cfg_.get(), fw_cfg_->name());
+  if (config_.pc_testdev) {
+    pc_testdev_ = std::make_unique<PcTestdev>("pc-testdev", irq);
+    bus_.add(AddressSpace::pio, layout::kPcTestdevIoport, layout::kPcTestdevIoportLen, pc_testdev_.get(),
+             "pc-testdev-ioport");
+    bus_.add(AddressSpace::pio, layout::kPcTestdevIoportByte, layout::kPcTestdevIoportLen,
+             &pc_testdev_->byte_window(), "pc-testdev-ioport-byte");
+    bus_.add(AddressSpace::pio, layout::kPcTestdevIrqLines, layout::kPcTestdevIrqLineCount,
+             &pc_testdev_->irq_lines(), "pc-testdev-irq");
+    bus_.add(AddressSpace::mmio, layout::kPcTestdevIomem, layout::kPcTestdevIomemLen, &pc_testdev_->iomem(),
+             "pc-testdev-iomem");
+  }
 
   const size_t virtio_count = config_.disks.size() + (config_.rng ? 1 : 0);
   if (virtio_count > layout::kVirtioMmioSlots)
@@ -129,7 +140,7 @@ void Machine::load_kernel() {
     acpi.virtio.push_back({layout::kVirtioMmioBase + slot * layout::kVirtioMmioStride, layout::kVirtioIrqs[slot]});
   vmm::BootInputs in{config_.kernel, config_.cmdline, config_.initrd, layout::kAcpiTables};
   plan_ = vmm::load_kernel(*memory_, in);
-  vmm::x86::write_boot_tables(*memory_);
+  vmm::x86::write_boot_tables(*memory_, plan_.mode);
   vmm::acpi::write(*memory_, acpi);
 }
 
@@ -137,6 +148,7 @@ std::vector<Device*> Machine::devices() const {
   std::vector<Device*> all = {com1_.get(), i8042_.get(), rtc_.get(), acpi_.get(), reset_control_.get(), pci_host_.get(),
                               fw_cfg_.get(), debug_exit_.get(), post_.get(), noop_.get()};
   for (auto& v : virtio_) all.push_back(v.get());
+  if (pc_testdev_) all.push_back(pc_testdev_.get());
   return all;
 }
 

@@ -23,6 +23,7 @@
 #include "devices/device.hpp"
 #include "devices/fw_cfg.hpp"
 #include "devices/i8042.hpp"
+#include "devices/pc_testdev.hpp"
 #include "devices/noop_port.hpp"
 #include "devices/post_port.hpp"
 #include "devices/pci_host.hpp"
@@ -55,6 +56,8 @@ struct MachineConfig {
   };
   std::vector<Disk> disks;
   bool rng = false;
+  // QEMU's pc-testdev (devices/pc_testdev.hpp) at its ports, for test programs.
+  bool pc_testdev = false;
   VcpuBackendKind backend = VcpuBackendKind::kvm;
   // Simulated backend only: the program each vCPU replays (index = vCPU id;
   // missing entries are idle vCPUs).
@@ -90,6 +93,7 @@ class Machine final : private DeviceEvents, private IrqLine {
   CmosRtc& rtc() noexcept { return *rtc_; }
   AcpiPm& acpi() noexcept { return *acpi_; }
   FwCfg& fw_cfg() noexcept { return *fw_cfg_; }
+  PcTestdev* pc_testdev() noexcept { return pc_testdev_.get(); }  // null unless configured
   // virtio-mmio devices by slot.
   const std::vector<std::unique_ptr<VirtioMmio>>& virtio() const noexcept { return virtio_; }
   const std::vector<std::unique_ptr<vmm::VcpuBackend>>& vcpus() const noexcept { return vcpus_; }
@@ -140,6 +144,7 @@ class Machine final : private DeviceEvents, private IrqLine {
   std::unique_ptr<ResetControl> reset_control_;
   std::unique_ptr<PciHostBridge> pci_host_;
   std::unique_ptr<FwCfg> fw_cfg_;
+  std::unique_ptr<PcTestdev> pc_testdev_;
   std::vector<std::unique_ptr<VirtioMmio>> virtio_;
   std::vector<std::unique_ptr<vmm::VcpuBackend>> vcpus_;
   std::mutex handler_mutex_;

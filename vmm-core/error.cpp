@@ -21,6 +21,7 @@ const char* to_string(Errc code) noexcept {
     case Errc::image_unsupported: return "image_unsupported";
     case Errc::image_corrupt: return "image_corrupt";
     case Errc::image_too_large: return "image_too_large";
+    case Errc::image_overlaps_boot_data: return "image_overlaps_boot_data";
     case Errc::elf_no_pvh_note: return "elf_no_pvh_note";
     case Errc::multiboot_no_header: return "multiboot_no_header";
     case Errc::multiboot_bad_checksum: return "multiboot_bad_checksum";

@@ -35,6 +35,7 @@ enum class Errc {
   image_unsupported,
   image_corrupt,
   image_too_large,       // does not fit into guest memory
+  image_overlaps_boot_data,  // a segment lies on data Apiary writes for the boot (named)
   elf_no_pvh_note,
   multiboot_no_header,
   multiboot_bad_checksum,

@@ -23,10 +23,12 @@ inline constexpr uint64_t kMultibootInfo = 0x8000;   // struct multiboot_info
 inline constexpr uint64_t kMultibootMmap = 0x8100;   // multiboot mmap entries
 inline constexpr uint64_t kMultibootMods = 0x8800;   // multiboot module list
 inline constexpr uint64_t kMultibootStrings = 0x8c00;// module strings, loader name
-inline constexpr uint64_t kPml4 = 0x9000;            // identity page tables:
+inline constexpr uint64_t kMultibootBlockSize = 0x1000;  // info..strings, moved as one (after a kernel that is here)
+inline constexpr uint64_t kPml4 = 0x9000;            // identity page tables (long-mode entry only):
 inline constexpr uint64_t kPdpt = 0xa000;            //   PML4 -> PDPT -> 4 PDs of
 inline constexpr uint64_t kPd = 0xb000;              //   2 MiB pages = 0..4 GiB
 inline constexpr uint64_t kPdCount = 4;              //   (0xb000..0xefff)
+static_assert(kMultibootInfo + kMultibootBlockSize <= kPml4);
 inline constexpr uint64_t kCmdline = 0x20000;        // kernel command line
 inline constexpr uint64_t kCmdlineMax = 4096;        // bytes incl. the NUL
 inline constexpr uint64_t kEbdaStart = 0x9fc00;      // reserved: EBDA, VGA, BIOS
@@ -84,8 +86,22 @@ inline constexpr uint8_t kVirtioFirstIrq = 5;
 // IOAPIC (GSI 16).
 inline constexpr uint8_t kVirtioIrqs[8] = {5, 6, 7, 10, 11, 14, 15, 16};
 static_assert(sizeof(kVirtioIrqs) == kVirtioMmioSlots);
-// A port claimed by a device that does nothing: the exit-cost benchmark's target.
-inline constexpr uint16_t kNoopPort = 0x2000;
+// A port claimed by a device that does nothing: the exit-cost benchmark's
+// target. Not 0x2000, which is pc-testdev's (below); 0x2100 is in no PC
+// device's range in Apiary or QEMU and below the PCI I/O window (0xc000).
+inline constexpr uint16_t kNoopPort = 0x2100;
+
+// QEMU's pc-testdev (devices/pc_testdev.hpp), present only when the machine
+// is configured with it, at QEMU's ports so third-party tests run unchanged.
+inline constexpr uint16_t kPcTestdevIoport = 0xe0;       // 32-bit scratch register
+inline constexpr uint16_t kPcTestdevIoportLen = 4;
+inline constexpr uint16_t kPcTestdevIoportByte = 0xe8;   // the same register, QEMU's byte-wise window
+inline constexpr uint16_t kPcTestdevIrqLines = 0x2000;   // a byte v at +n sets GSI n's level to v != 0
+inline constexpr uint16_t kPcTestdevIrqLineCount = 24;   // the in-kernel IOAPIC's pins
+inline constexpr uint64_t kPcTestdevIomem = 0xff000000;  // scratch MMIO buffer, in the MMIO hole
+inline constexpr uint64_t kPcTestdevIomemLen = 0x10000;
+static_assert(kPcTestdevIrqLines + kPcTestdevIrqLineCount <= kNoopPort);
+static_assert(kPcTestdevIomem > kLapicBase && kPcTestdevIomem + kPcTestdevIomemLen <= kKvmIdentityMap);
 
 // Legacy platform devices (i8042, CMOS RTC, ACPI PM, fw_cfg): the sizes of
 // the port ranges they are registered with, and the CMOS memory-size base.

@@ -50,16 +50,57 @@ std::string hex(uint64_t v) {
   return buf;
 }
 
+std::vector<BootArea> boot_areas(BootProtocol protocol) {
+  // x86_setup writes the GDT and one empty IDT descriptor for every boot, the
+  // identity page tables only for a long-mode entry; the Machine writes the
+  // ACPI tables, which lie in the reserved BIOS area the memory map reports.
+  std::vector<BootArea> areas = {
+      {layout::kBootGdt, layout::kBootIdt, "the boot GDT"},
+      {layout::kBootIdt, layout::kBootIdt + sizeof(uint64_t), "the boot IDT"},
+      {layout::kCmdline, layout::kCmdline + layout::kCmdlineMax, "the command line"},
+      {layout::kAcpiTables, layout::kAcpiTables + layout::kAcpiTablesMax, "the ACPI tables"},
+      {layout::kEbdaStart, layout::kHighMemory, "the reserved BIOS area"},
+  };
+  switch (protocol) {
+    case BootProtocol::pvh:
+      areas.push_back({layout::kPvhStartInfo, layout::kPvhModlist, "the PVH start info"});
+      areas.push_back({layout::kPvhModlist, layout::kPvhMemmap, "the PVH module list"});
+      areas.push_back({layout::kPvhMemmap, layout::kZeroPage, "the PVH memory map"});
+      break;
+    case BootProtocol::multiboot:
+      break;  // the info block moves out of the kernel's way
+    case BootProtocol::linux64:
+      areas.push_back({layout::kZeroPage, layout::kZeroPage + sizeof(bootproto::LinuxBootParams),
+                       "the zero page"});
+      areas.push_back({layout::kPml4, layout::kPd + layout::kPdCount * kPageSize,
+                       "the identity page tables"});
+      break;
+  }
+  std::sort(areas.begin(), areas.end(),
+            [](const BootArea& a, const BootArea& b) { return a.start < b.start; });
+  return areas;
+}
+
+std::string overlapped_areas(uint64_t start, uint64_t end, std::span<const BootArea> areas) {
+  std::string names;
+  for (const BootArea& a : areas) {
+    if (!(start < a.end && a.start < end)) continue;
+    if (!names.empty()) names += " and ";
+    names += std::string(a.what) + " [" + hex(a.start) + ", " + hex(a.end) + ")";
+  }
+  return names;
+}
+
 void check_kernel_range(const GuestMemory& mem, uint64_t start, uint64_t size,
-                        std::string_view what) {
+                        std::string_view what, std::span<const BootArea> areas) {
   const std::string range = std::string(what) + " [" + hex(start) + ", +" + hex(size) + ")";
-  if (start < layout::kHighMemory)
-    throw Error(Errc::image_unsupported,
-                range + " reaches below " + hex(layout::kHighMemory) +
-                    ", which is reserved for boot structures");
   const uint64_t low_end = mem.low_end();
   if (start > low_end || size > low_end - start)
     throw Error(Errc::image_too_large, range + " does not fit in guest RAM below " + hex(low_end));
+  const std::string hit = overlapped_areas(start, start + size, areas);
+  if (!hit.empty())
+    throw Error(Errc::image_overlaps_boot_data,
+                range + " overlaps " + hit + ", which Apiary writes for this boot");
 }
 
 void check_cmdline(std::string_view cmdline) {
@@ -97,6 +138,7 @@ bool overlaps(uint64_t a, uint64_t a_end, uint64_t b, uint64_t b_end) {
 uint64_t place_initrd(const GuestMemory& mem, uint64_t size, uint64_t kernel_start,
                       uint64_t kernel_end, uint64_t max_addr) {
   if (size == 0) return 0;
+  kernel_start = std::max(kernel_start, layout::kHighMemory);  // low segments are no obstacle
   const uint64_t limit = std::min(mem.low_end() - 1, max_addr) + 1;  // exclusive
   if (size > limit) no_room_for_initrd(size, limit);
   uint64_t start = align_down(limit - size, kPageSize);

@@ -61,12 +61,33 @@ std::string hex(uint64_t v);
 
 // ---------------------------------------------------------- placement --
 
+// A range of guest memory Apiary fills itself for a boot (boot tables, boot
+// information, command line, ACPI tables, the reserved BIOS area). A kernel
+// segment may lie anywhere in RAM, below 1 MiB too (real-mode trampolines
+// linked low, as QEMU loads them), but never on one of these: the loader or
+// the Machine would write over it after the kernel, or the memory map tells
+// the guest it is not RAM.
+struct BootArea {
+  uint64_t start;
+  uint64_t end;      // exclusive
+  const char* what;  // "the zero page", for error messages
+};
+
+// The fixed areas a boot through `protocol` occupies. The multiboot info
+// block is not among them: the multiboot loader moves it out of a kernel's
+// way (place_multiboot_info in loader_multiboot.cpp).
+std::vector<BootArea> boot_areas(BootProtocol protocol);
+
 // Refuses a kernel destination [start, start + size) unless it lies in low
-// guest RAM (below the MMIO hole, so reachable from 32-bit code) and at or
-// above layout::kHighMemory, clear of the boot structures below 1 MiB.
-// image_unsupported when it reaches below 1 MiB, image_too_large otherwise.
+// guest RAM (below the MMIO hole, so reachable from 32-bit code) and clear of
+// every area in `areas`: image_too_large when it does not fit in RAM,
+// image_overlaps_boot_data (naming each area it overlaps) otherwise.
 void check_kernel_range(const GuestMemory& mem, uint64_t start, uint64_t size,
-                        std::string_view what);
+                        std::string_view what, std::span<const BootArea> areas);
+
+// The areas of `areas` that [start, end) overlaps, as "the zero page [0x7000,
+// 0x8000) and ..."; empty when none.
+std::string overlapped_areas(uint64_t start, uint64_t end, std::span<const BootArea> areas);
 
 // cmdline_too_long unless cmdline + NUL fits in layout::kCmdlineMax;
 // invalid_argument when it contains a NUL byte.
@@ -79,7 +100,9 @@ void write_cstring(GuestMemory& mem, uint64_t gpa, std::string_view text);
 
 // Where an initrd / module of `size` bytes goes: page aligned, as high as
 // possible with its last byte at or below min(low_end - 1, max_addr), at or
-// above kHighMemory, never overlapping [kernel_start, kernel_end). Returns 0
+// above kHighMemory, never overlapping [kernel_start, kernel_end) (of which
+// only the part above kHighMemory matters: a kernel's low segments cannot
+// meet an initrd). Returns 0
 // for size 0; throws initrd_too_large when there is no such place.
 uint64_t place_initrd(const GuestMemory& mem, uint64_t size, uint64_t kernel_start,
                       uint64_t kernel_end, uint64_t max_addr);
@@ -127,7 +150,8 @@ std::optional<uint32_t> find_pvh_entry(Bytes image, const ElfImage& elf);
 bool elf_contains_paddr(const ElfImage& elf, uint64_t paddr) noexcept;
 
 // check_kernel_range for every PT_LOAD.
-void check_elf_placement(const GuestMemory& mem, const ElfImage& elf);
+void check_elf_placement(const GuestMemory& mem, const ElfImage& elf,
+                         std::span<const BootArea> areas);
 // Copies every PT_LOAD to p_paddr and zeroes its bss. Placement must have
 // been checked.
 void write_elf_segments(GuestMemory& mem, Bytes image, const ElfImage& elf);

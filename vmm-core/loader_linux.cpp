@@ -163,7 +163,8 @@ BootPlan load_linux(GuestMemory& mem, const BootInputs& in) {
   const BzImage bz = parse_bzimage(in.kernel);
   const uint64_t load = load_address(bz.hdr);
   const uint64_t footprint = kernel_footprint(bz);
-  loader::check_kernel_range(mem, load, footprint, "bzImage kernel with init_size");
+  loader::check_kernel_range(mem, load, footprint, "bzImage kernel with init_size",
+                             loader::boot_areas(BootProtocol::linux64));
   check_linux_cmdline(bz.hdr, in.cmdline);
   const uint64_t initrd =
       loader::place_initrd(mem, in.initrd.size(), load, load + footprint, initrd_limit(bz.hdr));

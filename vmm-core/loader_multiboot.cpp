@@ -8,8 +8,18 @@
 // multiboot_info with memory sizes, a memory map, the command line, the boot
 // loader name and the initrd as module 0.
 //
+// Segments below 1 MiB are loaded (kvm-unit-tests' real-mode tests link at
+// 16 KiB; SMP trampolines live low), as QEMU does, wherever they miss the
+// data Apiary writes for the boot (loader::boot_areas). The info block has a
+// home at layout::kMultibootInfo; a kernel that occupies it gets the block on
+// the first page after its end instead (where QEMU always puts it), so only
+// the fixed structures can make such an image fail.
+//
 // Reference: the Multiboot Specification 0.6.96, sections 3.1 - 3.3.
 #include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "vmm-core/boot.hpp"
 #include "vmm-core/boot_protocols.hpp"
@@ -181,14 +191,15 @@ Kernel plan_kernel(const GuestMemory& mem, Bytes image, const FoundHeader& found
   k.aout = (found.hdr.flags & bootproto::kMbHeaderAoutKludge) != 0;
   if (k.aout) {
     k.a = aout_image(image, found);
-    loader::check_kernel_range(mem, k.a.load_addr, k.a.bss_end - k.a.load_addr, "multiboot image");
+    loader::check_kernel_range(mem, k.a.load_addr, k.a.bss_end - k.a.load_addr, "multiboot image",
+                               loader::boot_areas(BootProtocol::multiboot));
     k.start = k.a.load_addr;
     k.end = k.a.bss_end;
     k.entry = k.a.entry;
   } else {
     k.elf = parse_multiboot_elf(image);
     k.entry = elf_entry(k.elf);
-    loader::check_elf_placement(mem, k.elf);
+    loader::check_elf_placement(mem, k.elf, loader::boot_areas(BootProtocol::multiboot));
     k.start = k.elf.start;
     k.end = k.elf.end;
   }
@@ -204,9 +215,48 @@ void write_kernel(GuestMemory& mem, Bytes image, const Kernel& k) {
 
 // ------------------------------------------------------ multiboot_info --
 
-uint32_t write_mmap(GuestMemory& mem, const std::vector<MemoryMapEntry>& map) {
-  constexpr uint64_t kCapacity =
-      (layout::kMultibootMods - layout::kMultibootMmap) / sizeof(bootproto::MultibootMmapEntry);
+// Every byte the kernel occupies, as [start, end) ranges.
+std::vector<std::pair<uint64_t, uint64_t>> kernel_ranges(const Kernel& k) {
+  if (k.aout) return {{k.start, k.end}};
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const loader::ElfSegment& s : k.elf.loads) ranges.emplace_back(s.paddr, s.paddr + s.memsz);
+  return ranges;
+}
+
+// Why the info block cannot go at `at`, or "" when it can.
+std::string info_block_obstacle(const GuestMemory& mem, const Kernel& k, uint64_t at) {
+  const uint64_t end = at + layout::kMultibootBlockSize;
+  if (end > mem.low_end()) return "it would end beyond guest RAM at " + hex(mem.low_end());
+  for (const auto& [start, stop] : kernel_ranges(k))
+    if (at < stop && start < end) return "the kernel occupies [" + hex(start) + ", " + hex(stop) + ")";
+  const std::vector<loader::BootArea> areas = loader::boot_areas(BootProtocol::multiboot);
+  const std::string hit = loader::overlapped_areas(at, end, areas);
+  return hit.empty() ? "" : "it would overlap " + hit;
+}
+
+// layout::kMultibootInfo, or the first page after the kernel when the kernel
+// has a segment there; image_overlaps_boot_data when neither is free.
+uint64_t place_info_block(const GuestMemory& mem, const Kernel& k) {
+  const std::string home = info_block_obstacle(mem, k, layout::kMultibootInfo);
+  if (home.empty()) return layout::kMultibootInfo;
+  const std::optional<uint64_t> after = loader::align_up(k.end, loader::kPageSize);
+  const std::string next = after ? info_block_obstacle(mem, k, *after) : "the kernel ends at 2^64";
+  if (next.empty()) return *after;
+  throw Error(Errc::image_overlaps_boot_data,
+              "no room for the multiboot info block: at " + hex(layout::kMultibootInfo) + " " +
+                  home + "; after the kernel " + next);
+}
+
+// The block at `base` keeps layout's internal arrangement: info, memory map,
+// module list, strings at the same offsets from its start.
+constexpr uint64_t kMmapOffset = layout::kMultibootMmap - layout::kMultibootInfo;
+constexpr uint64_t kModsOffset = layout::kMultibootMods - layout::kMultibootInfo;
+constexpr uint64_t kStringsOffset = layout::kMultibootStrings - layout::kMultibootInfo;
+static_assert(sizeof(bootproto::MultibootInfo) <= kMmapOffset && kMmapOffset < kModsOffset &&
+              kModsOffset < kStringsOffset && kStringsOffset < layout::kMultibootBlockSize);
+
+uint32_t write_mmap(GuestMemory& mem, uint64_t at, const std::vector<MemoryMapEntry>& map) {
+  constexpr uint64_t kCapacity = (kModsOffset - kMmapOffset) / sizeof(bootproto::MultibootMmapEntry);
   if (map.size() > kCapacity) throw Error(Errc::invalid_argument, "multiboot memory map too long");
   for (size_t i = 0; i < map.size(); ++i) {
     bootproto::MultibootMmapEntry e{};
@@ -214,7 +264,7 @@ uint32_t write_mmap(GuestMemory& mem, const std::vector<MemoryMapEntry>& map) {
     e.addr = map[i].addr;
     e.len = map[i].size;
     e.type = map[i].type;
-    mem.write_obj(layout::kMultibootMmap + i * sizeof e, e);
+    mem.write_obj(at + i * sizeof e, e);
   }
   return static_cast<uint32_t>(map.size() * sizeof(bootproto::MultibootMmapEntry));
 }
@@ -228,33 +278,34 @@ void set_memory_sizes(bootproto::MultibootInfo& info, const std::vector<MemoryMa
   }
 }
 
-void write_module(GuestMemory& mem, bootproto::MultibootInfo& info, uint64_t initrd,
+void write_module(GuestMemory& mem, bootproto::MultibootInfo& info, uint64_t mods_at, uint64_t initrd,
                   uint64_t initrd_size, uint64_t string_addr) {
   loader::write_cstring(mem, string_addr, kInitrdModuleString);
   bootproto::MultibootModule module{};
   module.mod_start = static_cast<uint32_t>(initrd);
   module.mod_end = static_cast<uint32_t>(initrd + initrd_size);
   module.string = static_cast<uint32_t>(string_addr);
-  mem.write_obj(layout::kMultibootMods, module);
+  mem.write_obj(mods_at, module);
   info.flags |= bootproto::kMbInfoMods;
   info.mods_count = 1;
-  info.mods_addr = static_cast<uint32_t>(layout::kMultibootMods);
+  info.mods_addr = static_cast<uint32_t>(mods_at);
 }
 
-void write_info(GuestMemory& mem, uint64_t initrd, uint64_t initrd_size) {
+void write_info(GuestMemory& mem, uint64_t base, uint64_t initrd, uint64_t initrd_size) {
   const std::vector<MemoryMapEntry> map = memory_map(mem);
   bootproto::MultibootInfo info{};
   info.flags = bootproto::kMbInfoMemory | bootproto::kMbInfoCmdline | bootproto::kMbInfoMemMap |
                bootproto::kMbInfoBootLoaderName;
   set_memory_sizes(info, map);
   info.cmdline = static_cast<uint32_t>(layout::kCmdline);
-  info.mmap_length = write_mmap(mem, map);
-  info.mmap_addr = static_cast<uint32_t>(layout::kMultibootMmap);
-  loader::write_cstring(mem, layout::kMultibootStrings, kBootLoaderName);
-  info.boot_loader_name = static_cast<uint32_t>(layout::kMultibootStrings);
+  info.mmap_length = write_mmap(mem, base + kMmapOffset, map);
+  info.mmap_addr = static_cast<uint32_t>(base + kMmapOffset);
+  loader::write_cstring(mem, base + kStringsOffset, kBootLoaderName);
+  info.boot_loader_name = static_cast<uint32_t>(base + kStringsOffset);
   if (initrd_size > 0)
-    write_module(mem, info, initrd, initrd_size, layout::kMultibootStrings + sizeof kBootLoaderName);
-  mem.write_obj(layout::kMultibootInfo, info);
+    write_module(mem, info, base + kModsOffset, initrd, initrd_size,
+                 base + kStringsOffset + sizeof kBootLoaderName);
+  mem.write_obj(base, info);
 }
 
 }  // namespace
@@ -265,18 +316,20 @@ BootPlan load_multiboot(GuestMemory& mem, const BootInputs& in) {
   if (found.hdr.flags & bootproto::kMbHeaderAoutKludge) read_address_fields(in.kernel, found);
   const Kernel kernel = plan_kernel(mem, in.kernel, found);
   loader::check_cmdline(in.cmdline);
+  const uint64_t info = place_info_block(mem, kernel);
+  const uint64_t taken_end = std::max(kernel.end, info + layout::kMultibootBlockSize);
   const uint64_t initrd =
-      loader::place_initrd(mem, in.initrd.size(), kernel.start, kernel.end, layout::kInitrdMax);
+      loader::place_initrd(mem, in.initrd.size(), kernel.start, taken_end, layout::kInitrdMax);
 
   write_kernel(mem, in.kernel, kernel);
   loader::write_cmdline(mem, in.cmdline);
   if (initrd != 0) mem.write(initrd, in.initrd);
-  write_info(mem, initrd, in.initrd.size());
+  write_info(mem, info, initrd, in.initrd.size());
 
   BootPlan plan{BootProtocol::multiboot, EntryMode::protected32};
   plan.entry = kernel.entry;
   plan.eax = bootproto::kMultibootBootloaderMagic;
-  plan.ebx = static_cast<uint32_t>(layout::kMultibootInfo);
+  plan.ebx = static_cast<uint32_t>(info);
   plan.kernel_start = kernel.start;
   plan.kernel_end = kernel.end;
   plan.initrd_start = initrd;

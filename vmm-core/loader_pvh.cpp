@@ -218,8 +218,10 @@ bool elf_contains_paddr(const ElfImage& elf, uint64_t paddr) noexcept {
   });
 }
 
-void check_elf_placement(const GuestMemory& mem, const ElfImage& elf) {
-  for (const ElfSegment& s : elf.loads) check_kernel_range(mem, s.paddr, s.memsz, "ELF segment");
+void check_elf_placement(const GuestMemory& mem, const ElfImage& elf,
+                         std::span<const BootArea> areas) {
+  for (const ElfSegment& s : elf.loads)
+    check_kernel_range(mem, s.paddr, s.memsz, "ELF segment", areas);
 }
 
 void write_elf_segments(GuestMemory& mem, Bytes image, const ElfImage& elf) {
@@ -275,7 +277,7 @@ BootPlan load_pvh(GuestMemory& mem, const BootInputs& in) {
   if (!entry) throw Error(Errc::elf_no_pvh_note, "ELF has no XEN_ELFNOTE_PHYS32_ENTRY note");
   if (!loader::elf_contains_paddr(elf, *entry))
     throw Error(Errc::image_corrupt, "PVH entry " + loader::hex(*entry) + " is outside every segment");
-  loader::check_elf_placement(mem, elf);
+  loader::check_elf_placement(mem, elf, loader::boot_areas(BootProtocol::pvh));
   loader::check_cmdline(in.cmdline);
   const uint64_t initrd =
       loader::place_initrd(mem, in.initrd.size(), elf.start, elf.end, layout::kInitrdMax);

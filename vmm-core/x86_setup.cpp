@@ -54,10 +54,11 @@ std::vector<uint64_t> boot_gdt() {
 
 static_assert(layout::kBootGdt + kBootGdtEntries * 8 <= layout::kBootIdt, "boot GDT overlaps the IDT");
 
-void write_boot_tables(GuestMemory& mem) {
+void write_boot_tables(GuestMemory& mem, EntryMode mode) {
   const auto gdt = boot_gdt();
   for (size_t i = 0; i < gdt.size(); ++i) mem.write_obj(layout::kBootGdt + i * 8, gdt[i]);
   mem.write_obj<uint64_t>(layout::kBootIdt, 0);
+  if (mode != EntryMode::long64) return;
 
   mem.fill(layout::kPml4, 0x1000, 0);
   mem.write_obj<uint64_t>(layout::kPml4, layout::kPdpt | kPtePresent | kPteWritable);

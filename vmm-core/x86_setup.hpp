@@ -29,8 +29,10 @@ inline constexpr unsigned kBootGdtEntries = 6;
 uint64_t gdt_entry(uint16_t flags, uint32_t base, uint32_t limit);
 // The boot GDT as written to layout::kBootGdt.
 std::vector<uint64_t> boot_gdt();
-// Writes the GDT, an empty IDT and page tables identity-mapping 0..4 GiB.
-void write_boot_tables(GuestMemory& mem);
+// Writes the GDT, an empty IDT and, for a long-mode entry, page tables
+// identity-mapping 0..4 GiB. A 32-bit entry runs with paging off, so its
+// kernel may use that memory (loader::boot_areas leaves it free).
+void write_boot_tables(GuestMemory& mem, EntryMode mode = EntryMode::long64);
 
 // Segment/control registers for the plan's entry mode, applied to `base`
 // (as read from the vCPU, so KVM's other fields are preserved).

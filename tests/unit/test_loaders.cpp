@@ -27,6 +27,7 @@
 #include "vmm-core/error.hpp"
 #include "vmm-core/guest_memory.hpp"
 #include "vmm-core/layout.hpp"
+#include "vmm-core/loader_internal.hpp"
 
 namespace vmm = apiary::vmm;
 namespace bp = apiary::bootproto;
@@ -142,6 +143,8 @@ struct ElfSpec {
   std::optional<uint64_t> pvh_entry = 0x200010;
   uint32_t note_desc_size = 4;
   bool note_as_section = false;  // SHT_NOTE section instead of a PT_NOTE
+  Image low_payload;             // when not empty: a second PT_LOAD (a low trampoline) ...
+  uint64_t low_paddr = 0;        // ... at this physical (= virtual) address
 };
 
 struct BuiltElf {
@@ -181,7 +184,8 @@ BuiltElf build_elf_as(const ElfSpec& s, uint8_t cls) {
   BuiltElf out;
   uint64_t xen_at = 0;
   const Image notes = make_notes(s, xen_at);
-  const unsigned nph = s.note_as_section ? 1 : 2;
+  const bool low = !s.low_payload.empty();
+  const unsigned nph = (s.note_as_section ? 1 : 2) + (low ? 1 : 0);
   out.phoff = sizeof(Ehdr);
   out.load_ph = out.phoff;
   out.note_ph = out.phoff + sizeof(Phdr);
@@ -219,6 +223,15 @@ BuiltElf build_elf_as(const ElfSpec& s, uint8_t cls) {
   load.p_memsz = s.payload.size() + s.bss;
   load.p_align = 16;
   put(img, out.load_ph, load);
+
+  if (low) {  // the last program header, its bytes after the main payload
+    Phdr seg = load;
+    seg.p_offset = img.size();
+    seg.p_vaddr = seg.p_paddr = s.low_paddr;
+    seg.p_filesz = seg.p_memsz = s.low_payload.size();
+    img.insert(img.end(), s.low_payload.begin(), s.low_payload.end());
+    put(img, out.phoff + (nph - 1) * sizeof(Phdr), seg);
+  }
 
   if (s.note_as_section) {
     Shdr sh[2]{};
@@ -391,10 +404,10 @@ void check_hvm_memmap(const vmm::GuestMemory& mem, const std::vector<MapEntry>& 
   }
 }
 
-void check_mb_mmap(const vmm::GuestMemory& mem, const std::vector<MapEntry>& want) {
+void check_mb_mmap(const vmm::GuestMemory& mem, const std::vector<MapEntry>& want,
+                   uint64_t mmap_at = layout::kMultibootMmap) {
   for (size_t i = 0; i < want.size(); ++i) {
-    const auto e = mem.read_obj<bp::MultibootMmapEntry>(layout::kMultibootMmap +
-                                                        i * sizeof(bp::MultibootMmapEntry));
+    const auto e = mem.read_obj<bp::MultibootMmapEntry>(mmap_at + i * sizeof(bp::MultibootMmapEntry));
     BOOST_TEST_CONTEXT("multiboot mmap entry " << i) {
       CHECK_NUM(e.size, 20);
       CHECK_NUM(e.addr, want[i].addr);
@@ -717,8 +730,8 @@ BOOST_AUTO_TEST_CASE(pvh_segment_placement) {
     spec.bss = bss;
     return vmm::load_pvh(mem, inputs(build_elf(spec).bytes));
   };
-  CHECK_ERRC(load_at(0x8000, 0), Errc::image_unsupported);            // over boot structures
-  CHECK_ERRC(load_at(0xff000, 0), Errc::image_unsupported);
+  CHECK_ERRC(load_at(0x6000, 0), Errc::image_overlaps_boot_data);     // over hvm_start_info
+  CHECK_ERRC(load_at(0xff000, 0), Errc::image_overlaps_boot_data);     // reserved BIOS area
   CHECK_ERRC(load_at(0x8000000, 0), Errc::image_too_large);           // outside guest RAM
   CHECK_ERRC(load_at(kGuest - 0x100, 0), Errc::image_too_large);      // runs off the end
   CHECK_ERRC(load_at(0x200000, 128 * kMiB), Errc::image_too_large);   // bigger than the guest
@@ -1001,10 +1014,10 @@ BOOST_AUTO_TEST_CASE(multiboot_inconsistent_address_fields) {
              Errc::image_corrupt);
   CHECK_ERRC(vmm::load_multiboot(mem, inputs(with(offsetof(H, entry_addr), 0xfffff))),
              Errc::image_corrupt);
-  // placement: below 1 MiB, beyond RAM, bss bigger than the guest
+  // placement: over boot data, beyond RAM, bss bigger than the guest
   AoutSpec low;
-  low.load_addr = 0x10000;
-  CHECK_ERRC(vmm::load_multiboot(mem, inputs(build_aout(low).bytes)), Errc::image_unsupported);
+  low.load_addr = 0x1f000;  // its bss runs into the command line at 0x20000
+  CHECK_ERRC(vmm::load_multiboot(mem, inputs(build_aout(low).bytes)), Errc::image_overlaps_boot_data);
   AoutSpec high;
   high.load_addr = 0x10000000;
   CHECK_ERRC(vmm::load_multiboot(mem, inputs(build_aout(high).bytes)), Errc::image_too_large);
@@ -1021,6 +1034,166 @@ BOOST_AUTO_TEST_CASE(multiboot_without_address_fields_needs_elf) {
   Image elf = build_elf(multiboot_elf_spec(false)).bytes;
   elf[EI_CLASS] = 9;
   CHECK_ERRC(vmm::load_multiboot(mem, inputs(elf)), Errc::image_corrupt);
+}
+
+// ================================================== segments below 1 MiB ==
+// QEMU loads a kernel's low segments (real-mode trampolines, images linked
+// low); Apiary does too, wherever they miss the data it writes for that boot,
+// and names that data when they do not.
+
+// The error's code is `want` and its message names every part of `names`.
+auto errc_naming(Errc want, std::vector<std::string> names) {
+  return [want, names](const vmm::Error& e) {
+    bool ok = e.code() == want;
+    for (const std::string& n : names) ok = ok && std::string(e.what()).find(n) != std::string::npos;
+    if (!ok) BOOST_ERROR("expected " << vmm::to_string(want) << " naming the areas, got: " << e.what());
+    return ok;
+  };
+}
+#define CHECK_ERRC_NAMING(expr, errc, ...) \
+  BOOST_CHECK_EXCEPTION(expr, vmm::Error, errc_naming(errc, {__VA_ARGS__}))
+
+BOOST_AUTO_TEST_CASE(multiboot_low_aout_image_loads) {
+  AoutSpec spec;
+  spec.load_addr = 0x10000;  // the smp guest's trampoline page, free for a kernel
+  const BuiltAout img = build_aout(spec);
+  vmm::GuestMemory mem(kGuest);
+  mem.fill(spec.load_addr + spec.body, spec.bss, 0xaa);
+  const Image initrd = pattern(0x3000, 9);
+  const vmm::BootPlan plan = vmm::load_multiboot(mem, inputs(img.bytes, "low", initrd));
+  CHECK_NUM(plan.kernel_start, 0x10000);
+  CHECK_NUM(plan.kernel_end, 0x10000 + spec.body + spec.bss);
+  CHECK_NUM(plan.entry, 0x10000 + spec.entry_at);
+  check_guest_bytes(mem, 0x10000, img.bytes);
+  check_guest_zero(mem, 0x10000 + spec.body, spec.bss);
+  CHECK_NUM(plan.ebx, layout::kMultibootInfo);  // not in the way: stays home
+  CHECK_NUM(plan.initrd_start, top_placement(kGuest, initrd.size()));
+  check_guest_bytes(mem, plan.initrd_start, initrd);
+}
+
+BOOST_AUTO_TEST_CASE(multiboot_low_elf_segment_loads) {
+  // A kernel at 2 MiB with a trampoline segment at 0x1000 (the page a SIPI
+  // vector 1 starts an AP in).
+  ElfSpec spec = multiboot_elf_spec(false);
+  spec.low_payload = pattern(0x200, 3);
+  spec.low_paddr = 0x1000;
+  vmm::GuestMemory mem(kGuest);
+  const vmm::BootPlan plan = vmm::load_multiboot(mem, inputs(build_elf(spec).bytes, "k"));
+  check_guest_bytes(mem, 0x1000, spec.low_payload);
+  check_guest_bytes(mem, spec.paddr, spec.payload);
+  CHECK_NUM(plan.kernel_start, 0x1000);
+  CHECK_NUM(plan.entry, spec.paddr + 0x20);
+  CHECK_NUM(plan.ebx, layout::kMultibootInfo);
+}
+
+BOOST_AUTO_TEST_CASE(multiboot_kernel_on_the_info_block_moves_it) {
+  // A segment at 0x8000, the info block's home: the block goes to the first
+  // page after the kernel, as QEMU places it, and says so in %ebx.
+  for (bool is_elf : {false, true}) {
+    BOOST_TEST_CONTEXT((is_elf ? "ELF" : "a.out")) {
+      vmm::GuestMemory mem(kGuest);
+      Image image, low_bytes;
+      uint64_t info_at = 0;
+      if (is_elf) {
+        ElfSpec spec = multiboot_elf_spec(true);
+        spec.low_payload = low_bytes = pattern(0x300, 5);
+        spec.low_paddr = 0x8000;
+        image = build_elf(spec).bytes;
+        info_at = spec.paddr + 0x2000;  // 0x200000 + 0x300 + 0x1800 (bss), page aligned
+      } else {
+        AoutSpec spec;
+        spec.load_addr = 0x8000;
+        spec.bss = 0x400;
+        image = low_bytes = build_aout(spec).bytes;
+        info_at = 0x9000;  // 0x8000 + 0x400 + 0x400, page aligned
+      }
+      const Image initrd = pattern(0x2000, 6);
+      const vmm::BootPlan plan = vmm::load_multiboot(mem, inputs(image, "moved", initrd));
+      check_guest_bytes(mem, 0x8000, low_bytes);
+      CHECK_NUM(plan.ebx, info_at);
+      const auto mbi = mem.read_obj<bp::MultibootInfo>(info_at);
+      CHECK_NUM(mbi.flags, bp::kMbInfoMemory | bp::kMbInfoCmdline | bp::kMbInfoMemMap |
+                               bp::kMbInfoBootLoaderName | bp::kMbInfoMods);
+      CHECK_NUM(mbi.mem_lower, 639);
+      BOOST_CHECK_EQUAL(guest_cstring(mem, mbi.cmdline), "moved");
+      BOOST_CHECK_EQUAL(guest_cstring(mem, mbi.boot_loader_name), "apiary");
+      CHECK_NUM(mbi.mmap_addr, info_at + (layout::kMultibootMmap - layout::kMultibootInfo));
+      check_mb_mmap(mem, kMap64M, mbi.mmap_addr);
+      CHECK_NUM(mbi.mods_count, 1);
+      const auto mod = mem.read_obj<bp::MultibootModule>(mbi.mods_addr);
+      CHECK_NUM(mod.mod_start, plan.initrd_start);
+      BOOST_CHECK_EQUAL(guest_cstring(mem, mod.string), "initrd");
+      BOOST_CHECK(mbi.mods_addr >= info_at && mod.string < info_at + layout::kMultibootBlockSize);
+      check_guest_bytes(mem, plan.initrd_start, initrd);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(multiboot_info_block_without_room_is_refused) {
+  // The kernel covers the block's home and ends where the command line
+  // starts, so the page after it is taken too.
+  AoutSpec spec;
+  spec.load_addr = 0x8000;
+  spec.bss = layout::kCmdline - 0x8000 - spec.body - 0x10;
+  vmm::GuestMemory mem(kGuest);
+  CHECK_ERRC_NAMING(vmm::load_multiboot(mem, inputs(build_aout(spec).bytes)),
+                    Errc::image_overlaps_boot_data, "multiboot info block", "the command line");
+}
+
+BOOST_AUTO_TEST_CASE(low_segments_on_boot_data_are_refused_by_name) {
+  vmm::GuestMemory mem(kGuest);
+  auto aout_at = [](uint32_t addr, uint32_t bss) {
+    AoutSpec spec;
+    spec.load_addr = addr;
+    spec.bss = bss;
+    return build_aout(spec).bytes;
+  };
+  auto pvh_at = [](uint64_t paddr) {
+    ElfSpec spec;
+    spec.paddr = spec.vaddr = paddr;
+    spec.pvh_entry = paddr;
+    return build_elf(spec).bytes;
+  };
+  // Every boot: GDT/IDT, command line, ACPI tables, reserved BIOS area.
+  CHECK_ERRC_NAMING(vmm::load_multiboot(mem, inputs(aout_at(0x0, 0x200))),
+                    Errc::image_overlaps_boot_data, "the boot GDT [0x500, 0x540)", "the boot IDT");
+  CHECK_ERRC_NAMING(vmm::load_multiboot(mem, inputs(aout_at(0x1f800, 0x1000))),
+                    Errc::image_overlaps_boot_data, "the command line [0x20000, 0x21000)");
+  CHECK_ERRC_NAMING(vmm::load_multiboot(mem, inputs(aout_at(0xe0000, 0))),
+                    Errc::image_overlaps_boot_data, "the ACPI tables [0xe0000, 0xf0000)",
+                    "the reserved BIOS area [0x9fc00, 0x100000)");
+  CHECK_ERRC_NAMING(vmm::load_pvh(mem, inputs(pvh_at(0x9f000))), Errc::image_overlaps_boot_data,
+                    "ELF segment [0x9f000, +0x1b00)", "the reserved BIOS area");
+  // PVH's own data; the zero page and the page tables are Linux's only.
+  CHECK_ERRC_NAMING(vmm::load_pvh(mem, inputs(pvh_at(0x6100))), Errc::image_overlaps_boot_data,
+                    "the PVH start info", "the PVH module list", "the PVH memory map");
+  BOOST_CHECK_NO_THROW(vmm::load_pvh(mem, inputs(pvh_at(0x7000))));  // zero page, page tables: free
+  check_guest_bytes(mem, 0x7000, ElfSpec{}.payload);
+  // Straddling 1 MiB is still refused; what RAM cannot back still is too.
+  CHECK_ERRC_NAMING(vmm::load_multiboot(mem, inputs(aout_at(0xff800, 0x2000))),
+                    Errc::image_overlaps_boot_data, "the reserved BIOS area");
+  vmm::GuestMemory tiny(512 * kKiB);
+  CHECK_ERRC(vmm::load_multiboot(tiny, inputs(aout_at(0x70000, 0x20000))), Errc::image_too_large);
+  BOOST_CHECK_NO_THROW(vmm::load_multiboot(tiny, inputs(aout_at(0x30000, 0x1000))));
+}
+
+BOOST_AUTO_TEST_CASE(linux_boot_areas_name_zero_page_and_page_tables) {
+  // bzImages always load at or above 1 MiB, so the Linux areas are checked
+  // through the shared rule itself.
+  namespace loader = vmm::loader;
+  vmm::GuestMemory mem(kGuest);
+  const auto areas = loader::boot_areas(vmm::BootProtocol::linux64);
+  CHECK_ERRC_NAMING(loader::check_kernel_range(mem, 0x7800, 0x2000, "segment", areas),
+                    Errc::image_overlaps_boot_data, "segment [0x7800, +0x2000)",
+                    "the zero page [0x7000, 0x8000)", "the identity page tables [0x9000, 0xf000)");
+  BOOST_CHECK_NO_THROW(loader::check_kernel_range(mem, 0x1000, 0x5000, "segment", areas));
+  BOOST_CHECK_NO_THROW(loader::check_kernel_range(mem, 0x10000, 0x10000, "segment", areas));
+  // Sorted by address (the ACPI tables lie inside the reserved BIOS area), and
+  // a 32-bit boot leaves the zero page and page tables to its kernel.
+  for (size_t i = 1; i < areas.size(); ++i) BOOST_CHECK(areas[i - 1].start <= areas[i].start);
+  for (auto p : {vmm::BootProtocol::pvh, vmm::BootProtocol::multiboot})
+    for (const auto& a : loader::boot_areas(p))
+      BOOST_CHECK(a.end <= layout::kHighMemory && !(a.start < 0xf000 && 0x7000 < a.end));
 }
 
 // ================================================================ Linux ==

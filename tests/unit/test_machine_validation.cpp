@@ -13,6 +13,7 @@
 #include "devices/machine.hpp"
 #include "tests/support/test_support.hpp"
 #include "vmm-core/error.hpp"
+#include "vmm-core/layout.hpp"
 
 using namespace apiary;
 
@@ -70,4 +71,56 @@ BOOST_AUTO_TEST_CASE(bad_sizes_are_named_before_kvm_is_opened) {
   c = no_kvm_config();
   c.vcpus = 65;
   BOOST_TEST((failure(c, what) == vmm::Errc::too_many_vcpus), what);
+}
+
+// The simulated backend assembles a whole Machine without KVM, so the board's
+// bus can be inspected: QEMU's pc-testdev is there only when asked for, and
+// the no-op benchmark port stays where it is either way.
+namespace {
+devices::MachineConfig simulated_config(bool pc_testdev) {
+  auto c = no_kvm_config();
+  c.backend = devices::VcpuBackendKind::simulated;
+  c.pc_testdev = pc_testdev;
+  return c;
+}
+
+std::string claimant(devices::Machine& m, vmm::AddressSpace space, uint64_t addr) {
+  const auto* r = m.bus().find(space, addr);
+  return r ? r->name : "";
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(pc_testdev_is_absent_by_default) {
+  BOOST_TEST(!devices::MachineConfig{}.pc_testdev);
+  devices::Machine m(simulated_config(false));
+  BOOST_TEST(m.pc_testdev() == nullptr);
+  for (uint64_t port : {uint64_t{layout::kPcTestdevIoport}, uint64_t{layout::kPcTestdevIoportByte},
+                        uint64_t{layout::kPcTestdevIrqLines},
+                        uint64_t{layout::kPcTestdevIrqLines} + layout::kPcTestdevIrqLineCount - 1})
+    BOOST_TEST(claimant(m, vmm::AddressSpace::pio, port).empty(), "port " << port);
+  BOOST_TEST(claimant(m, vmm::AddressSpace::mmio, layout::kPcTestdevIomem).empty());
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kNoopPort) == "noop");
+  for (auto* d : m.devices()) BOOST_TEST(std::string(d->kind()) != "pc-testdev");
+}
+
+BOOST_AUTO_TEST_CASE(pc_testdev_is_present_with_the_flag) {
+  devices::Machine m(simulated_config(true));
+  BOOST_REQUIRE(m.pc_testdev() != nullptr);
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kPcTestdevIoport) == "pc-testdev-ioport");
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kPcTestdevIoport + 3) == "pc-testdev-ioport");
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kPcTestdevIoportByte) == "pc-testdev-ioport-byte");
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kPcTestdevIrqLines) == "pc-testdev-irq");
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kPcTestdevIrqLines + layout::kPcTestdevIrqLineCount - 1) ==
+             "pc-testdev-irq");
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kPcTestdevIrqLines + layout::kPcTestdevIrqLineCount).empty());
+  BOOST_TEST(claimant(m, vmm::AddressSpace::mmio, layout::kPcTestdevIomem) == "pc-testdev-iomem");
+  BOOST_TEST(claimant(m, vmm::AddressSpace::pio, layout::kNoopPort) == "noop");
+  // Through the board's bus: the scratch register reads back.
+  BOOST_TEST(m.bus().write(vmm::AddressSpace::pio, layout::kPcTestdevIoport, 4, 0x5a5aa5a5));
+  uint64_t v = 0;
+  BOOST_TEST(m.bus().read(vmm::AddressSpace::pio, layout::kPcTestdevIoport, 4, v));
+  BOOST_TEST(v == 0x5a5aa5a5u);
+  size_t found = 0;
+  for (auto* d : m.devices()) found += std::string(d->kind()) == "pc-testdev";
+  BOOST_TEST(found == 1u);
 }

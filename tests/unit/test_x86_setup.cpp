@@ -54,6 +54,19 @@ BOOST_AUTO_TEST_CASE(page_tables_identity_map_four_gib_with_2mib_pages) {
   for (size_t i = 0; i < gdt.size(); ++i) BOOST_TEST(mem.read_obj<uint64_t>(layout::kBootGdt + i * 8) == gdt[i]);
 }
 
+BOOST_AUTO_TEST_CASE(protected_mode_entry_leaves_page_table_memory_to_the_kernel) {
+  // A 32-bit entry runs with paging off: a kernel segment may sit where the
+  // long-mode page tables would go (loader::boot_areas allows it), so they
+  // must not be written over it.
+  GuestMemory mem(16 << 20);
+  mem.fill(layout::kPml4, layout::kPd + layout::kPdCount * 0x1000 - layout::kPml4, 0xaa);
+  x86::write_boot_tables(mem, EntryMode::protected32);
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPml4) == 0xaaaaaaaaaaaaaaaaull);
+  BOOST_TEST(mem.read_obj<uint64_t>(layout::kPd + layout::kPdCount * 0x1000 - 8) == 0xaaaaaaaaaaaaaaaaull);
+  auto gdt = x86::boot_gdt();
+  for (size_t i = 0; i < gdt.size(); ++i) BOOST_TEST(mem.read_obj<uint64_t>(layout::kBootGdt + i * 8) == gdt[i]);
+}
+
 BOOST_AUTO_TEST_CASE(protected_mode_sregs_for_pvh_and_multiboot) {
   kvm_sregs s = x86::boot_sregs(kvm_sregs{}, EntryMode::protected32);
   BOOST_TEST(s.cs.selector == x86::kSelCode32);
