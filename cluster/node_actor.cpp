@@ -131,6 +131,7 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
   if (spec.boot().has_initrd_path()) m.initrd = vmm::read_file(spec.boot().initrd_path());
   for (const auto& b : spec.devices().block()) m.disks.push_back({b.id(), b.path(), b.read_only()});
   m.rng = spec.devices().rng().enabled();
+  m.pc_testdev = spec.devices().pc_testdev();
   if (spec.devices().serial().history_bytes() > 0) m.console_history_bytes = spec.devices().serial().history_bytes();
   if (node.simulated) m.backend = devices::VcpuBackendKind::simulated;
   c.wait_for_console = spec.boot_conditions().wait_for_console();

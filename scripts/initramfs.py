@@ -1,8 +1,8 @@
-"""Initramfs pieces shared by scripts/kvm-vm (its nested-KVM VM) and
+"""Boot-file pieces shared by scripts/kvm-vm (its nested-KVM VM) and
 guest/linux/make-initramfs (the Linux guest Apiary boots): the installed
-Debian kernel, a module set closed over modules.dep, busybox-static, and
-an uncompressed newc cpio writer (what the kernel unpacks; no cpio(1)
-needed).
+Debian kernel and the ELF vmlinux inside it, a module set closed over
+modules.dep, busybox-static, and an uncompressed newc cpio writer (what the
+kernel unpacks; no cpio(1) needed).
 
 Every failure is an InitramfsError with a name (kernel_missing,
 modules_missing, busybox_missing) and a detail that says what to install.
@@ -34,6 +34,25 @@ def find_kernel():
                              "no /boot/vmlinuz-* with modules in /lib/modules "
                              "(install linux-image-amd64: scripts/setup-deps.sh)")
     return sorted(found)[-1][1]
+
+
+def extract_vmlinux(bzimage, dest):
+    """Writes the ELF vmlinux (which has a PVH entry) carried xz-compressed in
+    the bzImage: booting it directly skips the kernel's own decompression,
+    seconds under emulation."""
+    with open(bzimage, "rb") as f:
+        data = f.read()
+    pos = data.find(b"\xfd7zXZ\x00")
+    while pos >= 0:
+        try:
+            out = lzma.LZMADecompressor().decompress(data[pos:])
+        except lzma.LZMAError:
+            out = b""
+        if out[:4] == b"\x7fELF":
+            write_atomically(dest, out)
+            return
+        pos = data.find(b"\xfd7zXZ\x00", pos + 1)
+    raise InitramfsError("kernel_missing", f"{bzimage}: no xz-compressed ELF vmlinux inside")
 
 
 def module_closure(ver, wanted, required=()):

@@ -68,7 +68,18 @@ BOOST_AUTO_TEST_CASE(a_linux_instance_from_ctl_answers_reboots_and_stops_cleanly
   const size_t at_stop = console.received.size();
   auto r = http_call(port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"stop"})");
   BOOST_TEST(r.status == 202, r.body);
-  BOOST_TEST(eventually([&] { return vm_state(port, id) == "stopped"; }, 60s));
+  // The console keeps being read, as a user's terminal would.
+  const bool stopped = eventually(
+      [&] {
+        console.idle(100ms);
+        return vm_state(port, id) == "stopped";
+      },
+      60s);
+  BOOST_TEST(stopped);
+  if (!stopped)
+    BOOST_TEST_MESSAGE("not stopped; action log: "
+                       << http_call(port, http::verb::get, "/v1/instances/" + id + "/actions").body
+                       << "\nconsole since the stop:\n" << console.received.substr(at_stop));
   BOOST_TEST(console.wait_for("The system is going down NOW!", 5s, at_stop), console.received.substr(at_stop));
   BOOST_TEST(console.received.find("reboot: Power down", at_stop) != std::string::npos,
              console.received.substr(at_stop));

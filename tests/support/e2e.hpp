@@ -3,6 +3,7 @@
 // bounded wait; a tiny HTTP client on Beast; polling with deadlines.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -63,6 +64,9 @@ struct ApiaryProcess {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    // The test's stdin is not the service's (under scripts/kvm-vm it is a
+    // relay FIFO that ends when the host's stdin does).
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addclose(&fa, out[0]);
     posix_spawn_file_actions_addclose(&fa, out[1]);
     std::vector<char*> args;
