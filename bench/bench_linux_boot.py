@@ -117,7 +117,12 @@ def boot_once(argv, deadline, guest_mib, memory):
     finally:
         if p.poll() is None:
             p.kill()
-            p.wait()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # Seen under nested KVM emulated by TCG: a vCPU thread stuck
+                # in KVM_RUN makes the VMM unkillable. Name it, do not hang.
+                raise RuntimeError(f"{argv[0]}: vmm_unkillable: pid {p.pid} did not die within 30 s of SIGKILL")
     if took is None:
         tail = seen.decode(errors="replace")[-2000:]
         raise RuntimeError(f"{argv[0]}: no ready marker within {deadline} s; last output:\n{tail}")
