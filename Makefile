@@ -51,17 +51,25 @@ bench: build
 	cmake --build $(BUILD) -j $(JOBS) --target apiary_benchmarks
 	scripts/run-benchmarks.sh $(BUILD)
 
-# libFuzzer on the loaders and the spec parser (clang), 60 s each.
+# libFuzzer (clang, ASan + UBSan) on the loaders, the spec parser, the
+# virtqueue parser and every device's register file: FUZZ_SECONDS each
+# (default 60), from the seed corpora in tests/fuzz/corpus (docs/fuzzing.md).
+FUZZ_SECONDS ?= 60
+FUZZERS = loaders spec virtqueue uart i8042 rtc acpi_pm fw_cfg pci_host pc_testdev virtio_blk virtio_rng
 fuzz:
 	@scripts/setup-deps.sh
 	apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev >/dev/null
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DAPIARY_FUZZ=ON -DAPIARY_BUILD_BENCH=OFF
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_loaders fuzz_spec
+	cmake --build build-fuzz -j $(JOBS) --target $(addprefix fuzz_,$(FUZZERS))
 	mkdir -p build-fuzz/corpus/loaders build-fuzz/corpus/spec
-	cp build/guest/*.elf build/guest/*.mb build/guest/*.bzimage build-fuzz/corpus/loaders/ 2>/dev/null || true
 	cp examples/*.json build-fuzz/corpus/spec/
-	build-fuzz/tests/fuzz/fuzz_loaders -max_total_time=60 build-fuzz/corpus/loaders
-	build-fuzz/tests/fuzz/fuzz_spec -max_total_time=60 build-fuzz/corpus/spec
+	cp build/guest/*.elf build/guest/*.mb build/guest/*.bzimage build-fuzz/corpus/loaders/ 2>/dev/null || true
+	set -e; for f in $(FUZZERS); do \
+	  mkdir -p build-fuzz/corpus/$$f; \
+	  if [ -d tests/fuzz/corpus/$$f ]; then cp tests/fuzz/corpus/$$f/* build-fuzz/corpus/$$f/; fi; \
+	  build-fuzz/tests/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/$$f \
+	    2>&1 | tail -n 12; \
+	done
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD) build-fuzz
