@@ -39,6 +39,7 @@
 #include <span>
 
 #include "devices/device.hpp"
+#include "devices/offset_port.hpp"
 
 namespace apiary::devices {
 
@@ -103,19 +104,6 @@ class I8042 final : public Device {
   v1::DeviceState export_state() const override;
 
  private:
-  // One port of the controller, registered on the bus on its own.
-  class Port final : public vmm::IoHandler {
-   public:
-    Port(I8042& dev, unsigned offset) : dev_(dev), offset_(offset) {}
-    uint64_t io_read(uint64_t offset, unsigned size) override { return dev_.io_read(offset_ + offset, size); }
-    void io_write(uint64_t offset, unsigned size, uint64_t value) override {
-      dev_.io_write(offset_ + offset, size, value);
-    }
-
-   private:
-    I8042& dev_;
-    const unsigned offset_;
-  };
 
   // All called with mutex_ held. Those that may request a reset return true.
   uint8_t read_data();
@@ -133,8 +121,8 @@ class I8042 final : public Device {
 
   IrqLine& irq_line_;
   DeviceEvents& events_;
-  Port data_port_{*this, i8042::kDataOffset};
-  Port command_port_{*this, i8042::kCommandOffset};
+  OffsetPort data_port_{*this, i8042::kDataOffset};
+  OffsetPort command_port_{*this, i8042::kCommandOffset};
   mutable std::mutex mutex_;
 
   uint8_t ram_[i8042::kRamSize] = {};  // ram_[0] is the configuration byte

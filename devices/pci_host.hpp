@@ -24,6 +24,7 @@
 #include <mutex>
 
 #include "devices/device.hpp"
+#include "devices/offset_port.hpp"
 
 namespace apiary::devices {
 
@@ -59,21 +60,8 @@ class PciHostBridge final : public Device {
   v1::DeviceState export_state() const override;
 
  private:
-  class Port final : public vmm::IoHandler {
-   public:
-    Port(PciHostBridge& dev, unsigned offset) : dev_(dev), offset_(offset) {}
-    uint64_t io_read(uint64_t offset, unsigned size) override { return dev_.io_read(offset_ + offset, size); }
-    void io_write(uint64_t offset, unsigned size, uint64_t value) override {
-      dev_.io_write(offset_ + offset, size, value);
-    }
-
-   private:
-    PciHostBridge& dev_;
-    const unsigned offset_;
-  };
-
-  Port address_port_{*this, 0};
-  Port data_port_{*this, 4};
+  OffsetPort address_port_{*this, 0};
+  OffsetPort data_port_{*this, 4};
   mutable std::mutex mutex_;
   uint32_t address_ = 0;
   uint64_t config_reads_ = 0, config_writes_ = 0, ignored_ = 0;
