@@ -112,7 +112,7 @@ times that it is in error and its instances are declared errored.
   std::map<std::string, std::string> o;
   if (auto err = parse_options(args, o,
                                {"--host", "--port", "--node-host", "--node-port", "--store", "--token-file",
-                                "--checkin-max-ms"});
+                                "--checkin-max-ms", "--test-break"});
       !err.empty()) {
     std::cerr << "apiary controller: " << err << "\n";
     return 2;
@@ -148,6 +148,16 @@ times that it is in error and its instances are declared errored.
     // Nodes check in well within the silence limit; give them that long to
     // re-register before settling what a previous controller left running.
     ccfg.recovery_grace = std::min<std::chrono::milliseconds>(ccfg.recovery_grace, std::chrono::milliseconds(ms));
+  }
+  if (o.count("--test-break")) {
+    // Breaks a rule on purpose, so the chaos suite can show that its
+    // checker catches the breakage (tests/chaos). Never in production.
+    if (o["--test-break"] != "ignore-request-ids") {
+      std::cerr << "apiary controller: --test-break: the only rule is ignore-request-ids\n";
+      return 2;
+    }
+    ccfg.test_ignore_request_ids = true;
+    std::cerr << "apiary controller: TEST ONLY: creates ignore their idempotency keys\n";
   }
   const std::string token_file = o.count("--token-file") ? o["--token-file"] : "apiary.token";
   std::string token;
@@ -194,15 +204,19 @@ int node_command(const std::vector<std::string>& args) {
   for (auto& a : args)
     if (a == "--help" || a == "-h") {
       std::cout << R"(Usage: apiary node --controller HOST:PORT [--name N] [--vcpus V] [--memory MIB] [--simulated yes]
+                   [--checkin-ms MS] [--status-file F]
 
 A node: runs instances on this host's KVM for the controller at HOST:PORT,
 checks in with its capacity, and reconnects (re-registering) whenever the
 controller goes away and comes back; its instances keep running meanwhile.
+With --status-file, the node rewrites F at every check-in with what it runs,
+one "<instance id> <power state>" line each (its own view, not the
+controller's).
 )";
       return 0;
     }
   std::map<std::string, std::string> o;
-  if (auto err = parse_options(args, o, {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms"});
+  if (auto err = parse_options(args, o, {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--status-file"});
       !err.empty()) {
     std::cerr << "apiary node: " << err << "\n";
     return 2;
@@ -241,6 +255,7 @@ controller goes away and comes back; its instances keep running meanwhile.
     return 2;
   }
   n.checkin_interval = std::chrono::milliseconds(checkin_ms);
+  if (o.count("--status-file")) n.status_file = o["--status-file"];
 
   sigset_t stop = stop_signals();
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);

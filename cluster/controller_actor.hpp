@@ -129,6 +129,10 @@ struct ControllerConfig {
   // sets it so that record times (and its traces) are the same on every run.
   std::optional<int64_t> clock_epoch_ms;
   bool test_skip_error_fanout = false;  // test-only fault hook, see StoreOptions
+  // Test-only fault hook (the chaos suite's "broken rule" check): creates
+  // ignore their idempotency key, so a retried create makes a second
+  // instance. Never set in production.
+  bool test_ignore_request_ids = false;
   // After a start, how long nodes get to register before the actions the
   // previous controller left running are settled from their power lists.
   std::chrono::milliseconds recovery_grace{10000};

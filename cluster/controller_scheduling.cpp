@@ -210,6 +210,7 @@ void build(controller_pointer self, const std::string& id, int64_t action_id, bo
 // that key created (or 409 when another action used it).
 caf::result<std::string> create_instance(controller_pointer self, const std::string& bytes,
                                          const std::string& request_id) {
+  const bool use_key = !request_id.empty() && !self->state.cfg.test_ignore_request_ids;
   if (!request_id.empty()) {
     const bool valid = request_id.size() <= 64 && std::all_of(request_id.begin(), request_id.end(), [](char c) {
       return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
@@ -218,7 +219,7 @@ caf::result<std::string> create_instance(controller_pointer self, const std::str
       return make_control_error(ControlErrc::bad_request,
                                 "request_id '" + request_id.substr(0, 80) + "' must be 1..64 of [A-Za-z0-9._-]");
     try {
-      if (auto prior = self->state.store->find_action(request_id)) {
+      if (auto prior = use_key ? self->state.store->find_action(request_id) : std::nullopt) {
         if (prior->action != Action::create)
           return make_control_error(ControlErrc::conflict, "request_id " + request_id + " was used by a '" +
                                                                control::to_string(prior->action) + "' action of " +
@@ -262,7 +263,7 @@ caf::result<std::string> create_instance(controller_pointer self, const std::str
     store.with_transaction([&] {
       store.put_instance(r);
       for (const auto& net : networks) store.attach(net, r.id);
-      action_id = store.begin_action(r.id, Action::create, request_id.empty() ? new_id(self, "req-") : request_id);
+      action_id = store.begin_action(r.id, Action::create, use_key ? request_id : new_id(self, "req-"));
     });
   } catch (const StoreError& e) {
     return store_failed(e);

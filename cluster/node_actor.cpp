@@ -714,6 +714,21 @@ void schedule_tick(node_pointer self) {
   self->delayed_send(self, self->state.cfg.checkin_interval, tick_atom::value);
 }
 
+// NodeConfig::status_file: written to a temporary name and renamed, so a
+// reader sees the whole of one tick's list or the previous one.
+void write_status(node_pointer self) {
+  const auto& st = self->state;
+  if (st.cfg.status_file.empty()) return;
+  const std::string tmp = st.cfg.status_file + ".tmp";
+  std::string text;
+  for (const auto& [id, ni] : st.instances) text += id + " " + power_state(ni) + "\n";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  if (ok) ::rename(tmp.c_str(), st.cfg.status_file.c_str());
+}
+
 void check_in(node_pointer self) {
   auto& st = self->state;
   if (!st.cfg.controller || st.partitioned || st.stopped) return;
@@ -871,6 +886,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         return ack_atom::value;
       },
       [=](tick_atom) {
+        write_status(self);
         check_in(self);
         schedule_tick(self);
       },

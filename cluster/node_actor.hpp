@@ -127,6 +127,11 @@ struct NodeConfig {
   // Simulation: run disk-file jobs on the actor itself (no thread, so the
   // deterministic scheduler orders them) and report them with a message.
   bool inline_file_jobs = false;
+  // Where the node writes what it runs, rewritten (atomically) at every
+  // check-in tick: one line per instance, "<id> <power state>". Operators
+  // read it to see a node's own view without the controller; the chaos
+  // suite compares it with the records. Empty: not written.
+  std::string status_file;
 };
 
 using node_actor = caf::typed_actor<

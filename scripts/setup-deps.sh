@@ -7,7 +7,7 @@
 set -eu
 PACKAGES="build-essential cmake pkg-config binutils libcaf-dev libprotobuf-dev protobuf-compiler
 libboost-dev libboost-test-dev libsqlite3-dev libbenchmark-dev
-python3 qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs"
+python3 qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs iproute2 iptables"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -275,19 +275,21 @@ BOOST_FIXTURE_TEST_CASE(a_silent_node_goes_missing_then_error_with_its_instances
   const std::string id = create("lost");
   BOOST_REQUIRE(get(id).node == "node-a");
   BOOST_REQUIRE(ask<ack_atom>(nodes.at("node-a"), partition_atom::value, true));
-  // An action sent to the cut-off node ends in ERROR at its deadline (30 s)
-  // instead of staying in flight.
+  // An action sent to the cut-off node ends in ERROR instead of staying in
+  // flight: at its deadline (30 s) plus the power check's (10 s), which asks
+  // the node whether it did the work after all and gets no answer either.
   BOOST_REQUIRE(act(id, "pause"));
   BOOST_TEST(get(id).task_state == "pausing");
-  pass(25s);
+  pass(35s);
   BOOST_TEST(get(id).task_state == "pausing");
   pass(10s);
   BOOST_TEST(get(id).task_state == "none");
   BOOST_TEST(get(id).vm_state == "error");
   BOOST_TEST(actions(id).back().result == "error");
+  BOOST_TEST(actions(id).back().events.back().name == "power_check");
   BOOST_TEST(vm("node-a", id).first == "run");  // the node never got it
 
-  pass(115s - 35s);
+  pass(115s - 45s);
   BOOST_TEST(node_state("node-a") == "created");  // within NODE_CHECKIN_MAXIMUM (120 s)
   pass(15s);
   BOOST_TEST(node_state("node-a") == "missing");
