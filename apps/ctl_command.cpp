@@ -390,7 +390,10 @@ void print_body(const std::string& body) {
     fail(kExitTimeout, "timed out after " + seconds_text(ctl.timeout()) + ": " + e.message);
   }
   std::string hint;
-  if (e.kind == HttpFailure::connect || e.kind == HttpFailure::resolve) {
+  if (e.message.find("TLS handshake") != std::string::npos) {
+    hint = std::string(" (does --cacert or ") + kEnvCacert + " name the CA that signed the API's certificate, "
+           "and does that certificate name the host in --api?)";
+  } else if (e.kind == HttpFailure::connect || e.kind == HttpFailure::resolve) {
     hint = std::string(" (is the controller running? set --api or ") + kEnvApi + ")";
   }
   fail(kExitUnreachable, e.message + hint);

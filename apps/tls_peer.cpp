@@ -55,7 +55,10 @@ Ctx make_ctx(const TlsFiles& files, std::string& err) {
     return nullptr;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), files.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    err = "cannot load the private key " + files.key + ": " + openssl_errors();
+    const std::string why = openssl_errors();
+    err = why.find("key values mismatch") != std::string::npos
+              ? files.key + " is not the key of " + files.cert + " (" + why + ")"
+              : "cannot load the private key " + files.key + ": " + why;
     return nullptr;
   }
   if (SSL_CTX_check_private_key(ctx.get()) != 1) {
