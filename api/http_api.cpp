@@ -53,6 +53,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
 #include <google/protobuf/util/json_util.h>
 
 #include "cluster/nova_states.hpp"
@@ -69,6 +72,22 @@ using tcp = net::ip::tcp;
 using error_code = boost::system::error_code;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
+namespace ssl = net::ssl;
+
+// A connection is plain TCP, or TLS over it (options.tls_cert_file): the
+// sessions are templates over the stream, everything else is shared.
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+template <class Stream>
+Stream make_stream(tcp::socket socket, ssl::context* ctx);
+template <>
+PlainStream make_stream<PlainStream>(tcp::socket socket, ssl::context*) {
+  return PlainStream(std::move(socket));
+}
+template <>
+TlsStream make_stream<TlsStream>(tcp::socket socket, ssl::context* ctx) {
+  return TlsStream(std::move(socket), *ctx);
+}
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
@@ -481,6 +500,7 @@ class HttpServerCore {
   std::atomic<uint16_t> bound_port_{0};
 
   // Destroyed in reverse: the acceptor and timer before the io_context.
+  std::optional<ssl::context> ssl_ctx_;  // set: every connection is TLS
   std::optional<net::io_context> ioc_;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::optional<tcp::acceptor> acceptor_;
@@ -496,12 +516,13 @@ class HttpServerCore {
 
 SessionBase::~SessionBase() { core_.remove_session(this); }
 
-// One console websocket.
+// One console websocket (over the HTTP session's stream, TLS or not).
+template <class Stream>
 class WsSession : public SessionBase {
  public:
-  WsSession(HttpServerCore& core, tcp::socket socket, std::shared_ptr<ConsoleLink> link, ConsoleStart start)
+  WsSession(HttpServerCore& core, Stream&& stream, std::shared_ptr<ConsoleLink> link, ConsoleStart start)
       : SessionBase(core),
-        ws_(std::move(socket)),
+        ws_(std::move(stream)),
         link_(std::move(link)),
         input_(std::move(start.input)),
         history_(std::move(start.history)) {}
@@ -631,7 +652,7 @@ class WsSession : public SessionBase {
     core_.detach_later(link_);
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
   std::shared_ptr<ConsoleLink> link_;
   std::function<void(std::string)> input_;
   std::string history_;
@@ -648,33 +669,54 @@ class WsSession : public SessionBase {
 };
 
 // One HTTP connection: read a request, answer it, repeat while keep-alive.
+// Over TLS the handshake comes first, bounded by read_timeout.
+template <class Stream>
 class HttpSession : public SessionBase {
  public:
-  HttpSession(HttpServerCore& core, tcp::socket socket)
-      : SessionBase(core), stream_(std::move(socket)), api_timer_(stream_.get_executor()) {}
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+  HttpSession(HttpServerCore& core, tcp::socket socket, ssl::context* ctx)
+      : SessionBase(core),
+        stream_(make_stream<Stream>(std::move(socket), ctx)),
+        ex_(stream_.get_executor()),
+        api_timer_(ex_) {}
 
   void run() {
-    net::dispatch(stream_.get_executor(), [self = self()] {
+    net::dispatch(ex_, [self = self()] {
       if (self->core_.stopping()) {
         self->close();
         return;
       }
-      self->do_read();
+      if constexpr (kTls) {
+        self->state_ = State::handshaking;
+        beast::get_lowest_layer(self->stream_).expires_after(self->core_.options().read_timeout);
+        self->stream_.async_handshake(ssl::stream_base::server, [self](error_code ec) {
+          if (ec || self->core_.stopping()) {
+            self->close();  // not TLS, a certificate the client refused, a timeout
+            return;
+          }
+          self->do_read();
+        });
+      } else {
+        self->do_read();
+      }
     });
   }
 
+  // The stream's executor, kept apart: after an upgrade the stream has
+  // moved into the websocket session.
   void begin_shutdown() override {
-    net::post(stream_.get_executor(), [self = self()] {
+    net::post(ex_, [self = self()] {
       // Idle keep-alive connections (no byte of a next request yet) and
       // lingering ones go now; the others finish their request.
       bool idle = self->state_ == State::reading &&
                   (!self->parser_ || (!self->parser_->got_some() && self->buffer_.size() == 0));
-      if (idle || self->state_ == State::lingering) self->close();
+      if (idle || self->state_ == State::lingering || self->state_ == State::handshaking) self->close();
     });
   }
 
  private:
-  enum class State { reading, awaiting, writing, lingering, closed, upgraded };
+  enum class State { handshaking, reading, awaiting, writing, lingering, closed, upgraded };
 
   std::shared_ptr<HttpSession> self() { return std::static_pointer_cast<HttpSession>(shared_from_this()); }
 
@@ -683,7 +725,7 @@ class HttpSession : public SessionBase {
     parser_.emplace();
     parser_->body_limit(core_.options().max_body_bytes);
     parser_->header_limit(kHeaderLimit);
-    stream_.expires_after(core_.options().read_timeout);
+    beast::get_lowest_layer(stream_).expires_after(core_.options().read_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = self()](error_code ec, std::size_t) { self->on_header(ec); });
   }
@@ -960,7 +1002,7 @@ class HttpSession : public SessionBase {
     api_timer_.async_wait([self = self(), seq](error_code ec) {
       if (!ec) self->on_api_timeout(seq);
     });
-    auto ex = stream_.get_executor();
+    auto ex = ex_;
     ControlPlaneApi* api = &core_.api();
     net::post(core_.pool(), [self = self(), seq, ex, api, job = std::move(job)]() mutable {
       Outcome outcome;
@@ -998,8 +1040,8 @@ class HttpSession : public SessionBase {
 
   void upgrade(std::shared_ptr<ConsoleLink> link, ConsoleStart start) {
     state_ = State::upgraded;
-    stream_.expires_never();
-    auto ws = std::make_shared<WsSession>(core_, stream_.release_socket(), std::move(link), std::move(start));
+    beast::get_lowest_layer(stream_).expires_never();
+    auto ws = std::make_shared<WsSession<Stream>>(core_, std::move(stream_), std::move(link), std::move(start));
     core_.add_session(ws);
     ws->run(std::move(upgrade_req_));
   }
@@ -1016,7 +1058,7 @@ class HttpSession : public SessionBase {
     res->body() = std::move(a.body);
     res->prepare_payload();
     res_ = res;
-    stream_.expires_after(core_.options().write_timeout);
+    beast::get_lowest_layer(stream_).expires_after(core_.options().write_timeout);
     http::async_write(stream_, *res_, [self = self()](error_code ec, std::size_t) { self->on_write(ec); });
   }
 
@@ -1033,7 +1075,7 @@ class HttpSession : public SessionBase {
     }
     if (!keep || core_.stopping()) {
       error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
       close();
       return;
     }
@@ -1047,8 +1089,8 @@ class HttpSession : public SessionBase {
   void linger() {
     state_ = State::lingering;
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(kLingerTime);
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    beast::get_lowest_layer(stream_).expires_after(kLingerTime);
     drain();
   }
 
@@ -1068,10 +1110,11 @@ class HttpSession : public SessionBase {
     state_ = State::closed;
     api_timer_.cancel();
     error_code ignored;
-    stream_.socket().close(ignored);
+    beast::get_lowest_layer(stream_).socket().close(ignored);
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
+  decltype(std::declval<Stream&>().get_executor()) ex_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::empty_body>> continue_;
@@ -1090,11 +1133,31 @@ class HttpSession : public SessionBase {
 
 // --- server -------------------------------------------------------------------
 
+// The server's TLS context: TLS 1.2 or later, the certificate chain and key
+// of the options; a client certificate is not asked for (API clients
+// authenticate with the bearer token).
+ssl::context make_tls_context(const HttpServerOptions& o) {
+  if (o.tls_cert_file.empty() || o.tls_key_file.empty())
+    throw std::runtime_error("HttpServer: HTTPS needs both a certificate and a key file");
+  ssl::context ctx(ssl::context::tls_server);
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  error_code ec;
+  ctx.use_certificate_chain_file(o.tls_cert_file, ec);
+  if (ec) throw std::runtime_error("HttpServer: cannot load the HTTPS certificate " + o.tls_cert_file + ": " + ec.message());
+  ctx.use_private_key_file(o.tls_key_file, ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("HttpServer: cannot load the HTTPS key " + o.tls_key_file + ": " + ec.message());
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+    throw std::runtime_error("HttpServer: " + o.tls_key_file + " is not the key of " + o.tls_cert_file);
+  return ctx;
+}
+
 uint16_t HttpServerCore::start() {
   std::lock_guard lifecycle(lifecycle_mu_);
   if (started_) throw std::logic_error("HttpServer::start called twice");
   started_ = true;
 
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) ssl_ctx_.emplace(make_tls_context(options_));
   ioc_.emplace(static_cast<int>(options_.io_threads));
   const std::string where = host_ + ":" + std::to_string(requested_port_);
   try {
@@ -1139,9 +1202,15 @@ void HttpServerCore::do_accept() {
     }
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    auto session = std::make_shared<HttpSession>(*this, std::move(socket));
-    add_session(session);
-    session->run();
+    if (ssl_ctx_) {
+      auto session = std::make_shared<HttpSession<TlsStream>>(*this, std::move(socket), &*ssl_ctx_);
+      add_session(session);
+      session->run();
+    } else {
+      auto session = std::make_shared<HttpSession<PlainStream>>(*this, std::move(socket), nullptr);
+      add_session(session);
+      session->run();
+    }
     do_accept();
   });
 }

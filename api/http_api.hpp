@@ -97,6 +97,12 @@ struct HttpServerOptions {
   // Every request must carry "Authorization: Bearer <token>", or it is
   // answered 401 before its body is read. Empty: no authentication.
   std::string bearer_token;
+  // HTTPS: with both set (PEM files; the certificate file may carry the
+  // chain), every connection on the port is TLS (1.2 or later) and the
+  // console websocket is wss://; a plain HTTP request gets nothing back.
+  // start() throws std::runtime_error naming the file that does not load.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // Bounds for validating specs on POST /v1/instances.
   spec::Limits limits = spec::host_limits();
 };
@@ -112,7 +118,8 @@ class HttpServer {
 
   // Binds, listens and starts the threads. Returns the bound port (useful
   // with port 0). Throws std::system_error if the address can't be bound,
-  // std::logic_error if called twice.
+  // std::runtime_error if the HTTPS files can't be used, std::logic_error
+  // if called twice.
   uint16_t start();
 
   // Graceful, bounded shutdown (see above). Idempotent; a no-op if start()

@@ -20,6 +20,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/x509.h>
 
 namespace apiary::apps {
 
@@ -31,6 +35,9 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using Clock = HttpClient::Clock;
+namespace ssl = net::ssl;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 constexpr const char* kUserAgent = "apiary-ctl";
 constexpr unsigned kHttp11 = 11;
@@ -115,6 +122,40 @@ std::optional<HttpError> connect(net::io_context& io, beast::tcp_stream& stream,
                                              (ec == beast::error::timeout ? "timed out" : ec.message())};
 }
 
+// A client TLS context trusting `ca_file` ("" : the system's CAs).
+std::optional<HttpError> make_tls_context(std::optional<ssl::context>& ctx, const std::string& ca_file) {
+  ctx.emplace(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  if (ca_file.empty())
+    ctx->set_default_verify_paths(ec);
+  else
+    ctx->load_verify_file(ca_file, ec);
+  if (ec)
+    return HttpError{HttpFailure::connect,
+                     "cannot load the CA certificates " + (ca_file.empty() ? std::string("of the system") : ca_file) +
+                         ": " + ec.message()};
+  ctx->set_verify_mode(ssl::verify_peer);
+  return std::nullopt;
+}
+
+// The TLS handshake (bounded by the stream's expiry, still the deadline),
+// checking the server's certificate against the CA and `host`.
+std::optional<HttpError> tls_handshake(net::io_context& io, TlsStream& stream, const std::string& host,
+                                       const std::string& authority) {
+  stream.set_verify_callback(ssl::host_name_verification(host));
+  beast::error_code numeric_ec;
+  net::ip::make_address(host, numeric_ec);
+  if (numeric_ec) SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());  // SNI for names only
+  const auto ec = run_step(io, [&](auto handler) { stream.async_handshake(ssl::stream_base::client, std::move(handler)); });
+  if (!ec) return std::nullopt;
+  std::string why = ec == beast::error::timeout ? std::string("timed out") : ec.message();
+  const long verify = SSL_get_verify_result(stream.native_handle());
+  if (verify != X509_V_OK) why += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+  return HttpError{HttpFailure::connect, "the TLS handshake with the API at " + authority + " failed: " + why};
+}
+
 // A failed step after the connection was made: the deadline, or a break.
 HttpError exchange_failure(beast::error_code ec, const std::string& what, const std::string& authority) {
   if (ec == beast::error::timeout) {
@@ -145,17 +186,29 @@ class FlagsRestorer {
   int flags_;
 };
 
-// One console websocket, from the connection to the end of the stream.
+// One console websocket, from the connection to the end of the stream;
+// over TLS (wss://) when Stream is TlsStream.
+template <class Stream>
 class WebSocketSession {
  public:
-  WebSocketSession(net::io_context& io, const WebSocketOptions& options)
-      : io_(io), options_(options), ws_(io), signals_(io), until_(io), input_(io) {}
+  template <class... StreamArgs>
+  WebSocketSession(net::io_context& io, const WebSocketOptions& options, StreamArgs&&... stream_args)
+      : io_(io),
+        options_(options),
+        ws_(io, std::forward<StreamArgs>(stream_args)...),
+        signals_(io),
+        until_(io),
+        input_(io) {}
 
+  // `tls_host`: the host name the server's certificate must carry (TLS).
   WebSocketOutcome run(const tcp::resolver::results_type& endpoints, const std::string& host,
                        const std::string& target, const std::string& token, Clock::time_point deadline,
-                       const std::string& authority) {
+                       const std::string& authority, const std::string& tls_host = {}) {
     authority_ = authority;
     if (auto err = connect(io_, beast::get_lowest_layer(ws_), endpoints, deadline, authority)) return *err;
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      if (auto err = tls_handshake(io_, ws_.next_layer(), tls_host, authority)) return *err;
+    }
     if (auto refused_or_error = handshake(host, target, token)) return *refused_or_error;
     stream();
     if (error_) return *error_;
@@ -282,7 +335,7 @@ class WebSocketSession {
 
   net::io_context& io_;
   const WebSocketOptions& options_;
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
   net::signal_set signals_;
   net::steady_timer until_;
   net::posix::stream_descriptor input_;
@@ -320,44 +373,68 @@ HttpClient::HttpClient(std::string host, uint16_t port, std::string token, Clock
 
 std::string HttpClient::authority() const { return host_header(host_, port_); }
 
-HttpOutcome HttpClient::request(HttpMethod method, const std::string& target, const std::string& body) {
-  net::io_context io;
-  const std::string what = std::string(to_string(method)) + " " + target;
-  auto resolved = resolve(io, host_, port_, deadline_);
-  if (resolved.error) return *resolved.error;
-  beast::tcp_stream stream(io);
-  if (auto err = connect(io, stream, resolved.endpoints, deadline_, authority())) return *err;
+namespace {
 
+// One request and its answer on a connected (and, for TLS, handshaken) stream.
+template <class Stream>
+HttpOutcome exchange(net::io_context& io, Stream& stream, HttpMethod method, const std::string& target,
+                     const std::string& body, const std::string& token, const std::string& authority) {
+  const std::string what = std::string(to_string(method)) + " " + target;
   http::request<http::string_body> req{to_verb(method), target, kHttp11};
-  req.set(http::field::host, authority());
+  req.set(http::field::host, authority);
   req.set(http::field::user_agent, kUserAgent);
   req.set(http::field::accept, "application/json");
-  if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
   if (method == HttpMethod::post) {
     req.set(http::field::content_type, "application/json");
     req.body() = body;
   }
   req.prepare_payload();
   auto ec = run_step(io, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
-  if (ec) return exchange_failure(ec, what, authority());
+  if (ec) return exchange_failure(ec, what, authority);
 
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(kMaxAnswerBytes);
   ec = run_step(io, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
-  if (ec) return exchange_failure(ec, what, authority());
+  if (ec) return exchange_failure(ec, what, authority);
   beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_both, ignored);
   auto& res = parser.get();
   return HttpReply{static_cast<int>(res.result_int()), std::move(res.body())};
+}
+
+}  // namespace
+
+HttpOutcome HttpClient::request(HttpMethod method, const std::string& target, const std::string& body) {
+  net::io_context io;
+  auto resolved = resolve(io, host_, port_, deadline_);
+  if (resolved.error) return *resolved.error;
+  if (!tls_) {
+    PlainStream stream(io);
+    if (auto err = connect(io, stream, resolved.endpoints, deadline_, authority())) return *err;
+    return exchange(io, stream, method, target, body, token_, authority());
+  }
+  std::optional<ssl::context> ctx;
+  if (auto err = make_tls_context(ctx, ca_file_)) return *err;
+  TlsStream stream(io, *ctx);
+  if (auto err = connect(io, beast::get_lowest_layer(stream), resolved.endpoints, deadline_, authority())) return *err;
+  if (auto err = tls_handshake(io, stream, host_, authority())) return *err;
+  return exchange(io, stream, method, target, body, token_, authority());
 }
 
 WebSocketOutcome HttpClient::stream_websocket(const std::string& target, const WebSocketOptions& options) {
   net::io_context io;
   auto resolved = resolve(io, host_, port_, deadline_);
   if (resolved.error) return *resolved.error;
-  WebSocketSession session(io, options);
-  return session.run(resolved.endpoints, authority(), target, token_, deadline_, authority());
+  if (!tls_) {
+    WebSocketSession<PlainStream> session(io, options);
+    return session.run(resolved.endpoints, authority(), target, token_, deadline_, authority());
+  }
+  std::optional<ssl::context> ctx;
+  if (auto err = make_tls_context(ctx, ca_file_)) return *err;
+  WebSocketSession<TlsStream> session(io, options, *ctx);
+  return session.run(resolved.endpoints, authority(), target, token_, deadline_, authority(), host_);
 }
 
 }  // namespace apiary::apps

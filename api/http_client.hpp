@@ -11,6 +11,12 @@
 // the interface synchronous while every wait stays bounded. There is no CAF
 // and no knowledge of the API's documents in here: bodies are strings.
 //
+// HTTPS (use_tls): the server's certificate must verify against the CA
+// file given (or the system's CAs) and name the host we connected to (DNS
+// or IP subjectAltName); the websocket then is wss://. A failed TLS
+// handshake is an HttpError of kind connect ("the TLS handshake with ...
+// failed: certificate verify failed (self-signed certificate in ...)").
+//
 // One TCP connection per request (no keep-alive reuse): the CLI makes few
 // requests, and a fresh connection never trips over one the server closed.
 //
@@ -112,6 +118,14 @@ class HttpClient {
   // Every request must be answered before `deadline`.
   HttpClient(std::string host, uint16_t port, std::string token, Clock::time_point deadline);
 
+  // Speak HTTPS, trusting the CA certificates in `ca_file` (PEM); "" trusts
+  // the system's default CAs.
+  void use_tls(std::string ca_file) {
+    tls_ = true;
+    ca_file_ = std::move(ca_file);
+  }
+  bool tls() const noexcept { return tls_; }
+
   void set_deadline(Clock::time_point deadline) noexcept { deadline_ = deadline; }
   Clock::time_point deadline() const noexcept { return deadline_; }
   // "host:port" (IPv6 hosts in brackets), for messages.
@@ -136,6 +150,8 @@ class HttpClient {
   uint16_t port_;
   std::string token_;
   Clock::time_point deadline_;
+  bool tls_ = false;
+  std::string ca_file_;
 };
 
 }  // namespace apiary::apps

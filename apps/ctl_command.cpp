@@ -66,6 +66,8 @@ constexpr const char* kEnvApi = "APIARY_API";
 constexpr const char* kEnvToken = "APIARY_TOKEN";
 constexpr const char* kEnvTokenFile = "APIARY_TOKEN_FILE";
 constexpr const char* kHttpScheme = "http://";
+constexpr const char* kHttpsScheme = "https://";
+constexpr const char* kEnvCacert = "APIARY_CACERT";
 
 constexpr milliseconds kDefaultTimeout = 120s;
 // --timeout is at most a day: anything longer is a typo.
@@ -210,18 +212,21 @@ T positive_number(const std::string& name, const std::string& text, std::string_
 // --- global options -----------------------------------------------------------
 
 constexpr OptionSpec kGlobalOptions[] = {
-    {"--api", true}, {"--token-file", true}, {"--timeout", true}, {"--json", false}, {"--help", false}, {"-h", false},
+    {"--api", true},   {"--token-file", true}, {"--timeout", true}, {"--json", false},
+    {"--cacert", true}, {"--help", false},      {"-h", false},
 };
 
 struct ApiAddress {
   std::string host;
   uint16_t port = 0;
+  bool https = false;  // given as https://HOST:PORT
 };
 
 struct Globals {
   ApiAddress api;
   std::optional<std::string> token_file;
   std::optional<milliseconds> timeout;
+  std::optional<std::string> cacert;  // HTTPS, trusting this CA file
   bool json = false;
   bool help = false;
 };
@@ -231,10 +236,16 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
-// HOST:PORT, [IPV6]:PORT, optionally as http://HOST:PORT[/].
+// HOST:PORT, [IPV6]:PORT, optionally as http://HOST:PORT[/] or
+// https://HOST:PORT[/].
 ApiAddress parse_api(std::string text) {
   const std::string original = text;
+  bool https = false;
   if (text.starts_with(kHttpScheme)) text.erase(0, std::strlen(kHttpScheme));
+  if (text.starts_with(kHttpsScheme)) {
+    text.erase(0, std::strlen(kHttpsScheme));
+    https = true;
+  }
   if (text.ends_with("/")) text.pop_back();
   ApiAddress a;
   std::string port;
@@ -254,6 +265,7 @@ ApiAddress parse_api(std::string text) {
   const auto p = parse_number<uint16_t>(port);
   if (a.host.empty() || !p || *p == 0) usage_error("--api: expected HOST:PORT, got '" + original + "'");
   a.port = *p;
+  a.https = https;
   return a;
 }
 
@@ -277,6 +289,10 @@ std::vector<std::string> take_globals(const std::vector<std::string>& args, Glob
   if (auto t = p.value("--timeout")) g.timeout = parse_timeout(*t);
   g.json = p.has("--json");
   g.help = p.has("--help") || p.has("-h");
+  g.cacert = p.value("--cacert");
+  if (!g.cacert && !env(kEnvCacert).empty()) g.cacert = env(kEnvCacert);
+  if (g.cacert && g.cacert->empty()) usage_error("--cacert: expected a file");
+  if (g.cacert && api.starts_with(kHttpScheme)) usage_error("--cacert is for HTTPS, but --api says http://");
   return rest;
 }
 
@@ -314,7 +330,11 @@ class Ctl {
 
   // Created on first use, so usage errors come before the token is read.
   HttpClient& client() {
-    if (!client_) client_.emplace(globals_.api.host, globals_.api.port, load_token(globals_), deadline());
+    if (!client_) {
+      client_.emplace(globals_.api.host, globals_.api.port, load_token(globals_), deadline());
+      // --cacert implies HTTPS; https:// without it trusts the system's CAs.
+      if (globals_.api.https || globals_.cacert) client_->use_tls(globals_.cacert.value_or(""));
+    }
     return *client_;
   }
 
@@ -370,7 +390,10 @@ void print_body(const std::string& body) {
     fail(kExitTimeout, "timed out after " + seconds_text(ctl.timeout()) + ": " + e.message);
   }
   std::string hint;
-  if (e.kind == HttpFailure::connect || e.kind == HttpFailure::resolve) {
+  if (e.message.find("TLS handshake") != std::string::npos) {
+    hint = std::string(" (does --cacert or ") + kEnvCacert + " name the CA that signed the API's certificate, "
+           "and does that certificate name the host in --api?)";
+  } else if (e.kind == HttpFailure::connect || e.kind == HttpFailure::resolve) {
     hint = std::string(" (is the controller running? set --api or ") + kEnvApi + ")";
   }
   fail(kExitUnreachable, e.message + hint);
@@ -1060,7 +1083,11 @@ Commands:
   network delete ID
 
 Global options (before or after the noun and verb):
-  --api HOST:PORT     the API (default $APIARY_API, else 127.0.0.1:8080)
+  --api HOST:PORT     the API (default $APIARY_API, else 127.0.0.1:8080);
+                      https://HOST:PORT for a controller started with
+                      --https-cert (its certificate must name HOST)
+  --cacert FILE       HTTPS, trusting the CA certificate(s) in FILE instead
+                      of the system's (default $APIARY_CACERT)
   --token-file FILE   the bearer token, one line (default $APIARY_TOKEN_FILE,
                       else ./apiary.token); $APIARY_TOKEN, if set, is the
                       token itself and wins

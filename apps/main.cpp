@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/certs_command.hpp"
 #include "apps/cluster_command.hpp"
 #include "apps/ctl_command.hpp"
 #include "apps/process_commands.hpp"
@@ -25,6 +26,8 @@ Commands:
   node       a node process: runs instances for a controller
   simulate   deterministic failure simulation of a scenario (docs/simulation.md)
   ctl        the command-line client of the control plane's HTTP API
+  certs      a small CA for mutual TLS between controller and nodes
+             (docs/security.md)
   help       this text; `apiary <command> --help` for a command
 
 Examples:
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
   if (cmd == "node") return apiary::apps::node_command(args);
   if (cmd == "simulate") return apiary::apps::simulate_command(args);
   if (cmd == "ctl") return apiary::apps::ctl_command(args);
+  if (cmd == "certs") return apiary::apps::certs_command(args);
   std::cerr << "apiary: unknown command '" << cmd << "' (try apiary --help)\n";
   return 2;
 }

@@ -4,10 +4,13 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include <atomic>
 #include <charconv>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <thread>
 
 #include "vmm-core/kvm.hpp"
@@ -16,6 +19,7 @@
 #include "api/actor_control_plane.hpp"
 #include "api/http_api.hpp"
 #include "api/token_file.hpp"
+#include "apps/tls_peer.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
 
@@ -43,10 +47,40 @@ std::string parse_options(const std::vector<std::string>& args, std::map<std::st
   return {};
 }
 
+// Takes the flag --insecure out of `args`; true when it was there.
+bool take_flag(std::vector<std::string>& args, const std::string& flag) {
+  const auto n = std::erase(args, flag);
+  return n > 0;
+}
+
+// --ca/--cert/--key (all three) or --insecure, exactly one of the two.
+// Returns a usage problem, or "" with `tls` set (nullopt: --insecure).
+std::string tls_options(std::map<std::string, std::string>& o, bool insecure, std::optional<TlsFiles>& tls) {
+  const bool any = o.count("--ca") || o.count("--cert") || o.count("--key");
+  if (insecure && any) return "--insecure and --ca/--cert/--key exclude each other";
+  if (insecure) return {};
+  if (!any)
+    return "no transport security chosen: pass --ca FILE --cert FILE --key FILE for mutual TLS (apiary certs "
+           "makes them; docs/security.md), or --insecure for plain text on a trusted network";
+  for (const char* k : {"--ca", "--cert", "--key"})
+    if (!o.count(k)) return std::string("--ca, --cert and --key go together: ") + k + " FILE is missing";
+  tls = TlsFiles{o["--ca"], o["--cert"], o["--key"]};
+  return {};
+}
+
 // Middleman with BASP heartbeats: a peer silent for `timeout` is declared
 // down, its proxies go down with remote_link_unreachable, and monitors fire.
-void configure_network(caf::actor_system_config& cfg) {
+// With `tls`, CAF's OpenSSL module too: with a certificate, key and CA file
+// configured it requires and verifies a certificate signed by the CA from
+// every peer, on both sides (libcaf_openssl session.cpp; docs/security.md).
+void configure_network(caf::actor_system_config& cfg, const std::optional<TlsFiles>& tls) {
   cfg.load<caf::io::middleman>();
+  if (tls) {
+    cfg.load<caf::openssl::manager>();
+    cfg.openssl_certificate = tls->cert;
+    cfg.openssl_key = tls->key;
+    cfg.openssl_cafile = tls->ca;
+  }
   cfg.set("logger.verbosity", caf::atom("quiet"));
   cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
   cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
@@ -89,33 +123,86 @@ caf::behavior controller_relay(caf::stateful_actor<RelayState>* self, caf::actor
   return {[self](set_ctrl_atom, caf::actor target) { self->state.target = std::move(target); }};
 }
 
+// How long a node waits for the controller's handshake (TCP, TLS and CAF's
+// own). CAF's remote_actor waits forever for a peer that accepts the
+// connection and then says nothing (a TLS controller, to a plain-text
+// node), so the node asks the middleman itself, with this deadline.
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+// The diagnosis connection after a refusal (tls_peer.hpp).
+constexpr auto kDiagnoseTimeout = std::chrono::milliseconds(3000);
+
+// remote_actor<controller_actor> with a deadline, through `mm` (the plain
+// middleman or the OpenSSL one). A second call while the first connection
+// is still pending waits for that one (CAF keys them by host and port).
+caf::expected<actors::controller_actor> connect_controller(caf::actor_system& sys, const caf::io::middleman_actor& mm,
+                                                           const std::string& host, uint16_t port) {
+  auto f = caf::make_function_view(mm, caf::duration{kConnectTimeout});
+  auto x = f(caf::connect_atom_v, host, port);
+  if (!x) return std::move(x.error());
+  auto& ptr = std::get<1>(*x);
+  if (!ptr) return caf::make_error(caf::sec::no_actor_published_at_port);
+  if (!sys.assignable<actors::controller_actor>(std::get<2>(*x)))
+    return caf::make_error(caf::sec::unexpected_actor_messaging_interface);
+  return caf::actor_cast<actors::controller_actor>(std::move(ptr));
+}
+
 }  // namespace
 
 int controller_command(const std::vector<std::string>& args) {
   for (auto& a : args)
     if (a == "--help" || a == "-h") {
-      std::cout << R"(Usage: apiary controller [--host H] [--port P] [--node-host NH] [--node-port NP] [--store FILE]
-                         [--token-file F] [--checkin-max-ms MS]
+      std::cout << R"(Usage: apiary controller (--ca FILE --cert FILE --key FILE | --insecure)
+                         [--host H] [--port P] [--node-host NH] [--node-port NP] [--store FILE]
+                         [--token-file F] [--checkin-max-ms MS] [--https-cert FILE --https-key FILE]
 
 The control plane's controller: the HTTP API on H:P (default 127.0.0.1:8080)
 and the endpoint nodes connect to on NP (default 4242), with the SQLite
 store FILE (default ./apiary.sqlite). Nodes: apiary node --controller H:NP.
 API clients send "Authorization: Bearer <token>" with the token in F
 (default ./apiary.token), created (mode 0600) on the first start.
-The node endpoint listens on NH (default: H). It speaks CAF's binary
-protocol and does not authenticate peers: keep it on a trusted network.
+The node endpoint listens on NH (default: H) and speaks CAF's binary
+protocol, with one of:
+  --ca FILE --cert FILE --key FILE  mutual TLS: the endpoint presents the
+        certificate FILE (key FILE) and accepts only nodes presenting a
+        certificate signed by the CA in --ca FILE (apiary certs makes all
+        three). Host names and node names are not checked against the
+        certificates: every holder of a certificate from this CA is trusted.
+  --insecure  plain text, no authentication: only on a trusted network.
+One of the two is required (docs/security.md).
+--https-cert FILE --https-key FILE serve the API over HTTPS (and its
+console WebSocket as wss://) on H:P instead of plain HTTP; `apiary certs
+issue NAME --san H` makes a pair, and `apiary ctl --api https://H:P
+--cacert ca.crt` talks to it.
 A node silent for --checkin-max-ms (default 120000) is missing, for ten
 times that it is in error and its instances are declared errored.
 )";
       return 0;
     }
+  std::vector<std::string> rest = args;
+  const bool insecure = take_flag(rest, "--insecure");
   std::map<std::string, std::string> o;
-  if (auto err = parse_options(args, o,
+  if (auto err = parse_options(rest, o,
                                {"--host", "--port", "--node-host", "--node-port", "--store", "--token-file",
-                                "--checkin-max-ms", "--test-break"});
+                                "--checkin-max-ms", "--ca", "--cert", "--key", "--https-cert", "--https-key",
+                                "--test-break"});
       !err.empty()) {
     std::cerr << "apiary controller: " << err << "\n";
     return 2;
+  }
+  std::optional<TlsFiles> tls;
+  if (auto err = tls_options(o, insecure, tls); !err.empty()) {
+    std::cerr << "apiary controller: " << err << "\n";
+    return 2;
+  }
+  if (o.count("--https-cert") != o.count("--https-key")) {
+    std::cerr << "apiary controller: --https-cert and --https-key go together\n";
+    return 2;
+  }
+  if (tls) {
+    if (auto err = check_tls_files(*tls); !err.empty()) {
+      std::cerr << "apiary controller: " << err << "\n";
+      return 4;
+    }
   }
   const std::string host = o.count("--host") ? o["--host"] : "127.0.0.1";
   // The node endpoint speaks CAF's binary protocol with no authentication of
@@ -130,7 +217,7 @@ times that it is in error and its instances are declared errored.
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   caf::actor_system_config cfg;
-  configure_network(cfg);
+  configure_network(cfg, tls);
   caf::actor_system sys{cfg};
   actors::ControllerConfig ccfg;
   ccfg.store_path = o.count("--store") ? o["--store"] : "apiary.sqlite";
@@ -174,7 +261,8 @@ times that it is in error and its instances are declared errored.
     std::cerr << "apiary controller: cannot open the store: " << e.what() << "\n";
     return 4;
   }
-  auto published = sys.middleman().publish(controller, node_port, node_host.c_str(), true);
+  auto published = tls ? caf::openssl::publish(controller, node_port, node_host.c_str(), true)
+                       : sys.middleman().publish(controller, node_port, node_host.c_str(), true);
   if (!published) {
     std::cerr << "apiary controller: cannot listen for nodes on " << node_host << ":" << node_port << ": "
               << sys.render(published.error()) << "\n";
@@ -183,15 +271,21 @@ times that it is in error and its instances are declared errored.
   ActorControlPlane api(sys, controller, {});
   HttpServerOptions http_options;
   http_options.bearer_token = token;
+  const bool https = o.count("--https-cert") > 0;
+  if (https) {
+    http_options.tls_cert_file = o["--https-cert"];
+    http_options.tls_key_file = o["--https-key"];
+  }
   HttpServer server(api, host, port, http_options);
   try {
     port = server.start();
   } catch (const std::exception& e) {
-    std::cerr << "apiary controller: cannot listen on " << host << ":" << port << ": " << e.what() << "\n";
+    std::cerr << "apiary controller: cannot start the API on " << host << ":" << port << ": " << e.what() << "\n";
     return 4;
   }
-  std::cout << "apiary controller: API on http://" << host << ":" << port << ", nodes connect to " << node_host << ":"
-            << *published << " (store " << ccfg.store_path << ", token in " << token_file << ")" << std::endl;
+  std::cout << "apiary controller: API on " << (https ? "https://" : "http://") << host << ":" << port << ", nodes connect to " << node_host << ":"
+            << *published << (tls ? " with mutual TLS" : " in plain text (--insecure)") << " (store "
+            << ccfg.store_path << ", token in " << token_file << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   std::cout << "apiary controller: stopping" << std::endl;
@@ -203,21 +297,39 @@ times that it is in error and its instances are declared errored.
 int node_command(const std::vector<std::string>& args) {
   for (auto& a : args)
     if (a == "--help" || a == "-h") {
-      std::cout << R"(Usage: apiary node --controller HOST:PORT [--name N] [--vcpus V] [--memory MIB] [--simulated yes]
-                   [--checkin-ms MS] [--status-file F]
+      std::cout << R"(Usage: apiary node --controller HOST:PORT (--ca FILE --cert FILE --key FILE | --insecure)
+                   [--name N] [--vcpus V] [--memory MIB] [--simulated yes] [--checkin-ms MS]
+                   [--status-file F]
 
 A node: runs instances on this host's KVM for the controller at HOST:PORT,
 checks in with its capacity, and reconnects (re-registering) whenever the
 controller goes away and comes back; its instances keep running meanwhile.
+The connection is one of:
+  --ca FILE --cert FILE --key FILE  mutual TLS: the node presents the
+        certificate FILE (key FILE) and accepts only a controller whose
+        certificate is signed by the CA in --ca FILE (the host name is not
+        checked against the certificate).
+  --insecure  plain text, no authentication: only on a trusted network.
+One of the two is required; it must match the controller's. A refused
+connection is reported on stderr with its reason, and retried every second.
 With --status-file, the node rewrites F at every check-in with what it runs,
 one "<instance id> <power state>" line each (its own view, not the
 controller's).
 )";
       return 0;
     }
+  std::vector<std::string> rest = args;
+  const bool insecure = take_flag(rest, "--insecure");
   std::map<std::string, std::string> o;
-  if (auto err = parse_options(args, o, {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--status-file"});
+  if (auto err = parse_options(rest, o,
+                               {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--ca",
+                                "--cert", "--key", "--status-file"});
       !err.empty()) {
+    std::cerr << "apiary node: " << err << "\n";
+    return 2;
+  }
+  std::optional<TlsFiles> tls;
+  if (auto err = tls_options(o, insecure, tls); !err.empty()) {
     std::cerr << "apiary node: " << err << "\n";
     return 2;
   }
@@ -256,31 +368,60 @@ controller's).
   }
   n.checkin_interval = std::chrono::milliseconds(checkin_ms);
   if (o.count("--status-file")) n.status_file = o["--status-file"];
+  if (tls) {
+    if (auto err = check_tls_files(*tls); !err.empty()) {
+      std::cerr << "apiary node: " << err << "\n";
+      return 4;
+    }
+  }
 
   sigset_t stop = stop_signals();
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   caf::actor_system_config cfg;
-  configure_network(cfg);
+  configure_network(cfg, tls);
   caf::actor_system sys{cfg};
   auto relay = sys.spawn(controller_relay, caf::actor{});
   n.controller = relay;
   auto node = actors::spawn_node(sys, n);
   std::cout << "apiary node: " << n.name << " (" << n.vcpus << " vCPUs, " << n.memory_mib << " MiB), controller "
-            << target << std::endl;
+            << target << (tls ? " (mutual TLS)" : " (plain text, --insecure)") << std::endl;
 
+  const caf::io::middleman_actor mm = tls ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   bool stopping = false;
   bool said_waiting = false;
+  std::string last_reason;
   while (!stopping) {
-    auto typed = sys.middleman().remote_actor<actors::controller_actor>(chost, cport);
+    auto typed = connect_controller(sys, mm, chost, cport);
     if (!typed) {
       if (!said_waiting)
         std::cout << "apiary node: waiting for the controller at " << target << " (" << sys.render(typed.error())
                   << ")" << std::endl;
       said_waiting = true;
+      // Why, on stderr, whenever the reason changes. With TLS, CAF says
+      // no more than disconnect_during_handshake: one connection of our own
+      // with the same files finds out what the handshake's problem is.
+      // A plain-text node is closed on by a TLS controller as soon as its
+      // first bytes are not a TLS ClientHello (or, had it waited for the
+      // controller to speak first, it would time out).
+      std::string reason = sys.render(typed.error());
+      const char* expects_tls = " (does it expect TLS? then start this node with --ca, --cert and --key)";
+      if (typed.error() == caf::sec::request_timeout) {
+        reason = "no handshake from the controller within " + std::to_string(kConnectTimeout.count()) + " s" +
+                 (tls ? "" : expects_tls);
+      } else if (tls) {
+        if (auto why = diagnose_tls_peer(chost, cport, *tls, kDiagnoseTimeout); !why.empty()) reason = why;
+      } else if (typed.error() == caf::sec::disconnect_during_handshake) {
+        reason = std::string("the controller closed the connection during the handshake") + expects_tls;
+      }
+      if (reason != last_reason)
+        std::cerr << "apiary node: cannot connect to the controller at " << target << ": " << reason
+                  << "; retrying every second" << std::endl;
+      last_reason = reason;
       stopping = signalled(std::chrono::milliseconds(1000));
       continue;
     }
     said_waiting = false;
+    last_reason.clear();
     auto ctrl = caf::actor_cast<caf::actor>(*typed);
     std::cout << "apiary node: connected to the controller" << std::endl;
     caf::anon_send(relay, set_ctrl_atom::value, ctrl);

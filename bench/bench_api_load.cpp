@@ -540,7 +540,7 @@ RunResult run_load(const Settings& cfg) {
     const std::string token_path = dir.path + "/token";
     cluster.controller = std::make_unique<Child>(
         "controller",
-        std::vector<std::string>{"controller", "--port", "0", "--node-port", "0", "--store",
+        std::vector<std::string>{"controller", "--insecure", "--port", "0", "--node-port", "0", "--store",
                                  dir.path + "/store.sqlite", "--token-file", token_path},
         dir.path + "/controller.log");
     static const std::regex api_line(R"(API on http://127\.0\.0\.1:([0-9]+), nodes connect to [^ ]*:([0-9]+))");
@@ -553,7 +553,7 @@ RunResult run_load(const Settings& cfg) {
       const std::string name = "n" + std::to_string(i);
       cluster.nodes.push_back(std::make_unique<Child>(
           "node " + name,
-          std::vector<std::string>{"node", "--controller", "127.0.0.1:" + node_port, "--name", name, "--simulated",
+          std::vector<std::string>{"node", "--insecure", "--controller", "127.0.0.1:" + node_port, "--name", name, "--simulated",
                                    "yes", "--vcpus", std::to_string(kNodeVcpus), "--memory",
                                    std::to_string(kNodeMemoryMib), "--checkin-ms", std::to_string(kNodeCheckinMs)},
           dir.path + "/" + name + ".log"));

@@ -6,7 +6,7 @@
 # same kernel, busybox-static and e2fsprogs make the Linux guest (guest/linux).
 set -eu
 PACKAGES="build-essential cmake pkg-config binutils libcaf-dev libprotobuf-dev protobuf-compiler
-libboost-dev libboost-test-dev libsqlite3-dev libbenchmark-dev
+libboost-dev libboost-test-dev libsqlite3-dev libssl-dev libbenchmark-dev
 python3 qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs iproute2 iptables"
 missing=""
 for p in $PACKAGES; do

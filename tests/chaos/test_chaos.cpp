@@ -1,6 +1,7 @@
 // The chaos suite: the control plane as deployed (a controller and three
-// nodes, each an `apiary` process in a network namespace of its own, the
-// nodes running real KVM VMs) under real faults, with Jepsen's structure:
+// nodes, each an `apiary` process in a network namespace of its own, linked
+// by mutual TLS, the nodes running real KVM VMs) under real faults, with
+// Jepsen's structure:
 //
 //  * a nemesis that, one fault at a time, cuts a node off from the
 //    controller (iptables), slows and drops its packets (tc netem), freezes
@@ -109,19 +110,31 @@ struct Cluster {
     for (size_t i = 0; i < kNodes.size(); ++i) members[kNodes[i]] = 11 + static_cast<int>(i);
     net = std::make_unique<Topology>(members);
     const std::string ctl = net->address("ctl");
+    // Mutual TLS between the nodes and the controller, as deployed.
+    const std::string pki = dir + "/pki";
+    auto certs = run_process({APIARY_BINARY, "certs", "init", "--dir", pki}, "", 60s);
+    BOOST_REQUIRE_MESSAGE(certs.exit_code == 0, certs.err);
+    for (const std::string name : {"controller", "n1", "n2", "n3"}) {
+      certs = run_process({APIARY_BINARY, "certs", "issue", name, "--dir", pki}, "", 60s);
+      BOOST_REQUIRE_MESSAGE(certs.exit_code == 0, certs.err);
+    }
+    auto tls = [&](const std::string& name) {
+      return std::vector<std::string>{"--ca", pki + "/ca.crt", "--cert", pki + "/" + name + ".crt", "--key",
+                                      pki + "/" + name + ".key"};
+    };
     std::vector<std::string> argv = {"controller", "--host", ctl, "--port", std::to_string(kApiPort),
                                      "--node-port", std::to_string(kNodePort), "--store", dir + "/store.sqlite",
                                      "--token-file", dir + "/token", "--checkin-max-ms", "10000"};
     argv.insert(argv.end(), controller_extra.begin(), controller_extra.end());
+    for (auto& a : tls("controller")) argv.push_back(a);
     controller = std::make_unique<Service>(Topology::netns("ctl"), argv, dir + "/controller.log");
     controller->start();
     for (const auto& n : kNodes) {
-      nodes[n] = std::make_unique<Service>(
-          Topology::netns(n),
-          std::vector<std::string>{"node", "--controller", ctl + ":" + std::to_string(kNodePort), "--name", n,
-                                   "--checkin-ms", "1000", "--vcpus", "32", "--memory", "8192", "--status-file",
-                                   status_file(n)},
-          dir + "/" + n + ".log");
+      std::vector<std::string> node_argv = {"node", "--controller", ctl + ":" + std::to_string(kNodePort), "--name",
+                                            n, "--checkin-ms", "1000", "--vcpus", "32", "--memory", "8192",
+                                            "--status-file", status_file(n)};
+      for (auto& a : tls(n)) node_argv.push_back(a);
+      nodes[n] = std::make_unique<Service>(Topology::netns(n), node_argv, dir + "/" + n + ".log");
       nodes[n]->start();
     }
     token = read_token(dir + "/token");

@@ -66,12 +66,12 @@ struct ControlPlane {
 
   void start_controller() {
     controller = std::make_unique<ApiaryProcess>(std::vector<std::string>{
-        "controller", "--port", "0", "--node-port", node_port, "--store", store, "--token-file", token_file,
+        "controller", "--insecure", "--port", "0", "--node-port", node_port, "--store", store, "--token-file", token_file,
         "--checkin-max-ms", checkin_max});
     api = controller->http_port();
   }
   void start_node(const std::string& name) {
-    std::vector<std::string> argv = {"node",  "--controller", "127.0.0.1:" + node_port, "--name", name,
+    std::vector<std::string> argv = {"node", "--insecure", "--controller", "127.0.0.1:" + node_port, "--name", name,
                                      "--checkin-ms", "200", "--vcpus", "16", "--memory", "4096"};
     if (simulated) argv.insert(argv.end(), {"--simulated", "yes"});
     nodes[name] = std::make_unique<ApiaryProcess>(argv);

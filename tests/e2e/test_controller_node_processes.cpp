@@ -30,14 +30,14 @@ BOOST_AUTO_TEST_CASE(vm_survives_controller_kill_9_and_a_dead_node_errors_its_vm
                      *utf::precondition(apiary::test::kvm_available) * utf::label("kvm")) {
   const std::string store = "/tmp/apiary-e2e-cn-" + std::to_string(::getpid()) + ".sqlite";
   const std::string node_port = std::to_string(free_port());
-  const std::vector<std::string> controller_args = {"controller", "--port", "0", "--node-port", node_port,
+  const std::vector<std::string> controller_args = {"controller", "--insecure", "--port", "0", "--node-port", node_port,
                                                     "--store", store, "--checkin-max-ms", "1000",
                                                     "--token-file", store + ".token"};
   auto controller = std::make_unique<ApiaryProcess>(controller_args);
   int api = controller->http_port();
-  ApiaryProcess n1({"node", "--controller", "127.0.0.1:" + node_port, "--name", "n1", "--checkin-ms", "200"});
+  ApiaryProcess n1({"node", "--insecure", "--controller", "127.0.0.1:" + node_port, "--name", "n1", "--checkin-ms", "200"});
   auto n2 = std::make_unique<ApiaryProcess>(
-      std::vector<std::string>{"node", "--controller", "127.0.0.1:" + node_port, "--name", "n2", "--checkin-ms", "200"});
+      std::vector<std::string>{"node", "--insecure", "--controller", "127.0.0.1:" + node_port, "--name", "n2", "--checkin-ms", "200"});
 
   // Both nodes register; two VMs spread over them (lowest load first).
   std::vector<std::string> ids;
@@ -88,14 +88,14 @@ BOOST_AUTO_TEST_CASE(vm_survives_controller_kill_9_and_a_dead_node_errors_its_vm
 BOOST_AUTO_TEST_CASE(creates_after_a_controller_restart_wait_for_nodes_that_reconnect_late) {
   const std::string store = "/tmp/apiary-e2e-restart-" + std::to_string(::getpid()) + ".sqlite";
   const std::string node_port = std::to_string(free_port());
-  const std::vector<std::string> controller_args = {"controller", "--port", "0", "--node-port", node_port,
+  const std::vector<std::string> controller_args = {"controller", "--insecure", "--port", "0", "--node-port", node_port,
                                                     "--store", store, "--token-file", store + ".token"};
   auto controller = std::make_unique<ApiaryProcess>(controller_args);
   int api = controller->http_port();
   std::vector<std::unique_ptr<ApiaryProcess>> nodes;
   for (const char* name : {"n1", "n2"})
     nodes.push_back(std::make_unique<ApiaryProcess>(std::vector<std::string>{
-        "node", "--controller", "127.0.0.1:" + node_port, "--name", name, "--checkin-ms", "200", "--simulated",
+        "node", "--insecure", "--controller", "127.0.0.1:" + node_port, "--name", name, "--checkin-ms", "200", "--simulated",
         "yes"}));
   auto create = [&](const std::string& name, const std::string& key) {
     return http_call(api, http::verb::post, "/v1/instances",

@@ -57,13 +57,17 @@ inline std::string read_token(const std::string& path) {
 struct ApiaryProcess {
   pid_t pid = -1;
   std::string first_line;
-  explicit ApiaryProcess(std::vector<std::string> argv) {
+  // `stderr_path`, when given, receives the process's stderr (created or
+  // truncated); otherwise it is the test's.
+  explicit ApiaryProcess(std::vector<std::string> argv, const std::string& stderr_path = {}) {
     argv.insert(argv.begin(), APIARY_BINARY);
     int out[2];
     BOOST_REQUIRE(::pipe(out) == 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    if (!stderr_path.empty())
+      posix_spawn_file_actions_addopen(&fa, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     // The test's stdin is not the service's (under scripts/kvm-vm it is a
     // relay FIFO that ends when the host's stdin does).
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -88,6 +92,13 @@ struct ApiaryProcess {
     static const std::regex re("http://127\\.0\\.0\\.1:([0-9]+)");
     BOOST_REQUIRE_MESSAGE(std::regex_search(first_line, m, re), "no API line: " << first_line);
     return std::stoi(m[1]);
+  }
+  // The number that the first group of the regex `pattern` matches in the
+  // first line (e.g. a port); -1 if the pattern does not match.
+  int port_in_first_line(const std::string& pattern) const {
+    std::smatch m;
+    const std::regex re(pattern);
+    return std::regex_search(first_line, m, re) ? std::stoi(m[1]) : -1;
   }
   // Signals the process and waits (bounded); exit status, or -signal.
   int stop(int sig) {
@@ -207,6 +218,12 @@ inline std::string json_field(const std::string& json, const std::string& name) 
   std::smatch m;
   const std::regex re("\"" + name + "\":\"([^\"]*)\"");
   return std::regex_search(json, m, re) ? m[1].str() : std::string();
+}
+
+// A whole file ("" if it cannot be read).
+inline std::string file_contents(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 template <class Pred>
