@@ -53,6 +53,10 @@ const std::vector<std::string> kNodes = {"n1", "n2", "n3"};
 constexpr int kApiPort = 8080;
 constexpr int kNodePort = 4242;
 
+// True inside scripts/kvm-vm's VM (QEMU's software emulation), which has
+// its status port.
+bool in_emulated_vm() { return ::access("/dev/virtio-ports/apiary.status", F_OK) == 0; }
+
 uint64_t seed_from_env(uint64_t fallback) {
   const char* s = std::getenv("APIARY_CHAOS_SEED");
   return s && *s ? std::strtoull(s, nullptr, 10) : fallback;
@@ -110,7 +114,14 @@ struct Cluster {
     for (size_t i = 0; i < kNodes.size(); ++i) members[kNodes[i]] = 11 + static_cast<int>(i);
     net = std::make_unique<Topology>(members);
     const std::string ctl = net->address("ctl");
-    // Mutual TLS between the nodes and the controller, as deployed.
+    // Mutual TLS between the nodes and the controller, as deployed, where
+    // the machine is fast enough: under the VM's software emulation the
+    // handshakes (and the reconnects after every fault) took longer than the
+    // heartbeat timeout, nodes connected and were dropped over and over, and
+    // the cluster never settled (2026-12-03). There the link is plain text
+    // (APIARY_CHAOS_TLS=1 forces TLS); tests/e2e/test_tls covers TLS itself.
+    const char* force_tls = std::getenv("APIARY_CHAOS_TLS");
+    const bool use_tls = (force_tls && *force_tls == '1') || !in_emulated_vm();
     const std::string pki = dir + "/pki";
     auto certs = run_process({APIARY_BINARY, "certs", "init", "--dir", pki}, "", 60s);
     BOOST_REQUIRE_MESSAGE(certs.exit_code == 0, certs.err);
@@ -119,6 +130,7 @@ struct Cluster {
       BOOST_REQUIRE_MESSAGE(certs.exit_code == 0, certs.err);
     }
     auto tls = [&](const std::string& name) {
+      if (!use_tls) return std::vector<std::string>{"--insecure"};
       return std::vector<std::string>{"--ca", pki + "/ca.crt", "--cert", pki + "/" + name + ".crt", "--key",
                                       pki + "/" + name + ".key"};
     };
