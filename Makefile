@@ -67,8 +67,10 @@ fuzz:
 	set -e; for f in $(FUZZERS); do \
 	  mkdir -p build-fuzz/corpus/$$f; \
 	  if [ -d tests/fuzz/corpus/$$f ]; then cp tests/fuzz/corpus/$$f/* build-fuzz/corpus/$$f/; fi; \
-	  build-fuzz/tests/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/$$f \
-	    2>&1 | tail -n 12; \
+	  s=0; build-fuzz/tests/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/crash-$$f- build-fuzz/corpus/$$f > build-fuzz/fuzz_$$f.log 2>&1 || s=$$?; \
+	  tail -n 12 build-fuzz/fuzz_$$f.log; \
+	  if [ $$s -ne 0 ]; then echo "fuzz_$$f found a failure (status $$s); input in build-fuzz/crash-$$f-*"; exit 1; fi; \
 	done
 
 clean:
