@@ -116,6 +116,19 @@ BOOST_AUTO_TEST_CASE(a_controller_crash_in_the_middle_of_50_creates_loses_no_ack
   }
 }
 
+// Forced poweroffs of stuck instances under a mix of faults: every state an
+// instance actor takes reaches its node and the lifecycle table holds. Seed
+// 1 reported "run -> halt" before the simulator observed every message of a
+// mailbox round (see the scenario).
+BOOST_AUTO_TEST_CASE(forced_poweroffs_under_mixed_faults_keep_the_lifecycle_table) {
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    auto r = run("stop_under_faults", seed);
+    expect_ok(r);
+    BOOST_TEST(violated(r.report).empty(), "seed " << seed << "\n" << sim::render_text(r.report));
+    BOOST_TEST(counter(r.report, "sim.instance_state_events") > 0u);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(disk_io_errors_revert_the_disk_actions_until_the_disks_heal) {
   auto r = run("disk_errors");
   expect_ok(r);
