@@ -26,6 +26,7 @@ inline constexpr const char* kSinglePlacement = "single_placement";  // no insta
 inline constexpr const char* kErrorFanout = "error_fanout";          // instances of an Error node are errored in time
 inline constexpr const char* kActionDeadline = "action_deadline";    // accepted actions end in time
 inline constexpr const char* kAckedRecordLost = "acked_record_lost";  // acknowledged records survive a controller crash
+inline constexpr const char* kCreateError = "create_error";          // acknowledged creates succeed (opt-in)
 inline constexpr const char* kLifecycleTable = "lifecycle_table";    // instance actors take table transitions only
 inline constexpr const char* kRecordTable = "record_table";          // records move along their state machines only
 inline constexpr const char* kActorLeak = "actor_leak";              // every actor is gone at the end

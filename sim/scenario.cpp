@@ -4,6 +4,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -99,6 +100,8 @@ void normalize(v1::Scenario& s) {
     if (g.count() == 0) throw ScenarioError(where + ".count: must be > 0");
     if (!g.vcpus()) g.set_vcpus(1);
     if (!g.memory_mib()) g.set_memory_mib(4);
+    if (g.clients() == 0) g.set_clients(1);
+    if (g.clients() > 64) throw ScenarioError(where + ".clients: at most 64");
     if (!g.network().empty() && !networks.count(g.network()))
       throw ScenarioError(where + ".network: no network named '" + g.network() + "'");
   }
@@ -129,6 +132,17 @@ void normalize(v1::Scenario& s) {
         break;
       case v1::SimFault::KIND_NOT_SET: throw ScenarioError(where + ": no fault kind set");
     }
+  }
+  auto& l = *s.mutable_links();
+  if (!l.has_reconnect_min_ms()) l.set_reconnect_min_ms(0);
+  if (!l.has_reconnect_max_ms()) l.set_reconnect_max_ms(std::max<uint64_t>(1000, l.reconnect_min_ms()));
+  if (l.reconnect_max_ms() < l.reconnect_min_ms())
+    throw ScenarioError("links.reconnect_max_ms: must be >= reconnect_min_ms");
+  if (!l.has_lose_in_flight()) l.set_lose_in_flight(true);
+  if (l.has_slow_checkin_nodes()) {
+    check_target(l.slow_checkin_nodes(), "links.slow_checkin_nodes");
+    if (!l.slow_checkin_delay_ms() && !l.slow_checkin_jitter_ms())
+      throw ScenarioError("links.slow_checkin_delay_ms: slow_checkin_delay_ms or slow_checkin_jitter_ms is required");
   }
   auto& inv = *s.mutable_invariants();
   if (!inv.error_fanout_ms()) inv.set_error_fanout_ms(1000);

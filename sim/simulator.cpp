@@ -77,17 +77,10 @@ constexpr int64_t kEpochMs = 1'700'000'000'000;
 
 class Simulator;
 caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim);
+caf::behavior proxy_impl(caf::event_based_actor* self, Simulator* sim);
 
-// Forwards everything to the current controller.
-caf::behavior proxy_impl(caf::event_based_actor* self, std::shared_ptr<caf::actor> target) {
-  self->set_default_handler([target](caf::scheduled_actor* s, caf::message_view& x) -> caf::result<caf::message> {
-    if (!*target) return caf::sec::request_receiver_down;
-    auto rp = s->make_response_promise();
-    rp.delegate(*target, x.move_content_to_message());
-    return caf::delegated<caf::message>();
-  });
-  return {[](tick_atom) {}};
-}
+// The proxy's timer for a slow check-in (SimLinks).
+using sim_delay_atom = caf::atom_constant<caf::atom("simdelay")>;
 
 struct SimNode {
   std::string name;
@@ -96,6 +89,9 @@ struct SimNode {
   bool up = false;
   bool cut = false;
   bool held = false;  // message delay: its mailbox fills, it runs nothing
+  bool link_up = true;  // it reaches the controller (SimLinks: not after a restart until it reconnects)
+  bool slow = false;    // its check-ins are late (SimLinks)
+  uint64_t checkin_due = 0;  // when its last delayed check-in reaches the controller (keeps them in order)
 };
 
 int count_threads() {
@@ -133,11 +129,17 @@ class Simulator {
 
   SimResult run();
 
-  // --- called by the client actor ---
+  // --- called by the client actors ---
   caf::actor proxy() const { return proxy_; }
   node_actor node_handle(size_t i) const { return nodes_.at(i).handle; }
   bool node_up(size_t i) const { return nodes_.at(i).up; }
   void on_created(const std::string& name, const std::string& id) {
+    if (auto it = ids_.find(name); it != ids_.end()) {
+      if (it->second != id)
+        violation(kCreateError, {id, it->second},
+                  "create " + name + " acknowledged twice, as " + it->second + " and as " + id);
+      return;
+    }
     ids_[name] = id;
     names_[id] = name;
     acked_.push_back(id);
@@ -145,6 +147,14 @@ class Simulator {
     timeline("workload", "create " + name + " acknowledged: " + id);
   }
   void on_create_failed(const std::string& name, const caf::error& e) {
+    auto it = creates_.find(name);
+    if (it != creates_.end() && it->second.retry_ms && it->second.tries < kMaxCreateTries) {
+      ++counters_["sim.create_retries"];
+      timeline("workload", "create " + name + " failed: " + show(e) + "; again in " +
+                               std::to_string(it->second.retry_ms) + " ms");
+      at(now_ms() + it->second.retry_ms, [this, name] { send_create(name); });
+      return;
+    }
     ++counters_["sim.creates_failed"];
     timeline("workload", "create " + name + " failed: " + show(e));
   }
@@ -158,6 +168,20 @@ class Simulator {
     timeline("workload", action + " " + label_of_instance(id) + " refused: " + show(e));
   }
   void on_placed(bool ok) { ++counters_[ok ? "sim.preplaced" : "sim.preplace_failed"]; }
+
+  // --- called by the proxy (SimLinks) ---
+  const caf::actor& controller() const { return *ctl_target_; }
+  // The node a message comes from, if a node sent it.
+  std::optional<size_t> node_of_sender(const caf::strong_actor_ptr& sender) const {
+    if (!sender) return std::nullopt;
+    auto it = node_of_actor_.find(sender->id());
+    if (it == node_of_actor_.end()) return std::nullopt;
+    return it->second;
+  }
+  bool link_up(size_t node) const { return nodes_.at(node).link_up; }
+  // How long a message of `node` to the controller is held: a slow node's
+  // check-ins are late (never earlier than its previous one).
+  uint64_t checkin_delay(size_t node, const caf::type_erased_tuple& m);
 
  private:
   // --- time ---
@@ -235,11 +259,15 @@ class Simulator {
   void cut_node(size_t i, bool cut);
   void crash_controller();
   void restart_controller();
+  void reconnect(size_t i);
+  void drop_in_flight(const caf::actor& from);
+  void send_create(const std::string& name);
   void instance_hook(const std::string& id, const std::string& hook, uint32_t index);
 
   // --- checks ---
   void checkpoint(bool final_check);
   void check_acked();
+  void check_creates();
   void finish_report(bool leaks_checked);
 
   const v1::Scenario& sc_;
@@ -263,7 +291,17 @@ class Simulator {
   controller_actor ctl_;
   bool ctl_up_ = false;
   caf::actor proxy_;
-  caf::actor client_;
+  caf::actor client_;               // clients_[0]: the workload's actions and fault hooks
+  std::vector<caf::actor> clients_;  // the creates' clients (SimInstanceGroup::clients)
+  struct Create {
+    std::string bytes;
+    std::string key;  // idempotency key ("" = none)
+    size_t client = 0;
+    uint64_t retry_ms = 0;
+    uint32_t tries = 0;
+  };
+  static constexpr uint32_t kMaxCreateTries = 100;
+  std::map<std::string, Create> creates_;  // by instance name
   std::vector<SimNode> nodes_;
   std::vector<std::string> node_names_;
   std::unordered_map<caf::actor_id, std::string> labels_;
@@ -296,6 +334,7 @@ class Simulator {
   std::set<std::string> error_checked_;                 // nodes whose fan-out was verified this episode
   std::map<std::string, SfInstanceState> sf_states_;    // from the store
   std::set<int64_t> late_actions_;                      // reported already
+  std::set<std::string> errored_creates_;               // create_error reported already
 };
 
 // --- the client -------------------------------------------------------------------
@@ -305,6 +344,11 @@ caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
   return {
       [=](create_atom, const std::string& name, const std::string& bytes) {
         self->request(sim->proxy(), deadline, create_atom::value, bytes)
+            .then([=](const std::string& id) { sim->on_created(name, id); },
+                  [=](caf::error& e) { sim->on_create_failed(name, e); });
+      },
+      [=](create_atom, const std::string& name, const std::string& bytes, const std::string& key) {
+        self->request(sim->proxy(), deadline, create_atom::value, bytes, key)
             .then([=](const std::string& id) { sim->on_created(name, id); },
                   [=](caf::error& e) { sim->on_create_failed(name, e); });
       },
@@ -330,6 +374,60 @@ caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
                 [](caf::error&) {});
       },
   };
+}
+
+// --- the proxy --------------------------------------------------------------------
+//
+// Forwards everything to the current controller, as the relay of `apiary
+// node` does across processes. A node whose link is down (it has not
+// reconnected since the controller restarted) is refused, as the relay
+// refuses while it has no controller; a slow node's check-ins wait first.
+caf::behavior proxy_impl(caf::event_based_actor* self, Simulator* sim) {
+  struct Held {
+    caf::response_promise rp;
+    caf::message msg;
+    size_t node;
+  };
+  auto held = std::make_shared<std::map<uint64_t, Held>>();
+  auto seq = std::make_shared<uint64_t>(0);
+  self->set_default_handler([=](caf::scheduled_actor* s, caf::message_view& x) -> caf::result<caf::message> {
+    const auto node = sim->node_of_sender(s->current_sender());
+    if (!sim->controller() || (node && !sim->link_up(*node))) return caf::sec::request_receiver_down;
+    auto rp = s->make_response_promise();
+    if (const uint64_t delay = node ? sim->checkin_delay(*node, x.content()) : 0) {
+      held->emplace(++*seq, Held{rp, x.move_content_to_message(), *node});
+      self->delayed_send(self, std::chrono::milliseconds(delay), sim_delay_atom::value, *seq);
+      return caf::delegated<caf::message>();
+    }
+    rp.delegate(sim->controller(), x.move_content_to_message());
+    return caf::delegated<caf::message>();
+  });
+  return {
+      [](tick_atom) {},
+      [=](sim_delay_atom, uint64_t k) {
+        auto it = held->find(k);
+        if (it == held->end()) return;
+        Held h = std::move(it->second);
+        held->erase(it);
+        // The controller crashed, or the link dropped, while it was on its way: lost.
+        if (!sim->controller() || !sim->link_up(h.node)) return;
+        h.rp.delegate(sim->controller(), std::move(h.msg));
+      },
+  };
+}
+
+uint64_t Simulator::checkin_delay(size_t node, const caf::type_erased_tuple& m) {
+  auto& n = nodes_.at(node);
+  if (!n.slow || m.size() == 0 || !m.match_element<caf::atom_value>(0) ||
+      m.get_as<caf::atom_value>(0) != checkin_atom::value)
+    return 0;
+  const auto& l = sc_.links();
+  const uint64_t now = now_ms();
+  uint64_t due = now + l.slow_checkin_delay_ms() + (l.slow_checkin_jitter_ms() ? draw_rng_() % (l.slow_checkin_jitter_ms() + 1) : 0);
+  due = std::max(due, n.checkin_due);
+  n.checkin_due = due;
+  ++counters_["sim.slow_checkins"];
+  return due > now ? due - now : 0;
 }
 
 // --- trace lines --------------------------------------------------------------------
@@ -403,10 +501,28 @@ Simulator::Seen Simulator::describe_element(caf::scheduled_actor* a, const caf::
   return out;
 }
 
-// CAF's test coordinator resumes an actor for one round of its mailbox, and
-// a round may take a message from each of its queues (urgent, normal) and
-// more than one from a queue. So the heads of both queues are read before the
-// round, and the queue sizes after it say how many of them were delivered.
+// Whether CAF will drop `e` unread when `a` takes it: a response nobody
+// waits for any more (its request timed out, or the timeout of a request
+// already answered). The pending handlers are a protected member of
+// scheduled_actor; a pointer to member taken in a derived class reads them.
+struct PendingResponses : caf::scheduled_actor {
+  static bool droppable(caf::scheduled_actor* a, const caf::mailbox_element& e) {
+    if (!e.mid.is_response()) return false;
+    if (!(a->*(&PendingResponses::awaited_responses_)).empty()) return false;  // await: skipped, not dropped
+    const auto& pending = a->*(&PendingResponses::multiplexed_responses_);
+    return pending.find(e.mid) == pending.end();
+  }
+};
+
+// CAF's test coordinator resumes an actor for one round of its mailbox: it
+// takes messages from its queues (urgent first, then normal) until it has
+// handled one, and responses nobody waits for any more are dropped on the
+// way without counting. So the heads of both queues are read before the
+// round -- every droppable response, and kHeads messages besides -- and the
+// queue sizes after it say how many of them were delivered. (Reading only a
+// fixed number of heads lost the messages behind a run of stale responses:
+// a held node's state events went unobserved, and the lifecycle check saw
+// run -> halt where the instance had passed through quiesce.)
 void Simulator::step(caf::resumable* job) {
   auto* a = dynamic_cast<caf::scheduled_actor*>(job);
   if (!a) {
@@ -422,11 +538,13 @@ void Simulator::step(caf::resumable* job) {
   std::vector<Seen> heads_u, heads_n;
   auto collect = [&](auto& q, std::vector<Seen>& out) {
     // Only the heads: walking a long mailbox on every step would make the
-    // run quadratic in mailbox length.
+    // run quadratic in mailbox length. Droppable responses do not count
+    // towards kHeads: the round consumes all of them it meets.
     const auto size = static_cast<size_t>(q.total_task_size());
     const caf::mailbox_element* e = size ? q.peek() : nullptr;
-    for (size_t k = 0; e && k < std::min(size, kHeads); ++k) {
+    for (size_t k = 0, kept = 0; e && k < size && kept < kHeads; ++k) {
       out.push_back(describe_element(a, *e));
+      if (!PendingResponses::droppable(a, *e)) ++kept;
       e = static_cast<const caf::mailbox_element*>(e->next);
     }
     return size;
@@ -486,6 +604,7 @@ void Simulator::spawn_controller_actor() {
   c.ram_allocation_ratio = cc.ram_allocation_ratio();
   c.clock_epoch_ms = kEpochMs;
   c.test_skip_error_fanout = sc_.broken().skip_error_fanout();
+  if (sc_.broken().no_placement_wait()) c.placement_wait = milliseconds(0);
   ctl_ = spawn_controller(*sys_, c);
   *ctl_target_ = caf::actor_cast<caf::actor>(ctl_);
   labels_[ctl_.id()] = "controller";
@@ -497,6 +616,7 @@ void Simulator::spawn_node_actor(size_t i) {
   n.handle = spawn_node(*sys_, n.cfg);
   n.up = true;
   n.cut = false;
+  n.link_up = ctl_up_;  // started while the controller is down: it connects when that is back
   labels_[n.handle.id()] = n.name;
   node_of_actor_[n.handle.id()] = i;
 }
@@ -556,7 +676,7 @@ void Simulator::setup() {
       std::fprintf(stderr, "preplace: %.2f s\n", duration_cast<std::chrono::duration<double>>(steady_clock::now() - t0).count());
   }
 
-  proxy_ = sys_->spawn(proxy_impl, ctl_target_);
+  proxy_ = sys_->spawn(proxy_impl, this);
   labels_[proxy_.id()] = "proxy";
   for (auto& n : nodes_) n.cfg.controller = proxy_;
   spawn_controller_actor();
@@ -567,6 +687,18 @@ void Simulator::setup() {
   }
   client_ = sys_->spawn(client_impl, this);
   labels_[client_.id()] = "client";
+  clients_.push_back(client_);
+  uint32_t max_clients = 1;
+  for (const auto& g : sc_.instances()) max_clients = std::max(max_clients, g.clients());
+  for (uint32_t k = 1; k < max_clients; ++k) {
+    clients_.push_back(sys_->spawn(client_impl, this));
+    labels_[clients_.back().id()] = "client-" + std::to_string(k);
+  }
+  if (sc_.links().has_slow_checkin_nodes())
+    for (size_t i : pick_nodes(sc_.links().slow_checkin_nodes())) {
+      nodes_[i].slow = true;
+      line("node " + nodes_[i].name + ": slow check-ins");
+    }
   for (size_t i = 0; i < nodes_.size(); ++i) spawn_node_actor(i);
   line("setup: " + std::to_string(nodes_.size()) + " nodes, seed " + std::to_string(opt_.seed));
 
@@ -631,10 +763,13 @@ void Simulator::schedule_scenario() {
       char buf[16];
       std::snprintf(buf, sizeof buf, "%03u", k);
       const std::string name = g.prefix() + "-" + buf;
-      const std::string bytes = spec_bytes(name, g.vcpus(), g.memory_mib(), g.network());
-      at(g.at_ms() + k * g.spacing_ms(), [this, name, bytes] {
-        caf::anon_send(client_, create_atom::value, name, bytes);
-      });
+      Create c;
+      c.bytes = spec_bytes(name, g.vcpus(), g.memory_mib(), g.network());
+      c.client = k % g.clients();
+      c.retry_ms = g.retry_ms();
+      if (c.retry_ms) c.key = "create-" + name;
+      creates_[name] = std::move(c);
+      at(g.at_ms() + k * g.spacing_ms(), [this, name] { send_create(name); });
     }
   }
   for (const auto& a : sc_.workload()) {
@@ -658,6 +793,16 @@ void Simulator::schedule_scenario() {
         step_events_.push_back({steps, fire});
     });
   }
+}
+
+void Simulator::send_create(const std::string& name) {
+  auto& c = creates_.at(name);
+  ++c.tries;
+  const caf::actor& who = clients_.at(c.client);
+  if (c.key.empty())
+    caf::anon_send(who, create_atom::value, name, c.bytes);
+  else
+    caf::anon_send(who, create_atom::value, name, c.bytes, c.key);
 }
 
 // --- the loop -----------------------------------------------------------------------------
@@ -785,7 +930,7 @@ SimResult Simulator::run() {
     if (n.up) caf::anon_send_exit(n.handle, caf::exit_reason::user_shutdown);
   if (ctl_up_) caf::anon_send_exit(ctl_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(proxy_, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(client_, caf::exit_reason::user_shutdown);
+  for (auto& c : clients_) caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
   *ctl_target_ = nullptr;
   // Shutdown is not traced (it is the same for every run of a scenario and,
   // at scale, a million exit messages): FIFO order to quiescence. Timers of
@@ -802,6 +947,7 @@ SimResult Simulator::run() {
   ctl_ = nullptr;
   proxy_ = nullptr;
   client_ = nullptr;
+  clients_.clear();
   for (auto& n : nodes_) {
     n.handle = nullptr;
     n.cfg.controller = nullptr;
@@ -896,11 +1042,15 @@ void Simulator::cut_node(size_t i, bool cut) {
 
 void Simulator::crash_controller() {
   if (!ctl_up_) return;
+  auto old = caf::actor_cast<caf::actor>(ctl_);
   caf::anon_send_exit(ctl_, caf::exit_reason::kill);
   *ctl_target_ = nullptr;
   ctl_up_ = false;
   ++counters_["sim.controller_crashes"];
   timeline("fault", "controller crashed (the store survives)");
+  // Every node loses its connection; what was on the wire is gone.
+  for (auto& n : nodes_) n.link_up = false;
+  if (sc_.links().lose_in_flight()) drop_in_flight(old);
 }
 
 void Simulator::restart_controller() {
@@ -909,6 +1059,58 @@ void Simulator::restart_controller() {
   spawn_controller_actor();
   check_acked_ = true;
   timeline("restart", "controller restarted on the same store");
+  // Each node finds it on its own retry, one draw per node.
+  const auto& l = sc_.links();
+  const uint64_t now = now_ms(), span = l.reconnect_max_ms() - l.reconnect_min_ms();
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const uint64_t d = l.reconnect_min_ms() + (span ? draw_rng_() % (span + 1) : 0);
+    if (d == 0)
+      reconnect(i);
+    else
+      at(now + d, [this, i] { reconnect(i); });
+  }
+}
+
+void Simulator::reconnect(size_t i) {
+  auto& n = nodes_[i];
+  if (n.link_up || !ctl_up_) return;
+  n.link_up = true;
+  ++counters_["sim.node_reconnects"];
+  if (n.up) line("node " + n.name + " reconnected to the controller");
+}
+
+// The messages the (now dead) controller sent that a node has not taken
+// yet: taken out of the nodes' mailboxes, order of the rest unchanged.
+void Simulator::drop_in_flight(const caf::actor& from) {
+  const caf::actor_id ctl_id = from.id();
+  for (auto& n : nodes_) {
+    if (!n.up) continue;
+    auto* a = dynamic_cast<caf::scheduled_actor*>(caf::actor_cast<caf::abstract_actor*>(n.handle));
+    if (!a) continue;
+    auto& box = a->mailbox();
+    // A blocked mailbox is empty; fetching from it would unblock it without
+    // scheduling the actor, and the node would never run again.
+    if (box.closed() || box.blocked()) continue;
+    box.fetch_more();
+    size_t lost = 0;
+    auto filter = [&](auto& q) {
+      const auto size = static_cast<size_t>(q.total_task_size());
+      for (size_t k = 0; k < size; ++k) {
+        auto e = q.take_front();
+        if (!e) break;
+        if (e->sender && e->sender->id() == ctl_id)
+          ++lost;  // freed here
+        else
+          q.push_back(std::move(e));
+      }
+    };
+    filter(std::get<caf::scheduled_actor::urgent_queue_index>(box.queue().queues()));
+    filter(std::get<caf::scheduled_actor::normal_queue_index>(box.queue().queues()));
+    if (lost) {
+      counters_["sim.messages_lost"] += lost;
+      line("node " + n.name + ": " + std::to_string(lost) + " message(s) from the controller lost in flight");
+    }
+  }
 }
 
 void Simulator::instance_hook(const std::string& id, const std::string& hook, uint32_t index) {
@@ -1027,6 +1229,23 @@ void Simulator::check_acked() {
   }
 }
 
+void Simulator::check_creates() {
+  for (const auto& id : acked_) {
+    if (errored_creates_.count(id)) continue;
+    auto r = reader_->get_instance(id);
+    if (!r || r->sf_state != SfInstanceState::error) continue;
+    errored_creates_.insert(id);
+    std::string why;
+    for (const auto& a : reader_->list_actions(id))
+      if (a.action == control::Action::create)
+        for (const auto& e : a.events)
+          if (e.result == "error") why = e.name + ": " + e.detail;
+    violation(kCreateError, {"controller", id},
+              "instance " + label_of_instance(id) + ": its create was acknowledged, and it ended in error" +
+                  (why.empty() ? std::string() : " (" + why + ")"));
+  }
+}
+
 void Simulator::checkpoint(bool final_check) {
   const uint64_t now = now_ms();
   const int64_t snow = store_now();
@@ -1096,6 +1315,7 @@ void Simulator::checkpoint(bool final_check) {
                     label_of_instance(a.instance_id) + " still running " + std::to_string(snow - a.start) +
                     " ms after it was accepted (deadline " + std::to_string(limit) + " ms)");
     }
+    if (sc_.invariants().creates_succeed()) check_creates();
     if ((check_acked_ && ctl_up_) || final_check) {
       check_acked();
       check_acked_ = false;
