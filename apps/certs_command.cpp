@@ -1,5 +1,7 @@
 #include "apps/certs_command.hpp"
 
+#include "apps/tls_peer.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -38,19 +40,10 @@ struct CertsError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The OpenSSL error queue as text (emptied), or "unknown error".
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown error" : out;
+[[noreturn]] void fail_ssl(const std::string& what) {
+  const std::string why = openssl_errors();
+  throw CertsError(what + ": " + (why.empty() ? "unknown error" : why));
 }
-
-[[noreturn]] void fail_ssl(const std::string& what) { throw CertsError(what + ": " + openssl_errors()); }
 
 template <class T, void (*F)(T*)>
 struct Deleter {

@@ -19,20 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    // "error:0A000086:SSL routines::certificate verify failed": keep the reason.
-    std::string s = buf;
-    const auto colon = s.rfind(':');
-    out += colon == std::string::npos ? s : s.substr(colon + 1);
-  }
-  return out;
-}
-
 struct CtxFree {
   void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
 };
@@ -192,6 +178,20 @@ std::string diagnose_tls_peer(const std::string& host, uint16_t port, const TlsF
                         : "the TLS handshake failed: the peer closed the connection during the handshake";
     return "the TLS handshake failed: " + (ssl_err.empty() ? std::string("error ") + std::to_string(e) : ssl_err);
   }
+}
+
+std::string openssl_errors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    // "error:0A000086:SSL routines::certificate verify failed": keep the reason.
+    std::string s = buf;
+    const auto colon = s.rfind(':');
+    out += colon == std::string::npos ? s : s.substr(colon + 1);
+  }
+  return out;
 }
 
 }  // namespace apiary::apps

@@ -26,6 +26,10 @@ struct TlsFiles {
   std::string key;   // PEM: its private key (unencrypted)
 };
 
+// OpenSSL's error queue as text, emptied: the reasons only ("certificate
+// verify failed"), "; "-separated; "" when it is empty.
+std::string openssl_errors();
+
 // "" when the three files load and the key matches the certificate, else
 // why not (naming the file).
 std::string check_tls_files(const TlsFiles& files);

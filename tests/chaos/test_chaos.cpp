@@ -149,7 +149,7 @@ struct Cluster {
       nodes[n] = std::make_unique<Service>(Topology::netns(n), node_argv, dir + "/" + n + ".log");
       nodes[n]->start();
     }
-    token = read_token(dir + "/token");
+    token = read_token(dir + "/token", 30s);
     BOOST_REQUIRE_MESSAGE(!token.empty(), "the controller wrote no token: " << tail(controller->log()));
     BOOST_REQUIRE_MESSAGE(wait_nodes(90s), "the nodes did not register: " << get("/v1/nodes").body);
   }

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/e2e.hpp"
 #include "tests/support/process.hpp"
 
 extern char** environ;
@@ -186,18 +187,6 @@ class Service {
   pid_t pid_ = -1;
   bool stopped_ = false;
 };
-
-// The token a controller wrote into `path`, waiting (bounded) for it.
-inline std::string read_token(const std::string& path, std::chrono::milliseconds d = 30s) {
-  const auto end = std::chrono::steady_clock::now() + d;
-  std::string token;
-  while (token.empty() && std::chrono::steady_clock::now() < end) {
-    std::ifstream in(path);
-    std::getline(in, token);
-    if (token.empty()) std::this_thread::sleep_for(50ms);
-  }
-  return token;
-}
 
 struct Answer {
   int status = 0;  // 0: no answer within the deadline (refused, reset, silent)

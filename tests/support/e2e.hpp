@@ -38,11 +38,11 @@ inline std::string& bearer_token() {
   return token;
 }
 
-// The token a controller wrote into `path` (its --token-file), waiting a
-// little for the file to appear; "" if it never does.
-inline std::string read_token(const std::string& path) {
+// The token a controller wrote into `path` (its --token-file), waiting up
+// to `wait` for the file to appear; "" if it never does.
+inline std::string read_token(const std::string& path, std::chrono::milliseconds wait = 10s) {
   std::string token;
-  const auto end = std::chrono::steady_clock::now() + 10s;
+  const auto end = std::chrono::steady_clock::now() + wait;
   while (token.empty() && std::chrono::steady_clock::now() < end) {
     std::ifstream in(path);
     std::getline(in, token);
