@@ -713,6 +713,30 @@ void StateStore::append_action_event(int64_t action_id, const ActionEvent& event
   });
 }
 
+int64_t StateStore::force_stopped(const std::string& instance_id, const std::string& request_id,
+                                  const ActionEvent& event) {
+  int64_t id = 0;
+  with_transaction([&] {
+    auto cur = get_instance(instance_id);
+    if (!cur) throw StoreError(StoreErrc::not_found, "instance " + instance_id);
+    if (cur->task_state != TaskState::none) return;
+    const UnixMillis t = now();
+    sqlite3* db = db_->get();
+    Stmt i(db,
+           "INSERT INTO action_log (instance_id, request_id, action, start, finish, result, events)"
+           " VALUES (?1, ?2, ?3, ?4, ?4, ?5, '[]')");
+    i.bind(1, instance_id).bind(2, request_id).bind(3, to_string(Action::stop)).bind(4, t);
+    i.bind(5, to_string(ActionResult::success));
+    i.run();
+    id = sqlite3_last_insert_rowid(db);
+    append_action_event(id, event);
+    Stmt u(db, "UPDATE instances SET vm_state = ?2, updated_at = ?3 WHERE id = ?1");
+    u.bind(1, instance_id).bind(2, to_string(VmState::stopped)).bind(3, t);
+    u.run();
+  });
+  return id;
+}
+
 std::optional<ActionLogEntry> StateStore::get_action(int64_t action_id) {
   Stmt s(db_->get(), std::string("SELECT ") + kActionColumns + " FROM action_log WHERE id = ?1");
   s.bind(1, action_id);

@@ -233,6 +233,12 @@ class StateStore {
   // already closed (superseded). Throws not_found, invalid_record.
   bool finish_action(int64_t action_id, ActionResult result, std::optional<VmState> result_state = std::nullopt);
   void append_action_event(int64_t action_id, const ActionEvent& event);
+  // Nova's force_stop, for the power sync: the node runs no VM for an
+  // instance whose record says otherwise (a PAUSED one, from which a user's
+  // stop is refused). Appends a finished "stop" row with `event`, and sets
+  // vm_state stopped; nothing if a task is in flight (returns 0). Returns
+  // the row's id. Throws not_found.
+  int64_t force_stopped(const std::string& instance_id, const std::string& request_id, const ActionEvent& event);
   std::optional<ActionLogEntry> get_action(int64_t action_id);
   std::vector<ActionLogEntry> list_actions(const std::string& instance_id);  // oldest first
   // The oldest action with this request id (a client's idempotency key for

@@ -317,6 +317,32 @@ BOOST_AUTO_TEST_CASE(actions_follow_nova_and_are_logged) {
   expect_error(StoreErrc::not_found, [&] { s.finish_action(12345, ActionResult::success); });
 }
 
+// The power sync's forced stop of a PAUSED instance whose VM is gone: one
+// finished stop row with its event, vm_state stopped; never under a task.
+BOOST_AUTO_TEST_CASE(a_forced_stop_records_a_paused_instance_stopped) {
+  auto s = open();
+  s.put_instance(new_instance("i1"));
+  s.finish_action(s.begin_action("i1", Action::create, "req-1"), ActionResult::success);
+  const int64_t pause = s.begin_action("i1", Action::pause, "req-2");
+  BOOST_TEST(s.force_stopped("i1", "sync-0", {"power_sync", 1, 1, "success", "busy"}) == 0);  // a task in flight
+  s.finish_action(pause, ActionResult::success);
+  BOOST_REQUIRE((s.get_instance("i1")->vm_state == VmState::paused));
+  expect_error(StoreErrc::action_refused, [&] { s.begin_action("i1", Action::stop, "req-3"); });
+  const int64_t id = s.force_stopped("i1", "sync-1", {"power_sync", 5, 5, "success", "node n1 runs no VM"});
+  BOOST_TEST(id > 0);
+  BOOST_TEST((s.get_instance("i1")->vm_state == VmState::stopped));
+  BOOST_TEST((s.get_instance("i1")->task_state == TaskState::none));
+  auto row = s.get_action(id);
+  BOOST_REQUIRE(row);
+  BOOST_TEST(row->request_id == "sync-1");
+  BOOST_TEST((row->action == Action::stop));
+  BOOST_TEST((row->result == ActionResult::success));
+  BOOST_TEST(row->finish.has_value());
+  BOOST_REQUIRE(row->events.size() == 1u);
+  BOOST_TEST(row->events[0].detail == "node n1 runs no VM");
+  expect_error(StoreErrc::not_found, [&] { s.force_stopped("ghost", "sync-2", {}); });
+}
+
 BOOST_AUTO_TEST_CASE(networks_and_attachments) {
   auto s = open();
   s.put_network({"n1", "front", NetworkState::initial, "10.0.0.0/24", 0, 0, std::nullopt});
