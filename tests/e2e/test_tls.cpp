@@ -284,6 +284,10 @@ BOOST_AUTO_TEST_CASE(certs_refusals_change_nothing) {
   BOOST_TEST(run_apiary({"certs", "issue", "n2"}).exit_code == 2);
   BOOST_TEST(run_apiary({"certs", "issue", "n2", "--dir", dir, "--days", "0"}).exit_code == 2);
   BOOST_TEST(run_apiary({"certs", "frobnicate"}).exit_code == 2);
+  // The chaos suite's test-only hook takes one rule name and nothing else.
+  auto bad_rule = run_apiary({"controller", "--insecure", "--test-break", "skip-everything"});
+  BOOST_TEST(bad_rule.exit_code == 2);
+  BOOST_TEST(bad_rule.err.find("the only rule is ignore-request-ids") != std::string::npos, bad_rule.err);
   BOOST_TEST(!fs::exists(dir + "/n2.key"));
 }
 
