@@ -115,6 +115,20 @@ inline constexpr uint16_t kFwCfgDmaLen = 8;          // be64 address: high @+0, 
 inline constexpr uint16_t kFwCfgPorts = kFwCfgDma + kFwCfgDmaLen - kFwCfgSelector;  // 0x510..0x51b
 inline constexpr uint32_t kCmosBaseMemoryKib = 640;  // CMOS 0x15/0x16 conventional memory
 
+// ------------------------------------------------------------- network --
+// What a guest NIC looks like (devices/virtio_net.hpp) and what the overlay
+// between nodes costs (net/vxlan.hpp). The MTU offered to guests
+// (VIRTIO_NET_F_MTU) leaves room for the VXLAN encapsulation inside a
+// 1500-byte underlay, so an overlay frame never needs IP fragmentation.
+inline constexpr uint32_t kEthernetHeaderBytes = 14;
+inline constexpr uint32_t kVxlanOverheadBytes = 50;  // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+inline constexpr uint32_t kUnderlayMtu = 1500;
+inline constexpr uint16_t kNetMtu = kUnderlayMtu - kVxlanOverheadBytes;  // 1450, the guest's IP MTU
+// The largest frame a NIC accepts either way: the MTU, the Ethernet header
+// and one 802.1Q tag. Longer frames are dropped and counted.
+inline constexpr uint32_t kNetMaxFrameBytes = kNetMtu + kEthernetHeaderBytes + 4;
+inline constexpr uint16_t kVxlanUdpPort = 4789;  // IANA's VXLAN port (RFC 7348 §5)
+
 // Debug exit: a write of v ends the VM with status (v << 1) | 1.
 constexpr int debug_exit_status(uint32_t v) { return static_cast<int>((v << 1) | 1); }
 
