@@ -1,0 +1,64 @@
+#include "net/network_actor.hpp"
+
+namespace apiary::net {
+
+namespace {
+
+struct NetworkActorState {
+  NetworkActorConfig cfg;
+  std::shared_ptr<Switch> sw;
+  uint64_t bad_peers = 0;
+  ~NetworkActorState() {
+    // Leaving the overlay before the switch goes: no datagram is taken in
+    // for a switch that is being torn down.
+    if (cfg.tunnel && sw) cfg.tunnel->detach(cfg.vni);
+  }
+  static inline const char* name = "network";
+};
+using network_pointer = network_actor::stateful_pointer<NetworkActorState>;
+
+network_actor::behavior_type network_impl(network_pointer self, NetworkActorConfig cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  return {
+      [=](net_peers_atom, const std::vector<std::string>& peers) -> net_ack_atom {
+        auto& st = self->state;
+        std::vector<Endpoint> eps;
+        for (const auto& p : peers) {
+          if (auto e = parse_endpoint(p))
+            eps.push_back(*e);
+          else
+            ++st.bad_peers;
+        }
+        if (st.cfg.tunnel) st.cfg.tunnel->set_peers(st.cfg.vni, eps);
+        return net_ack_atom::value;
+      },
+      [=](net_stats_atom) -> SwitchStats {
+        auto s = self->state.sw->stats();
+        s.bad_peers = self->state.bad_peers;
+        return s;
+      },
+  };
+}
+
+}  // namespace
+
+uint32_t guest_ports(const SwitchStats& s) {
+  uint32_t n = 0;
+  for (const auto& p : s.ports) n += p.kind == "guest";
+  return n;
+}
+
+SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config) {
+  auto sc = config.switch_config;
+  if (sc.name.empty()) sc.name = config.network_id;
+  auto sw = std::make_shared<Switch>(sc);
+  if (config.tunnel) config.tunnel->attach(config.vni, sw);
+  auto actor = sys.spawn([sw, config](network_pointer self) mutable {
+    self->state.sw = sw;
+    return network_impl(self, std::move(config));
+  });
+  return {actor, sw};
+}
+
+}  // namespace apiary::net

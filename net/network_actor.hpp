@@ -1,0 +1,71 @@
+// The network actor: one per network on each node that hosts a port of it.
+//
+// Why an actor when frames never pass through it: the switch and the
+// overlay (switch.hpp, vxlan.hpp) are a self-contained threaded data plane;
+// what they need from the control plane is a lifetime and commands. The
+// actor is that: it owns the network's switch on this node, joins it to the
+// node's VXLAN tunnel under the network's VNI (and leaves it when the actor
+// ends), takes the VTEP peer list the controller computes (through the node)
+// and answers the network's counters. Guest ports are made on its switch by
+// the node when it builds an instance (make_guest_port, synchronously, so
+// building a VM never waits for a message) and leave it when the VM goes.
+//
+// Messages:
+//   netpeers, ["a.b.c.d:port", ...] -> ack. The other nodes' VTEPs for this
+//        network; our own address and unparsable entries are ignored (the
+//        latter counted in bad_peers).
+//   netstats                       -> the switch's counters (per port
+//        frames, bytes, drops; the MAC table; flooding) and bad_peers; the
+//        node renders them as metrics
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "net/switch.hpp"
+#include "net/vxlan.hpp"
+
+namespace apiary::net {
+
+// Atoms of the network actor (CAF 0.17: at most 10 characters). net/ sits
+// beside actors/, so they are defined here rather than in actors/atoms.hpp.
+using net_peers_atom = caf::atom_constant<caf::atom("netpeers")>;
+using net_stats_atom = caf::atom_constant<caf::atom("netstats")>;
+using net_ack_atom = caf::atom_constant<caf::atom("ack")>;  // the same atom as actors::ack_atom
+
+struct NetworkActorConfig {
+  std::string network_id;
+  std::string node;  // for metric labels
+  uint32_t vni = 0;
+  std::shared_ptr<VxlanTunnel> tunnel;  // null: this node has no overlay (local switching only)
+  Switch::Config switch_config;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, PortStats& x) {
+  return f(caf::meta::type_name("PortStats"), x.id, x.name, x.kind, x.rx_frames, x.rx_bytes, x.tx_frames, x.tx_bytes,
+           x.rx_dropped_queue_full, x.rx_dropped_bad_frame, x.tx_dropped);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SwitchStats& x) {
+  return f(caf::meta::type_name("SwitchStats"), x.ports, x.mac_entries, x.mac_moves, x.mac_not_learned, x.flooded,
+           x.hairpin_drops, x.bad_peers);
+}
+
+using network_actor = caf::typed_actor<caf::replies_to<net_peers_atom, std::vector<std::string>>::with<net_ack_atom>,
+                                       caf::replies_to<net_stats_atom>::with<SwitchStats>>;
+
+struct SpawnedNetwork {
+  network_actor actor;
+  std::shared_ptr<Switch> sw;  // for make_guest_port
+};
+
+SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config);
+
+// Guest ports of a switch (the uplink and taps are not counted).
+uint32_t guest_ports(const SwitchStats& s);
+
+}  // namespace apiary::net
