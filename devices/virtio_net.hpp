@@ -23,8 +23,12 @@
 // (a writable descriptor, shorter than header + Ethernet header, longer
 // than header + layout::kNetMaxFrameBytes) is returned unsent and counted.
 // One notify serves at most kQueueSize chains, so a guest that keeps the
-// ring full from other vCPUs cannot hold this vCPU (and the transport lock)
-// forever; what is left is served by the next notify on either queue.
+// ring full from other vCPUs cannot hold this vCPU (and the transport lock,
+// which a pause needs) forever. A driver that adds chains only under the
+// lock it notifies with (Linux: the TX queue lock) never reaches the bound:
+// at most a ring's worth is available when it notifies. Chains left over
+// are served by the next notify on either queue; with EVENT_IDX such a
+// driver may not notify again soon (tx_budget_exhausted counts it).
 //
 // Receive: deliver() runs on the data plane's thread. A frame goes straight
 // into the next rx chain when one is posted, otherwise into a bounded
