@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "devices/virtio_blk.hpp"
+#include "devices/virtio_net.hpp"
 #include "devices/virtio_rng.hpp"
 #include "vmm-core/acpi.hpp"
 #include "vmm-core/layout.hpp"
@@ -90,7 +91,7 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
              "pc-testdev-iomem");
   }
 
-  const size_t virtio_count = config_.disks.size() + (config_.rng ? 1 : 0);
+  const size_t virtio_count = config_.disks.size() + config_.nics.size() + (config_.rng ? 1 : 0);
   if (virtio_count > layout::kVirtioMmioSlots)
     throw Error(Errc::invalid_argument, "at most " + std::to_string(layout::kVirtioMmioSlots) + " virtio devices");
   auto add_virtio = [&](std::string name, std::unique_ptr<VirtioDevice> model) {
@@ -104,6 +105,10 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
     const auto& d = config_.disks[i];
     add_virtio("virtio-blk-" + std::to_string(i),
                std::make_unique<VirtioBlk>(VirtioBlkConfig{d.path, d.read_only, d.id}));
+  }
+  for (size_t i = 0; i < config_.nics.size(); ++i) {
+    const auto& n = config_.nics[i];
+    add_virtio("virtio-net-" + std::to_string(i), std::make_unique<VirtioNet>(VirtioNetConfig{n.mac, n.backend}));
   }
   if (config_.rng) add_virtio("virtio-rng", std::make_unique<VirtioRng>());
   bus_.freeze();

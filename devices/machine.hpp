@@ -9,6 +9,8 @@
 // handed to the owner's handler; the Machine itself decides nothing.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -23,6 +25,7 @@
 #include "devices/device.hpp"
 #include "devices/fw_cfg.hpp"
 #include "devices/i8042.hpp"
+#include "devices/net_backend.hpp"
 #include "devices/pc_testdev.hpp"
 #include "devices/noop_port.hpp"
 #include "devices/post_port.hpp"
@@ -48,13 +51,22 @@ struct MachineConfig {
   std::string cmdline;
   std::vector<uint8_t> initrd;
   size_t console_history_bytes = 64 * 1024;
-  // virtio-mmio devices, in slot order: block devices first, then rng.
+  // virtio-mmio devices, in slot order: block devices first, then NICs,
+  // then rng (as proto/apiary/v1/instance.proto lists them).
   struct Disk {
     std::string id;  // the GET_ID serial
     std::string path;
     bool read_only = false;
   };
   std::vector<Disk> disks;
+  // One virtio-net device each (devices/virtio_net.hpp). The MAC is taken
+  // as given (spec validation checks unicast / non-zero / unique;
+  // default_mac() makes one); a null backend is a NIC whose link is down.
+  struct Nic {
+    std::array<uint8_t, 6> mac{};
+    std::shared_ptr<NetBackend> backend;
+  };
+  std::vector<Nic> nics;
   bool rng = false;
   // QEMU's pc-testdev (devices/pc_testdev.hpp) at its ports, for test programs.
   bool pc_testdev = false;

@@ -52,7 +52,7 @@ inline constexpr uint64_t feature_bit(unsigned bit) { return 1ull << bit; }
 // InterruptStatus bits.
 inline constexpr uint32_t kIntUsedBuffer = 0x1, kIntConfigChange = 0x2;
 // Device ids (§5).
-inline constexpr uint32_t kDeviceIdBlock = 2, kDeviceIdRng = 4;
+inline constexpr uint32_t kDeviceIdNet = 1, kDeviceIdBlock = 2, kDeviceIdRng = 4;
 }  // namespace virtio
 
 namespace virtio_mmio {

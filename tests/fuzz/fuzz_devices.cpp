@@ -12,6 +12,12 @@
 // whatever the fuzzer made them; "lifecycle" pauses, resumes, resets or
 // exports the device's state. What must hold: no crash, no sanitizer report,
 // no exception out of an I/O handler (they are noexcept on the vCPU path).
+//
+// virtio-net also has a wire side: a lifecycle operation whose offset has
+// bit 2 set instead delivers a frame of (offset >> 3) % 1500 bytes (runts,
+// good frames and oversized ones), as the data plane would between the
+// guest's accesses; its backend loops transmitted frames with the
+// multicast bit set back into the device, the way a switch floods them.
 #include <unistd.h>
 
 #include <cstddef>
@@ -31,6 +37,7 @@
 #include "devices/uart16550.hpp"
 #include "devices/virtio_blk.hpp"
 #include "devices/virtio_mmio.hpp"
+#include "devices/virtio_net.hpp"
 #include "devices/virtio_rng.hpp"
 #include "vmm-core/guest_memory.hpp"
 #include "vmm-core/layout.hpp"
@@ -52,6 +59,20 @@ struct NullEvents final : DeviceEvents {
 
 // Guest RAM small enough to reset cheaply, big enough for rings and buffers.
 constexpr uint64_t kRam = 1 << 20;
+// Frame lengths a deliver operation picks from: 0 up to past the largest frame.
+constexpr uint32_t kDeliverLengths = layout::kNetMaxFrameBytes + 32;
+
+// virtio-net's wire: drops what the guest sends, except multicast frames,
+// which it delivers straight back (from inside transmit, as a loopback
+// switch port may).
+struct LoopbackWire final : NetBackend {
+  NetPort* port = nullptr;
+  void connect(NetPort* p) noexcept override { port = p; }
+  bool transmit(std::span<const uint8_t> frame) noexcept override {
+    if (port && !frame.empty() && (frame[0] & 1)) port->deliver(frame);
+    return true;
+  }
+};
 
 struct Target {
   Device* device = nullptr;               // lifecycle operations
@@ -67,6 +88,8 @@ struct World {
   std::unique_ptr<Device> owned;
   Target target;
   std::string disk;
+  std::shared_ptr<LoopbackWire> wire;  // virtio-net only
+  NetPort* port = nullptr;             // where deliver operations go
 
   World() {
 #if defined(APIARY_FUZZ_UART)
@@ -101,9 +124,14 @@ struct World {
               {layout::kPcTestdevIoportLen, layout::kPcTestdevIoportLen, layout::kPcTestdevIrqLineCount,
                layout::kPcTestdevIomemLen}};
     owned = std::move(d);
-#elif defined(APIARY_FUZZ_VIRTIO_BLK) || defined(APIARY_FUZZ_VIRTIO_RNG)
+#elif defined(APIARY_FUZZ_VIRTIO_BLK) || defined(APIARY_FUZZ_VIRTIO_RNG) || defined(APIARY_FUZZ_VIRTIO_NET)
     std::unique_ptr<VirtioDevice> model;
-#if defined(APIARY_FUZZ_VIRTIO_BLK)
+#if defined(APIARY_FUZZ_VIRTIO_NET)
+    wire = std::make_shared<LoopbackWire>();
+    auto nic = std::make_unique<VirtioNet>(VirtioNetConfig{{0x02, 0, 0, 0, 0, 1}, wire});
+    port = nic.get();
+    model = std::move(nic);
+#elif defined(APIARY_FUZZ_VIRTIO_BLK)
     char path[] = "/tmp/apiary-fuzz-disk.XXXXXX";
     const int fd = ::mkstemp(path);
     if (fd < 0 || ::ftruncate(fd, 64 * 1024) != 0) std::abort();
@@ -159,6 +187,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       default:
+        if (world->port && (offset & 4)) {
+          std::vector<uint8_t> frame((offset >> 3) % kDeliverLengths);
+          for (size_t i = 0; i < frame.size(); ++i) frame[i] = static_cast<uint8_t>(offset + i);
+          (void)world->port->deliver(frame);
+          break;
+        }
         switch (offset & 3) {
           case 0: t.device->pause(); break;
           case 1: t.device->resume(); break;

@@ -6,7 +6,13 @@
 #define BOOST_TEST_MODULE machine_validation
 #include <boost/test/unit_test.hpp>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -123,4 +129,61 @@ BOOST_AUTO_TEST_CASE(pc_testdev_is_present_with_the_flag) {
   size_t found = 0;
   for (auto* d : m.devices()) found += std::string(d->kind()) == "pc-testdev";
   BOOST_TEST(found == 1u);
+}
+
+// virtio-mmio slots go to block devices, then NICs, then rng (the order the
+// InstanceSpec lists them in), and the slot limit counts all three.
+namespace {
+struct RecordingWire final : devices::NetBackend {
+  std::vector<devices::NetPort*> connects;
+  void connect(devices::NetPort* p) noexcept override { connects.push_back(p); }
+  bool transmit(std::span<const uint8_t>) noexcept override { return true; }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(nics_take_the_virtio_slots_between_disks_and_rng) {
+  const std::string disk = "/tmp/apiary-test-machine-nic-disk." + std::to_string(::getpid());
+  { std::ofstream(disk) << std::string(4096, '\0'); }
+  auto wire = std::make_shared<RecordingWire>();
+  {
+    auto c = simulated_config(false);
+    c.disks.push_back({"d0", disk, false});
+    c.nics.push_back({{0x02, 0, 0, 0, 0, 1}, wire});
+    c.nics.push_back({{0x02, 0, 0, 0, 0, 2}, nullptr});  // link down, still a device
+    c.rng = true;
+    devices::Machine m(std::move(c));
+    const auto& v = m.virtio();
+    BOOST_REQUIRE(v.size() == 4u);
+    const std::vector<std::string> kinds = {"virtio-blk", "virtio-net", "virtio-net", "virtio-rng"};
+    const std::vector<std::string> names = {"virtio-blk-0", "virtio-net-0", "virtio-net-1", "virtio-rng"};
+    for (size_t slot = 0; slot < v.size(); ++slot) {
+      BOOST_TEST(v[slot]->kind() == kinds[slot]);
+      BOOST_TEST(v[slot]->name() == names[slot]);
+      BOOST_TEST(v[slot]->irq() == layout::kVirtioIrqs[slot]);
+      BOOST_TEST(claimant(m, vmm::AddressSpace::mmio, layout::kVirtioMmioBase + slot * layout::kVirtioMmioStride) ==
+                 names[slot]);
+    }
+    // The second NIC's MAC, through the bus as the guest reads it.
+    uint64_t last = 0;
+    BOOST_TEST(m.bus().read(vmm::AddressSpace::mmio,
+                            layout::kVirtioMmioBase + 2 * layout::kVirtioMmioStride + devices::virtio_mmio::kConfig + 5,
+                            1, last));
+    BOOST_TEST(last == 2u);
+    BOOST_REQUIRE(wire->connects.size() == 1u);
+    BOOST_TEST(wire->connects[0] == dynamic_cast<devices::NetPort*>(&v[1]->device()));
+  }
+  // Tearing the machine down detaches the NIC from its backend.
+  BOOST_REQUIRE(wire->connects.size() == 2u);
+  BOOST_TEST(wire->connects[1] == nullptr);
+  std::remove(disk.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(the_virtio_slot_limit_counts_nics) {
+  auto c = simulated_config(false);
+  c.nics.resize(layout::kVirtioMmioSlots);
+  std::string what;
+  BOOST_TEST(!failure(c, what).has_value(), what);  // eight NICs fill the slots
+  c.rng = true;
+  BOOST_TEST((failure(c, what) == vmm::Errc::invalid_argument), what);
+  BOOST_TEST(what.find("virtio") != std::string::npos, what);
 }
