@@ -56,6 +56,16 @@ v1::Network to_proto(const actors::NetworkInfo& n) {
   out.set_cidr(n.cidr);
   out.set_state(n.state);
   for (const auto& i : n.instances) out.add_instances(i);
+  out.set_vni(n.vni);
+  for (const auto& p : n.ports) {
+    auto* port = out.add_ports();
+    port->set_instance(p.instance);
+    port->set_nic(p.nic);
+    port->set_mac(p.mac);
+    port->set_ipv4(p.ipv4);
+    port->set_node(p.node);
+  }
+  for (const auto& [node, vtep] : n.vteps) (*out.mutable_vteps())[node] = vtep;
   return out;
 }
 }  // namespace

@@ -15,6 +15,7 @@
 #include "api/token_file.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
+#include "net/vxlan.hpp"
 
 namespace apiary::apps {
 
@@ -135,6 +136,10 @@ int cluster_command(const std::vector<std::string>& args) {
     n.controller = caf::actor_cast<caf::actor>(controller);
     n.simulated = o.simulated;
     n.cannot_run = cannot_run;
+    // The nodes share this host: their overlay runs over loopback, each
+    // with a tunnel endpoint on a port the kernel picks.
+    n.data_plane = !o.simulated;
+    if (n.data_plane) n.tunnel = std::make_shared<net::VxlanTunnel>(net::Endpoint{htonl(INADDR_LOOPBACK), 0});
     n.embedded_guest = [](const std::string& name) {
       const auto* g = guest::find_embedded(name);
       return g ? std::vector<uint8_t>(g->image.begin(), g->image.end()) : std::vector<uint8_t>{};

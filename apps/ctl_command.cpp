@@ -1046,6 +1046,29 @@ int network_list(Ctl& ctl, const Parsed&) {
   return kExitOk;
 }
 
+// The record, then one line per port and per VTEP.
+int network_show(Ctl& ctl, const Parsed& p) {
+  const std::string target = network_path(p.positional[0]);
+  const auto reply = call(ctl, HttpMethod::get, target);
+  if (ctl.json()) {
+    print_body(reply.body);
+    return kExitOk;
+  }
+  const auto n = parse_answer<v1::Network>(reply, "GET " + target);
+  print_networks({&n});
+  std::cout << "\nVNI " << n.vni() << "\n\n";
+  Table ports({"INSTANCE", "NIC", "MAC", "IPV4", "NODE"});
+  for (const auto& port : n.ports())
+    ports.add({port.instance(), std::to_string(port.nic()), port.mac(), dash(port.ipv4()), dash(port.node())});
+  ports.print(std::cout);
+  std::cout << '\n';
+  Table peers({"NODE", "VTEP"});
+  std::map<std::string, std::string> sorted(n.vteps().begin(), n.vteps().end());
+  for (const auto& [node, vtep] : sorted) peers.add({node, vtep.empty() ? "- (no overlay)" : vtep});
+  peers.print(std::cout);
+  return kExitOk;
+}
+
 int network_delete(Ctl& ctl, const Parsed& p) {
   const std::string target = network_path(p.positional[0]);
   const auto reply = call(ctl, HttpMethod::del, target);
@@ -1080,6 +1103,7 @@ Commands:
   node stop NAME [--wait]
   network create NAME [--cidr CIDR]
   network list
+  network show ID
   network delete ID
 
 Global options (before or after the noun and verb):
@@ -1152,6 +1176,8 @@ constexpr const char* kNetworkHelp = R"(Usage: apiary ctl network <verb> ...
 
   create NAME [--cidr CIDR]  create a network (CIDR as a.b.c.d/n)
   list                       ID NAME CIDR STATE INSTANCES
+  show ID                    the record, its VNI, its ports (instance, NIC,
+                             MAC, address, node) and the nodes' VTEPs
   delete ID                  delete a network (delete_wait while instances
                              are attached to it)
 )";
@@ -1200,6 +1226,7 @@ const std::vector<Verb>& verbs() {
       {"node", "stop", {"NAME"}, 1, {{"--wait"}}, node_stop},
       {"network", "create", {"NAME"}, 1, {{"--cidr", true}}, network_create},
       {"network", "list", {}, 0, {}, network_list},
+      {"network", "show", {"ID"}, 1, {}, network_show},
       {"network", "delete", {"ID"}, 1, {}, network_delete},
   };
   return all;

@@ -22,6 +22,7 @@
 #include "apps/tls_peer.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
+#include "net/vxlan.hpp"
 
 namespace apiary::apps {
 
@@ -299,7 +300,7 @@ int node_command(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") {
       std::cout << R"(Usage: apiary node --controller HOST:PORT (--ca FILE --cert FILE --key FILE | --insecure)
                    [--name N] [--vcpus V] [--memory MIB] [--simulated yes] [--checkin-ms MS]
-                   [--status-file F]
+                   [--status-file F] [--vtep ADDR[:PORT] | --no-overlay]
 
 A node: runs instances on this host's KVM for the controller at HOST:PORT,
 checks in with its capacity, and reconnects (re-registering) whenever the
@@ -315,15 +316,24 @@ connection is reported on stderr with its reason, and retried every second.
 With --status-file, the node rewrites F at every check-in with what it runs,
 one "<instance id> <power state>" line each (its own view, not the
 controller's).
+Instance NICs are ports of their network's switch on this node. Networks
+reach across nodes over VXLAN (UDP): --vtep ADDR[:PORT] is this node's
+tunnel endpoint, an IPv4 address of this host the other nodes can reach
+(port 4789 by default); the node binds it at start and exits with status 4
+if it cannot. --no-overlay: local switching only (a network with ports on
+other nodes becomes error). One of the two is required for a node that runs
+instances with NICs; without either, NICs are switched locally (as
+--no-overlay) and the node says so.
 )";
       return 0;
     }
   std::vector<std::string> rest = args;
   const bool insecure = take_flag(rest, "--insecure");
+  const bool no_overlay = take_flag(rest, "--no-overlay");
   std::map<std::string, std::string> o;
   if (auto err = parse_options(rest, o,
                                {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--ca",
-                                "--cert", "--key", "--status-file"});
+                                "--cert", "--key", "--status-file", "--vtep"});
       !err.empty()) {
     std::cerr << "apiary node: " << err << "\n";
     return 2;
@@ -368,6 +378,26 @@ controller's).
   }
   n.checkin_interval = std::chrono::milliseconds(checkin_ms);
   if (o.count("--status-file")) n.status_file = o["--status-file"];
+  n.data_plane = !n.simulated;
+  if (o.count("--vtep")) {
+    if (no_overlay) {
+      std::cerr << "apiary node: --vtep and --no-overlay exclude each other\n";
+      return 2;
+    }
+    auto ep = net::parse_endpoint(o["--vtep"]);
+    if (!ep) {
+      std::cerr << "apiary node: --vtep: expected an IPv4 address with an optional port, like 10.0.0.1:4789\n";
+      return 2;
+    }
+    try {
+      n.tunnel = std::make_shared<net::VxlanTunnel>(*ep);
+    } catch (const std::system_error& e) {
+      std::cerr << "apiary node: --vtep " << o["--vtep"] << ": " << e.what() << "\n";
+      return 4;
+    }
+  } else if (!no_overlay && !n.simulated) {
+    std::cerr << "apiary node: no --vtep: NICs are switched on this node only (no overlay to other nodes)\n";
+  }
   if (tls) {
     if (auto err = check_tls_files(*tls); !err.empty()) {
       std::cerr << "apiary node: " << err << "\n";

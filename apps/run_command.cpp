@@ -133,7 +133,9 @@ std::optional<v1::InstanceSpec> build_spec(const RunOptions& o) {
 devices::MachineConfig machine_config(const v1::InstanceSpec& spec) {
   if (spec.devices().nics_size() > 0)
     throw vmm::Error(vmm::Errc::invalid_argument,
-                     "devices.nics: virtual NICs have no data plane yet (virtio-net is not built); remove them");
+                     "devices.nics: a NIC needs a network, and networks belong to the control plane: create the "
+                     "instance with `apiary ctl instance create --network NET` against `apiary cluster` or a "
+                     "controller and its nodes (docs/networking.md)");
   devices::MachineConfig c;
   c.vcpus = spec.board().vcpus();
   c.memory_mib = spec.board().memory_mib();

@@ -35,6 +35,7 @@ namespace apiary::actors {
 
 // node -> controller
 using checkin_atom = caf::atom_constant<caf::atom("checkin")>;  // periodic check-in with capacity
+using node_net_atom = caf::atom_constant<caf::atom("nodenet")>;  // the networks a node hosts -> their VTEP peers
 // controller -> node
 using place_atom = caf::atom_constant<caf::atom("place")>;          // spawn and start an instance
 using node_act_atom = caf::atom_constant<caf::atom("nodeact")>;     // an action on one instance
@@ -119,18 +120,36 @@ struct NodeInfo {
   std::string cannot_run;      // empty: the node can run instances; else why not
 };
 
-// A network record with the ids of the instances attached to it.
+// One NIC attached to a network: which instance, where it runs, its
+// addresses.
+struct NetworkPortInfo {
+  std::string instance;
+  uint32_t nic = 0;  // index in the instance's devices.nics
+  std::string mac;
+  std::string ipv4;  // "" = none
+  std::string node;  // "" = not placed
+};
+
+// A network record with the ids of the instances attached to it, its
+// ports and the VTEPs of the nodes hosting them.
 struct NetworkInfo {
   std::string id;
   std::string name;
   std::string cidr;
   std::string state;
   std::vector<std::string> instances;
+  uint32_t vni = 0;
+  std::vector<NetworkPortInfo> ports;
+  std::map<std::string, std::string> vteps;  // node -> "a.b.c.d:port" ("" = the node has no overlay)
 };
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, NetworkPortInfo& x) {
+  return f(caf::meta::type_name("NetworkPortInfo"), x.instance, x.nic, x.mac, x.ipv4, x.node);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NetworkInfo& x) {
-  return f(caf::meta::type_name("NetworkInfo"), x.id, x.name, x.cidr, x.state, x.instances);
+  return f(caf::meta::type_name("NetworkInfo"), x.id, x.name, x.cidr, x.state, x.instances, x.vni, x.ports, x.vteps);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
@@ -160,6 +179,9 @@ inline void register_control_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<ActionInfo>>("apiary.ActionInfoVec");
   cfg.add_message_type<NodeInfo>("apiary.NodeInfo");
   cfg.add_message_type<std::vector<NodeInfo>>("apiary.NodeInfoVec");
+  cfg.add_message_type<std::map<std::string, std::vector<std::string>>>("apiary.PeerMap");
+  cfg.add_message_type<NetworkPortInfo>("apiary.NetworkPortInfo");
+  cfg.add_message_type<std::vector<NetworkPortInfo>>("apiary.NetworkPortInfoVec");
   cfg.add_message_type<NetworkInfo>("apiary.NetworkInfo");
   cfg.add_message_type<std::vector<NetworkInfo>>("apiary.NetworkInfoVec");
 }

@@ -268,15 +268,19 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
       [=](cluster_log_atom) -> std::vector<std::string> { return self->state.cluster_log; },
       [=](net_create_atom, const std::string& name, const std::string& cidr) -> caf::result<std::string> {
         if (name.empty()) return make_control_error(ControlErrc::bad_request, "a network needs a name");
-        if (!cidr.empty() && !valid_cidr(cidr))
+        if (!cidr.empty() && !spec::parse_ipv4_prefix(cidr))
           return make_control_error(ControlErrc::bad_request, "cidr '" + cidr + "' is not of the form a.b.c.d/n");
         auto& store = *self->state.store;
         NetworkRecord n;
-        n.id = new_id(self, "net-");
         n.name = name;
         n.cidr = cidr;
         try {
-          // No data plane to set up: initial -> created at once.
+          // The VNI derives from the id: draw ids until no live network has it.
+          do n.id = new_id(self, "net-");
+          while (vni_taken(store, n.id));
+          // Nothing to set up centrally: each node builds its switch and
+          // joins the overlay when its first port of the network appears
+          // (net/network_actor.hpp), so initial -> created at once.
           store.with_transaction([&] {
             store.put_network(n);
             store.record_transition(n.id, NetworkState::created);
@@ -290,7 +294,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           auto& store = *self->state.store;
           std::vector<NetworkInfo> out;
-          for (const auto& n : store.list_networks()) out.push_back(to_info(store, n));
+          for (const auto& n : store.list_networks()) out.push_back(to_info(store, n, self->state.vteps));
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -301,7 +305,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           auto& store = *self->state.store;
           auto n = store.get_network(id);
           if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
-          return to_info(store, *n);
+          return to_info(store, *n, self->state.vteps);
         } catch (const StoreError& e) {
           return store_failed(e);
         }
@@ -323,7 +327,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
             note(self, "network " + id + ": " + control::to_string(n->state) + " -> " + control::to_string(to));
             n = store.get_network(id);
           }
-          return to_info(store, *n);
+          return to_info(store, *n, self->state.vteps);
         } catch (const StoreError& e) {
           if (e.code() == control::StoreErrc::transition_refused)
             return make_control_error(ControlErrc::conflict, e.detail());
@@ -341,6 +345,14 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           note(self, std::string("purge failed: ") + e.detail());
         }
         self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
+      },
+      [=](node_net_atom, const std::string& node, const std::string& vtep,
+          const std::map<std::string, std::string>& hosted) -> caf::result<std::map<std::string, std::vector<std::string>>> {
+        try {
+          return node_networks(self, node, vtep, hosted);
+        } catch (const StoreError& e) {
+          return store_failed(e);
+        }
       },
       [=](checkin_atom, const std::string& name, uint32_t vcpus, uint64_t memory_mib, uint32_t instances,
           const caf::actor& node, const std::string& cannot_run) -> caf::result<ack_atom> {

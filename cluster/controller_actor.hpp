@@ -85,6 +85,14 @@
 //        stopped). cannot_run non-empty: the node's instances cannot run
 //        (the root cause, e.g. kvm_unavailable: ...); the scheduler rejects
 //        the node with that reason until a check-in says otherwise.
+//   nodenet, name, vtep, {network id -> problem} -> {network id -> peer VTEPs}
+//        Every check-in tick of a node that hosts ports: the networks it
+//        hosts (problem "" when its switch is up) and its VTEP ("" = it runs
+//        without an overlay). The answer lists, per network, the VTEPs of
+//        the other up nodes where an instance attached to it is placed;
+//        deleted or unknown networks answer no peers. A network becomes
+//        error when a node reports a problem with it, or when a node
+//        without a VTEP hosts a port of a network that spans other nodes.
 // Restart recovery (recover, once, recovery_grace after the start): every
 // action left running by a previous controller is finished or failed, never
 // left hanging: unplaced creates are scheduled again; the others are settled
@@ -164,6 +172,8 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<net_get_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<net_delete_atom, std::string>::with<NetworkInfo>,
     caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor, std::string>::with<ack_atom>,
+    caf::replies_to<node_net_atom, std::string, std::string, std::map<std::string, std::string>>::with<
+        std::map<std::string, std::vector<std::string>>>,
     caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>,
     caf::reacts_to<replace_atom, std::string, int64_t>>;
 

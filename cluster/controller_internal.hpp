@@ -23,6 +23,8 @@
 #include "cluster/controller_actor.hpp"
 #include "cluster/node_actor.hpp"
 #include "cluster/state_store.hpp"
+#include "devices/virtio_net.hpp"
+#include "net/vxlan.hpp"
 #include "proto/spec.hpp"
 
 namespace apiary::actors::controller_detail {
@@ -62,6 +64,9 @@ struct ControllerState {
   std::set<int64_t> inherited;  // actions running in the store when this controller started
   control::UnixMillis started = 0;  // the store's clock when this controller started
   std::set<int64_t> waiting_placements;  // create actions waiting for nodes to connect (logged once)
+  // node -> its VTEP ("a.b.c.d:port"; "" = no overlay), from its nodenet
+  // requests; kept in memory: every node repeats it at each tick.
+  std::map<std::string, std::string> vteps;
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
@@ -84,9 +89,25 @@ void observe_finished(controller_pointer self, int64_t action_id);
 void finish(controller_pointer self, int64_t action_id, ActionResult result, std::optional<VmState> state = {});
 
 // --- networks (controller_networks.cpp) -------------------------------------
-NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n);
-// "a.b.c.d/n" with each octet 0..255 and n 0..32.
-bool valid_cidr(const std::string& s);
+NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n,
+                    const std::map<std::string, std::string>& vteps);
+// Completes a new instance's NICs (networks[i] is NIC i's resolved
+// network): the network by id, a MAC when none is given, and an address of
+// the network's CIDR (the lowest free one, or the one asked for if it is a
+// free host address). The error names the field; nothing is changed in the
+// store.
+std::optional<std::string> assign_nic_addresses(control::StateStore& store, v1::InstanceSpec& spec,
+                                                const std::string& instance_id,
+                                                const std::vector<NetworkRecord>& networks);
+// The nodenet request (controller_actor.hpp): records the node's VTEP,
+// marks networks a node cannot carry as error, answers each network's
+// peer VTEPs. Throws StoreError.
+std::map<std::string, std::vector<std::string>> node_networks(controller_pointer self, const std::string& node,
+                                                             const std::string& vtep,
+                                                             const std::map<std::string, std::string>& hosted);
+// Whether a live network (or one waiting for deletion) already has the VNI
+// that `id` derives (net::vni_of).
+bool vni_taken(control::StateStore& store, const std::string& id);
 // The network a NIC names: its id, or the name of exactly one live network.
 // nullopt with `why` set when there is none (or it is dead, or ambiguous).
 std::optional<NetworkRecord> resolve_network(control::StateStore& store, const std::string& ref, std::string& why);

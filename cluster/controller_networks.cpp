@@ -15,19 +15,127 @@
 
 namespace apiary::actors::controller_detail {
 
-NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n) {
-  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}};
-  for (const auto& a : store.attachments_of_network(n.id)) out.instances.push_back(a.instance_id);
+// The NICs of `r` on network `n` (matched by id; records from before NICs
+// were rewritten to ids match by name).
+std::vector<std::pair<int, const v1::Nic*>> nics_on(const InstanceRecord& r, const NetworkRecord& n) {
+  std::vector<std::pair<int, const v1::Nic*>> out;
+  for (int i = 0; i < r.spec.devices().nics_size(); ++i) {
+    const auto& nic = r.spec.devices().nics(i);
+    if (nic.network() == n.id || nic.network() == n.name) out.emplace_back(i, &nic);
+  }
   return out;
 }
 
-// "a.b.c.d/n" with each octet 0..255 and n 0..32.
-bool valid_cidr(const std::string& s) {
-  unsigned a, b, c, d, n;
-  char tail;
-  if (std::sscanf(s.c_str(), "%3u.%3u.%3u.%3u/%2u%c", &a, &b, &c, &d, &n, &tail) != 5) return false;
-  if (s.find_first_not_of("0123456789./") != std::string::npos) return false;
-  return a <= 255 && b <= 255 && c <= 255 && d <= 255 && n <= 32;
+NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n,
+                    const std::map<std::string, std::string>& vteps) {
+  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}, net::vni_of(n.id), {}, {}};
+  for (const auto& a : store.attachments_of_network(n.id)) {
+    out.instances.push_back(a.instance_id);
+    auto r = store.get_instance(a.instance_id);
+    if (!r) continue;
+    for (const auto& [i, nic] : nics_on(*r, n))
+      out.ports.push_back({r->id, static_cast<uint32_t>(i), nic->mac(), nic->ipv4(), r->node});
+    if (!r->node.empty()) {
+      auto v = vteps.find(r->node);
+      out.vteps[r->node] = v == vteps.end() ? "" : v->second;
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> assign_nic_addresses(control::StateStore& store, v1::InstanceSpec& spec,
+                                                const std::string& instance_id,
+                                                const std::vector<NetworkRecord>& networks) {
+  for (int i = 0; i < spec.devices().nics_size(); ++i) {
+    auto* nic = spec.mutable_devices()->mutable_nics(i);
+    const NetworkRecord& net = networks[static_cast<size_t>(i)];
+    const std::string where = "devices.nics[" + std::to_string(i) + "]";
+    nic->set_network(net.id);
+    if (nic->mac().empty()) nic->set_mac(spec::format_mac(devices::default_mac(instance_id, static_cast<unsigned>(i))));
+    if (net.cidr.empty()) {
+      if (!nic->ipv4().empty()) return where + ".ipv4: network " + net.id + " has no CIDR to take an address from";
+      continue;
+    }
+    const auto cidr = spec::parse_ipv4_prefix(net.cidr);
+    if (!cidr || cidr->len > 30) return where + ".network: network " + net.id + " has no usable CIDR (" + net.cidr + ")";
+    const uint32_t mask = cidr->len == 0 ? 0 : ~uint32_t{0} << (32 - cidr->len);
+    const uint32_t base = cidr->addr & mask, broadcast = base | ~mask;
+    // Addresses taken: every other NIC on this network, and this spec's
+    // earlier NICs.
+    std::set<uint32_t> taken;
+    for (const auto& a : store.attachments_of_network(net.id)) {
+      auto r = store.get_instance(a.instance_id);
+      if (!r || r->id == instance_id) continue;
+      for (const auto& [k, other] : nics_on(*r, net))
+        if (auto p = spec::parse_ipv4_prefix(other->ipv4())) taken.insert(p->addr);
+    }
+    for (int k = 0; k < i; ++k)
+      if (auto p = spec::parse_ipv4_prefix(spec.devices().nics(k).ipv4())) taken.insert(p->addr);
+    if (!nic->ipv4().empty()) {
+      const auto want = spec::parse_ipv4_prefix(nic->ipv4());
+      if (!want) return where + ".ipv4: not an address with its prefix";
+      if ((want->addr & mask) != base || want->len != cidr->len || want->addr == base || want->addr == broadcast)
+        return where + ".ipv4: " + nic->ipv4() + " is not a host address of network " + net.id + " (" + net.cidr + ")";
+      if (taken.count(want->addr)) return where + ".ipv4: " + nic->ipv4() + " is taken on network " + net.id;
+      continue;
+    }
+    // The lowest free host address (the first one is left for a gateway).
+    std::optional<uint32_t> pick;
+    for (uint32_t a = base + 2; a < broadcast; ++a)
+      if (!taken.count(a)) {
+        pick = a;
+        break;
+      }
+    if (!pick) return where + ".network: network " + net.id + " (" + net.cidr + ") has no free address";
+    nic->set_ipv4(spec::to_string(spec::Ipv4Prefix{*pick, cidr->len}));
+  }
+  return std::nullopt;
+}
+
+std::map<std::string, std::vector<std::string>> node_networks(controller_pointer self, const std::string& node,
+                                                             const std::string& vtep,
+                                                             const std::map<std::string, std::string>& hosted) {
+  auto& st = self->state;
+  auto& store = *st.store;
+  if (st.vteps[node] != vtep) note(self, "node " + node + ": VTEP " + (vtep.empty() ? "none (no overlay)" : vtep));
+  st.vteps[node] = vtep;
+  auto fail = [&](const NetworkRecord& n, const std::string& why) {
+    if (n.state != NetworkState::created) return;
+    store.record_transition(n.id, NetworkState::error);
+    note(self, "network " + n.id + ": created -> error (" + why + ")");
+  };
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [id, problem] : hosted) {
+    auto& peers = out[id];
+    auto n = store.get_network(id);
+    if (!n || n->state == NetworkState::deleted) continue;
+    if (!problem.empty()) {
+      fail(*n, "node " + node + ": " + problem);
+      continue;
+    }
+    std::set<std::string> nodes;
+    for (const auto& a : store.attachments_of_network(id)) {
+      auto r = store.get_instance(a.instance_id);
+      if (!r || r->node.empty() || r->node == node || r->sf_state == SfInstanceState::deleted) continue;
+      nodes.insert(r->node);
+    }
+    for (const auto& other : nodes) {
+      auto rec = store.get_node(other);
+      auto v = st.vteps.find(other);
+      if (!rec || rec->state != NodeState::created || v == st.vteps.end() || v->second.empty()) continue;
+      peers.push_back(v->second);
+    }
+    if (vtep.empty() && !nodes.empty())
+      fail(*n, "node " + node + " hosts a port of it without a VTEP, and it spans other nodes (start the node with --vtep)");
+  }
+  return out;
+}
+
+bool vni_taken(control::StateStore& store, const std::string& id) {
+  const uint32_t vni = net::vni_of(id);
+  for (const auto& n : store.list_networks())
+    if (!control::is_dead(n.state) && n.state != NetworkState::delete_wait && net::vni_of(n.id) == vni) return true;
+  return false;
 }
 
 // The network a NIC names: its id, or the name of exactly one live network.

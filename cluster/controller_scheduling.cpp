@@ -241,7 +241,7 @@ caf::result<std::string> create_instance(controller_pointer self, const std::str
     return make_control_error(ControlErrc::bad_request, msg);
   }
   auto& store = *self->state.store;
-  std::vector<std::string> networks;  // ids, in NIC order
+  std::vector<NetworkRecord> networks;  // in NIC order
   try {
     for (int i = 0; i < spec.devices().nics_size(); ++i) {
       std::string why;
@@ -249,7 +249,7 @@ caf::result<std::string> create_instance(controller_pointer self, const std::str
       if (!net)
         return make_control_error(ControlErrc::bad_request,
                                   "invalid instance spec: devices.nics[" + std::to_string(i) + "].network: " + why);
-      networks.push_back(net->id);
+      networks.push_back(*net);
     }
   } catch (const StoreError& e) {
     return store_failed(e);
@@ -258,11 +258,17 @@ caf::result<std::string> create_instance(controller_pointer self, const std::str
   r.id = new_id(self, "i-");
   r.name = spec.name();
   r.spec = spec;
+  try {
+    if (auto why = assign_nic_addresses(store, r.spec, r.id, networks))
+      return make_control_error(ControlErrc::bad_request, "invalid instance spec: " + *why);
+  } catch (const StoreError& e) {
+    return store_failed(e);
+  }
   int64_t action_id = 0;
   try {
     store.with_transaction([&] {
       store.put_instance(r);
-      for (const auto& net : networks) store.attach(net, r.id);
+      for (const auto& net : networks) store.attach(net.id, r.id);
       action_id = store.begin_action(r.id, Action::create, use_key ? request_id : new_id(self, "req-"));
     });
   } catch (const StoreError& e) {

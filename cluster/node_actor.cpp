@@ -33,6 +33,9 @@
 
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
+#include "devices/virtio_net.hpp"
+#include "net/network_actor.hpp"
+#include "proto/spec.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 #include "vmm-core/boot.hpp"
 
@@ -99,6 +102,7 @@ struct NodeState {
   bool stopped = false;
   bool partitioned = false;
   bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
+  std::map<std::string, net::SpawnedNetwork> networks;  // network id -> its actor and switch here
   static inline const char* name = "node";
 };
 using node_pointer = node_actor::stateful_pointer<NodeState>;
@@ -130,6 +134,17 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
   }
   if (spec.boot().has_initrd_path()) m.initrd = vmm::read_file(spec.boot().initrd_path());
   for (const auto& b : spec.devices().block()) m.disks.push_back({b.id(), b.path(), b.read_only()});
+  // NICs: the MAC the controller recorded (or the VMM's default); the port
+  // on the network's switch is added by spawn_vm. The guest learns its
+  // addresses from the command line (guest/linux/rc reads apiary.ip).
+  for (int i = 0; i < spec.devices().nics_size(); ++i) {
+    const auto& nic = spec.devices().nics(i);
+    auto mac = spec::parse_mac(nic.mac());
+    m.nics.push_back({mac ? *mac : devices::default_mac(id, static_cast<unsigned>(i)), nullptr});
+    if (!nic.ipv4().empty())
+      m.cmdline += (m.cmdline.empty() ? "" : " ") + std::string("apiary.ip=") + spec::format_mac(m.nics.back().mac) +
+                   "," + nic.ipv4();
+  }
   m.rng = spec.devices().rng().enabled();
   m.pc_testdev = spec.devices().pc_testdev();
   if (spec.devices().serial().history_bytes() > 0) m.console_history_bytes = spec.devices().serial().history_bytes();
@@ -160,6 +175,23 @@ void retire(node_pointer self, NodeInstance& ni) {
   ni.handle = nullptr;
 }
 
+// The network's actor and switch on this node, made on first use.
+net::SpawnedNetwork& network(node_pointer self, const std::string& id) {
+  auto& st = self->state;
+  auto it = st.networks.find(id);
+  if (it != st.networks.end()) return it->second;
+  net::NetworkActorConfig c;
+  c.network_id = id;
+  c.node = st.cfg.name;
+  c.vni = net::vni_of(id);
+  c.tunnel = st.cfg.tunnel;
+  auto spawned = net::spawn_network(self->system(), std::move(c));
+  self->link_to(spawned.actor);
+  return st.networks.emplace(id, std::move(spawned)).first->second;
+}
+
+void sync_networks(node_pointer self);
+
 // Spawns (or re-spawns: a new VMM from the same spec) the instance actor
 // and subscribes to its states. Returns an error message, "" on success.
 std::string spawn_vm(node_pointer self, const std::string& id, const std::string& spec_bytes) {
@@ -172,6 +204,15 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
   } catch (const std::exception& e) {
     return "instance " + id + ": " + e.what();
   }
+  bool new_network = false;
+  if (st.cfg.data_plane) {
+    for (int i = 0; i < spec.devices().nics_size(); ++i) {
+      const std::string& net_id = spec.devices().nics(i).network();
+      new_network = new_network || !st.networks.count(net_id);
+      config.machine.nics[static_cast<size_t>(i)].backend =
+          net::make_guest_port(network(self, net_id).sw, id + "/" + std::to_string(i));
+    }
+  }
   NodeInstance& ni = st.instances[id];
   retire(self, ni);
   ni.running_spec = spec_bytes;
@@ -183,6 +224,7 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
   auto relay = self->system().spawn(relay_impl, ni.handle, caf::actor_cast<node_actor>(self), id, ni.incarnation);
   self->request(ni.handle, st.cfg.phase_deadline, subscribe_atom::value, relay)
       .then([](ack_atom) {}, [](caf::error&) {});
+  if (new_network) sync_networks(self);  // peers now, not at the next tick
   return {};
 }
 
@@ -729,6 +771,58 @@ void write_status(node_pointer self) {
   if (ok) ::rename(tmp.c_str(), st.cfg.status_file.c_str());
 }
 
+// Networks with no guest port left on this node end (their switch leaves
+// the overlay); the others ask the controller for their peers.
+void sync_networks(node_pointer self) {
+  auto& st = self->state;
+  for (auto it = st.networks.begin(); it != st.networks.end();) {
+    if (net::guest_ports(it->second.sw->stats()) == 0) {
+      self->unlink_from(it->second.actor);
+      self->send_exit(it->second.actor, caf::exit_reason::user_shutdown);
+      it = st.networks.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!st.cfg.controller || st.partitioned || st.stopped || st.networks.empty()) return;
+  std::map<std::string, std::string> hosted;
+  for (const auto& [id, n] : st.networks) hosted[id] = "";
+  const std::string vtep = st.cfg.tunnel ? net::to_string(st.cfg.tunnel->local()) : "";
+  self->request(st.cfg.controller, st.cfg.checkin_interval, node_net_atom::value, st.cfg.name, vtep, hosted)
+      .then(
+          [self](const std::map<std::string, std::vector<std::string>>& peers) {
+            for (const auto& [id, list] : peers) {
+              auto it = self->state.networks.find(id);
+              if (it != self->state.networks.end()) caf::anon_send(it->second.actor, net::net_peers_atom::value, list);
+            }
+          },
+          [](caf::error&) {});
+}
+
+// Prometheus lines of one network's switch on this node.
+std::string render_network(const std::string& node, const std::string& network, const net::SwitchStats& s) {
+  const std::string base = "node=\"" + escape_label(node) + "\",network=\"" + escape_label(network) + "\"";
+  std::string out;
+  auto line = [&](const char* name, const std::string& labels, uint64_t v) {
+    out += std::string(name) + "{" + labels + "} " + std::to_string(v) + "\n";
+  };
+  for (const auto& p : s.ports) {
+    const std::string l = base + ",port=\"" + escape_label(p.name) + "\",kind=\"" + p.kind + "\"";
+    line("apiary_net_port_frames_total", l + ",direction=\"rx\"", p.rx_frames);
+    line("apiary_net_port_frames_total", l + ",direction=\"tx\"", p.tx_frames);
+    line("apiary_net_port_bytes_total", l + ",direction=\"rx\"", p.rx_bytes);
+    line("apiary_net_port_bytes_total", l + ",direction=\"tx\"", p.tx_bytes);
+    line("apiary_net_port_drops_total", l + ",cause=\"queue_full\"", p.rx_dropped_queue_full);
+    line("apiary_net_port_drops_total", l + ",cause=\"bad_frame\"", p.rx_dropped_bad_frame);
+    line("apiary_net_port_drops_total", l + ",cause=\"egress_refused\"", p.tx_dropped);
+  }
+  line("apiary_net_mac_entries", base, s.mac_entries);
+  line("apiary_net_flooded_frames_total", base, s.flooded);
+  line("apiary_net_hairpin_drops_total", base, s.hairpin_drops);
+  line("apiary_net_bad_peers_total", base, s.bad_peers);
+  return out;
+}
+
 void check_in(node_pointer self) {
   auto& st = self->state;
   if (!st.cfg.controller || st.partitioned || st.stopped) return;
@@ -746,6 +840,13 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       if (ni.handle && ni.handle.address() == msg.source) {
         ni.handle = nullptr;
         ni.state = "destroy";
+        return;
+      }
+    }
+    // A network actor that ended: the next port of that network makes a new one.
+    for (auto it = self->state.networks.begin(); it != self->state.networks.end(); ++it) {
+      if (it->second.actor.address() == msg.source) {
+        self->state.networks.erase(it);
         return;
       }
     }
@@ -871,9 +972,28 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       },
       [=](metrics_atom) {
         auto rp = self->make_response_promise<std::string>();
-        if (self->state.partitioned) return rp;  // cut off: the caller's deadline answers
-        rp.deliver(self->state.cfg.fan_out_latency->render(
-            "apiary_fanout_duration_seconds", "node=\"" + escape_label(self->state.cfg.name) + "\""));
+        auto& st = self->state;
+        if (st.partitioned) return rp;  // cut off: the caller's deadline answers
+        auto text = std::make_shared<std::string>(
+            st.cfg.fan_out_latency->render("apiary_fanout_duration_seconds", "node=\"" + escape_label(st.cfg.name) + "\""));
+        auto left = std::make_shared<size_t>(st.networks.size());
+        if (*left == 0) {
+          rp.deliver(*text);
+          return rp;
+        }
+        // One answer per network actor (or its failure), then the reply.
+        for (const auto& [id, n] : st.networks) {
+          auto done = [rp, text, left]() mutable {
+            if (--*left == 0) rp.deliver(*text);
+          };
+          self->request(n.actor, st.cfg.phase_deadline, net::net_stats_atom::value)
+              .then(
+                  [text, done, node = st.cfg.name, id = id](const net::SwitchStats& s) mutable {
+                    *text += render_network(node, id, s);
+                    done();
+                  },
+                  [done](caf::error&) mutable { done(); });
+        }
         return rp;
       },
       [=](disk_fault_atom, bool on) -> ack_atom {
@@ -888,6 +1008,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       [=](tick_atom) {
         write_status(self);
         check_in(self);
+        sync_networks(self);
         schedule_tick(self);
       },
       [=](wait_dl_atom, const std::string& id, uint64_t no) {

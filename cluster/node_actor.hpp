@@ -72,7 +72,9 @@
 //        console exists
 //   metrics                      -> Prometheus sample lines of this node's
 //        fan-out phase latencies (apiary_fanout_duration_seconds, labels
-//        node and phase; the controller adds the HELP/TYPE header)
+//        node and phase; the controller adds the HELP/TYPE header) and of
+//        its networks' switches (apiary_net_*: frames, bytes and drops per
+//        port, MAC entries, flooding; labels node, network, port, kind)
 //   diskfault, bool              -> ack; simulation: while set, every
 //        disk-file job (snapshot, backup, rebuild) fails at once as if the
 //        disk answered EIO, with the VM left as it was (the action reverts)
@@ -93,6 +95,7 @@
 #include "actors/atoms.hpp"
 #include "cluster/control_types.hpp"
 #include "actors/metrics.hpp"
+#include "net/vxlan.hpp"
 
 namespace apiary::actors {
 
@@ -132,6 +135,15 @@ struct NodeConfig {
   // read it to see a node's own view without the controller; the chaos
   // suite compares it with the records. Empty: not written.
   std::string status_file;
+  // Networks (net/): with data_plane, every NIC of an instance becomes a
+  // port of its network's switch on this node (one network actor per
+  // network, made with the first port, ended when the last one goes), and
+  // the node asks the controller for the network's peer VTEPs at every tick
+  // (nodenet). `tunnel` is this node's VXLAN endpoint (null: local
+  // switching only; the controller marks a network that spans nodes error).
+  // Without data_plane (simulated nodes) NICs exist with their link down.
+  bool data_plane = false;
+  std::shared_ptr<net::VxlanTunnel> tunnel;
 };
 
 using node_actor = caf::typed_actor<

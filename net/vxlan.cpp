@@ -119,6 +119,8 @@ VxlanTunnel::VxlanTunnel(Endpoint local) : local_(local) {
     ::close(fd_);
     throw std::system_error(e, std::generic_category(), "vxlan: bind_failed: " + to_string(local));
   }
+  socklen_t len = sizeof sa;
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len) == 0) local_.port = ntohs(sa.sin_port);  // port 0: the one the kernel picked
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) {
     const int e = errno;

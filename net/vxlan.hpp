@@ -86,7 +86,8 @@ struct TunnelStats {
 
 class VxlanTunnel {
  public:
-  // Binds the UDP socket to `local` and starts the receive thread. Throws
+  // Binds the UDP socket to `local` (port 0: one the kernel picks; local()
+  // then tells which) and starts the receive thread. Throws
   // std::system_error (bind_failed: address in use, not an address here).
   explicit VxlanTunnel(Endpoint local);
   ~VxlanTunnel();

@@ -82,20 +82,6 @@ int hex_value(char c) {
   return -1;
 }
 
-// Parses exactly "xx:xx:xx:xx:xx:xx" (hex, either case).
-std::optional<std::array<uint8_t, 6>> parse_mac(const std::string& s) {
-  if (s.size() != 17) return std::nullopt;
-  std::array<uint8_t, 6> mac{};
-  for (std::size_t i = 0; i < 6; ++i) {
-    int hi = hex_value(s[i * 3]);
-    int lo = hex_value(s[i * 3 + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    if (i < 5 && s[i * 3 + 2] != ':') return std::nullopt;
-    mac[i] = static_cast<uint8_t>(hi * 16 + lo);
-  }
-  return mac;
-}
-
 std::string indexed(const char* base, int i) {
   return std::string(base) + "[" + std::to_string(i) + "]";
 }
@@ -173,6 +159,39 @@ ParseResult fail(std::string path, std::string message) {
 }
 
 }  // namespace
+
+std::optional<std::array<uint8_t, 6>> parse_mac(const std::string& s) {
+  if (s.size() != 17) return std::nullopt;
+  std::array<uint8_t, 6> mac{};
+  for (std::size_t i = 0; i < 6; ++i) {
+    int hi = hex_value(s[i * 3]);
+    int lo = hex_value(s[i * 3 + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    if (i < 5 && s[i * 3 + 2] != ':') return std::nullopt;
+    mac[i] = static_cast<uint8_t>(hi * 16 + lo);
+  }
+  return mac;
+}
+
+std::string format_mac(const std::array<uint8_t, 6>& m) {
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return buf;
+}
+
+std::optional<Ipv4Prefix> parse_ipv4_prefix(const std::string& s) {
+  if (s.empty() || s.find_first_not_of("0123456789./") != std::string::npos) return std::nullopt;
+  unsigned a, b, c, d, n;
+  char tail;
+  if (std::sscanf(s.c_str(), "%3u.%3u.%3u.%3u/%2u%c", &a, &b, &c, &d, &n, &tail) != 5) return std::nullopt;
+  if (a > 255 || b > 255 || c > 255 || d > 255 || n > 32) return std::nullopt;
+  return Ipv4Prefix{(a << 24) | (b << 16) | (c << 8) | d, n};
+}
+
+std::string to_string(const Ipv4Prefix& p) {
+  return std::to_string(p.addr >> 24) + "." + std::to_string((p.addr >> 16) & 0xff) + "." +
+         std::to_string((p.addr >> 8) & 0xff) + "." + std::to_string(p.addr & 0xff) + "/" + std::to_string(p.len);
+}
 
 std::string to_string(const Problem& p) {
   if (p.path.empty()) return p.message;

@@ -16,6 +16,7 @@
 //   auto problems = apiary::spec::validate(*r.spec, apiary::spec::host_limits());
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,6 +71,20 @@ ParseResult load_file(const std::string& path);
 // Zero values inside a present `board` are NOT defaulted: "vcpus: 0" is a
 // mistake that validate() reports.
 void apply_defaults(apiary::v1::InstanceSpec& spec);
+
+// A NIC's MAC, exactly "xx:xx:xx:xx:xx:xx" (hex, either case), and back
+// (lower case).
+std::optional<std::array<uint8_t, 6>> parse_mac(const std::string& s);
+std::string format_mac(const std::array<uint8_t, 6>& mac);
+
+// "a.b.c.d/n": a network's CIDR or a NIC's address with its prefix. addr in
+// host byte order.
+struct Ipv4Prefix {
+  uint32_t addr = 0;
+  unsigned len = 0;
+};
+std::optional<Ipv4Prefix> parse_ipv4_prefix(const std::string& s);
+std::string to_string(const Ipv4Prefix& p);
 
 inline constexpr uint64_t kDefaultMemoryMib = 64;
 inline constexpr uint32_t kDefaultVcpus = 1;
