@@ -152,15 +152,15 @@ inline Reply http_call(int port, http::verb verb, const std::string& target, con
 // history frame first); every wait is bounded.
 class ConsoleClient {
  public:
-  ConsoleClient(int port, const std::string& id) {
+  ConsoleClient(int port, const std::string& id, const std::string& host = "127.0.0.1") {
     beast::get_lowest_layer(ws_).expires_after(10s);
     beast::get_lowest_layer(ws_).connect(
-        net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
+        net::ip::tcp::endpoint(net::ip::make_address(host), static_cast<unsigned short>(port)));
     beast::get_lowest_layer(ws_).expires_never();
     ws_.set_option(beast::websocket::stream_base::decorator([](beast::websocket::request_type& req) {
       if (!bearer_token().empty()) req.set(http::field::authorization, "Bearer " + bearer_token());
     }));
-    ws_.handshake("127.0.0.1", "/v1/instances/" + id + "/console");
+    ws_.handshake(host, "/v1/instances/" + id + "/console");
     ws_.binary(true);
     start_read();
   }
