@@ -121,11 +121,11 @@ struct Deployment {
   }
   // A Linux instance with one NIC; returns its record once ACTIVE.
   v1::Instance linux_instance(const std::string& name, const std::string& net, const std::string& ipv4 = "") {
-    const std::string body = R"({"name":")" + name + R"(","board":{"vcpus":1,"memory_mib":128},)" +
+    const std::string body = R"({"spec":{"name":")" + name + R"(","board":{"vcpus":1,"memory_mib":128},)" +
                              R"("boot":{"kernel_path":")" + guest_path("linux-vmlinuz") + R"(","initrd_path":")" +
                              guest_path("linux-initramfs.cpio") + R"(","cmdline":"console=ttyS0 quiet"},)" +
                              R"("devices":{"nics":[{"network":")" + net + R"(")" +
-                             (ipv4.empty() ? "" : R"(,"ipv4":")" + ipv4 + R"(")") + "}]}}";
+                             (ipv4.empty() ? "" : R"(,"ipv4":")" + ipv4 + R"(")") + "}]}}}";
     auto a = post("/v1/instances", body);
     v1::Instance inst;
     BOOST_REQUIRE_MESSAGE(a.status == 202 && parse(a.body, inst), a.status << " " << a.body);
@@ -152,17 +152,17 @@ std::unique_ptr<ConsoleClient> shell(Deployment& d, const v1::Instance& inst) {
 // Runs `cmd` in the guest; the line it prints after it (marker-tagged).
 std::string run(ConsoleClient& c, const std::string& cmd, const std::string& tag, std::chrono::milliseconds d = 90s) {
   const size_t from = c.received.size();
-  c.send(cmd + "; echo " + tag + "-END\r");
-  // The echo of the command line itself contains "<tag>-END" once; the
-  // output's own line comes after it.
+  // The terminal echoes the command line: the markers are spelled so that
+  // only the shell's output contains them ("-""END" prints "-END").
+  c.send(cmd + "; echo " + tag + "-\"\"END\r");
   const std::string end = "\n" + tag + "-END";
   if (!c.wait_for(end, d, from)) return "(timed out) " + c.received.substr(from);
   return c.received.substr(from, c.received.find(end, from) - from);
 }
 
 bool pings(ConsoleClient& c, const std::string& addr, const std::string& tag) {
-  const auto out = run(c, "ping -c 3 -W 3 " + addr + " >/dev/null 2>&1 && echo " + tag + "=yes || echo " + tag + "=no",
-                       tag);
+  const auto out = run(c, "ping -c 3 -W 3 " + addr + " >/dev/null 2>&1 && echo " + tag + "=y\"\"es || echo " + tag +
+                              "=n\"\"o", tag);
   BOOST_TEST_MESSAGE(tag << ": " << out);
   return out.find(tag + "=yes") != std::string::npos;
 }
