@@ -13,40 +13,16 @@
 
 #include "net/mac_table.hpp"
 #include "net/switch.hpp"
+#include "tests/support/net_frames.hpp"
 
 using namespace apiary;
 using namespace apiary::net;
+using apiary::test::Capture;
+using apiary::test::frame;
+using apiary::test::mac;
 using namespace std::chrono_literals;
 
 namespace {
-
-Mac mac(uint8_t last) { return {0x02, 0, 0, 0, 0, last}; }
-
-std::vector<uint8_t> frame(const Mac& dst, const Mac& src, uint8_t payload = 0x42, size_t size = 64) {
-  std::vector<uint8_t> f(size, payload);
-  std::copy(dst.begin(), dst.end(), f.begin());
-  std::copy(src.begin(), src.end(), f.begin() + 6);
-  f[12] = 0x08;
-  f[13] = 0x00;
-  return f;
-}
-
-// A port's far end that keeps what it is given.
-struct Capture final : PortSink {
-  std::mutex m;
-  std::vector<std::vector<uint8_t>> frames;
-  std::atomic<bool> refuse{false};
-  bool emit(std::span<const uint8_t> f) noexcept override {
-    if (refuse) return false;
-    std::lock_guard lk(m);
-    frames.emplace_back(f.begin(), f.end());
-    return true;
-  }
-  size_t count() {
-    std::lock_guard lk(m);
-    return frames.size();
-  }
-};
 
 // A guest NIC as the switch sees it through make_guest_port.
 struct FakeNic final : devices::NetPort {
