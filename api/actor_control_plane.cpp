@@ -57,6 +57,7 @@ v1::Network to_proto(const actors::NetworkInfo& n) {
   out.set_state(n.state);
   for (const auto& i : n.instances) out.add_instances(i);
   out.set_vni(n.vni);
+  out.set_error(n.error);
   for (const auto& p : n.ports) {
     auto* port = out.add_ports();
     port->set_instance(p.instance);

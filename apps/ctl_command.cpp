@@ -40,6 +40,7 @@
 
 #include "api/http_client.hpp"
 #include "api/token_file.hpp"
+#include "net/tap.hpp"
 #include "proto/apiary/v1/api.pb.h"
 #include "proto/spec.hpp"
 
@@ -1056,7 +1057,9 @@ int network_show(Ctl& ctl, const Parsed& p) {
   }
   const auto n = parse_answer<v1::Network>(reply, "GET " + target);
   print_networks({&n});
-  std::cout << "\nVNI " << n.vni() << "\n\n";
+  std::cout << "\nVNI " << n.vni() << " (host tap on nodes run with --taps: " << net::tap_name(n.vni()) << ")\n";
+  if (!n.error().empty()) std::cout << "Error: " << n.error() << "\n";
+  std::cout << '\n';
   Table ports({"INSTANCE", "NIC", "MAC", "IPV4", "NODE"});
   for (const auto& port : n.ports())
     ports.add({port.instance(), std::to_string(port.nic()), port.mac(), dash(port.ipv4()), dash(port.node())});

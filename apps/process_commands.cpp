@@ -300,7 +300,7 @@ int node_command(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") {
       std::cout << R"(Usage: apiary node --controller HOST:PORT (--ca FILE --cert FILE --key FILE | --insecure)
                    [--name N] [--vcpus V] [--memory MIB] [--simulated yes] [--checkin-ms MS]
-                   [--status-file F] [--vtep ADDR[:PORT] | --no-overlay]
+                   [--status-file F] [--vtep ADDR[:PORT] | --no-overlay] [--taps]
 
 A node: runs instances on this host's KVM for the controller at HOST:PORT,
 checks in with its capacity, and reconnects (re-registering) whenever the
@@ -324,12 +324,20 @@ if it cannot. --no-overlay: local switching only (a network with ports on
 other nodes becomes error). One of the two is required for a node that runs
 instances with NICs; without either, NICs are switched locally (as
 --no-overlay) and the node says so.
+--taps: every network with a port on this node also gets a host tap device,
+"apiary-" and the network's VNI in 6 hex digits (`apiary ctl network show`
+prints the VNI), up, MTU 1450, with no address: `ip addr add` one of the
+network's range to reach its guests from this host. Needs CAP_NET_ADMIN and
+/dev/net/tun; an existing interface of that name is never taken over. A tap
+that cannot be made turns its network error (the reason is in the
+controller's log and the network's record).
 )";
       return 0;
     }
   std::vector<std::string> rest = args;
   const bool insecure = take_flag(rest, "--insecure");
   const bool no_overlay = take_flag(rest, "--no-overlay");
+  const bool taps = take_flag(rest, "--taps");
   std::map<std::string, std::string> o;
   if (auto err = parse_options(rest, o,
                                {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--ca",
@@ -379,6 +387,11 @@ instances with NICs; without either, NICs are switched locally (as
   n.checkin_interval = std::chrono::milliseconds(checkin_ms);
   if (o.count("--status-file")) n.status_file = o["--status-file"];
   n.data_plane = !n.simulated;
+  if (taps && !n.data_plane) {
+    std::cerr << "apiary node: --taps: a simulated node has no data plane\n";
+    return 2;
+  }
+  n.taps = taps;
   if (o.count("--vtep")) {
     if (no_overlay) {
       std::cerr << "apiary node: --vtep and --no-overlay exclude each other\n";

@@ -141,6 +141,7 @@ struct NetworkInfo {
   uint32_t vni = 0;
   std::vector<NetworkPortInfo> ports;
   std::map<std::string, std::string> vteps;  // node -> "a.b.c.d:port" ("" = the node has no overlay)
+  std::string error;  // why it is error ("" otherwise, or when the controller restarted since)
 };
 
 template <class Inspector>
@@ -149,7 +150,8 @@ typename Inspector::result_type inspect(Inspector& f, NetworkPortInfo& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NetworkInfo& x) {
-  return f(caf::meta::type_name("NetworkInfo"), x.id, x.name, x.cidr, x.state, x.instances, x.vni, x.ports, x.vteps);
+  return f(caf::meta::type_name("NetworkInfo"), x.id, x.name, x.cidr, x.state, x.instances, x.vni, x.ports, x.vteps,
+           x.error);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {

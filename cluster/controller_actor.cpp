@@ -294,7 +294,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           auto& store = *self->state.store;
           std::vector<NetworkInfo> out;
-          for (const auto& n : store.list_networks()) out.push_back(to_info(store, n, self->state.vteps));
+          for (const auto& n : store.list_networks()) out.push_back(to_info(store, n, self->state.vteps, self->state.network_errors));
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -305,7 +305,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           auto& store = *self->state.store;
           auto n = store.get_network(id);
           if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
-          return to_info(store, *n, self->state.vteps);
+          return to_info(store, *n, self->state.vteps, self->state.network_errors);
         } catch (const StoreError& e) {
           return store_failed(e);
         }
@@ -327,7 +327,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
             note(self, "network " + id + ": " + control::to_string(n->state) + " -> " + control::to_string(to));
             n = store.get_network(id);
           }
-          return to_info(store, *n, self->state.vteps);
+          return to_info(store, *n, self->state.vteps, self->state.network_errors);
         } catch (const StoreError& e) {
           if (e.code() == control::StoreErrc::transition_refused)
             return make_control_error(ControlErrc::conflict, e.detail());

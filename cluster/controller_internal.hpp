@@ -67,6 +67,10 @@ struct ControllerState {
   // node -> its VTEP ("a.b.c.d:port"; "" = no overlay), from its nodenet
   // requests; kept in memory: every node repeats it at each tick.
   std::map<std::string, std::string> vteps;
+  // network id -> why a node turned it error (NetworkInfo::error). In
+  // memory only: the store has no column for it, so after a restart the
+  // record still says error without the reason (the cluster log had it).
+  std::map<std::string, std::string> network_errors;
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
@@ -90,7 +94,7 @@ void finish(controller_pointer self, int64_t action_id, ActionResult result, std
 
 // --- networks (controller_networks.cpp) -------------------------------------
 NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n,
-                    const std::map<std::string, std::string>& vteps);
+                    const std::map<std::string, std::string>& vteps, const std::map<std::string, std::string>& errors);
 // Completes a new instance's NICs (networks[i] is NIC i's resolved
 // network): the network by id, a MAC when none is given, and an address of
 // the network's CIDR (the lowest free one, or the one asked for if it is a

@@ -27,8 +27,9 @@ std::vector<std::pair<int, const v1::Nic*>> nics_on(const InstanceRecord& r, con
 }
 
 NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n,
-                    const std::map<std::string, std::string>& vteps) {
-  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}, net::vni_of(n.id), {}, {}};
+                    const std::map<std::string, std::string>& vteps, const std::map<std::string, std::string>& errors) {
+  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}, net::vni_of(n.id), {}, {}, {}};
+  if (auto e = errors.find(n.id); e != errors.end() && n.state == NetworkState::error) out.error = e->second;
   for (const auto& a : store.attachments_of_network(n.id)) {
     out.instances.push_back(a.instance_id);
     auto r = store.get_instance(a.instance_id);
@@ -102,6 +103,7 @@ std::map<std::string, std::vector<std::string>> node_networks(controller_pointer
   auto fail = [&](const NetworkRecord& n, const std::string& why) {
     if (n.state != NetworkState::created) return;
     store.record_transition(n.id, NetworkState::error);
+    st.network_errors[n.id] = why;
     note(self, "network " + n.id + ": created -> error (" + why + ")");
   };
   std::map<std::string, std::vector<std::string>> out;

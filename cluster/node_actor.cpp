@@ -185,6 +185,7 @@ net::SpawnedNetwork& network(node_pointer self, const std::string& id) {
   c.node = st.cfg.name;
   c.vni = net::vni_of(id);
   c.tunnel = st.cfg.tunnel;
+  if (st.cfg.taps) c.tap = net::tap_name(c.vni);
   auto spawned = net::spawn_network(self->system(), std::move(c));
   self->link_to(spawned.actor);
   return st.networks.emplace(id, std::move(spawned)).first->second;
@@ -786,7 +787,7 @@ void sync_networks(node_pointer self) {
   }
   if (!st.cfg.controller || st.partitioned || st.stopped || st.networks.empty()) return;
   std::map<std::string, std::string> hosted;
-  for (const auto& [id, n] : st.networks) hosted[id] = "";
+  for (const auto& [id, n] : st.networks) hosted[id] = n.problem;
   const std::string vtep = st.cfg.tunnel ? net::to_string(st.cfg.tunnel->local()) : "";
   self->request(st.cfg.controller, st.cfg.checkin_interval, node_net_atom::value, st.cfg.name, vtep, hosted)
       .then(

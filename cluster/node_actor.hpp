@@ -144,6 +144,11 @@ struct NodeConfig {
   // Without data_plane (simulated nodes) NICs exist with their link down.
   bool data_plane = false;
   std::shared_ptr<net::VxlanTunnel> tunnel;
+  // With data_plane: every network hosted here also gets a host tap,
+  // net::tap_name(vni), up, without an address (net/tap.hpp). A tap that
+  // cannot be made (no CAP_NET_ADMIN, the name in use) is reported with
+  // the network's peers request and the controller marks the network error.
+  bool taps = false;
 };
 
 using node_actor = caf::typed_actor<

@@ -1,5 +1,7 @@
 #include "net/network_actor.hpp"
 
+#include <system_error>
+
 namespace apiary::net {
 
 namespace {
@@ -7,11 +9,13 @@ namespace {
 struct NetworkActorState {
   NetworkActorConfig cfg;
   std::shared_ptr<Switch> sw;
+  std::shared_ptr<TapPort> tap;
   uint64_t bad_peers = 0;
   ~NetworkActorState() {
-    // Leaving the overlay before the switch goes: no datagram is taken in
-    // for a switch that is being torn down.
+    // Leaving the overlay and the host before the switch goes: no frame is
+    // taken in for a switch that is being torn down.
     if (cfg.tunnel && sw) cfg.tunnel->detach(cfg.vni);
+    tap.reset();
   }
   static inline const char* name = "network";
 };
@@ -53,12 +57,22 @@ SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config) 
   auto sc = config.switch_config;
   if (sc.name.empty()) sc.name = config.network_id;
   auto sw = std::make_shared<Switch>(sc);
+  std::shared_ptr<TapPort> tap;
+  std::string problem;
+  if (!config.tap.empty()) {
+    try {
+      tap = std::make_shared<TapPort>(sw, config.tap);
+    } catch (const std::system_error& e) {
+      problem = e.what();
+    }
+  }
   if (config.tunnel) config.tunnel->attach(config.vni, sw);
-  auto actor = sys.spawn([sw, config](network_pointer self) mutable {
+  auto actor = sys.spawn([sw, tap, config](network_pointer self) mutable {
     self->state.sw = sw;
+    self->state.tap = std::move(tap);
     return network_impl(self, std::move(config));
   });
-  return {actor, sw};
+  return {actor, sw, problem};
 }
 
 }  // namespace apiary::net

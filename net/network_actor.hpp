@@ -6,7 +6,9 @@
 // actor is that: it owns the network's switch on this node, joins it to the
 // node's VXLAN tunnel under the network's VNI (and leaves it when the actor
 // ends), takes the VTEP peer list the controller computes (through the node)
-// and answers the network's counters. Guest ports are made on its switch by
+// and answers the network's counters. With a tap name it also owns the
+// network's host tap on this node (tap.hpp), made with the actor and gone
+// with it. Guest ports are made on its switch by
 // the node when it builds an instance (make_guest_port, synchronously, so
 // building a VM never waits for a message) and leave it when the VM goes.
 //
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "net/switch.hpp"
+#include "net/tap.hpp"
 #include "net/vxlan.hpp"
 
 namespace apiary::net {
@@ -41,6 +44,7 @@ struct NetworkActorConfig {
   std::string node;  // for metric labels
   uint32_t vni = 0;
   std::shared_ptr<VxlanTunnel> tunnel;  // null: this node has no overlay (local switching only)
+  std::string tap;                      // the host tap to make ("" = none), e.g. tap_name(vni)
   Switch::Config switch_config;
 };
 
@@ -61,6 +65,10 @@ using network_actor = caf::typed_actor<caf::replies_to<net_peers_atom, std::vect
 struct SpawnedNetwork {
   network_actor actor;
   std::shared_ptr<Switch> sw;  // for make_guest_port
+  // Why the network is not whole on this node ("" = it is): the tap could
+  // not be made (its tap_* failure). The switch works without it; the node
+  // reports the problem and the controller marks the network error.
+  std::string problem;
 };
 
 SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config);

@@ -316,6 +316,33 @@ BOOST_AUTO_TEST_CASE(controller_and_node_refuse_to_start_without_a_transport_cho
   BOOST_TEST(r.err.find("is not the key of") != std::string::npos);
 }
 
+// The data-plane options are checked before the node connects anywhere: a
+// VTEP that does not parse (2), one this host cannot bind (4, bind_failed),
+// options that exclude each other (2).
+BOOST_AUTO_TEST_CASE(node_refuses_bad_data_plane_options_by_name) {
+  const std::vector<std::string> base{"node", "--controller", "127.0.0.1:1", "--insecure"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto argv = base;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run_apiary(argv);
+  };
+  for (const std::string bad : {"10.0.0", "10.0.0.1:99999", "host:4789", "10.0.0.1:"}) {
+    auto r = with({"--vtep", bad});
+    BOOST_TEST(r.exit_code == 2, bad);
+    BOOST_TEST(r.err.find("--vtep: expected an IPv4 address") != std::string::npos, r.err);
+  }
+  // 192.0.2.1 (TEST-NET-1) is nobody's address here.
+  auto r = with({"--vtep", "192.0.2.1:4789"});
+  BOOST_TEST(r.exit_code == 4);
+  BOOST_TEST(r.err.find("bind_failed: 192.0.2.1:4789") != std::string::npos, r.err);
+  r = with({"--vtep", "127.0.0.1:0", "--no-overlay"});
+  BOOST_TEST(r.exit_code == 2);
+  BOOST_TEST(r.err.find("exclude each other") != std::string::npos, r.err);
+  r = with({"--simulated", "yes", "--taps"});
+  BOOST_TEST(r.exit_code == 2);
+  BOOST_TEST(r.err.find("--taps: a simulated node has no data plane") != std::string::npos, r.err);
+}
+
 BOOST_AUTO_TEST_CASE(nodes_from_the_controllers_ca_join_and_every_other_peer_is_refused_with_a_reason) {
   TempDir pki, other, logs;
   make_pki(pki.path, {"controller", "good", "good2", "plain"});

@@ -8,8 +8,10 @@
 // node) ping each other and copy a file over HTTP with the same checksum; a
 // guest of network "blue", on the same address range and on the first node,
 // reaches neither; `apiary ctl network show` lists the ports and the VTEPs;
-// /metrics counts the frames; deleting "red" waits for its ports
-// (delete_wait) and ends deleted once the last instance is gone.
+// /metrics counts the frames; the first node (run with --taps) reaches
+// red-1 through red's host tap once the test gives the tap red's first
+// address, and the tap reaches no guest of blue; deleting "red" waits for
+// its ports (delete_wait) and ends deleted once the last instance is gone.
 //
 // ctest runs each case in a nested-KVM VM of its own (tests/CMakeLists.txt,
 // label net): network namespaces and VXLAN need root and Debian's kernel.
@@ -20,6 +22,7 @@
 
 #include <regex>
 
+#include "net/tap.hpp"
 #include "proto/apiary/v1/api.pb.h"
 #include "tests/support/chaos.hpp"
 #include "tests/support/test_support.hpp"
@@ -64,12 +67,13 @@ struct Deployment {
         dir + "/controller.log");
     controller->start();
     for (const std::string n : {"n1", "n2"}) {
-      nodes[n] = std::make_unique<Service>(
-          Topology::netns(n),
-          std::vector<std::string>{"node", "--controller", ctl + ":" + std::to_string(kNodePort), "--name", n,
-                                   "--checkin-ms", "1000", "--vcpus", "8", "--memory", "2048", "--vtep",
-                                   topo->address(n), "--insecure"},
-          dir + "/" + n + ".log");
+      std::vector<std::string> argv{"node",    "--controller", ctl + ":" + std::to_string(kNodePort),
+                                    "--name",  n,              "--checkin-ms",
+                                    "1000",    "--vcpus",      "8",
+                                    "--memory", "2048",        "--vtep",
+                                    topo->address(n), "--insecure"};
+      if (n == "n1") argv.push_back("--taps");
+      nodes[n] = std::make_unique<Service>(Topology::netns(n), argv, dir + "/" + n + ".log");
       nodes[n]->start();
     }
     token = read_token(dir + "/token", 30s);
@@ -214,6 +218,19 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
   const auto neigh = run(*c1, "ip neigh", "NEIGH");
   BOOST_TEST(neigh.find("10.10.0.9") == std::string::npos, "red-1 heard of blue-1: " << neigh);
 
+  // The host of n1 reaches red-1 through red's tap, given red's first
+  // address (the controller leaves it for a gateway); blue-1, on the same
+  // range and node, is not reached through it.
+  v1::Network red_net;
+  BOOST_REQUIRE(parse(d.get("/v1/networks/" + red).body, red_net));
+  const std::string tap = apiary::net::tap_name(red_net.vni());
+  const auto host = sh("ip netns exec " + Topology::netns("n1") + " sh -c 'ip addr add 10.10.0.1/24 dev " + tap +
+                       " && ip -o link show dev " + tap + " && busybox ping -c 3 -W 3 10.10.0.2'");
+  BOOST_TEST(host.exit_code == 0, "n1's host to red-1 through " << tap << ": " << host.out << host.err);
+  BOOST_TEST(host.out.find("mtu 1450") != std::string::npos, host.out);
+  BOOST_TEST(pings(*c1, "10.10.0.1", "R1TOHOST"));
+  BOOST_TEST(!pings(*cb, "10.10.0.1", "B1TOHOST"));
+
   // What an operator sees.
   auto show = run_process({APIARY_BINARY, "ctl", "--api", d.api(), "--token-file", d.dir + "/token", "network",
                            "show", red},
@@ -228,6 +245,8 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
   BOOST_TEST(metrics.find("apiary_net_port_frames_total{node=\"n2\",network=\"" + red + "\",port=\"" + r2.id() +
                           "/0\",kind=\"guest\",direction=\"rx\"}") != std::string::npos,
              metrics.substr(0, 4000));
+  BOOST_TEST(metrics.find("apiary_net_port_frames_total{node=\"n1\",network=\"" + red + "\",port=\"" + tap +
+                          "\",kind=\"tap\",direction=\"rx\"}") != std::string::npos);
 
   // Deleting red waits for its ports.
   auto a = d.del("/v1/networks/" + red);

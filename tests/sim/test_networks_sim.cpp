@@ -2,11 +2,17 @@
 // memory) and two simulated nodes. Checks the Shaken Fist network machine as
 // the controller drives it (created at once; delete_wait while instances are
 // attached; deleted with the last one), the NIC checks on instance create
-// (400 and nothing written for a missing or dead network), that instances
-// with NICs still boot (there is no NIC data plane; the node leaves them
-// out), and the periodic purge of deleted records after CLEANER_DELAY
+// (400 and nothing written for a missing or dead network), the addresses
+// the controller gives NICs and the ones it refuses, a network turned error
+// by what a node reports (a tap it could not make, no VTEP for a network
+// spanning nodes) with the reason on the record, that instances with NICs
+// still boot (simulated nodes have no data plane: their NICs' links are
+// down), and the periodic purge of deleted records after CLEANER_DELAY
 // (error records are kept).
 #define BOOST_TEST_MODULE networks_sim
+#include <algorithm>
+#include <set>
+
 #include "cluster/control_types.hpp"
 #include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
@@ -24,13 +30,20 @@ using test::show;
 
 namespace {
 
-std::string spec_bytes(const std::string& name, const std::vector<std::string>& networks, uint32_t vcpus = 1) {
+// NICs on `networks`; ipv4[i] (if given and not empty) is the address NIC
+// i asks for.
+std::string spec_bytes(const std::string& name, const std::vector<std::string>& networks, uint32_t vcpus = 1,
+                       const std::vector<std::string>& ipv4 = {}) {
   v1::InstanceSpec s;
   s.set_name(name);
   s.mutable_board()->set_vcpus(vcpus);
   s.mutable_board()->set_memory_mib(16);
   s.mutable_boot()->set_embedded_guest("hello");
-  for (const auto& n : networks) s.mutable_devices()->add_nics()->set_network(n);
+  for (size_t i = 0; i < networks.size(); ++i) {
+    auto* nic = s.mutable_devices()->add_nics();
+    nic->set_network(networks[i]);
+    if (i < ipv4.size()) nic->set_ipv4(ipv4[i]);
+  }
   std::string out;
   s.SerializeToString(&out);
   return out;
@@ -72,8 +85,21 @@ struct Cluster : test::ControlPlaneHarness {
     return ask<NetworkInfo>(ctl, net_delete_atom::value, id);
   }
   caf::expected<std::string> create(const std::string& name, const std::vector<std::string>& networks,
-                                    uint32_t vcpus = 1) {
-    return ask<std::string>(ctl, create_atom::value, spec_bytes(name, networks, vcpus));
+                                    uint32_t vcpus = 1, const std::vector<std::string>& ipv4 = {}) {
+    return ask<std::string>(ctl, create_atom::value, spec_bytes(name, networks, vcpus, ipv4));
+  }
+  // What a node says at its tick: it hosts `hosted` (network -> problem).
+  std::map<std::string, std::vector<std::string>> node_net(const std::string& node, const std::string& vtep,
+                                                           const std::map<std::string, std::string>& hosted) {
+    auto r = ask<std::map<std::string, std::vector<std::string>>>(ctl, node_net_atom::value, node, vtep, hosted);
+    if (!r) BOOST_FAIL("nodenet failed: " << show(r.error()));
+    return *r;
+  }
+  std::vector<std::string> addresses(const std::string& network) {
+    std::vector<std::string> out;
+    for (const auto& p : net(network).ports) out.push_back(p.ipv4);
+    std::sort(out.begin(), out.end());
+    return out;
   }
   caf::expected<InstanceInfo> try_instance(const std::string& id) { return ask<InstanceInfo>(ctl, get_atom::value, id); }
   InstanceInfo instance(const std::string& id) {
@@ -208,4 +234,91 @@ BOOST_FIXTURE_TEST_CASE(deleted_records_are_purged_after_the_cleaner_delay, Clus
   BOOST_TEST(net(n).state == "created");
   BOOST_TEST(net(n).instances == std::vector<std::string>{*broken});
   BOOST_TEST(instance_count() == 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(nics_get_the_lowest_free_address_and_bad_asks_are_refused, Cluster) {
+  const auto n = create_network("small", "10.5.0.0/29");  // hosts .1 to .6; .1 is left for a gateway
+  auto a = create("a", {n});
+  auto b = create("b", {n}, 1, {"10.5.0.6/29"});
+  auto c = create("c", {n, n});  // two NICs on it: two addresses
+  for (auto* r : {&a, &b, &c})
+    if (!*r) BOOST_FAIL(show(r->error()));
+  run();
+  BOOST_TEST(addresses(n) == (std::vector<std::string>{"10.5.0.2/29", "10.5.0.3/29", "10.5.0.4/29", "10.5.0.6/29"}));
+  for (const auto& p : net(n).ports) BOOST_TEST(p.mac.substr(0, 3) == "02:", p.mac);  // locally administered
+
+  // Each refusal names the NIC's field and writes nothing.
+  struct Bad {
+    std::vector<std::string> ipv4;
+    std::string field, says;
+  };
+  for (const auto& bad : std::vector<Bad>{
+           {{"10.5.0.6/29"}, "devices.nics[0].ipv4", "is taken"},
+           {{"10.5.1.2/29"}, "devices.nics[0].ipv4", "is not a host address"},
+           {{"10.5.0.0/29"}, "devices.nics[0].ipv4", "is not a host address"},   // the network's own address
+           {{"10.5.0.7/29"}, "devices.nics[0].ipv4", "is not a host address"},   // its broadcast
+           {{"10.5.0.5/24"}, "devices.nics[0].ipv4", "is not a host address"},   // another prefix
+           {{"10.5.0.5"}, "devices.nics[0].ipv4", ""},                           // no prefix
+       }) {
+    auto r = create("x", {n}, 1, bad.ipv4);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(http_status(r.error()) / 100 == 4, show(r.error()));
+    BOOST_TEST(message_of(r.error()).find(bad.field) != std::string::npos, show(r.error()));
+    BOOST_TEST(message_of(r.error()).find(bad.says) != std::string::npos, show(r.error()));
+  }
+  // .5 is the last free one; then the range is exhausted.
+  auto d = create("d", {n});
+  if (!d) BOOST_FAIL(show(d.error()));
+  auto full = create("e", {n});
+  BOOST_REQUIRE(!full);
+  BOOST_TEST(http_status(full.error()) == 400, show(full.error()));
+  BOOST_TEST(message_of(full.error()).find("has no free address") != std::string::npos, show(full.error()));
+  run();
+  BOOST_TEST(instance_count() == 4u);
+  BOOST_TEST(addresses(n).size() == 5u);
+
+  // A deleted instance's address is free again.
+  delete_instance(*a);
+  auto f = create("f", {n});
+  if (!f) BOOST_FAIL(show(f.error()));
+  run();
+  BOOST_TEST(addresses(n) == (std::vector<std::string>{"10.5.0.2/29", "10.5.0.3/29", "10.5.0.4/29", "10.5.0.5/29",
+                                                       "10.5.0.6/29"}));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_node_that_cannot_carry_a_network_turns_it_error_with_the_reason, Cluster) {
+  const auto tapped = create_network("tapped", "10.6.0.0/24");
+  const auto spread = create_network("spread", "10.7.0.0/24");
+  const auto fine = create_network("fine", "10.8.0.0/24");
+  for (const std::string name : {"t", "s1", "s2", "f"})
+    BOOST_REQUIRE(create(name, {name == "t" ? tapped : name == "f" ? fine : spread}));
+  run();
+  // The scheduler spread s1 and s2 over the two nodes.
+  std::set<std::string> spread_nodes;
+  for (const auto& p : net(spread).ports) spread_nodes.insert(p.node);
+  BOOST_REQUIRE(spread_nodes.size() == 2u);
+
+  // node-a could not make the host tap of "tapped"; "spread" spans both
+  // nodes while node-a has no VTEP. "fine" has its one port on one node:
+  // no VTEP needed, nothing wrong.
+  const std::string why = "tap_not_permitted: /dev/net/tun: Operation not permitted";
+  node_net("node-a", "", {{tapped, why}, {spread, ""}});
+  node_net(net(fine).ports.at(0).node, "", {{fine, ""}});
+  auto t = net(tapped);
+  BOOST_TEST(t.state == "error");
+  BOOST_TEST(t.error == "node node-a: " + why);
+  auto s = net(spread);
+  BOOST_TEST(s.state == "error");
+  BOOST_TEST(s.error.find("without a VTEP") != std::string::npos, s.error);
+  BOOST_TEST(net(fine).state == "created");
+  BOOST_TEST(net(fine).error.empty());
+
+  // Its instances run on: a network error is about the fabric, not the VMs.
+  for (const auto& i : net(tapped).instances) BOOST_TEST(instance(i).vm_state == "active");
+  // A broken network is deleted at once (Shaken Fist: error -> deleted),
+  // its ports or not; the reason goes with the error state.
+  auto d = delete_network(tapped);
+  BOOST_REQUIRE(d);
+  BOOST_TEST(d->state == "deleted");
+  BOOST_TEST(d->error.empty());
 }

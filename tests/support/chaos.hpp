@@ -59,7 +59,7 @@ class Topology {
   static constexpr const char* kSubnet = "10.77.0.";
 
   explicit Topology(const std::map<std::string, int>& members) : members_(members) {
-    sh("modprobe -a veth bridge sch_netem nf_tables nft_compat iptable_filter ip_tables xt_tcpudp 2>/dev/null");
+    sh("modprobe -a veth bridge tun sch_netem nf_tables nft_compat iptable_filter ip_tables xt_tcpudp 2>/dev/null");
     cleanup();
     must("ip link add apch-br type bridge && ip link set apch-br up && ip addr add " + std::string(kSubnet) +
          "254/24 dev apch-br");
