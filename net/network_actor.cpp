@@ -9,13 +9,11 @@ namespace {
 struct NetworkActorState {
   NetworkActorConfig cfg;
   std::shared_ptr<Switch> sw;
-  std::shared_ptr<TapPort> tap;
   uint64_t bad_peers = 0;
   ~NetworkActorState() {
-    // Leaving the overlay and the host before the switch goes: no frame is
-    // taken in for a switch that is being torn down.
+    // Leaving the overlay before the switch goes: no datagram is taken in
+    // for a switch that is being torn down.
     if (cfg.tunnel && sw) cfg.tunnel->detach(cfg.vni);
-    tap.reset();
   }
   static inline const char* name = "network";
 };
@@ -67,12 +65,11 @@ SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config) 
     }
   }
   if (config.tunnel) config.tunnel->attach(config.vni, sw);
-  auto actor = sys.spawn([sw, tap, config](network_pointer self) mutable {
+  auto actor = sys.spawn([sw, config](network_pointer self) mutable {
     self->state.sw = sw;
-    self->state.tap = std::move(tap);
     return network_impl(self, std::move(config));
   });
-  return {actor, sw, problem};
+  return {actor, sw, std::move(tap), problem};
 }
 
 }  // namespace apiary::net

@@ -6,9 +6,11 @@
 // actor is that: it owns the network's switch on this node, joins it to the
 // node's VXLAN tunnel under the network's VNI (and leaves it when the actor
 // ends), takes the VTEP peer list the controller computes (through the node)
-// and answers the network's counters. With a tap name it also owns the
-// network's host tap on this node (tap.hpp), made with the actor and gone
-// with it. Guest ports are made on its switch by
+// and answers the network's counters. With a tap name, spawn_network also
+// makes the network's host tap on this node (tap.hpp); the caller owns it
+// (SpawnedNetwork::tap), so that the device is gone the moment the node
+// drops the network, and a new network actor for the same network a moment
+// later never finds the name still taken by the old one. Guest ports are made on its switch by
 // the node when it builds an instance (make_guest_port, synchronously, so
 // building a VM never waits for a message) and leave it when the VM goes.
 //
@@ -65,6 +67,7 @@ using network_actor = caf::typed_actor<caf::replies_to<net_peers_atom, std::vect
 struct SpawnedNetwork {
   network_actor actor;
   std::shared_ptr<Switch> sw;  // for make_guest_port
+  std::shared_ptr<TapPort> tap;  // null: none asked for, or it could not be made
   // Why the network is not whole on this node ("" = it is): the tap could
   // not be made (its tap_* failure). The switch works without it; the node
   // reports the problem and the controller marks the network error.
