@@ -213,13 +213,39 @@ def kvm_counters():
     return out
 
 
+# /proc/stat's first line: where this machine's CPU time went.
+CPU_FIELDS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice"]
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        return dict(zip(CPU_FIELDS, map(int, f.readline().split()[1:])))
+
+
+def cpu_shares(before, after):
+    """Shares of the machine's CPU time between two cpu_times(): guest (the
+    nested guests' own code), vmm user (user-space work minus guest time:
+    Apiary, busybox), kernel (system, irq, softirq: KVM's exit handling, the
+    network stack), idle."""
+    d = {k: after[k] - before[k] for k in CPU_FIELDS}
+    total = sum(d.values()) or 1
+    guest = d["guest"] + d["guest_nice"]
+    return {"guest": guest / total, "user": (d["user"] + d["nice"] - guest) / total,
+            "kernel": (d["system"] + d["irq"] + d["softirq"]) / total,
+            "idle": (d["idle"] + d["iowait"]) / total}
+
+
 def counted(fn):
-    """(fn's result, seconds, KVM counter deltas) for one call of fn."""
-    before, t0 = kvm_counters(), time.monotonic()
+    """(fn's result, seconds, KVM counter deltas, CPU shares) for one call of fn."""
+    before, cpu0, t0 = kvm_counters(), cpu_times(), time.monotonic()
     result = fn()
-    after, t1 = kvm_counters(), time.monotonic()
+    after, cpu1, t1 = kvm_counters(), cpu_times(), time.monotonic()
     delta = {k: after[k] - before[k] for k in before if k in after}
-    return result, t1 - t0, delta
+    return result, t1 - t0, delta, cpu_shares(cpu0, cpu1)
+
+
+def shares_text(shares):
+    return " ".join(f"{k} {v * 100:.0f}%" for k, v in shares.items())
 
 
 # --- the deployment ---------------------------------------------------------
@@ -473,6 +499,7 @@ class Case:
         self.mbit_s = []      # one per round
         self.exits_per_mib = []   # guests only: KVM exits per MiB moved
         self.exits_per_rtt = None
+        self.cpu = []             # CPU shares during each throughput measurement
 
     def ping(self):
         self.rtts += parse_rtts_us(self.run(ping_script(self.server), COMMAND_S), f"{self.name}: ping")
@@ -490,7 +517,8 @@ class Case:
         log(f"{self.name}: {self.loops} x {FILE_MIB} MiB per measurement ({t:.2f} s)")
 
     def throughput(self):
-        t, _, delta = counted(self.transfer_s)
+        t, _, delta, shares = counted(self.transfer_s)
+        self.cpu.append(shares)
         self.mbit_s.append(self.loops * FILE_MIB * 1048576 * 8 / 1e6 / t)
         if delta:
             self.exits_per_mib.append(delta["exits"] / (self.loops * FILE_MIB))
@@ -498,8 +526,8 @@ class Case:
     def exit_cost(self):
         """KVM exits per round trip: a quiet ping series less an idle window."""
         idle_s = EXIT_PINGS * EXIT_PING_INTERVAL_S
-        _, t_idle, idle = counted(lambda: self.run(f"sleep {idle_s:g}", COMMAND_S))
-        _, t_ping, busy = counted(lambda: self.run(
+        _, t_idle, idle, _ = counted(lambda: self.run(f"sleep {idle_s:g}", COMMAND_S))
+        _, t_ping, busy, shares = counted(lambda: self.run(
             f"ping -q -c {EXIT_PINGS} -i {EXIT_PING_INTERVAL_S} -W {PING_WAIT_S} {self.server} >/dev/null",
             COMMAND_S))
         if not idle or not busy:
@@ -508,7 +536,7 @@ class Case:
         per = {k: (busy[k] - idle[k] * t_ping / t_idle) / EXIT_PINGS for k in busy}
         self.exits_per_rtt = per["exits"]
         log(f"{self.name}: idle {idle['exits'] / t_idle:.0f} exits/s (all VMs); per round trip: " +
-            ", ".join(f"{k} {v:.1f}" for k, v in per.items()))
+            ", ".join(f"{k} {v:.1f}" for k, v in per.items()) + f"; CPU during the pings: {shares_text(shares)}")
 
 
 def host_runner(ns):
@@ -559,7 +587,8 @@ def measure(d):
             c.throughput()
             log(f"round {r + 1}: {c.name}: rtt median {statistics.median(c.rtts[-PING_COUNT:]):.0f} us, "
                 f"{c.mbit_s[-1]:.1f} Mbit/s" +
-                (f", {c.exits_per_mib[-1]:.0f} KVM exits/MiB" if c.name in GUEST_CASES and c.exits_per_mib else ""))
+                (f", {c.exits_per_mib[-1]:.0f} KVM exits/MiB" if c.name in GUEST_CASES and c.exits_per_mib else "") +
+                f"; CPU during the transfer: {shares_text(c.cpu[-1])}")
     for c in cases:
         if c.name in GUEST_CASES:
             c.exit_cost()
