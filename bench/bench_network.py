@@ -116,7 +116,8 @@ GUEST_CASES = ["one_node", "two_nodes"]
 # KVM's debugfs counters): a ping series with no output, less an idle window
 # of the same length (timer ticks, the typed command's echo).
 KVM_STATS_DIR = "/sys/kernel/debug/kvm"
-KVM_STATS = ["exits", "io_exits", "mmio_exits", "halt_exits", "irq_injections", "halt_wakeup"]
+KVM_STATS = ["exits", "io_exits", "mmio_exits", "halt_exits", "irq_injections", "halt_wakeup",
+             "halt_poll_success_ns", "halt_poll_fail_ns"]   # the last two: time halted vCPUs spent polling
 EXIT_PINGS = 50
 EXIT_PING_INTERVAL_S = 0.1
 
@@ -209,8 +210,8 @@ def kvm_counters():
             with open(os.path.join(KVM_STATS_DIR, name)) as f:
                 out[name] = int(f.read())
         except (OSError, ValueError):
-            return {}
-    return out
+            pass
+    return out if "exits" in out else {}
 
 
 # /proc/stat's first line: where this machine's CPU time went.
@@ -232,7 +233,7 @@ def cpu_shares(before, after):
     guest = d["guest"] + d["guest_nice"]
     return {"guest": guest / total, "user": (d["user"] + d["nice"] - guest) / total,
             "kernel": (d["system"] + d["irq"] + d["softirq"]) / total,
-            "idle": (d["idle"] + d["iowait"]) / total}
+            "idle": (d["idle"] + d["iowait"]) / total, "steal": d["steal"] / total}
 
 
 def counted(fn):
@@ -517,7 +518,9 @@ class Case:
         log(f"{self.name}: {self.loops} x {FILE_MIB} MiB per measurement ({t:.2f} s)")
 
     def throughput(self):
-        t, _, delta, shares = counted(self.transfer_s)
+        t, wall, delta, shares = counted(self.transfer_s)
+        if "halt_poll_success_ns" in delta and "halt_poll_fail_ns" in delta:
+            shares["halt_poll"] = (delta["halt_poll_success_ns"] + delta["halt_poll_fail_ns"]) / 1e9 / wall
         self.cpu.append(shares)
         self.mbit_s.append(self.loops * FILE_MIB * 1048576 * 8 / 1e6 / t)
         if delta:
