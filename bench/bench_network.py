@@ -229,8 +229,9 @@ def cpu_shares(before, after):
     Apiary, busybox), kernel (system, irq, softirq: KVM's exit handling, the
     network stack), idle."""
     d = {k: after[k] - before[k] for k in CPU_FIELDS}
-    total = sum(d.values()) or 1
     guest = d["guest"] + d["guest_nice"]
+    # The kernel counts guest time in user (and nice) as well: not twice.
+    total = (sum(d.values()) - guest) or 1
     return {"guest": guest / total, "user": (d["user"] + d["nice"] - guest) / total,
             "kernel": (d["system"] + d["irq"] + d["softirq"]) / total,
             "idle": (d["idle"] + d["iowait"]) / total, "steal": d["steal"] / total}

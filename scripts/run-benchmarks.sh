@@ -13,7 +13,7 @@
 # natively where /dev/kvm works, otherwise inside one nested-KVM VM each
 # (1 vCPU: with two, MTTCG's nested SVM hung bench_exit_dispatch twice; 4 GiB), so raw baselines and Apiary are measured in the same VM.
 # bench_network runs with the same arguments: its three guests and two node
-# processes share the one vCPU, and the run takes about 6 minutes; with two
+# processes share the one vCPU, and the run takes 6-7.5 minutes; with two
 # vCPUs it was not faster per figure, and one of its two runs ended in a
 # kernel panic of the VM (in KVM_RUN, nested SVM under MTTCG).
 # The VM's own start-to-exit time is measured first and printed as a figure.
