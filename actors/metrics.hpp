@@ -27,7 +27,10 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace apiary::actors {
 
@@ -118,6 +121,44 @@ class LatencyFamily {
 // The "# HELP" and "# TYPE" lines of one family.
 inline std::string metric_header(const std::string& name, const std::string& type, const std::string& help) {
   return "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+struct MetricFamily {
+  const char* name;
+  const char* type;  // counter, gauge, histogram
+  const char* help;
+};
+
+// Sample lines gathered from several sources (each node's answer appended
+// in turn) regrouped so that every family's samples follow its one header,
+// in the order of `families`, as the text format requires; a histogram's
+// _bucket, _sum and _count lines belong to it. Lines of no listed family
+// come last, in their order.
+inline std::string group_families(const std::string& samples, std::span<const MetricFamily> families) {
+  std::vector<std::string> by_family(families.size());
+  std::string rest;
+  size_t pos = 0;
+  while (pos < samples.size()) {
+    size_t end = samples.find('\n', pos);
+    if (end == std::string::npos) end = samples.size();
+    const std::string line = samples.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.empty()) continue;
+    const std::string name = line.substr(0, line.find_first_of("{ "));
+    size_t hit = families.size();
+    for (size_t i = 0; i < families.size() && hit == families.size(); ++i) {
+      const std::string f = families[i].name;
+      if (name == f) hit = i;
+      if (std::string_view(families[i].type) == "histogram" &&
+          (name == f + "_bucket" || name == f + "_sum" || name == f + "_count"))
+        hit = i;
+    }
+    (hit == families.size() ? rest : by_family[hit]) += line + "\n";
+  }
+  std::string out;
+  for (size_t i = 0; i < families.size(); ++i)
+    if (!by_family[i].empty()) out += metric_header(families[i].name, families[i].type, families[i].help) + by_family[i];
+  return out + rest;
 }
 
 }  // namespace apiary::actors

@@ -150,10 +150,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
             out += metric_header("apiary_node_scrape_up", "gauge", "1 if the node answered this scrape, else 0.");
             for (const auto& [n, ok] : up)
               out += "apiary_node_scrape_up{node=\"" + escape_label(n) + "\"} " + (ok ? "1" : "0") + "\n";
-            out += metric_header("apiary_fanout_duration_seconds", "histogram",
-                                 "Duration of one instance fan-out phase (every vCPU or device acknowledged), by node "
-                                 "and phase.");
-            out += samples;
+            out += group_families(samples, node_metric_families());
             rp.deliver(std::move(out));
           }
         };

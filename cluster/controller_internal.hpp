@@ -109,8 +109,9 @@ std::optional<std::string> assign_nic_addresses(control::StateStore& store, v1::
 std::map<std::string, std::vector<std::string>> node_networks(controller_pointer self, const std::string& node,
                                                              const std::string& vtep,
                                                              const std::map<std::string, std::string>& hosted);
-// Whether a live network (or one waiting for deletion) already has the VNI
-// that `id` derives (net::vni_of).
+// Whether any network record in the store (whatever its state, until it is
+// purged: a deleted error network may still have ports on nodes) already
+// has the VNI that `id` derives (net::vni_of).
 bool vni_taken(control::StateStore& store, const std::string& id);
 // The network a NIC names: its id, or the name of exactly one live network.
 // nullopt with `why` set when there is none (or it is dead, or ambiguous).

@@ -110,11 +110,12 @@ std::map<std::string, std::vector<std::string>> node_networks(controller_pointer
   for (const auto& [id, problem] : hosted) {
     auto& peers = out[id];
     auto n = store.get_network(id);
-    if (!n || n->state == NetworkState::deleted) continue;
-    if (!problem.empty()) {
-      fail(*n, "node " + node + ": " + problem);
-      continue;
-    }
+    // Even a deleted network is answered while a node still hosts its
+    // ports (an error network is deleted with its instances running).
+    if (!n) continue;
+    // A problem on one node (its tap) marks the network error, but the
+    // overlay keeps carrying its running guests: the peers are answered.
+    if (!problem.empty()) fail(*n, "node " + node + ": " + problem);
     std::set<std::string> nodes;
     for (const auto& a : store.attachments_of_network(id)) {
       auto r = store.get_instance(a.instance_id);
@@ -136,7 +137,7 @@ std::map<std::string, std::vector<std::string>> node_networks(controller_pointer
 bool vni_taken(control::StateStore& store, const std::string& id) {
   const uint32_t vni = net::vni_of(id);
   for (const auto& n : store.list_networks())
-    if (!control::is_dead(n.state) && n.state != NetworkState::delete_wait && net::vni_of(n.id) == vni) return true;
+    if (net::vni_of(n.id) == vni) return true;
   return false;
 }
 

@@ -778,6 +778,10 @@ void sync_networks(node_pointer self) {
   auto& st = self->state;
   for (auto it = st.networks.begin(); it != st.networks.end();) {
     if (net::guest_ports(it->second.sw->stats()) == 0) {
+      // Off the overlay now, not when the actor's state is destroyed: a
+      // port of this network made a moment later gets a new switch that
+      // must be able to attach under the same VNI.
+      if (st.cfg.tunnel) st.cfg.tunnel->detach(net::vni_of(it->first), it->second.sw.get());
       self->unlink_from(it->second.actor);
       self->send_exit(it->second.actor, caf::exit_reason::user_shutdown);
       it = st.networks.erase(it);
@@ -798,6 +802,22 @@ void sync_networks(node_pointer self) {
             }
           },
           [](caf::error&) {});
+}
+
+// Prometheus lines of this node's VXLAN tunnel.
+std::string render_tunnel(const std::string& node, const net::TunnelStats& t) {
+  const std::string base = "node=\"" + escape_label(node) + "\"";
+  std::string out;
+  auto line = [&](const char* name, const std::string& labels, uint64_t v) {
+    out += std::string(name) + "{" + labels + "} " + std::to_string(v) + "\n";
+  };
+  line("apiary_net_tunnel_datagrams_total", base + ",direction=\"rx\"", t.rx_datagrams);
+  line("apiary_net_tunnel_datagrams_total", base + ",direction=\"tx\"", t.tx_datagrams);
+  line("apiary_net_tunnel_drops_total", base + ",cause=\"garbage\"", t.rx_garbage);
+  line("apiary_net_tunnel_drops_total", base + ",cause=\"unknown_vni\"", t.rx_unknown_vni);
+  line("apiary_net_tunnel_drops_total", base + ",cause=\"unknown_peer\"", t.rx_unknown_peer);
+  line("apiary_net_tunnel_drops_total", base + ",cause=\"send_error\"", t.tx_errors);
+  return out;
 }
 
 // Prometheus lines of one network's switch on this node.
@@ -977,6 +997,11 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         if (st.partitioned) return rp;  // cut off: the caller's deadline answers
         auto text = std::make_shared<std::string>(
             st.cfg.fan_out_latency->render("apiary_fanout_duration_seconds", "node=\"" + escape_label(st.cfg.name) + "\""));
+        if (st.cfg.tunnel) *text += render_tunnel(st.cfg.name, st.cfg.tunnel->stats());
+        for (const auto& [id, n] : st.networks)
+          if (n.tap)
+            *text += "apiary_net_tap_read_errors_total{node=\"" + escape_label(st.cfg.name) + "\",network=\"" +
+                     escape_label(id) + "\"} " + std::to_string(n.tap->read_errors()) + "\n";
         auto left = std::make_shared<size_t>(st.networks.size());
         if (*left == 0) {
           rp.deliver(*text);
@@ -1038,6 +1063,26 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
 }
 
 }  // namespace
+
+const std::vector<MetricFamily>& node_metric_families() {
+  static const std::vector<MetricFamily> families = {
+      {"apiary_fanout_duration_seconds", "histogram",
+       "Duration of one instance fan-out phase (every vCPU or device acknowledged), by node and phase."},
+      {"apiary_net_port_frames_total", "counter", "Frames through a port of a network's switch, by direction."},
+      {"apiary_net_port_bytes_total", "counter", "Bytes through a port of a network's switch, by direction."},
+      {"apiary_net_port_drops_total", "counter", "Frames a port dropped, by cause."},
+      {"apiary_net_mac_entries", "gauge", "MAC addresses a network's switch knows on the node."},
+      {"apiary_net_flooded_frames_total", "counter", "Frames flooded to every port of a network's switch."},
+      {"apiary_net_hairpin_drops_total", "counter", "Frames whose destination was their own ingress port."},
+      {"apiary_net_bad_peers_total", "counter", "Unparsable VTEP peers a network actor was given."},
+      {"apiary_net_tap_read_errors_total", "counter", "Failed reads of a network's host tap on the node."},
+      {"apiary_net_tunnel_datagrams_total", "counter", "VXLAN datagrams of the node's tunnel, by direction."},
+      {"apiary_net_tunnel_drops_total", "counter",
+       "VXLAN datagrams the node's tunnel dropped, by cause (garbage, unknown_vni, unknown_peer, send_error)."},
+  };
+  return families;
+}
+
 
 node_actor spawn_node(caf::actor_system& sys, NodeConfig config) {
   if (!config.fan_out_latency) config.fan_out_latency = std::make_shared<LatencyFamily>("phase");

@@ -172,4 +172,9 @@ using node_actor = caf::typed_actor<
 
 node_actor spawn_node(caf::actor_system& sys, NodeConfig config);
 
+// The metric families a node's metrics answer holds (its fan-out latencies,
+// its networks, its tunnel), with their headers: the controller regroups
+// every node's samples under them (group_families).
+const std::vector<MetricFamily>& node_metric_families();
+
 }  // namespace apiary::actors

@@ -13,7 +13,7 @@ struct NetworkActorState {
   ~NetworkActorState() {
     // Leaving the overlay before the switch goes: no datagram is taken in
     // for a switch that is being torn down.
-    if (cfg.tunnel && sw) cfg.tunnel->detach(cfg.vni);
+    if (cfg.tunnel && sw) cfg.tunnel->detach(cfg.vni, sw.get());
   }
   static inline const char* name = "network";
 };
@@ -64,7 +64,8 @@ SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config) 
       problem = e.what();
     }
   }
-  if (config.tunnel) config.tunnel->attach(config.vni, sw);
+  if (config.tunnel && !config.tunnel->attach(config.vni, sw))
+    problem = "vxlan_vni_in_use: VNI " + std::to_string(config.vni) + " is already attached on this node's tunnel";
   auto actor = sys.spawn([sw, config](network_pointer self) mutable {
     self->state.sw = sw;
     return network_impl(self, std::move(config));

@@ -26,6 +26,7 @@ namespace {
 // one arrives whole and is counted by the switch rather than cut short.
 constexpr size_t kReadBufferBytes = 65536;
 constexpr int kPollStop = 0, kPollTap = 1;
+constexpr size_t kReadBatch = 64;  // frames read per wake-up
 
 [[noreturn]] void fail(int err, const std::string& what) {
   const char* code = "tap_failed";
@@ -102,7 +103,9 @@ TapPort::TapPort(std::shared_ptr<Switch> sw, std::string ifname) : sw_(std::move
   sink_ = std::make_shared<Sink>(fd);  // closes fd on every throw below
   ifreq req{};
   std::memcpy(req.ifr_name, ifname_.data(), ifname_.size());
-  req.ifr_flags = IFF_TAP | IFF_NO_PI;
+  // IFF_TUN_EXCL: if someone made the name between the check above and
+  // here, EBUSY instead of attaching to their device.
+  req.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL;
   if (::ioctl(fd, TUNSETIFF, &req) != 0) {
     const int e = errno;
     if (e == EBUSY || e == EEXIST) throw std::system_error(e, std::generic_category(), "tap_name_in_use: " + ifname_);
@@ -112,7 +115,13 @@ TapPort::TapPort(std::shared_ptr<Switch> sw, std::string ifname) : sw_(std::move
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) fail(errno, "eventfd");
   port_ = sw_->add_port(ifname_, "tap", sink_);
-  thread_ = std::thread([this] { read_loop(); });
+  try {
+    thread_ = std::thread([this] { read_loop(); });
+  } catch (const std::system_error& e) {
+    sw_->remove_port(port_);
+    ::close(stop_fd_);
+    fail(e.code().value(), "reader thread");
+  }
 }
 
 TapPort::~TapPort() {
@@ -142,7 +151,9 @@ void TapPort::read_loop() {
     }
     // Drain what is there; each frame goes through the switch's checks
     // (size, the port's queue) like any other port's.
-    for (;;) {
+    // At most a batch, then poll again: a host that never stops sending
+    // cannot keep the reader from seeing the stop request.
+    for (size_t taken = 0; taken < kReadBatch; ++taken) {
       const ssize_t n = ::read(fds[kPollTap].fd, buf.data(), buf.size());
       if (n < 0) {
         if (errno != EAGAIN && errno != EINTR) read_errors_.fetch_add(1, std::memory_order_relaxed);

@@ -110,7 +110,7 @@ VxlanTunnel::VxlanTunnel(Endpoint local) : local_(local) {
   if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "vxlan: socket");
   const int one = 1;
   ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  const int buf = 4 << 20;
+  const int buf = vxlan::kSocketBufferBytes;
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
   auto sa = to_sockaddr(local);
@@ -177,12 +177,12 @@ bool VxlanTunnel::attach(uint32_t vni, std::shared_ptr<Switch> sw) {
   return true;
 }
 
-void VxlanTunnel::detach(uint32_t vni) {
+void VxlanTunnel::detach(uint32_t vni, const Switch* owner) {
   std::shared_ptr<Uplink> up;
   {
     std::lock_guard lk(mutex_);
     auto it = uplinks_.find(vni);
-    if (it == uplinks_.end()) return;
+    if (it == uplinks_.end() || (owner && it->second->sw.get() != owner)) return;
     up = it->second;
     uplinks_.erase(it);
   }
@@ -250,7 +250,9 @@ void VxlanTunnel::receive_loop() {
     }
     if (fds[1].revents) return;
     if (!(fds[0].revents & POLLIN)) continue;
-    for (;;) {
+    // At most a batch per wake-up, then poll again: a peer that never stops
+    // sending cannot keep the thread from seeing the stop request.
+    for (size_t taken = 0; taken < vxlan::kReceiveBatch; ++taken) {
       sockaddr_in from{};
       socklen_t from_len = sizeof from;
       const ssize_t n =

@@ -48,6 +48,12 @@ inline constexpr uint32_t kMaxVni = 0xffffff;
 // Largest datagram the tunnel reads: a header and the largest frame, with
 // room to tell "oversized" from "just fits".
 inline constexpr size_t kMaxDatagram = kHeaderBytes + layout::kNetMaxFrameBytes + 1;
+// Datagrams taken per wake-up of the receive thread before it polls again
+// (and sees a stop request).
+inline constexpr size_t kReceiveBatch = 64;
+// SO_RCVBUF / SO_SNDBUF of the tunnel's socket: about 2,700 full frames,
+// room for bursts while the receive thread is descheduled.
+inline constexpr int kSocketBufferBytes = 4 << 20;
 }  // namespace vxlan
 
 enum class VxlanError { too_short, no_vni_flag, bad_inner_frame };
@@ -99,8 +105,10 @@ class VxlanTunnel {
   // Joins `sw` to the overlay as `vni`: adds the uplink port. One switch
   // per VNI; attaching again replaces nothing and returns false.
   bool attach(uint32_t vni, std::shared_ptr<Switch> sw);
-  // Removes the uplink port of `vni` (its peers are forgotten).
-  void detach(uint32_t vni);
+  // Removes the uplink port of `vni` (its peers are forgotten); with
+  // `owner`, only if that switch is the one attached (a network actor
+  // ending late must not take the uplink of its successor).
+  void detach(uint32_t vni, const Switch* owner = nullptr);
   // The VTEPs of the other nodes hosting `vni` (our own address is ignored).
   void set_peers(uint32_t vni, const std::vector<Endpoint>& peers);
   std::vector<Endpoint> peers(uint32_t vni) const;

@@ -5,9 +5,11 @@
 // Linux kernel with the busybox initramfs in every guest.
 //
 // What a tenant would check: the two guests of network "red" (one on each
-// node) ping each other and copy a file over HTTP with the same checksum; a
-// guest of network "blue", on the same address range and on the first node,
-// reaches neither; `apiary ctl network show` lists the ports and the VTEPs;
+// node) ping each other and copy a file over HTTP with the same checksum;
+// network "blue" has the same address range: blue-1 (first node) reaches
+// blue-2 (second node, which has red-2's address) across the same two
+// nodes' tunnel, and the address resolves to blue-2's MAC, never red-2's;
+// blue-1 reaches no red guest; `apiary ctl network show` lists the ports and the VTEPs;
 // /metrics counts the frames; the first node (run with --taps) reaches
 // red-1 through red's host tap once the test gives the tap red's first
 // address, and the tap reaches no guest of blue; deleting "red" waits for
@@ -185,9 +187,11 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
   auto r1 = d.linux_instance("red-1", "red");
   auto r2 = d.linux_instance("red-2", "red");
   auto b1 = d.linux_instance("blue-1", "blue", "10.10.0.9/24");
+  auto b2 = d.linux_instance("blue-2", "blue", "10.10.0.3/24");  // red-2's address, on blue
   BOOST_TEST(r1.node() == "n1");
   BOOST_TEST(r2.node() == "n2");
   BOOST_TEST(b1.node() == "n1");
+  BOOST_TEST(b2.node() == "n2");
 
   // The controller gave the NICs their addresses; the guests configured them.
   auto c1 = shell(d, r1);
@@ -213,8 +217,15 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
   BOOST_TEST(fetched.find(sum + "  /tmp/blob") != std::string::npos, "red-1: " << sum << "; red-2: " << fetched);
 
   // blue-1 shares red-1's node and address range, and reaches no one.
+  // blue-1 sends (it reaches blue-2 across the nodes); 10.10.0.3 is
+  // blue-2 there, never red-2.
+  auto cb2 = shell(d, b2);
+  BOOST_TEST(pings(*cb, "10.10.0.3", "B1TOB2"));
+  const std::string b2_mac = b2.spec().devices().nics(0).mac(), r2_mac = r2.spec().devices().nics(0).mac();
+  const auto blue_neigh = run(*cb, "ip neigh show 10.10.0.3", "BNEIGH");
+  BOOST_TEST(blue_neigh.find(b2_mac) != std::string::npos, "blue-1: " << blue_neigh << " (blue-2 is " << b2_mac << ")");
+  BOOST_TEST(blue_neigh.find(r2_mac) == std::string::npos, "blue-1 resolved red-2: " << blue_neigh);
   BOOST_TEST(!pings(*cb, "10.10.0.2", "B1TOR1"));
-  BOOST_TEST(!pings(*cb, "10.10.0.3", "B1TOR2"));
   const auto neigh = run(*c1, "ip neigh", "NEIGH");
   BOOST_TEST(neigh.find("10.10.0.9") == std::string::npos, "red-1 heard of blue-1: " << neigh);
 

@@ -313,6 +313,13 @@ BOOST_FIXTURE_TEST_CASE(a_node_that_cannot_carry_a_network_turns_it_error_with_t
   BOOST_TEST(net(fine).state == "created");
   BOOST_TEST(net(fine).error.empty());
 
+  // An error network keeps its overlay: its guests still reach each other,
+  // the nodes are still told their peers (a problem does not empty them).
+  node_net("node-a", "10.0.0.1:4789", {{spread, ""}});
+  auto peers = node_net("node-b", "10.0.0.2:4789", {{spread, "tap_name_in_use: apiary-000001"}});
+  BOOST_TEST(peers[spread] == std::vector<std::string>{"10.0.0.1:4789"});
+  BOOST_TEST(net(spread).error.find("without a VTEP") != std::string::npos, "the first reason stays");
+
   // Its instances run on: a network error is about the fabric, not the VMs.
   for (const auto& i : net(tapped).instances) BOOST_TEST(instance(i).vm_state == "active");
   // A broken network is deleted at once (Shaken Fist: error -> deleted),

@@ -34,3 +34,22 @@ BOOST_AUTO_TEST_CASE(a_family_escapes_label_values_and_prefixes_extra_labels) {
   BOOST_TEST(metric_header("y_seconds", "histogram", "Help.") ==
              "# HELP y_seconds Help.\n# TYPE y_seconds histogram\n");
 }
+
+// Several nodes' answers appended one after the other: each family once,
+// under its header, histogram parts with their family, unknown lines last.
+BOOST_AUTO_TEST_CASE(samples_of_several_sources_are_grouped_under_one_header_per_family) {
+  const MetricFamily families[] = {{"lat_seconds", "histogram", "Latency."}, {"frames_total", "counter", "Frames."}};
+  const std::string samples =
+      "lat_seconds_bucket{node=\"a\",le=\"+Inf\"} 1\nlat_seconds_sum{node=\"a\"} 0.5\nlat_seconds_count{node=\"a\"} 1\n"
+      "frames_total{node=\"a\"} 7\nother{node=\"a\"} 1\n"
+      "lat_seconds_bucket{node=\"b\",le=\"+Inf\"} 2\nlat_seconds_sum{node=\"b\"} 1\nlat_seconds_count{node=\"b\"} 2\n"
+      "frames_total{node=\"b\"} 9\n";
+  BOOST_TEST(group_families(samples, families) ==
+             "# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n"
+             "lat_seconds_bucket{node=\"a\",le=\"+Inf\"} 1\nlat_seconds_sum{node=\"a\"} 0.5\nlat_seconds_count{node=\"a\"} 1\n"
+             "lat_seconds_bucket{node=\"b\",le=\"+Inf\"} 2\nlat_seconds_sum{node=\"b\"} 1\nlat_seconds_count{node=\"b\"} 2\n"
+             "# HELP frames_total Frames.\n# TYPE frames_total counter\n"
+             "frames_total{node=\"a\"} 7\nframes_total{node=\"b\"} 9\n"
+             "other{node=\"a\"} 1\n");
+  BOOST_TEST(group_families("", families) == "");
+}

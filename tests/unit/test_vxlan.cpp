@@ -215,3 +215,19 @@ BOOST_AUTO_TEST_CASE(detaching_stops_traffic_for_that_vni) {
   t1.detach(3);
   BOOST_TEST(s1->port_count() == 1u);
 }
+
+// A network made again on a node while its old actor is still ending: the
+// old switch's late detach must not take the new switch's uplink.
+BOOST_AUTO_TEST_CASE(a_late_detach_by_the_old_switch_leaves_the_new_one_attached) {
+  VxlanTunnel t(ep("127.0.0.1:47901"));
+  auto old_sw = std::make_shared<Switch>(Switch::Config{"old"}), new_sw = std::make_shared<Switch>(Switch::Config{"new"});
+  BOOST_TEST(t.attach(9, old_sw));
+  BOOST_TEST(!t.attach(9, new_sw), "the VNI is taken while the old switch is attached");
+  t.detach(9, old_sw.get());  // the node drops the network
+  BOOST_TEST(old_sw->port_count() == 0u);
+  BOOST_TEST(t.attach(9, new_sw));
+  t.detach(9, old_sw.get());  // the old actor's state, destroyed late
+  BOOST_TEST(new_sw->port_count() == 1u, "the new switch kept its uplink");
+  t.detach(9, new_sw.get());
+  BOOST_TEST(new_sw->port_count() == 0u);
+}
