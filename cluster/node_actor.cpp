@@ -804,13 +804,16 @@ void sync_networks(node_pointer self) {
           [](caf::error&) {});
 }
 
+// Appends one Prometheus sample line.
+void sample(std::string& out, const char* name, const std::string& labels, uint64_t v) {
+  out += std::string(name) + "{" + labels + "} " + std::to_string(v) + "\n";
+}
+
 // Prometheus lines of this node's VXLAN tunnel.
 std::string render_tunnel(const std::string& node, const net::TunnelStats& t) {
   const std::string base = "node=\"" + escape_label(node) + "\"";
   std::string out;
-  auto line = [&](const char* name, const std::string& labels, uint64_t v) {
-    out += std::string(name) + "{" + labels + "} " + std::to_string(v) + "\n";
-  };
+  auto line = [&](const char* name, const std::string& labels, uint64_t v) { sample(out, name, labels, v); };
   line("apiary_net_tunnel_datagrams_total", base + ",direction=\"rx\"", t.rx_datagrams);
   line("apiary_net_tunnel_datagrams_total", base + ",direction=\"tx\"", t.tx_datagrams);
   line("apiary_net_tunnel_drops_total", base + ",cause=\"garbage\"", t.rx_garbage);
@@ -824,9 +827,7 @@ std::string render_tunnel(const std::string& node, const net::TunnelStats& t) {
 std::string render_network(const std::string& node, const std::string& network, const net::SwitchStats& s) {
   const std::string base = "node=\"" + escape_label(node) + "\",network=\"" + escape_label(network) + "\"";
   std::string out;
-  auto line = [&](const char* name, const std::string& labels, uint64_t v) {
-    out += std::string(name) + "{" + labels + "} " + std::to_string(v) + "\n";
-  };
+  auto line = [&](const char* name, const std::string& labels, uint64_t v) { sample(out, name, labels, v); };
   for (const auto& p : s.ports) {
     const std::string l = base + ",port=\"" + escape_label(p.name) + "\",kind=\"" + p.kind + "\"";
     line("apiary_net_port_frames_total", l + ",direction=\"rx\"", p.rx_frames);
@@ -1000,8 +1001,8 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         if (st.cfg.tunnel) *text += render_tunnel(st.cfg.name, st.cfg.tunnel->stats());
         for (const auto& [id, n] : st.networks)
           if (n.tap)
-            *text += "apiary_net_tap_read_errors_total{node=\"" + escape_label(st.cfg.name) + "\",network=\"" +
-                     escape_label(id) + "\"} " + std::to_string(n.tap->read_errors()) + "\n";
+            sample(*text, "apiary_net_tap_read_errors_total",
+                   "node=\"" + escape_label(st.cfg.name) + "\",network=\"" + escape_label(id) + "\"", n.tap->read_errors());
         auto left = std::make_shared<size_t>(st.networks.size());
         if (*left == 0) {
           rp.deliver(*text);
