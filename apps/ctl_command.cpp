@@ -843,7 +843,8 @@ void apply_disk_flags(v1::InstanceSpec& s, const Parsed& p) {
   }
 }
 
-// --network flags replace the spec's NICs (the VMM picks the MACs).
+// --network flags replace the spec's NICs (the controller picks their MACs
+// and addresses).
 void apply_network_flags(v1::InstanceSpec& s, const Parsed& p) {
   const auto networks = p.all("--network");
   if (networks.empty()) return;
