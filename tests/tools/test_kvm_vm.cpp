@@ -134,3 +134,33 @@ BOOST_AUTO_TEST_CASE(a_boot_that_never_starts_the_command_is_retried_once_then_n
   BOOST_TEST(r.err.find(stalled, first + 1) != std::string::npos, "the second boot stalls too");
   BOOST_TEST(r.out.empty());
 }
+
+// The VM's own kernel failing is kvm-vm's failure, named, at once (not at
+// --timeout); with --retries the command runs again in a new VM. The crash
+// is the kernel's own (sysrq "c"), inside the VM only: kvm_vm() forces one.
+BOOST_AUTO_TEST_CASE(a_vm_kernel_failure_is_named_at_once_and_retried_on_request) {
+  const auto start = std::chrono::steady_clock::now();
+  auto r = kvm_vm({"--timeout", "120", "--", "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 300"});
+  BOOST_TEST(r.exit_code == 125, r.err);
+  BOOST_TEST(has(r.err, "kvm-vm: vm_kernel_failure: the VM's kernel failed: "), r.err);
+  BOOST_TEST(has(r.err, "Kernel panic - not syncing: sysrq triggered crash"), r.err);
+  BOOST_TEST((std::chrono::steady_clock::now() - start < 60s), "named at once, not at --timeout");
+
+  // Crashes the first VM only (the marker is in the shared temporary
+  // directory); the second runs the command to its end.
+  char tmpl[] = "/tmp/kvm-vm-retry-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(tmpl));
+  const std::string marker = std::string(tmpl) + "/crashed";
+  r = kvm_vm({"--retries", "1", "--", "sh", "-c",
+              "if [ -e " + marker + " ]; then echo second-vm; else touch " + marker +
+                  "; echo c > /proc/sysrq-trigger; sleep 300; fi"});
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(r.out == "second-vm\n");
+  BOOST_TEST(has(r.err, "kvm-vm: running the command again in a new VM (retry 1 of 1)"), r.err);
+  // A failure of the command itself is not retried.
+  r = kvm_vm({"--retries", "1", "--", "sh", "-c", "echo once; exit 3"});
+  BOOST_TEST(r.exit_code == 3);
+  BOOST_TEST(r.out == "once\n");
+  ::unlink(marker.c_str());
+  ::rmdir(tmpl);
+}
