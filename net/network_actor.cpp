@@ -19,8 +19,9 @@ struct NetworkActorState {
 };
 using network_pointer = network_actor::stateful_pointer<NetworkActorState>;
 
-network_actor::behavior_type network_impl(network_pointer self, NetworkActorConfig cfg) {
+network_actor::behavior_type network_impl(network_pointer self, std::shared_ptr<Switch> sw, NetworkActorConfig cfg) {
   auto& st = self->state;
+  st.sw = std::move(sw);
   st.cfg = std::move(cfg);
   return {
       [=](net_peers_atom, const std::vector<std::string>& peers) -> net_ack_atom {
@@ -66,10 +67,9 @@ SpawnedNetwork spawn_network(caf::actor_system& sys, NetworkActorConfig config) 
   }
   if (config.tunnel && !config.tunnel->attach(config.vni, sw))
     problem = "vxlan_vni_in_use: VNI " + std::to_string(config.vni) + " is already attached on this node's tunnel";
-  auto actor = sys.spawn([sw, config](network_pointer self) mutable {
-    self->state.sw = sw;
-    return network_impl(self, std::move(config));
-  });
+  // A function with arguments, never an argument-less lambda: CAF 0.17
+  // dereferences a null argument tuple for the latter (UBSan aborts on it).
+  auto actor = sys.spawn(network_impl, sw, std::move(config));
   return {actor, sw, std::move(tap), problem};
 }
 

@@ -18,11 +18,13 @@
 // ctest runs each case in a nested-KVM VM of its own (tests/CMakeLists.txt,
 // label net): network namespaces and VXLAN need root and Debian's kernel.
 #define BOOST_TEST_MODULE overlay
+#include <boost/test/results_collector.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <google/protobuf/util/json_util.h>
 
 #include <regex>
+#include <sstream>
 
 #include "net/tap.hpp"
 #include "proto/apiary/v1/api.pb.h"
@@ -103,7 +105,7 @@ struct Deployment {
   std::string logs() const {
     std::string out;
     for (const std::string f : {"controller", "n1", "n2"})
-      out += "--- " + f + ":\n" + sh("tail -n 30 " + dir + "/" + f + ".log").out;
+      out += "--- " + f + ":\n" + sh("tail -n 60 " + dir + "/" + f + ".log").out;
     return out;
   }
   std::string api() const { return topo->address("ctl") + ":" + std::to_string(kApiPort); }
@@ -135,13 +137,27 @@ struct Deployment {
     auto a = post("/v1/instances", body);
     v1::Instance inst;
     BOOST_REQUIRE_MESSAGE(a.status == 202 && parse(a.body, inst), a.status << " " << a.body);
-    BOOST_REQUIRE_MESSAGE(eventually(
-                              [&] {
-                                auto g = get("/v1/instances/" + inst.id());
-                                return g.status == 200 && parse(g.body, inst) && inst.vm_state() == "active";
-                              },
-                              180s),
-                          name << " is not active: " << inst.vm_state() << "\n" << logs());
+    // What the polling saw, each change with its time: the failure message.
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string seen, trace;
+    const bool active = eventually(
+        [&] {
+          auto g = get("/v1/instances/" + inst.id());
+          const bool ok = g.status == 200 && parse(g.body, inst);
+          const std::string now = std::to_string(g.status) + " " + (ok ? inst.vm_state() : "");
+          if (now != seen)
+            trace += std::to_string(
+                         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+                             .count()) +
+                     " ms: " + (seen = now) + "\n";
+          return ok && inst.vm_state() == "active";
+        },
+        180s);
+    // Built only now: Boost's message operands are evaluated with the check.
+    if (!active)
+      BOOST_FAIL(name << " is not active; seen:\n"
+                      << trace << "actions: " << get("/v1/instances/" + inst.id() + "/actions").body << "\n"
+                      << sh("ps -eo pid,etimes,stat,args | grep [a]piary; dmesg | tail -25").out << logs());
     return inst;
   }
 };
@@ -258,6 +274,18 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
              metrics.substr(0, 4000));
   BOOST_TEST(metrics.find("apiary_net_port_frames_total{node=\"n1\",network=\"" + red + "\",port=\"" + tap +
                           "\",kind=\"tap\",direction=\"rx\"}") != std::string::npos);
+
+  // On any failure so far: what the guests, the nodes and the data plane say.
+  namespace ut = boost::unit_test;
+  if (!ut::results_collector.results(ut::framework::current_test_case().p_id).passed()) {
+    std::string net_lines;
+    std::istringstream in(metrics);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("apiary_net_", 0) == 0) net_lines += line + "\n";
+    BOOST_TEST_MESSAGE("diagnostics:\nred-1: " << run(*c1, "ip -s link show eth0; ip neigh", "DIAG1")
+                                              << "\nred-2: " << run(*c2, "ip -s link show eth0; ip neigh", "DIAG2")
+                                              << "\n" << net_lines << d.logs());
+  }
 
   // Deleting red waits for its ports.
   auto a = d.del("/v1/networks/" + red);
