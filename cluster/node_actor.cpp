@@ -772,6 +772,8 @@ void write_status(node_pointer self) {
   if (ok) ::rename(tmp.c_str(), st.cfg.status_file.c_str());
 }
 
+constexpr int kPeerRequestTicks = 5;  // the deadline of a peers request, in check-in intervals
+
 // Networks with no guest port left on this node end (their switch leaves
 // the overlay); the others ask the controller for their peers.
 void sync_networks(node_pointer self) {
@@ -793,7 +795,12 @@ void sync_networks(node_pointer self) {
   std::map<std::string, std::string> hosted;
   for (const auto& [id, n] : st.networks) hosted[id] = n.problem;
   const std::string vtep = st.cfg.tunnel ? net::to_string(st.cfg.tunnel->local()) : "";
-  self->request(st.cfg.controller, st.cfg.checkin_interval, node_net_atom::value, st.cfg.name, vtep, hosted)
+  // A loaded controller may answer later than one tick: with a deadline of
+  // one tick the peers of a busy node were never delivered (seen under
+  // ASan). Asked every tick all the same; answers are whole lists, so a
+  // late one is corrected by the next.
+  self->request(st.cfg.controller, st.cfg.checkin_interval * kPeerRequestTicks, node_net_atom::value, st.cfg.name,
+                vtep, hosted)
       .then(
           [self](const std::map<std::string, std::vector<std::string>>& peers) {
             for (const auto& [id, list] : peers) {
