@@ -282,9 +282,13 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
     std::istringstream in(metrics);
     for (std::string line; std::getline(in, line);)
       if (line.rfind("apiary_net_", 0) == 0) net_lines += line + "\n";
-    BOOST_TEST_MESSAGE("diagnostics:\nred-1: " << run(*c1, "ip -s link show eth0; ip neigh", "DIAG1")
-                                              << "\nred-2: " << run(*c2, "ip -s link show eth0; ip neigh", "DIAG2")
-                                              << "\n" << net_lines << d.logs());
+    // The guest's counters, and each virtio device's id and status (0x40:
+    // the device asked for a reset, e.g. after a queue error).
+    const std::string look =
+        "cat /proc/net/dev; for v in /sys/bus/virtio/devices/*; do echo $v $(cat $v/device $v/status); done; ip neigh";
+    BOOST_TEST_MESSAGE("diagnostics:\nred-1: " << run(*c1, look, "DIAG1") << "\nred-2: " << run(*c2, look, "DIAG2")
+                                              << "\nblue-1: " << run(*cb, look, "DIAG3") << "\nblue-2: "
+                                              << run(*cb2, look, "DIAG4") << "\n" << net_lines << d.logs());
   }
 
   // Deleting red waits for its ports.
