@@ -313,6 +313,10 @@ void VirtioMmio::notify(uint32_t value) {
 void VirtioMmio::start() {
   std::lock_guard lock(ctrl_mutex_);
   Device::start();
+  // A reboot quiesces (pauses) the model, resets it and starts it again:
+  // without this it stayed paused, and the rebooted guest's NIC, disk and
+  // rng never served a request. On a first start it is a no-op.
+  device_->resume();
 }
 
 void VirtioMmio::pause() {

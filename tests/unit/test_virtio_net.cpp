@@ -505,6 +505,28 @@ BOOST_AUTO_TEST_CASE(pause_parks_both_directions_and_resume_serves_them) {
   BOOST_TEST(seq_of(n.backend->frames()[0]) == 8u);
 }
 
+// A reboot, in the order the instance actor drives it: quiesce (pause),
+// reset, then start for the new boot. The device must run again: a device
+// left paused sends nothing and parks every frame for the guest.
+BOOST_AUTO_TEST_CASE(after_a_reboot_the_device_runs_again) {
+  Nic n;
+  n.bring_up();
+  n.dev->pause();
+  n.dev->reset();
+  n.dev->start();
+  n.bring_up();  // the guest's driver after the reboot
+  n.send(0, frame(60, 9));
+  n.drv->kick(kTx);
+  BOOST_TEST(n.drv->used_idx(kTx) == 1);
+  BOOST_REQUIRE(n.backend->frames().size() == 1u);
+  BOOST_TEST(seq_of(n.backend->frames()[0]) == 9u);
+  n.post_rx(0);
+  n.drv->kick(kRx);
+  BOOST_TEST(n.net->deliver(frame(60, 10)));
+  BOOST_TEST(n.drv->used_idx(kRx) == 1);  // placed, not parked
+  BOOST_TEST(n.net->counters().rx_pending == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(after_halt_deliver_is_refused_and_the_backend_is_detached) {
   Nic n;
   n.bring_up();
