@@ -145,11 +145,11 @@ struct Deployment {
           auto g = get("/v1/instances/" + inst.id());
           const bool ok = g.status == 200 && parse(g.body, inst);
           const std::string now = std::to_string(g.status) + " " + (ok ? inst.vm_state() : "");
-          if (now != seen)
-            trace += std::to_string(
-                         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-                             .count()) +
-                     " ms: " + (seen = now) + "\n";
+          if (now != seen) {
+            seen = now;
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+            trace += std::to_string(ms.count()) + " ms: " + seen + "\n";
+          }
           return ok && inst.vm_state() == "active";
         },
         180s);
