@@ -58,6 +58,7 @@
 #include <boost/beast/ssl.hpp>
 #include <google/protobuf/util/json_util.h>
 
+#include "api/nova_api.hpp"
 #include "cluster/nova_states.hpp"
 
 namespace apiary::apps {
@@ -274,6 +275,7 @@ struct Answer {
   unsigned status = 200;
   std::string body;  // JSON
   std::vector<std::pair<http::field, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> named_headers;  // fields Beast has no enum for
 };
 
 Answer error_answer(v1::ApiError e) {
@@ -737,7 +739,9 @@ class HttpSession : public SessionBase {
     }
     auto& req = parser_->get();
     const auto auth = req[http::field::authorization];
-    if (!authorized(std::string_view(auth.data(), auth.size()))) {
+    const auto x_token = req["X-Auth-Token"];
+    if (!authorized(std::string_view(auth.data(), auth.size())) &&
+        !token_matches(std::string_view(x_token.data(), x_token.size()))) {
       // Before the body: an unauthenticated client gets nothing read or run.
       Answer a = error_answer(401, req[http::field::authorization].empty()
                                        ? "missing bearer token (Authorization: Bearer <token>)"
@@ -773,9 +777,16 @@ class HttpSession : public SessionBase {
     for (size_t i = 0; i < kScheme.size(); ++i)
       if (std::tolower(static_cast<unsigned char>(header[i])) != std::tolower(static_cast<unsigned char>(kScheme[i])))
         return false;
+    return token_matches(header.substr(kScheme.size()));
+  }
+
+  // "X-Auth-Token: <token>" (OpenStack clients without a Keystone send the
+  // token so: keystoneauth's admin_token plugin) counts as the bearer token.
+  bool token_matches(std::string_view value) const {
+    const std::string& token = core_.options().bearer_token;
+    if (token.empty() || value.size() != token.size()) return false;
     unsigned char diff = 0;
-    for (size_t i = 0; i < token.size(); ++i)
-      diff |= static_cast<unsigned char>(header[kScheme.size() + i] ^ token[i]);
+    for (size_t i = 0; i < token.size(); ++i) diff |= static_cast<unsigned char>(value[i] ^ token[i]);
     return diff == 0;
   }
 
@@ -825,6 +836,7 @@ class HttpSession : public SessionBase {
   void route(Request req) {
     const std::string target(req.target().data(), req.target().size());
     auto segments = split_path(target);
+    if (segments && nova::is_nova_path(*segments)) return route_nova(*segments, target, std::move(req));
     if (segments && segments->size() >= 2 && (*segments)[0] == "v1" && (*segments)[1] == "networks")
       return route_networks(*segments, target, std::move(req));
     if (segments && segments->size() >= 2 && (*segments)[0] == "v1" && (*segments)[1] == "nodes")
@@ -916,6 +928,40 @@ class HttpSession : public SessionBase {
     if (method == http::verb::delete_)
       return call([id](ControlPlaneApi& api) { return Outcome{answer(202, api.delete_network(id)), {}}; });
     return send(method_not_allowed("GET, DELETE"));
+  }
+
+  // /compute/v2.1/...: Nova's API (api/nova_api.hpp), on the API pool like
+  // every other call.
+  void route_nova(const std::vector<std::string>& seg, const std::string& target, Request req) {
+    nova::Request r;
+    r.method = std::string(req.method_string());
+    r.path.assign(seg.begin() + 2, seg.end());
+    if (const auto q = target.find('?'); q != std::string::npos) {
+      std::string_view rest = std::string_view(target).substr(q + 1);
+      while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        const auto eq = pair.find('=');
+        auto k = percent_decode(pair.substr(0, eq));
+        auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+        if (k && v) r.query[*k] = *v;
+        if (amp == std::string_view::npos) break;
+        rest.remove_prefix(amp + 1);
+      }
+    }
+    r.body = std::move(req.body());
+    const auto host = req[http::field::host];
+    r.base_url = std::string(kTls ? "https://" : "http://") +
+                 (host.empty() ? std::string("localhost") : std::string(host.data(), host.size())) + "/compute/v2.1";
+    r.images = &core_.options().nova_images;
+    return call([r = std::move(r)](ControlPlaneApi& api) {
+      nova::Response n = nova::handle(api, r);
+      Answer a;
+      a.status = n.status;
+      a.body = std::move(n.body);
+      a.named_headers = std::move(n.headers);
+      return Outcome{std::move(a), {}};
+    });
   }
 
   void route_nodes(const std::vector<std::string>& seg, const std::string& target, Request req) {
@@ -1054,6 +1100,7 @@ class HttpSession : public SessionBase {
     res->set(http::field::server, kServerName);
     res->set(http::field::content_type, "application/json");
     for (auto& [name, value] : a.headers) res->set(name, value);
+    for (auto& [name, value] : a.named_headers) res->set(name, value);
     res->keep_alive(keep_alive_ && !core_.stopping());
     res->body() = std::move(a.body);
     res->prepare_payload();

@@ -30,10 +30,13 @@
 //   GET    /v1/nodes                          200 NodeList
 //   POST   /v1/nodes/{name}/stop              202 Node (stopping: it drains), 404, 409
 //   GET    /metrics                           200 Prometheus text format 0.0.4
+//   *      /compute/v2.1/...                  OpenStack Nova's compute API, the subset
+//                                             its clients use (api/nova_api.hpp)
 // CreateInstanceRequest.request_id, when set, makes the create idempotent
 // (ControlPlaneApi::create_with_request_id).
 // Authentication: with options.bearer_token set, every request needs
-// "Authorization: Bearer <token>"; otherwise 401 (with WWW-Authenticate),
+// "Authorization: Bearer <token>" (or "X-Auth-Token: <token>", as
+// OpenStack's clients send it); otherwise 401 (with WWW-Authenticate),
 // answered from the headers alone, and the connection is closed.
 // Anything else is 404; a known path with another method is 405 with an
 // Allow header. Every error body is an ApiError. The query string is
@@ -74,6 +77,7 @@
 #include <string>
 
 #include "api/control_plane_api.hpp"
+#include "api/nova_api.hpp"
 #include "proto/spec.hpp"
 
 namespace apiary::apps {
@@ -105,6 +109,9 @@ struct HttpServerOptions {
   std::string tls_key_file;
   // Bounds for validating specs on POST /v1/instances.
   spec::Limits limits = spec::host_limits();
+  // What Nova's API offers as images (/compute/v2.1/images): the embedded
+  // guests, listed by the apps layer.
+  std::vector<nova::Image> nova_images;
 };
 
 class HttpServer {

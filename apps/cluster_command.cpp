@@ -12,6 +12,7 @@
 #include "cluster/node_actor.hpp"
 #include "api/actor_control_plane.hpp"
 #include "api/http_api.hpp"
+#include "apps/http_front.hpp"
 #include "api/token_file.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
@@ -157,6 +158,7 @@ int cluster_command(const std::vector<std::string>& args) {
   ActorControlPlane api(sys, controller, nodes);
   HttpServerOptions http_options;
   http_options.bearer_token = token;
+  http_options.nova_images = embedded_nova_images();
   HttpServer server(api, o.host, o.port, http_options);
   uint16_t port = 0;
   try {

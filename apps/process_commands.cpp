@@ -18,6 +18,7 @@
 #include "cluster/node_actor.hpp"
 #include "api/actor_control_plane.hpp"
 #include "api/http_api.hpp"
+#include "apps/http_front.hpp"
 #include "api/token_file.hpp"
 #include "apps/tls_peer.hpp"
 #include "devices/machine.hpp"
@@ -272,6 +273,7 @@ times that it is in error and its instances are declared errored.
   ActorControlPlane api(sys, controller, {});
   HttpServerOptions http_options;
   http_options.bearer_token = token;
+  http_options.nova_images = embedded_nova_images();
   const bool https = o.count("--https-cert") > 0;
   if (https) {
     http_options.tls_cert_file = o["--https-cert"];

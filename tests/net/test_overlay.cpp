@@ -96,6 +96,12 @@ struct Deployment {
                           "the nodes did not register: " << logs());
   }
   ~Deployment() {
+    // A failed case (an exception included) shows what the processes said
+    // before their logs go with the directory.
+    if (!utf::results_collector.results(utf::framework::current_test_case().p_id).passed() ||
+        std::uncaught_exceptions() > 0)
+      BOOST_TEST_MESSAGE("logs at the end of a failed case:\n"
+                         << sh("ps -eo pid,etimes,time,stat,args | grep [a]piary").out << logs());
     for (auto& [n, s] : nodes) s->kill(SIGTERM);
     controller->kill(SIGTERM);
     topo.reset();
@@ -131,7 +137,7 @@ struct Deployment {
   v1::Instance linux_instance(const std::string& name, const std::string& net, const std::string& ipv4 = "") {
     const std::string body = R"({"spec":{"name":")" + name + R"(","board":{"vcpus":1,"memory_mib":128},)" +
                              R"("boot":{"kernel_path":")" + guest_path("linux-vmlinuz") + R"(","initrd_path":")" +
-                             guest_path("linux-initramfs.cpio") + R"(","cmdline":"console=ttyS0 quiet"},)" +
+                             guest_path("linux-initramfs.cpio") + R"(","cmdline":"console=ttyS0"},)" +
                              R"("devices":{"nics":[{"network":")" + net + R"(")" +
                              (ipv4.empty() ? "" : R"(,"ipv4":")" + ipv4 + R"(")") + "}]}}}";
     auto a = post("/v1/instances", body);
@@ -162,21 +168,37 @@ struct Deployment {
   }
 };
 
-// A guest's shell: waits for the ready marker and the prompt.
+std::string run(ConsoleClient& c, const std::string& cmd, const std::string& tag, std::chrono::milliseconds d = 90s);
+
+// A guest's shell: waits for the ready marker and the prompt, then keeps
+// the kernel's messages off the console (the guests boot without `quiet`
+// so that a boot that stops shows where).
 std::unique_ptr<ConsoleClient> shell(Deployment& d, const v1::Instance& inst) {
   auto c = std::make_unique<ConsoleClient>(kApiPort, inst.id(), d.topo->address("ctl"));
-  BOOST_REQUIRE_MESSAGE(c->wait_for(kReady, 240s), inst.name() << ": no ready marker; console:\n" << c->received);
+  const bool ready = c->wait_for(kReady, 240s);
+  // Built only now: Boost's message operands are evaluated with the check.
+  if (!ready)
+    BOOST_FAIL(inst.name() << ": no ready marker; console:\n"
+                           << c->received << "\nrecord: " << d.get("/v1/instances/" + inst.id()).body
+                           << "\nactions: " << d.get("/v1/instances/" + inst.id() + "/actions").body << "\n"
+                           << sh("ps -eo pid,etimes,time,stat,args | grep [a]piary; dmesg | tail -25").out
+                           << d.logs());
   c->send("\r");
   BOOST_REQUIRE_MESSAGE(c->wait_for("# ", 60s), inst.name() << ": no prompt:\n" << c->received);
+  run(*c, "dmesg -n 1", "QUIET");
   return c;
 }
 
 // Runs `cmd` in the guest; the line it prints after it (marker-tagged).
-std::string run(ConsoleClient& c, const std::string& cmd, const std::string& tag, std::chrono::milliseconds d = 90s) {
+std::string run(ConsoleClient& c, const std::string& cmd, const std::string& tag, std::chrono::milliseconds d) {
   const size_t from = c.received.size();
   // The terminal echoes the command line: the markers are spelled so that
   // only the shell's output contains them ("-""END" prints "-END").
-  c.send(cmd + "; echo " + tag + "-\"\"END\r");
+  try {
+    c.send(cmd + "; echo " + tag + "-\"\"END\r");
+  } catch (const std::exception& e) {
+    return std::string("(console lost: ") + e.what() + ")";
+  }
   const std::string end = "\n" + tag + "-END";
   if (!c.wait_for(end, d, from)) return "(timed out) " + c.received.substr(from);
   return c.received.substr(from, c.received.find(end, from) - from);
@@ -285,7 +307,8 @@ BOOST_AUTO_TEST_CASE(guests_on_two_nodes_share_a_network_and_nothing_else,
     // The guest's counters, and each virtio device's id and status (0x40:
     // the device asked for a reset, e.g. after a queue error).
     const std::string look =
-        "cat /proc/net/dev; for v in /sys/bus/virtio/devices/*; do echo $v $(cat $v/device $v/status); done; ip neigh";
+        "cat /proc/net/dev; for v in /sys/bus/virtio/devices/*; do echo $v $(cat $v/device $v/status); done; ip neigh; "
+        "ip -s link show eth0; grep -i virtio /proc/interrupts; dmesg | grep -iv 'audit' | tail -n 25";
     BOOST_TEST_MESSAGE("diagnostics:\nred-1: " << run(*c1, look, "DIAG1") << "\nred-2: " << run(*c2, look, "DIAG2")
                                               << "\nblue-1: " << run(*cb, look, "DIAG3") << "\nblue-2: "
                                               << run(*cb2, look, "DIAG4") << "\n" << net_lines << d.logs());
