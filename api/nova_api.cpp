@@ -127,7 +127,7 @@ v1::NovaImage image_json(const Image& g) {
   out.set_visibility("public");
   out.set_container_format("bare");
   out.set_disk_format("raw");
-  out.set_size(static_cast<int64_t>(g.size));
+  out.set_size(static_cast<int32_t>(std::min<uint64_t>(g.size, INT32_MAX)));
   return out;
 }
 
