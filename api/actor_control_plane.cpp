@@ -25,6 +25,8 @@ v1::Instance to_proto(const actors::InstanceInfo& i) {
   if (!i.spec_bytes.empty()) out.mutable_spec()->ParseFromString(i.spec_bytes);
   out.set_created_at(i.created_at);
   out.set_updated_at(i.updated_at);
+  out.set_lifecycle_state(i.lifecycle);
+  out.set_power_state(i.power);
   return out;
 }
 
@@ -46,6 +48,21 @@ caf::behavior console_relay(caf::event_based_actor*, std::shared_ptr<std::atomic
                             std::function<void(std::string)> on_output) {
   return {[live, on_output](actors::output_atom, const std::string& bytes) {
     if (*live) on_output(bytes);
+  }};
+}
+
+// Hands the controller's change notices to the event stream until detach()
+// clears `live`.
+caf::behavior change_relay(caf::event_based_actor*, std::shared_ptr<std::atomic<bool>> live,
+                           std::function<void(const v1::Changes&)> on_change) {
+  return {[live, on_change](actors::changed_atom, const std::vector<std::string>& instances,
+                            const std::vector<std::string>& networks, const std::vector<std::string>& nodes) {
+    if (!*live) return;
+    v1::Changes c;
+    for (const auto& i : instances) c.add_instances(i);
+    for (const auto& n : networks) c.add_networks(n);
+    for (const auto& n : nodes) c.add_nodes(n);
+    on_change(c);
   }};
 }
 
@@ -91,6 +108,24 @@ Result<v1::InstanceList> ActorControlPlane::list() {
             out = std::move(l);
           },
           [&](caf::error& e) { out = from_caf(e); });
+  return *out;
+}
+
+Result<WatchSubscription> ActorControlPlane::watch(std::function<void(const v1::Changes&)> on_change) {
+  auto live = std::make_shared<std::atomic<bool>>(true);
+  caf::actor relay = sys_.spawn(change_relay, live, std::move(on_change));
+  auto end = [live, relay] {
+    *live = false;
+    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+  };
+  caf::scoped_actor self{sys_};
+  std::optional<Result<WatchSubscription>> out;
+  self->request(controller_, deadline_, actors::watch_atom::value, relay)
+      .receive([&](actors::ack_atom) { out = WatchSubscription{end}; },
+               [&](caf::error& e) {
+                 end();
+                 out = from_caf(e);
+               });
   return *out;
 }
 

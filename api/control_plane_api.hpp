@@ -120,6 +120,13 @@ struct ConsoleSubscription {
   std::function<void()> detach;
 };
 
+// A live feed of changes (watch). `detach()` ends it: after it returns,
+// on_change is not called again. The server calls it exactly once per
+// successful watch.
+struct WatchSubscription {
+  std::function<void()> detach;
+};
+
 class ControlPlaneApi {
  public:
   virtual ~ControlPlaneApi() = default;
@@ -163,6 +170,14 @@ class ControlPlaneApi {
   virtual Result<v1::Node> stop_node(const std::string& name) {
     (void)name;
     return api_error(501, "nodes are not implemented by this control plane");
+  }
+  // GET /v1/events (server-sent events): from the moment watch returns,
+  // `on_change` receives the keys of the records that changed (instances
+  // whose record, action log or VMM state changed; networks; nodes), from
+  // any thread, one call at a time; it never blocks. The default answers 501.
+  virtual Result<WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change) {
+    (void)on_change;
+    return api_error(501, "change events are not implemented by this control plane");
   }
   // GET /metrics: the Prometheus text exposition (version 0.0.4).
   virtual Result<std::string> metrics() { return api_error(501, "metrics are not implemented by this control plane"); }

@@ -59,7 +59,9 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "api/nova_api.hpp"
+#include "api/state_machines.hpp"
 #include "cluster/nova_states.hpp"
+#include "ui/assets.hpp"
 
 namespace apiary::apps {
 
@@ -98,6 +100,19 @@ constexpr std::size_t kLingerMaxBytes = 16 * 1024 * 1024;
 constexpr std::chrono::milliseconds kLingerTime{2000};
 constexpr std::chrono::milliseconds kAcceptRetry{100};
 constexpr const char* kServerName = "apiary";
+// The dashboard's sign-in (docs/dashboard.md): the cookie carries the
+// token, hex-encoded; a request authenticated by it that changes something
+// must carry kUiHeader (a cross-site form cannot add a header), and a
+// console websocket opened with it must come from the same origin.
+constexpr std::string_view kSessionCookie = "apiary_session";
+constexpr const char* kUiHeader = "X-Requested-With";
+constexpr std::string_view kUiHeaderValue = "apiary-ui";
+// The event stream (GET /v1/events): a comment line after this much
+// silence keeps proxies and the browser from timing the stream out; a
+// reader that falls this far behind is closed (it reconnects and reloads).
+constexpr std::chrono::seconds kEventHeartbeat{15};
+constexpr std::size_t kEventBacklog = 1024 * 1024;
+constexpr std::size_t kEventWriteMax = 64 * 1024;
 
 // --- text helpers -------------------------------------------------------------
 
@@ -200,6 +215,37 @@ std::optional<std::vector<std::string>> split_path(std::string_view target) {
   return segments;
 }
 
+std::string hex_encode(std::string_view s) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (unsigned char c : s) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 0xF];
+  }
+  return out;
+}
+
+// The value of cookie `name` in a Cookie header ("a=1; b=2"), or nullopt.
+std::optional<std::string_view> cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    const auto semi = header.find(';');
+    std::string_view pair = header.substr(0, semi);
+    while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+    if (pair.size() > name.size() && pair.substr(0, name.size()) == name && pair[name.size()] == '=')
+      return pair.substr(name.size() + 1);
+    if (semi == std::string_view::npos) break;
+    header.remove_prefix(semi + 1);
+  }
+  return std::nullopt;
+}
+
+// "http://host:port" -> "host:port" (the Origin header against Host).
+std::string_view origin_host(std::string_view origin) {
+  const auto scheme = origin.find("://");
+  return scheme == std::string_view::npos ? origin : origin.substr(scheme + 3);
+}
+
 // Instance ids are whatever the control plane issues; we only insist on
 // printable UTF-8 so they can go into messages and JSON unchanged.
 bool plausible_id(const std::string& id) {
@@ -273,7 +319,8 @@ std::optional<v1::ApiError> parse_json_body(const std::string& body, google::pro
 
 struct Answer {
   unsigned status = 200;
-  std::string body;  // JSON
+  std::string body;  // JSON, unless content_type says otherwise
+  std::string content_type = "application/json";
   std::vector<std::pair<http::field, std::string>> headers;
   std::vector<std::pair<std::string, std::string>> named_headers;  // fields Beast has no enum for
 };
@@ -313,6 +360,7 @@ Answer method_not_allowed(const char* allow) {
 struct ConsoleStart {
   std::string history;
   std::function<void(std::string)> input;
+  bool event_stream = false;  // GET /v1/events: history is the first event, no input
 };
 struct Outcome {
   Answer answer;
@@ -670,6 +718,116 @@ class WsSession : public SessionBase {
   bool detached_ = false;
 };
 
+// One server-sent event stream (GET /v1/events) over the HTTP session's
+// stream. The response has no length and ends when either side closes;
+// change events come from a ConsoleLink like console output.
+template <class Stream>
+class EventSession : public SessionBase {
+ public:
+  EventSession(HttpServerCore& core, Stream&& stream, std::shared_ptr<ConsoleLink> link, std::string first)
+      : SessionBase(core),
+        stream_(std::move(stream)),
+        link_(std::move(link)),
+        out_(std::string("HTTP/1.1 200 OK\r\nServer: ") + kServerName +
+             "\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
+             "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n" + first),
+        heartbeat_(stream_.get_executor()) {}
+
+  ~EventSession() override {
+    if (!detached_) core_.detach_later(link_);
+  }
+
+  void run() {
+    if (core_.stopping()) {
+      finish();
+      return;
+    }
+    std::weak_ptr<EventSession> weak = self();
+    auto ex = stream_.get_executor();
+    link_->bind([weak, ex] {
+      net::post(ex, [weak] {
+        if (auto s = weak.lock()) s->pump();
+      });
+    });
+    write();
+    do_read();
+    arm_heartbeat();
+  }
+
+  void begin_shutdown() override {
+    net::post(stream_.get_executor(), [self = self()] { self->finish(); });
+  }
+
+ private:
+  std::shared_ptr<EventSession> self() { return std::static_pointer_cast<EventSession>(shared_from_this()); }
+
+  void pump() {
+    if (writing_ || done_) return;
+    if (!link_->take(out_, kEventWriteMax)) {
+      finish();  // the reader fell too far behind: it reconnects and reloads
+      return;
+    }
+    if (!out_.empty()) write();
+  }
+
+  void write() {
+    writing_ = true;
+    beast::get_lowest_layer(stream_).expires_after(core_.options().write_timeout);
+    net::async_write(stream_, net::buffer(out_), [self = self()](error_code ec, std::size_t) {
+      self->writing_ = false;
+      beast::get_lowest_layer(self->stream_).expires_never();
+      if (ec) {
+        self->finish();
+        return;
+      }
+      self->out_.clear();
+      self->pump();
+    });
+  }
+
+  void arm_heartbeat() {
+    heartbeat_.expires_after(kEventHeartbeat);
+    heartbeat_.async_wait([self = self()](error_code ec) {
+      if (ec || self->done_) return;
+      if (!self->writing_) {
+        self->out_ = ": keep-alive\n\n";
+        self->write();
+      }
+      self->arm_heartbeat();
+    });
+  }
+
+  // The client sends nothing after its request; a read ends when it goes.
+  void do_read() {
+    stream_.async_read_some(net::buffer(rbuf_), [self = self()](error_code ec, std::size_t) {
+      if (ec) {
+        self->finish();
+        return;
+      }
+      self->do_read();
+    });
+  }
+
+  void finish() {
+    if (done_) return;
+    done_ = true;
+    detached_ = true;
+    core_.detach_later(link_);
+    heartbeat_.cancel();
+    error_code ignored;
+    beast::get_lowest_layer(stream_).socket().close(ignored);
+  }
+
+  Stream stream_;
+  std::shared_ptr<ConsoleLink> link_;
+  std::string out_;
+  net::steady_timer heartbeat_;
+  std::array<char, 512> rbuf_{};
+  bool writing_ = false;
+  bool done_ = false;
+  bool detached_ = false;
+};
+
 // One HTTP connection: read a request, answer it, repeat while keep-alive.
 // Over TLS the handshake comes first, bounded by read_timeout.
 template <class Stream>
@@ -740,13 +898,40 @@ class HttpSession : public SessionBase {
     auto& req = parser_->get();
     const auto auth = req[http::field::authorization];
     const auto x_token = req["X-Auth-Token"];
-    if (!authorized(std::string_view(auth.data(), auth.size())) &&
-        !token_matches(std::string_view(x_token.data(), x_token.size()))) {
+    const std::string_view target(req.target().data(), req.target().size());
+    const bool by_header = authorized(std::string_view(auth.data(), auth.size())) ||
+                           token_matches(std::string_view(x_token.data(), x_token.size()));
+    const auto cookie = req[http::field::cookie];
+    const bool by_cookie = !by_header && cookie_matches(std::string_view(cookie.data(), cookie.size()));
+    if (!by_header && !by_cookie && !public_ui_path(req.method(), target)) {
       // Before the body: an unauthenticated client gets nothing read or run.
-      Answer a = error_answer(401, req[http::field::authorization].empty()
-                                       ? "missing bearer token (Authorization: Bearer <token>)"
-                                       : "wrong bearer token");
-      a.headers.emplace_back(http::field::www_authenticate, "Bearer realm=\"apiary\"");
+      // A browser asking for the dashboard is sent to its sign-in page.
+      Answer a;
+      if (req.method() == http::verb::get && dashboard_page(target)) {
+        a.status = 302;
+        a.content_type = "text/plain; charset=utf-8";
+        a.body = "sign in at /ui/login\n";
+        a.headers.emplace_back(http::field::location, "/ui/login");
+      } else {
+        a = error_answer(401, !req[http::field::cookie].empty() && req[http::field::authorization].empty()
+                                  ? "the dashboard's session is not valid (sign in again at /ui/login)"
+                              : req[http::field::authorization].empty()
+                                  ? "missing bearer token (Authorization: Bearer <token>)"
+                                  : "wrong bearer token");
+        a.headers.emplace_back(http::field::www_authenticate, "Bearer realm=\"apiary\"");
+      }
+      keep_alive_ = false;
+      linger_after_write_ = true;
+      version_ = req.version();
+      send(std::move(a));
+      return;
+    }
+    if (by_cookie && !same_origin(req)) {
+      Answer a = error_answer(403, websocket::is_upgrade(req)
+                                       ? "cross-origin console refused (the Origin is not this server)"
+                                       : std::string("cross-site request refused: a request signed in by the "
+                                                     "dashboard's cookie needs the header ") +
+                                             kUiHeader + ": " + std::string(kUiHeaderValue));
       keep_alive_ = false;
       linger_after_write_ = true;
       version_ = req.version();
@@ -788,6 +973,50 @@ class HttpSession : public SessionBase {
     unsigned char diff = 0;
     for (size_t i = 0; i < token.size(); ++i) diff |= static_cast<unsigned char>(value[i] ^ token[i]);
     return diff == 0;
+  }
+
+  // The dashboard's cookie (POST /ui/session set it) carries the token.
+  bool cookie_matches(std::string_view header) const {
+    const std::string& token = core_.options().bearer_token;
+    if (token.empty() || header.empty()) return false;
+    auto value = cookie_value(header, kSessionCookie);
+    if (!value) return false;
+    const std::string expected = hex_encode(token);
+    if (value->size() != expected.size()) return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < expected.size(); ++i)
+      diff |= static_cast<unsigned char>((*value)[i] ^ expected[i]);
+    return diff == 0;
+  }
+
+  // What a browser may reach before signing in: the sign-in page itself,
+  // signing in and signing out.
+  static bool public_ui_path(http::verb method, std::string_view target) {
+    target = target.substr(0, target.find_first_of("?#"));
+    if (method == http::verb::get) return target == "/ui/login" || target == "/ui/login.html";
+    if (method == http::verb::post) return target == "/ui/session" || target == "/ui/logout";
+    return false;
+  }
+
+  // Pages (not data) of the dashboard: an unauthenticated GET is redirected.
+  static bool dashboard_page(std::string_view target) {
+    target = target.substr(0, target.find_first_of("?#"));
+    return target == "/" || target == "/ui" || target == "/ui/" || target == "/ui/index.html";
+  }
+
+  // A cookie-authenticated request came from the dashboard itself: a plain
+  // GET (it changes nothing), a websocket whose Origin is this server, or
+  // a request with the dashboard's header.
+  static bool same_origin(const Request& req) {
+    if (websocket::is_upgrade(req)) {
+      const auto origin = req[http::field::origin];
+      const auto host = req[http::field::host];
+      return origin.empty() ||
+             origin_host(std::string_view(origin.data(), origin.size())) == std::string_view(host.data(), host.size());
+    }
+    if (req.method() == http::verb::get || req.method() == http::verb::head) return true;
+    const auto v = req[kUiHeader];
+    return std::string_view(v.data(), v.size()) == kUiHeaderValue;
   }
 
   void read_body() {
@@ -841,6 +1070,26 @@ class HttpSession : public SessionBase {
       return route_networks(*segments, target, std::move(req));
     if (segments && segments->size() >= 2 && (*segments)[0] == "v1" && (*segments)[1] == "nodes")
       return route_nodes(*segments, target, std::move(req));
+    if (segments && (*segments)[0] == "ui") return route_ui(*segments, std::move(req));
+    if (segments && segments->size() == 1 && (*segments)[0].empty()) {
+      if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
+      Answer a;
+      a.status = 302;
+      a.content_type = "text/plain; charset=utf-8";
+      a.body = "the dashboard is at /ui/\n";
+      a.headers.emplace_back(http::field::location, "/ui/");
+      return send(std::move(a));
+    }
+    if (segments && segments->size() == 2 && (*segments)[0] == "v1" && (*segments)[1] == "events") {
+      if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
+      return events();
+    }
+    if (segments && segments->size() == 2 && (*segments)[0] == "v1" && (*segments)[1] == "state-machines") {
+      if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
+      Answer a;
+      a.body = to_json(state_machines());
+      return send(std::move(a));
+    }
     if (segments && segments->size() == 1 && (*segments)[0] == "metrics") {
       if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
       return call([](ControlPlaneApi& api) {
@@ -976,6 +1225,76 @@ class HttpSession : public SessionBase {
     return call([name = seg[2]](ControlPlaneApi& api) { return Outcome{answer(202, api.stop_node(name)), {}}; });
   }
 
+  // /ui/...: the dashboard's files (ui/assets.hpp), sign-in and sign-out.
+  void route_ui(const std::vector<std::string>& seg, Request req) {
+    const std::string rest = seg.size() == 2 ? seg[1] : std::string();
+    if (seg.size() == 2 && (rest == "session" || rest == "logout")) {
+      if (req.method() != http::verb::post) return send(method_not_allowed("POST"));
+      return rest == "session" ? sign_in(req.body()) : sign_out();
+    }
+    if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
+    std::string path = "/ui";
+    for (size_t i = 1; i < seg.size(); ++i) path += "/" + seg[i];
+    if (path == "/ui" || path == "/ui/") path = "/ui/index.html";
+    if (path == "/ui/login") path = "/ui/login.html";
+    const ui::Asset* asset = ui::find(path);
+    if (!asset) return send(not_found_path(path));
+    Answer a;
+    a.body.assign(asset->data);
+    a.content_type = std::string(asset->content_type);
+    a.headers.emplace_back(http::field::cache_control, "no-cache");
+    a.named_headers.emplace_back("X-Content-Type-Options", "nosniff");
+    if (path.ends_with(".html")) {
+      a.named_headers.emplace_back("Content-Security-Policy",
+                                   "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+                                   "'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+      a.named_headers.emplace_back("X-Frame-Options", "DENY");
+    }
+    send(std::move(a));
+  }
+
+  // POST /ui/session {"token": "..."}: 204 and the session cookie, or 401.
+  void sign_in(const std::string& body) {
+    v1::SessionRequest r;
+    if (auto bad = parse_json_body(body, r)) return send(error_answer(std::move(*bad)));
+    const std::string& token = core_.options().bearer_token;
+    if (!token.empty() && !token_matches(r.token())) {
+      Answer a = error_answer(401, r.token().empty() ? "no token given" : "wrong token");
+      return send(std::move(a));
+    }
+    Answer a;
+    a.status = 204;
+    if (!token.empty())
+      a.headers.emplace_back(http::field::set_cookie, std::string(kSessionCookie) + "=" + hex_encode(token) +
+                                                          "; Path=/; HttpOnly; SameSite=Strict" +
+                                                          (kTls ? "; Secure" : ""));
+    send(std::move(a));
+  }
+
+  void sign_out() {
+    Answer a;
+    a.status = 204;
+    a.headers.emplace_back(http::field::set_cookie, std::string(kSessionCookie) +
+                                                        "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" +
+                                                        (kTls ? "; Secure" : ""));
+    send(std::move(a));
+  }
+
+  // GET /v1/events: a watch on the pool, then the stream takes the socket.
+  void events() {
+    auto link = std::make_shared<ConsoleLink>(kEventBacklog);
+    core_.register_link(link);
+    call(
+        [link](ControlPlaneApi& api) {
+          auto r = api.watch([link](const v1::Changes& c) { link->push("event: change\ndata: " + to_json(c) + "\n\n"); });
+          if (!r.ok()) return Outcome{error_answer(r.error()), {}};
+          link->set_detach(std::move(r.value().detach));
+          // retry: how long the browser waits before reconnecting.
+          return Outcome{{}, ConsoleStart{"retry: 2000\nevent: hello\ndata: {}\n\n", nullptr, true}};
+        },
+        link);
+  }
+
   static Answer not_found_path(std::string_view target) {
     return error_answer(404, "no such resource: " + std::string(target.substr(0, 256)));
   }
@@ -1077,7 +1396,11 @@ class HttpSession : public SessionBase {
     api_timer_.cancel();
     auto link = std::exchange(api_link_, nullptr);
     if (outcome.console && link) {
-      upgrade(std::move(link), std::move(*outcome.console));
+      if (outcome.console->event_stream) {
+        start_events(std::move(link), std::move(outcome.console->history));
+      } else {
+        upgrade(std::move(link), std::move(*outcome.console));
+      }
       return;
     }
     if (link) link->close();  // attach failed: nothing to detach
@@ -1092,13 +1415,21 @@ class HttpSession : public SessionBase {
     ws->run(std::move(upgrade_req_));
   }
 
+  void start_events(std::shared_ptr<ConsoleLink> link, std::string first) {
+    state_ = State::upgraded;
+    beast::get_lowest_layer(stream_).expires_never();
+    auto es = std::make_shared<EventSession<Stream>>(core_, std::move(stream_), std::move(link), std::move(first));
+    core_.add_session(es);
+    es->run();
+  }
+
   // --- writing ---
 
   void send(Answer a) {
     state_ = State::writing;
     auto res = std::make_shared<Response>(static_cast<http::status>(a.status), version_);
     res->set(http::field::server, kServerName);
-    res->set(http::field::content_type, "application/json");
+    res->set(http::field::content_type, a.content_type);
     for (auto& [name, value] : a.headers) res->set(name, value);
     for (auto& [name, value] : a.named_headers) res->set(name, value);
     res->keep_alive(keep_alive_ && !core_.stopping());

@@ -30,6 +30,16 @@
 //   GET    /v1/nodes                          200 NodeList
 //   POST   /v1/nodes/{name}/stop              202 Node (stopping: it drains), 404, 409
 //   GET    /metrics                           200 Prometheus text format 0.0.4
+//   GET    /v1/events                         server-sent events: "hello" first (load
+//                                             everything), then "change" with a Changes
+//                                             document per store commit; a comment line
+//                                             every 15 s of silence
+//   GET    /v1/state-machines                 200 StateMachines (api/state_machines.hpp)
+//   GET    /, /ui/...                         the dashboard (ui/assets.hpp): / redirects
+//                                             to /ui/; /ui/ is index.html
+//   POST   /ui/session                        SessionRequest -> 204 + the session cookie,
+//                                             401 wrong token
+//   POST   /ui/logout                         204, the cookie cleared
 //   *      /compute/v2.1/...                  OpenStack Nova's compute API, the subset
 //                                             its clients use (api/nova_api.hpp)
 // CreateInstanceRequest.request_id, when set, makes the create idempotent
@@ -37,7 +47,14 @@
 // Authentication: with options.bearer_token set, every request needs
 // "Authorization: Bearer <token>" (or "X-Auth-Token: <token>", as
 // OpenStack's clients send it); otherwise 401 (with WWW-Authenticate),
-// answered from the headers alone, and the connection is closed.
+// answered from the headers alone, and the connection is closed. A browser
+// signs in at /ui/login (the only page served without the token): POST
+// /ui/session with the token sets the cookie apiary_session (HttpOnly,
+// SameSite=Strict; Secure over TLS), which then counts as the token, except
+// that a request it authenticates must carry "X-Requested-With: apiary-ui"
+// unless it is a GET, and a websocket it opens must have this server as its
+// Origin (403 otherwise: no cross-site request can act with it).
+// An unauthenticated GET of a dashboard page is redirected to /ui/login.
 // Anything else is 404; a known path with another method is 405 with an
 // Allow header. Every error body is an ApiError. The query string is
 // ignored; path segments are percent-decoded.

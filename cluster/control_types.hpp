@@ -70,6 +70,9 @@ using instance_of_atom = caf::atom_constant<caf::atom("instof")>;    // the inst
 using inst_spec_atom = caf::atom_constant<caf::atom("instspec")>;   // the spec an id's VMM was built from
 using partition_atom = caf::atom_constant<caf::atom("partition")>;  // cut the node off (no check-ins, no answers)
 using disk_fault_atom = caf::atom_constant<caf::atom("diskfault")>;  // the node's disk-file steps fail (EIO)
+using watch_atom = caf::atom_constant<caf::atom("watch")>;            // controller: tell this actor what changes
+using changed_atom = caf::atom_constant<caf::atom("changed")>;        // controller -> watcher: these keys changed
+using lifecycle_atom = caf::atom_constant<caf::atom("lifecycle")>;    // node -> controller: an instance's VMM state
 
 // --- power states a node reports ----------------------------------------------
 
@@ -90,6 +93,11 @@ struct InstanceInfo {
   int64_t created_at = 0;  // Unix milliseconds
   int64_t updated_at = 0;
   std::string spec_bytes;  // the serialized InstanceSpec (defaults applied)
+  // What its node last reported (lifecycle_atom; in the controller's memory,
+  // "" until a report): the per-VM monitor's state (Propolis' lifecycle:
+  // start, boot, run, quiesce, ...) and the power state derived from it.
+  std::string lifecycle;
+  std::string power;
 };
 
 struct ActionEventInfo {
@@ -156,7 +164,7 @@ typename Inspector::result_type inspect(Inspector& f, NetworkInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
   return f(caf::meta::type_name("InstanceInfo"), x.id, x.name, x.node, x.sf_state, x.vm_state, x.task_state,
-           x.created_at, x.updated_at, x.spec_bytes);
+           x.created_at, x.updated_at, x.spec_bytes, x.lifecycle, x.power);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ActionEventInfo& x) {

@@ -73,11 +73,23 @@ std::string render_metrics(controller_pointer self) {
   return out.str();
 }
 
+// The node's last report of the instance's VMM state, in memory only.
+InstanceInfo with_lifecycle(controller_pointer self, InstanceInfo info) {
+  const auto& l = self->state.lifecycles;
+  if (auto it = l.find(info.id); it != l.end()) {
+    info.lifecycle = it->second.first;
+    info.power = it->second.second;
+  }
+  return info;
+}
+
 controller_actor::behavior_type controller_impl(controller_pointer self, ControllerConfig cfg,
-                                                std::shared_ptr<control::StateStore> store) {
+                                                std::shared_ptr<control::StateStore> store,
+                                                std::shared_ptr<std::vector<caf::actor>> watchers) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.store = std::move(store);
+  st.watchers = std::move(watchers);
   st.rng.seed(st.cfg.id_seed ? st.cfg.id_seed : std::random_device{}());
   st.started = st.store->now();
   self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
@@ -86,6 +98,9 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   // is not connected any more: actions on its instances answer 503 instead
   // of failing against a dead peer. Its record is left to the silence rule.
   self->set_down_handler([self](caf::down_msg& m) {
+    auto& w = *self->state.watchers;
+    w.erase(std::remove_if(w.begin(), w.end(), [&](const caf::actor& a) { return a.address() == m.source; }),
+            w.end());
     auto& nodes = self->state.nodes;
     for (auto it = nodes.begin(); it != nodes.end(); ++it) {
       if (it->second.address() != m.source) continue;
@@ -194,10 +209,36 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           note(self, "instance " + id + ": placement retry failed in the store: " + e.detail());
         }
       },
+      [=](watch_atom, const caf::actor& watcher) -> ack_atom {
+        if (watcher) {
+          self->monitor(watcher);
+          self->state.watchers->push_back(watcher);
+        }
+        return ack_atom::value;
+      },
+      [=](lifecycle_atom, const std::string& node, const std::string& id, const std::string& state,
+          const std::string& power) {
+        auto& st = self->state;
+        // A report from a node that no longer holds the record (the instance
+        // moved, or the record is gone) would show a stale state: dropped.
+        std::optional<InstanceRecord> rec;
+        try {
+          rec = st.store->get_instance(id);
+        } catch (const StoreError&) {
+          return;
+        }
+        if (!rec || rec->node != node) return;
+        auto& cur = st.lifecycles[id];
+        if (cur.first == state && cur.second == power) return;
+        cur = {state, power};
+        for (const auto& w : *st.watchers)
+          caf::anon_send(w, changed_atom::value, std::vector<std::string>{id}, std::vector<std::string>{},
+                         std::vector<std::string>{});
+      },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
         try {
           std::vector<InstanceInfo> out;
-          for (const auto& r : self->state.store->list_instances()) out.push_back(to_info(r));
+          for (const auto& r : self->state.store->list_instances()) out.push_back(with_lifecycle(self, to_info(r)));
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -207,7 +248,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           auto r = self->state.store->get_instance(id);
           if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-          return to_info(*r);
+          return with_lifecycle(self, to_info(*r));
         } catch (const StoreError& e) {
           return store_failed(e);
         }
@@ -338,6 +379,8 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           if (c.instances || c.networks)
             note(self, "purge: " + std::to_string(c.instances) + " instance(s), " + std::to_string(c.networks) +
                            " network(s) deleted more than " + std::to_string(st.cfg.cleaner_delay.count()) + " s ago");
+          if (c.instances)
+            std::erase_if(st.lifecycles, [&](const auto& kv) { return !st.store->get_instance(kv.first); });
         } catch (const StoreError& e) {
           note(self, std::string("purge failed: ") + e.detail());
         }
@@ -421,8 +464,14 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
   options.clock = [s, anchor] {
     return anchor + duration_cast<milliseconds>(s->clock().now().time_since_epoch()).count();
   };
+  // Every committed change goes to the watchers; the hook runs inside the
+  // controller's handlers (the store's only writer), so the list needs no lock.
+  auto watchers = std::make_shared<std::vector<caf::actor>>();
+  options.on_commit = [watchers](const control::StoreChanges& c) {
+    for (const auto& w : *watchers) caf::anon_send(w, changed_atom::value, c.instances, c.networks, c.nodes);
+  };
   auto store = std::make_shared<control::StateStore>(control::StateStore::open(config.store_path, options));
-  return sys.spawn(controller_impl, std::move(config), std::move(store));
+  return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(watchers));
 }
 
 }  // namespace apiary::actors

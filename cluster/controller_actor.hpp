@@ -63,6 +63,15 @@
 //        becomes stopped. 404
 //   clusterlog                -> what reconciliation did that belongs to no
 //        instance record (strays the store has never heard of)
+//   watch, actor              -> ack; from then on the actor receives
+//        (changed, instance ids, network ids, node names) after every store
+//        transaction that changed those records (StoreChanges), and when a
+//        node reports a new lifecycle state of an instance. Until it goes
+//        down (it is monitored). Why: live views (the dashboard's event
+//        stream) without polling the store.
+//   lifecycle, node, id, state, power (from nodes) -> the VMM state of an
+//        instance as its node sees it, kept in memory and returned in
+//        InstanceInfo (lifecycle, power) by list and get.
 // Networks (Shaken Fist's network records; there is no data plane yet, so a
 // new network is created at once):
 //   netcreate, name, cidr     -> network id. 400 for an empty name or a
@@ -174,6 +183,8 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<checkin_atom, std::string, uint32_t, uint64_t, uint32_t, caf::actor, std::string>::with<ack_atom>,
     caf::replies_to<node_net_atom, std::string, std::string, std::map<std::string, std::string>>::with<
         std::map<std::string, std::vector<std::string>>>,
+    caf::replies_to<watch_atom, caf::actor>::with<ack_atom>,
+    caf::reacts_to<lifecycle_atom, std::string, std::string, std::string, std::string>,
     caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>,
     caf::reacts_to<replace_atom, std::string, int64_t>>;
 

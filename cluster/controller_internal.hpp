@@ -71,6 +71,11 @@ struct ControllerState {
   // memory only: the store has no column for it, so after a restart the
   // record still says error without the reason (the cluster log had it).
   std::map<std::string, std::string> network_errors;
+  // Who is told what changes (watch_atom). Shared with the store's on_commit
+  // hook, which runs inside this actor's handlers.
+  std::shared_ptr<std::vector<caf::actor>> watchers;
+  // instance id -> (lifecycle state, power state), from its node's reports.
+  std::map<std::string, std::pair<std::string, std::string>> lifecycles;
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;

@@ -41,7 +41,9 @@ InstanceInfo to_info(const InstanceRecord& r) {
           control::to_string(r.task_state),
           r.created_at,
           r.updated_at,
-          r.spec.SerializeAsString()};
+          r.spec.SerializeAsString(),
+          {},
+          {}};
 }
 
 void note(controller_pointer self, std::string line) { self->state.cluster_log.push_back(std::move(line)); }

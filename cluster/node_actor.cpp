@@ -1053,9 +1053,15 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         auto& st = self->state;
         auto it = st.instances.find(id);
         if (it == st.instances.end() || it->second.incarnation != incarnation) return;  // replaced or forgotten
+        const std::string power_before = power_state(it->second);
+        const bool moved = it->second.state != state;
         it->second.state = state;
         it->second.target = target;
         it->second.reason = reason;
+        // The controller shows the VMM's state (Propolis' lifecycle) live;
+        // one message per lifecycle step, never per guest event.
+        if ((moved || power_state(it->second) != power_before) && st.cfg.controller && !st.partitioned)
+          caf::anon_send(st.cfg.controller, lifecycle_atom::value, st.cfg.name, id, state, power_state(it->second));
         std::vector<std::pair<uint64_t, Verdict>> settled;
         for (auto& w : it->second.waiters) {
           Verdict v = w.check(state, target);

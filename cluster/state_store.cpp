@@ -18,6 +18,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -417,6 +418,9 @@ std::optional<ActionResult> action_result_from_string(std::string_view s) noexce
 struct StateStore::Db {
   DbHandle handle;
   int depth = 0;  // open transaction levels (0 = none)
+  // Keys changed by the open transaction (StoreOptions::on_commit); a
+  // savepoint rolled back drops what it added.
+  std::vector<std::pair<char, std::string>> pending;
   sqlite3* get() const { return handle.get(); }
 };
 
@@ -499,8 +503,10 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
   const std::string savepoint = "apiary_sp" + std::to_string(level);
   exec(db, level == 0 ? std::string("BEGIN IMMEDIATE") : "SAVEPOINT " + savepoint);
   ++db_->depth;
+  const size_t pending_before = db_->pending.size();
   auto rollback = [&]() noexcept {
     --db_->depth;
+    db_->pending.resize(level == 0 ? 0 : pending_before);
     // Some failures (e.g. SQLITE_FULL) already rolled the whole transaction
     // back; then there is nothing left to undo.
     if (sqlite3_get_autocommit(db) != 0) return;
@@ -524,6 +530,25 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
     throw;
   }
   --db_->depth;
+  if (level != 0 || db_->pending.empty()) return;
+  StoreChanges changes;
+  for (auto& [kind, key] : db_->pending)
+    (kind == 'i' ? changes.instances : kind == 'n' ? changes.networks : changes.nodes).push_back(std::move(key));
+  db_->pending.clear();
+  for (auto* v : {&changes.instances, &changes.networks, &changes.nodes}) {
+    std::sort(v->begin(), v->end());
+    v->erase(std::unique(v->begin(), v->end()), v->end());
+  }
+  if (options_.on_commit) {
+    try {
+      options_.on_commit(changes);
+    } catch (...) {  // committed already; a listener's failure changes nothing
+    }
+  }
+}
+
+void StateStore::changed(char kind, const std::string& key) {
+  if (db_->depth > 0) db_->pending.emplace_back(kind, key);
 }
 
 // --- instances --------------------------------------------------------------
@@ -570,6 +595,7 @@ void StateStore::put_instance(const InstanceRecord& r) {
       s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
       s.bind_text_or_null(6, r.node).bind(7, t);
       s.run();
+      changed('i', r.id);
       return;
     }
     if (r.sf_state != cur->sf_state && !transition_allowed(cur->sf_state, r.sf_state))
@@ -588,12 +614,16 @@ void StateStore::put_instance(const InstanceRecord& r) {
     s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind_text_or_null(5, r.node);
     s.bind(6, t).bind(7, deleted_at);
     s.run();
+    changed('i', r.id);
   });
 }
 
 bool StateStore::delete_instance(const std::string& id) {
   bool deleted = false;
-  with_transaction([&] { deleted = Stmt(db_->get(), "DELETE FROM instances WHERE id = ?1").bind(1, id).run() > 0; });
+  with_transaction([&] {
+    deleted = Stmt(db_->get(), "DELETE FROM instances WHERE id = ?1").bind(1, id).run() > 0;
+    if (deleted) changed('i', id);
+  });
   return deleted;
 }
 
@@ -613,6 +643,7 @@ SfInstanceState StateStore::record_transition(const std::string& instance_id, Sf
            " deleted_at = CASE WHEN ?2 = 'deleted' THEN ?3 ELSE deleted_at END WHERE id = ?1");
     s.bind(1, instance_id).bind(2, to_string(to)).bind(3, t);
     s.run();
+    changed('i', instance_id);
   });
   return from;
 }
@@ -645,6 +676,7 @@ int64_t StateStore::begin_action(const std::string& instance_id, Action action, 
     i.bind(5, to_string(ActionResult::running));
     i.run();
     id = sqlite3_last_insert_rowid(db);
+    changed('i', instance_id);
   });
   return id;
 }
@@ -698,6 +730,7 @@ bool StateStore::finish_action(int64_t action_id, ActionResult result, std::opti
     l.bind(1, action_id).bind(2, t).bind(3, to_string(result));
     l.run();
     applied = true;
+    changed('i', entry->instance_id);
   });
   return applied;
 }
@@ -710,6 +743,9 @@ void StateStore::append_action_event(int64_t action_id, const ActionEvent& event
     s.bind(1, action_id).bind(2, event.name).bind(3, event.start).bind(4, event.finish).bind(5, event.result);
     s.bind(6, event.detail);
     if (s.run() == 0) throw StoreError(StoreErrc::not_found, "action " + std::to_string(action_id));
+    Stmt owner(db_->get(), "SELECT instance_id FROM action_log WHERE id = ?1");
+    owner.bind(1, action_id);
+    if (owner.step()) changed('i', owner.text(0));
   });
 }
 
@@ -733,6 +769,7 @@ int64_t StateStore::force_stopped(const std::string& instance_id, const std::str
     Stmt u(db, "UPDATE instances SET vm_state = ?2, updated_at = ?3 WHERE id = ?1");
     u.bind(1, instance_id).bind(2, to_string(VmState::stopped)).bind(3, t);
     u.run();
+    changed('i', instance_id);
   });
   return id;
 }
@@ -803,6 +840,7 @@ void StateStore::put_network(const NetworkRecord& r) {
              " VALUES (?1, ?2, ?3, ?4, ?5, ?5, NULL)");
       s.bind(1, r.id).bind(2, r.name).bind(3, to_string(r.state)).bind_text_or_null(4, r.cidr).bind(5, t);
       s.run();
+      changed('n', r.id);
       return;
     }
     if (r.state != cur->state && !transition_allowed(cur->state, r.state))
@@ -816,12 +854,16 @@ void StateStore::put_network(const NetworkRecord& r) {
     s.bind(1, r.id).bind(2, r.name).bind(3, to_string(r.state)).bind_text_or_null(4, r.cidr).bind(5, t);
     s.bind(6, deleted_at);
     s.run();
+    changed('n', r.id);
   });
 }
 
 bool StateStore::delete_network(const std::string& id) {
   bool deleted = false;
-  with_transaction([&] { deleted = Stmt(db_->get(), "DELETE FROM networks WHERE id = ?1").bind(1, id).run() > 0; });
+  with_transaction([&] {
+    deleted = Stmt(db_->get(), "DELETE FROM networks WHERE id = ?1").bind(1, id).run() > 0;
+    if (deleted) changed('n', id);
+  });
   return deleted;
 }
 
@@ -840,6 +882,7 @@ NetworkState StateStore::record_transition(const std::string& network_id, Networ
            " deleted_at = CASE WHEN ?2 = 'deleted' THEN ?3 ELSE deleted_at END WHERE id = ?1");
     s.bind(1, network_id).bind(2, to_string(to)).bind(3, now());
     s.run();
+    changed('n', network_id);
   });
   return from;
 }
@@ -853,6 +896,8 @@ void StateStore::attach(const std::string& network_id, const std::string& instan
     Stmt s(db_->get(), "INSERT OR IGNORE INTO network_attachments (network_id, instance_id) VALUES (?1, ?2)");
     s.bind(1, network_id).bind(2, instance_id);
     s.run();
+    changed('n', network_id);
+    changed('i', instance_id);
   });
 }
 
@@ -861,6 +906,10 @@ bool StateStore::detach(const std::string& network_id, const std::string& instan
   with_transaction([&] {
     Stmt s(db_->get(), "DELETE FROM network_attachments WHERE network_id = ?1 AND instance_id = ?2");
     removed = s.bind(1, network_id).bind(2, instance_id).run() > 0;
+    if (removed) {
+      changed('n', network_id);
+      changed('i', instance_id);
+    }
   });
   return removed;
 }
@@ -925,12 +974,16 @@ void StateStore::put_node(const NodeRecord& r) {
                                                           " is not a transition of the node machine");
     }
     write_node(db_->get(), r, !cur);
+    changed('d', r.name);
   });
 }
 
 bool StateStore::delete_node(const std::string& name) {
   bool deleted = false;
-  with_transaction([&] { deleted = Stmt(db_->get(), "DELETE FROM nodes WHERE name = ?1").bind(1, name).run() > 0; });
+  with_transaction([&] {
+    deleted = Stmt(db_->get(), "DELETE FROM nodes WHERE name = ?1").bind(1, name).run() > 0;
+    if (deleted) changed('d', name);
+  });
   return deleted;
 }
 
@@ -946,6 +999,7 @@ NodeState StateStore::record_transition(const std::string& node_name, NodeState 
     Stmt s(db_->get(), "UPDATE nodes SET state = ?2 WHERE name = ?1");
     s.bind(1, node_name).bind(2, to_string(to));
     s.run();
+    changed('d', node_name);
   });
   return from;
 }
@@ -964,6 +1018,7 @@ NodeRecord StateStore::node_checkin(const std::string& name, uint32_t vcpus, uin
       r.state = *next;
     }
     write_node(db_->get(), r, !cur);
+    changed('d', r.name);
   });
   return r;
 }
@@ -983,6 +1038,7 @@ std::vector<NodeChange> StateStore::sweep_silent_nodes(std::chrono::seconds chec
                                                             to_string(next) +
                                                             " is not a transition of the node machine");
       Stmt(db, "UPDATE nodes SET state = ?2 WHERE name = ?1").bind(1, n.name).bind(2, to_string(next)).run();
+      changed('d', n.name);
       NodeChange change{n.name, n.state, next, {}};
       if (next == NodeState::error && !options_.test_skip_error_fanout) {
         for (const InstanceRecord& inst : list_instances_on_node(n.name)) {
@@ -996,6 +1052,7 @@ std::vector<NodeChange> StateStore::sweep_silent_nodes(std::chrono::seconds chec
           l.bind(1, inst.id).bind(2, t).bind(3, to_string(ActionResult::error));
           l.run();
           change.instances_errored.push_back(inst.id);
+          changed('i', inst.id);
         }
       }
       changes.push_back(std::move(change));
@@ -1010,11 +1067,13 @@ PurgeCounts StateStore::purge_deleted(UnixMillis deleted_before) {
   PurgeCounts counts;
   with_transaction([&] {
     sqlite3* db = db_->get();
-    Stmt i(db, "DELETE FROM instances WHERE sf_state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2");
-    counts.instances =
-        static_cast<size_t>(i.bind(1, to_string(SfInstanceState::deleted)).bind(2, deleted_before).run());
-    Stmt n(db, "DELETE FROM networks WHERE state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2");
-    counts.networks = static_cast<size_t>(n.bind(1, to_string(NetworkState::deleted)).bind(2, deleted_before).run());
+    Stmt i(db,
+           "DELETE FROM instances WHERE sf_state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2 RETURNING id");
+    i.bind(1, to_string(SfInstanceState::deleted)).bind(2, deleted_before);
+    for (; i.step(); ++counts.instances) changed('i', i.text(0));
+    Stmt n(db, "DELETE FROM networks WHERE state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2 RETURNING id");
+    n.bind(1, to_string(NetworkState::deleted)).bind(2, deleted_before);
+    for (; n.step(); ++counts.networks) changed('n', n.text(0));
   });
   return counts;
 }

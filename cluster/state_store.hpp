@@ -175,12 +175,32 @@ struct NodeChange {
 
 // --- the store --------------------------------------------------------------
 
+// What one committed transaction changed, by key: an instance is listed
+// when its record, its action log or its network attachments changed; a
+// network when its record or attachments changed; a node when its record
+// changed (check-ins included). Each list is sorted and without repeats. A
+// key whose row is gone (purged or deleted) is listed too: a reader asking
+// for it gets "not found".
+struct StoreChanges {
+  std::vector<std::string> instances;
+  std::vector<std::string> networks;
+  std::vector<std::string> nodes;
+  bool empty() const noexcept { return instances.empty() && networks.empty() && nodes.empty(); }
+};
+
 struct StoreOptions {
   std::function<UnixMillis()> clock;  // default: the system clock
   int busy_timeout_ms = 5000;         // how long a write waits for another connection's lock
   // Test-only fault hook (the simulator's "broken rule" check): a node that
   // goes to error does NOT take its instances with it. Never set in production.
   bool test_skip_error_fanout = false;
+  // Called after every outermost transaction that commits and changed
+  // something, on the writer's thread, before the write call returns (so
+  // whoever is told can read the committed rows). Never called for a
+  // rollback. Why: the control plane's live views (the dashboard's event
+  // stream) learn what changed from the one place every write passes. An
+  // exception thrown here is swallowed: the data is committed already.
+  std::function<void(const StoreChanges&)> on_commit;
 };
 
 class StateStore {
@@ -290,6 +310,8 @@ class StateStore {
 
  private:
   StateStore(std::string path, Options options);
+  // Notes a changed key for on_commit ('i' instance, 'n' network, 'd' node).
+  void changed(char kind, const std::string& key);
   struct Db;
   std::unique_ptr<Db> db_;
   std::string path_;

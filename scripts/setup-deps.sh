@@ -10,11 +10,17 @@
 # one two-vCPU VM in three ("stack guard page was hit" in error_entry,
 # "corrupted stack end detected inside scheduler"); see docs/kvm-vm.md,
 # "Which QEMU". Only QEMU and what it needs come from backports.
+#
+# The dashboard (ui/) takes its front-end packages from npm: `npm ci` in
+# ui/ installs exactly what ui/package-lock.json names (no install scripts
+# run), again when the lock file changes; Debian's chromium is the browser
+# its tests drive (playwright-core, tests/ui).
 set -eu
+cd "$(dirname "$0")/.."
 PACKAGES="build-essential cmake pkg-config binutils libcaf-dev libprotobuf-dev protobuf-compiler
 libboost-dev libboost-test-dev libsqlite3-dev libssl-dev libbenchmark-dev
 python3 linux-image-amd64 busybox-static e2fsprogs iproute2 iptables
-python3-openstackclient"
+python3-openstackclient chromium"
 QEMU_MIN="1:10.0"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -32,7 +38,21 @@ qemu_ok() {
     dpkg --compare-versions "$(dpkg-query -W -f='${Version}' qemu-system-x86)" ge "$QEMU_MIN"
 }
 
-[ -z "$missing" ] && qemu_ok && exit 0
+ui_packages() {
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing nodejs and npm"
+    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  if [ ! -f ui/node_modules/.package-lock.json ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+    echo "setup: npm ci in ui/ (the dashboard's packages)"
+    (cd ui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+if [ -z "$missing" ] && qemu_ok; then
+  ui_packages
+  exit 0
+fi
 updated=""
 if [ -n "$missing" ]; then
   echo "setup: installing$missing"
@@ -59,3 +79,4 @@ if ! qemu_ok; then
   fi
   qemu_ok || echo "setup: warning: qemu-system-x86 $(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null) is older than $QEMU_MIN; nested-KVM VMs may crash (docs/kvm-vm.md)" >&2
 fi
+ui_packages

@@ -31,6 +31,8 @@
 #include "cluster/nova_states.hpp"
 #include "api/control_plane_api.hpp"
 #include "api/http_api.hpp"
+#include "cluster/shakenfist_states.hpp"
+#include "ui/assets.hpp"
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -194,6 +196,27 @@ class FakeApi : public ControlPlaneApi {
     return h;
   }
 
+  // GET /v1/events: every watcher gets what notify() sends.
+  Result<apps::WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change) override {
+    std::lock_guard lock(mu_);
+    const int n = next_sub_++;
+    watchers_[n] = std::move(on_change);
+    return apps::WatchSubscription{[this, n] {
+      std::lock_guard l(mu_);
+      watchers_.erase(n);
+      ++watch_detaches;
+    }};
+  }
+  void notify(const v1::Changes& c) {
+    std::lock_guard lock(mu_);
+    for (auto& [n, w] : watchers_) w(c);
+  }
+  std::size_t watcher_count() {
+    std::lock_guard lock(mu_);
+    return watchers_.size();
+  }
+  std::atomic<int> watch_detaches{0};
+
   Result<apps::ConsoleSubscription> console_attach(const std::string& id,
                                                    std::function<void(std::string)> on_output) override {
     std::lock_guard lock(mu_);
@@ -224,6 +247,7 @@ class FakeApi : public ControlPlaneApi {
   std::mutex mu_;
   std::map<std::string, FakeInstance> instances_;
   std::map<int, std::pair<std::string, std::function<void(std::string)>>> subscribers_;
+  std::map<int, std::function<void(const v1::Changes&)>> watchers_;
   std::vector<v1::ActionRequest> act_requests_;
   std::optional<v1::InstanceSpec> last_spec_;
   int next_id_ = 1;
@@ -264,6 +288,33 @@ class Client {
   }
 
   void write_raw(std::string_view bytes) { net::write(stream_.socket(), net::buffer(bytes.data(), bytes.size())); }
+
+  // Reads raw bytes until `needle` has arrived (or the timeout); returns
+  // everything read so far (the event stream has no length to parse by).
+  std::string read_until(std::string_view needle, std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (raw_.find(needle) == std::string::npos) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      std::array<char, 1024> chunk{};
+      bool done = false;
+      std::size_t got = 0;
+      error_code ec;
+      stream_.async_read_some(net::buffer(chunk), [&](error_code e, std::size_t n) {
+        ec = e;
+        got = n;
+        done = true;
+      });
+      if (!run_until(ioc_, done, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now))) {
+        stream_.cancel();
+        run_until(ioc_, done, 1s);
+        break;
+      }
+      raw_.append(chunk.data(), got);
+      if (ec) break;
+    }
+    return raw_;
+  }
 
   Response read_response(std::chrono::milliseconds timeout = 5s) {
     Response res;
@@ -326,6 +377,7 @@ class Client {
   net::io_context ioc_;
   beast::tcp_stream stream_{ioc_};
   beast::flat_buffer buffer_;
+  std::string raw_;
 };
 
 class WsClient {
@@ -755,13 +807,17 @@ BOOST_AUTO_TEST_CASE(console_websocket_closes_a_client_that_falls_too_far_behind
 
 BOOST_FIXTURE_TEST_CASE(unknown_paths_are_404, Fixture) {
   api.add("i-1", VmState::active);
-  for (std::string target : {"/", "/v1", "/v2/instances", "/v1/instance", "/v1/instances/i-1/foo",
+  for (std::string target : {"/v1", "/v2/instances", "/v1/instance", "/v1/instances/i-1/foo",
                              "/v1/instances/i-1/console/history/x", "/v1/instances//actions",
                              "/v1/instances/%zz", "/v1/instances/%0a", "/v1/instances/i-1/actions/1", "/v1/instances/"}) {
     BOOST_TEST_CONTEXT("target: " << target) {
       expect_error(call(http::verb::get, target), 404);
     }
   }
+  // "/" is the dashboard's front door.
+  auto root = call(http::verb::get, "/");
+  BOOST_TEST(root.result_int() == 302u);
+  BOOST_TEST(root[http::field::location] == "/ui/");
 }
 
 BOOST_FIXTURE_TEST_CASE(wrong_methods_are_405_with_allow, Fixture) {
@@ -1102,4 +1158,175 @@ BOOST_FIXTURE_TEST_CASE(a_create_with_a_request_id_uses_the_idempotent_call, Fix
   // Wrong type for request_id is a 400 with its path.
   e = expect_error(call(http::verb::post, "/v1/instances", R"({"spec":{"name":"a"},"request_id":{}})"), 400);
   BOOST_TEST(api.instance_count() == 0u);
+}
+
+// --- the dashboard: sign-in, files, state machines, event stream ---------------
+
+namespace {
+constexpr const char* kToken = "0123456789abcdef";
+const std::string kCookie = std::string("apiary_session=") + "30313233343536373839616263646566";  // hex(kToken)
+
+Response raw_call(uint16_t port, const std::string& request) {
+  Client c(port);
+  c.write_raw(request);
+  return c.read_response();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_dashboard_signs_in_with_the_token_and_its_cookie_acts_only_from_the_page) {
+  Server s(with_token(kToken));
+  // Before signing in: pages redirect to the sign-in page, data is 401, the
+  // sign-in page itself is served.
+  for (const char* page : {"/", "/ui/", "/ui"}) {
+    auto res = raw_call(s.port, raw_get(page, ""));
+    BOOST_TEST(res.result_int() == 302u, page);
+    BOOST_TEST(res[http::field::location] == "/ui/login", page);
+  }
+  expect_error(raw_call(s.port, raw_get("/ui/app.js", "")), 401);
+  expect_error(raw_call(s.port, raw_get("/v1/events", "")), 401);
+  auto login = raw_call(s.port, raw_get("/ui/login", ""));
+  BOOST_TEST(login.result_int() == 200u);
+  BOOST_TEST(login[http::field::content_type] == "text/html; charset=utf-8");
+  BOOST_TEST(login["Content-Security-Policy"].find("frame-ancestors 'none'") != std::string::npos);
+  BOOST_TEST(login.body().find("token") != std::string::npos);
+
+  // A wrong token sets nothing; the right one sets the cookie.
+  auto sign_in = [&](const std::string& body) {
+    return raw_call(s.port, "POST /ui/session HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  };
+  auto bad = sign_in(R"({"token":"0123456789abcdeX"})");
+  BOOST_TEST(expect_error(bad, 401).message() == "wrong token");
+  BOOST_TEST(bad[http::field::set_cookie].empty());
+  expect_error(sign_in(R"({"tokn":"x"})"), 400);
+  auto ok = sign_in(R"({"token":"0123456789abcdef"})");
+  BOOST_TEST(ok.result_int() == 204u);
+  const std::string cookie(ok[http::field::set_cookie]);
+  BOOST_TEST(cookie.starts_with(kCookie + ";"), cookie);
+  BOOST_TEST(cookie.find("HttpOnly") != std::string::npos);
+  BOOST_TEST(cookie.find("SameSite=Strict") != std::string::npos);
+
+  // The cookie reads, and shows the page.
+  const std::string with_cookie = "Cookie: theme=dark; " + kCookie + "\r\n";
+  BOOST_TEST(raw_call(s.port, raw_get("/v1/instances", with_cookie)).result_int() == 200u);
+  auto page = raw_call(s.port, raw_get("/ui/", with_cookie));
+  BOOST_TEST(page.result_int() == 200u);
+  BOOST_TEST(page[http::field::content_type] == "text/html; charset=utf-8");
+  // A stale or forged cookie is 401 and says so.
+  auto stale = expect_error(raw_call(s.port, raw_get("/v1/instances", "Cookie: apiary_session=00\r\n")), 401);
+  BOOST_TEST(stale.message() == "the dashboard's session is not valid (sign in again at /ui/login)");
+
+  // A change with the cookie needs the page's header (no cross-site form can
+  // send one), and nothing happens without it.
+  const std::string body = R"({"spec":{"name":"from-a-form"}})";
+  auto post = [&](const std::string& extra) {
+    return raw_call(s.port, "POST /v1/instances HTTP/1.1\r\nHost: localhost\r\n" + with_cookie + extra +
+                                "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                                "\r\n\r\n" + body);
+  };
+  auto refused = expect_error(post(""), 403);
+  BOOST_TEST(refused.message().find("X-Requested-With: apiary-ui") != std::string::npos, refused.message());
+  BOOST_TEST(s.api.instance_count() == 0u);
+  BOOST_TEST(post("X-Requested-With: apiary-ui\r\n").result_int() == 202u);
+  BOOST_TEST(s.api.instance_count() == 1u);
+
+  // A console websocket opened with the cookie from another site is refused.
+  s.api.add("i-9", VmState::active);
+  const std::string upgrade =
+      "GET /v1/instances/i-9/console HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + with_cookie;
+  auto foreign = expect_error(raw_call(s.port, upgrade + "Origin: http://evil.example\r\n\r\n"), 403);
+  BOOST_TEST(foreign.message() == "cross-origin console refused (the Origin is not this server)");
+  BOOST_TEST(s.api.subscriber_count() == 0u);
+  {
+    Client same(s.port);
+    same.write_raw(upgrade + "Origin: http://localhost\r\n\r\n");
+    BOOST_TEST(same.read_until("101 Switching Protocols").find("101 Switching Protocols") != std::string::npos);
+  }
+
+  // Signing out clears the cookie.
+  auto out = raw_call(s.port, "POST /ui/logout HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+  BOOST_TEST(out.result_int() == 204u);
+  BOOST_TEST(std::string(out[http::field::set_cookie]).find("Max-Age=0") != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(every_dashboard_file_is_served_with_its_type, Fixture) {
+  BOOST_TEST_REQUIRE(!ui::assets().empty());
+  for (const auto& asset : ui::assets()) {
+    BOOST_TEST_CONTEXT(asset.path) {
+      auto res = call(http::verb::get, std::string(asset.path));
+      BOOST_TEST(res.result_int() == 200u);
+      BOOST_TEST(std::string(res[http::field::content_type]) == std::string(asset.content_type));
+      BOOST_TEST(res.body().size() == asset.data.size());
+      BOOST_TEST(res["X-Content-Type-Options"] == "nosniff");
+    }
+  }
+  BOOST_TEST(ui::find("/ui/index.html") != nullptr);
+  BOOST_TEST(ui::find("/ui/login.html") != nullptr);
+  expect_error(call(http::verb::get, "/ui/no-such-file.js"), 404);
+  BOOST_TEST(call(http::verb::post, "/ui/app.js").result_int() == 405u);
+  BOOST_TEST(call(http::verb::get, "/ui/session").result_int() == 405u);
+}
+
+BOOST_FIXTURE_TEST_CASE(the_state_machines_are_the_tables_that_are_enforced, Fixture) {
+  auto res = call(http::verb::get, "/v1/state-machines");
+  BOOST_TEST_REQUIRE(res.result_int() == 200u);
+  auto all = parse<v1::StateMachines>(res.body());
+  std::map<std::string, v1::StateMachine> by_name;
+  for (const auto& m : all.machines()) by_name[m.name()] = m;
+  BOOST_TEST_REQUIRE(by_name.size() == 5u);
+  auto has_edge = [](const v1::StateMachine& m, const std::string& from, const std::string& to,
+                     const std::string& label) {
+    for (const auto& t : m.transitions())
+      if (t.from() == from && t.to() == to && t.label() == label) return true;
+    return false;
+  };
+  const auto& nova = by_name["nova"];
+  BOOST_TEST(nova.field() == "vm_state");
+  BOOST_TEST(nova.initial() == "building");
+  BOOST_TEST(nova.states_size() == static_cast<int>(control::kVmStateCount));
+  BOOST_TEST(has_edge(nova, "active", "paused", "pause"));
+  BOOST_TEST(has_edge(nova, "paused", "active", "unpause"));
+  BOOST_TEST(has_edge(nova, "building", "active", "create"));
+  BOOST_TEST(!has_edge(nova, "stopped", "paused", "pause"));  // Nova refuses it (409)
+  // Every Nova edge is an action the precondition table accepts.
+  for (const auto& t : nova.transitions()) {
+    auto a = control::action_from_string(t.label());
+    auto from = control::vm_state_from_string(t.from());
+    BOOST_TEST_REQUIRE((a && from), t.label() << " from " << t.from());
+    BOOST_TEST(control::allowed_from(*a, *from), t.label() << " from " << t.from());
+  }
+  BOOST_TEST(by_name["propolis"].field() == "lifecycle_state");
+  BOOST_TEST(by_name["propolis"].states_size() == 8);
+  BOOST_TEST(by_name["shakenfist_node"].transitions_size() == static_cast<int>(control::node_transitions().size()));
+  BOOST_TEST(by_name["shakenfist_network"].transitions_size() ==
+             static_cast<int>(control::network_transitions().size()));
+  BOOST_TEST(by_name["shakenfist_instance"].transitions_size() ==
+             static_cast<int>(control::sf_instance_transitions().size()));
+  for (const auto& t : control::network_transitions())  // labels are the table's own words
+    BOOST_TEST(has_edge(by_name["shakenfist_network"], control::to_string(t.from), control::to_string(t.to), t.why));
+}
+
+BOOST_FIXTURE_TEST_CASE(the_event_stream_says_hello_then_each_change_and_ends_its_watch, Fixture) {
+  {
+    Client c(port);
+    c.write_raw(raw_get("/v1/events", ""));
+    auto head = c.read_until("event: hello\ndata: {}\n\n");
+    BOOST_TEST(head.starts_with("HTTP/1.1 200 OK\r\n"), head);
+    BOOST_TEST(head.find("Content-Type: text/event-stream") != std::string::npos, head);
+    BOOST_TEST_REQUIRE(head.find("event: hello\ndata: {}\n\n") != std::string::npos, head);
+    BOOST_TEST_REQUIRE(api.watcher_count() == 1u);
+    v1::Changes c1;
+    c1.add_instances("i-1");
+    c1.add_nodes("node-1");
+    api.notify(c1);
+    const std::string expected =
+        "event: change\ndata: {\"instances\":[\"i-1\"],\"networks\":[],\"nodes\":[\"node-1\"]}\n\n";
+    BOOST_TEST(c.read_until(expected).find(expected) != std::string::npos);
+  }
+  // The client went away: the watch ends.
+  for (int i = 0; i < 100 && api.watch_detaches.load() == 0; ++i) std::this_thread::sleep_for(20ms);
+  BOOST_TEST(api.watch_detaches.load() == 1);
+  BOOST_TEST(api.watcher_count() == 0u);
+  BOOST_TEST(call(http::verb::post, "/v1/events").result_int() == 405u);
 }

@@ -44,7 +44,9 @@ struct Fixture {
   std::string path(const char* name = "state.db") const { return (dir / name).string(); }
   StoreOptions options() const {
     auto c = clock;
-    return StoreOptions{[c] { return *c; }, 5000};
+    StoreOptions o;
+    o.clock = [c] { return *c; };
+    return o;
   }
   StateStore open(const char* name = "state.db") const { return StateStore::open(path(name), options()); }
   void advance(std::chrono::milliseconds d) { *clock += d.count(); }
@@ -666,7 +668,9 @@ BOOST_AUTO_TEST_CASE(a_schema_version_mismatch_is_a_named_error) {
 }
 
 BOOST_AUTO_TEST_CASE(a_held_lock_is_busy_with_sql_and_message) {
-  auto s = StateStore::open(path(), StoreOptions{options().clock, 50});
+  auto o = options();
+  o.busy_timeout_ms = 50;
+  auto s = StateStore::open(path(), o);
   sqlite3* other = nullptr;
   BOOST_REQUIRE(sqlite3_open(path().c_str(), &other) == SQLITE_OK);
   BOOST_REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
@@ -677,6 +681,89 @@ BOOST_AUTO_TEST_CASE(a_held_lock_is_busy_with_sql_and_message) {
   sqlite3_close(other);
   s.put_instance(new_instance("a"));  // works again
   BOOST_TEST(s.get_instance("a").has_value());
+}
+
+BOOST_AUTO_TEST_CASE(each_commit_names_what_it_changed_and_a_rollback_names_nothing) {
+  std::vector<StoreChanges> seen;
+  auto o = options();
+  o.on_commit = [&](const StoreChanges& c) { seen.push_back(c); };
+  auto s = StateStore::open(path(), o);
+  BOOST_TEST(seen.empty());  // opening writes the schema, but no record
+
+  s.put_instance(new_instance("a", "n1"));
+  BOOST_TEST_REQUIRE(seen.size() == 1u);
+  BOOST_TEST(seen[0].instances == std::vector<std::string>{"a"});
+  BOOST_TEST(seen[0].nodes.empty());
+
+  // One transaction, many writes: one notice, each key once, sorted.
+  seen.clear();
+  s.with_transaction([&] {
+    s.put_instance(new_instance("c"));
+    s.put_instance(new_instance("b"));
+    s.record_transition("b", SfInstanceState::preflight);
+    s.node_checkin("n1", 4, 4096, 1);
+    BOOST_TEST(seen.empty());  // nothing before the commit
+  });
+  BOOST_TEST_REQUIRE(seen.size() == 1u);
+  BOOST_TEST((seen[0].instances == std::vector<std::string>{"b", "c"}));
+  BOOST_TEST(seen[0].nodes == std::vector<std::string>{"n1"});
+
+  // A rolled back transaction names nothing; a rolled back savepoint drops
+  // only what it wrote.
+  seen.clear();
+  BOOST_CHECK_THROW(s.with_transaction([&] {
+    s.put_instance(new_instance("d"));
+    throw std::runtime_error("abandon");
+  }),
+                    std::runtime_error);
+  BOOST_TEST(seen.empty());
+  s.with_transaction([&] {
+    s.put_instance(new_instance("e"));
+    BOOST_CHECK_THROW(s.with_transaction([&] {
+      s.put_instance(new_instance("f"));
+      throw std::runtime_error("inner");
+    }),
+                      std::runtime_error);
+  });
+  BOOST_TEST_REQUIRE(seen.size() == 1u);
+  BOOST_TEST(seen[0].instances == std::vector<std::string>{"e"});
+  BOOST_TEST(!s.get_instance("f").has_value());
+
+  // The action log and its events count for their instance; a refused
+  // write (Nova's 409) names nothing.
+  seen.clear();
+  const int64_t act = s.begin_action("a", Action::create, "req-1");
+  s.append_action_event(act, ActionEvent{"schedule", 1, 2, "success", ""});
+  BOOST_TEST_REQUIRE(seen.size() == 2u);
+  BOOST_TEST(seen[1].instances == std::vector<std::string>{"a"});
+  seen.clear();
+  expect_error(StoreErrc::action_refused, [&] { s.begin_action("a", Action::pause, "req-2"); });
+  BOOST_TEST(seen.empty());
+
+  // A listener that throws changes nothing: the write stands.
+  o.on_commit = [](const StoreChanges&) { throw std::runtime_error("listener on fire"); };
+  auto t = StateStore::open(path("other.db"), o);
+  t.put_instance(new_instance("g"));
+  BOOST_TEST(t.get_instance("g").has_value());
+}
+
+BOOST_AUTO_TEST_CASE(a_purge_names_the_records_it_removed) {
+  std::vector<StoreChanges> seen;
+  auto o = options();
+  o.on_commit = [&](const StoreChanges& c) { seen.push_back(c); };
+  auto s = StateStore::open(path(), o);
+  s.put_instance(new_instance("a"));
+  s.put_instance(new_instance("b"));
+  s.record_transition("a", SfInstanceState::deleted);
+  advance(10s);
+  seen.clear();
+  const auto counts = s.purge_deleted_after(5s);
+  BOOST_TEST(counts.instances == 1u);
+  BOOST_TEST_REQUIRE(seen.size() == 1u);
+  BOOST_TEST(seen[0].instances == std::vector<std::string>{"a"});
+  seen.clear();
+  BOOST_TEST(s.purge_deleted_after(5s).instances == 0u);
+  BOOST_TEST(seen.empty());  // nothing removed, nothing named
 }
 
 BOOST_AUTO_TEST_SUITE_END()
