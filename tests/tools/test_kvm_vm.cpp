@@ -7,13 +7,18 @@
 #define BOOST_TEST_MODULE kvm_vm
 #include <boost/test/unit_test.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <string>
+#include <thread>
 
 #include "tests/support/process.hpp"
 
@@ -119,6 +124,65 @@ BOOST_AUTO_TEST_CASE(usage_errors_are_named) {
   BOOST_TEST(has(r.err, "kvm-vm: usage:"));
   r = run_process({kScript, "--cpus", "0", "--", "true"}, "", 30s);
   BOOST_TEST(r.exit_code == 2);
+  r = run_process({kScript, "--forward", "70000", "--", "true"}, "", 30s);
+  BOOST_TEST(r.exit_code == 2);
+  BOOST_TEST(has(r.err, "--forward needs a TCP port"), r.err);
+}
+
+namespace {
+// Connects to 127.0.0.1:port and reads until the peer closes; "" when the
+// connection fails or nothing comes (QEMU's forward accepts before the
+// service inside listens, then closes).
+std::string read_from(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    char buf[256];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_forwarded_port_reaches_a_service_in_the_vm_and_nothing_else_is_networked) {
+  const int port = free_port();
+  const std::string server =
+      "import socket\n"
+      "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+      "s.bind(('0.0.0.0', " + std::to_string(port) + ")); s.listen()\n"
+      "c, _ = s.accept(); c.sendall(b'hello from the VM'); c.close()\n";
+  auto vm = std::async(std::launch::async,
+                       [&] { return kvm_vm({"--forward", std::to_string(port), "--", "python3", "-c", server}); });
+  std::string got;
+  const auto end = std::chrono::steady_clock::now() + 90s;
+  while (got.empty() && std::chrono::steady_clock::now() < end &&
+         vm.wait_for(200ms) != std::future_status::ready)
+    got = read_from(port);
+  auto r = vm.get();
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(got == "hello from the VM");
+  // Without --forward the VM has no interface but the loopback.
+  r = kvm_vm({"--", "ls", "/sys/class/net"});
+  BOOST_TEST(r.out == "lo\n", r.out << r.err);
 }
 
 BOOST_AUTO_TEST_CASE(a_boot_that_never_starts_the_command_is_retried_once_then_named) {

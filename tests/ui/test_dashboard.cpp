@@ -15,7 +15,17 @@
 //
 // Screenshots are kept in artifacts/ui/<case>/ under the test's working
 // directory (build/tests): login, overview, instance (and console).
+//
+// Where the KVM case runs: the cluster (two KVM nodes and the demo guest)
+// runs through scripts/kvm-vm, in the nested-KVM VM on a machine without
+// /dev/kvm, with its API port forwarded to the host (--forward); the browser
+// stays on the host. Chromium under the VM's software emulation took 39 s
+// to show the sign-in page and timed out on the dashboard, so the browser
+// is not moved into the VM.
 #define BOOST_TEST_MODULE dashboard
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -36,30 +46,98 @@ namespace {
 
 constexpr auto kBrowserDeadline = 300s;  // the whole script, every wait inside it bounded
 
+// A TCP port that was free a moment ago (for kvm-vm --forward, which needs
+// the number before the service starts).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  BOOST_REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  BOOST_REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 struct Cluster {
   const std::string base = "/tmp/apiary-ui-" + std::to_string(::getpid());
   const std::string store = base + "-store.sqlite";
   const std::string token_file = base + "-api.token";
-  std::unique_ptr<ApiaryProcess> process;
+  const std::string log = base + "-cluster.log";
+  std::unique_ptr<ApiaryProcess> process;  // simulated nodes: a process here
+  pid_t vm = -1;                           // KVM nodes: scripts/kvm-vm running the cluster
   std::string token;
   int port = 0;
 
   explicit Cluster(bool simulated) {
     remove_files();
-    std::vector<std::string> argv{"cluster",      "--nodes", "2",          "--port",
-                                  "0",            "--store", store,        "--token-file",
-                                  token_file};
-    if (simulated) argv.push_back("--simulated");
-    process = std::make_unique<ApiaryProcess>(argv, base + "-cluster.log");
-    port = process->http_port();
-    token = read_token(token_file);
+    if (simulated) {
+      process = std::make_unique<ApiaryProcess>(
+          std::vector<std::string>{"cluster", "--nodes", "2", "--simulated", "--port", "0", "--store", store,
+                                   "--token-file", token_file},
+          log);
+      port = process->http_port();
+      token = read_token(token_file);
+    } else {
+      port = free_port();
+      start_in_vm();
+    }
     BOOST_REQUIRE_MESSAGE(!token.empty(), "the cluster wrote no token to " << token_file);
   }
   ~Cluster() {
-    process->stop(SIGTERM);
-    BOOST_TEST_MESSAGE("--- cluster log\n" << file_contents(base + "-cluster.log"));
+    if (process) process->stop(SIGTERM);
+    if (vm > 0) stop_vm();
+    BOOST_TEST_MESSAGE("--- cluster log\n" << file_contents(log));
     remove_files();
-    std::remove((base + "-cluster.log").c_str());
+    std::remove(log.c_str());
+  }
+
+  // `apiary cluster` with two KVM nodes through scripts/kvm-vm, its port
+  // forwarded; ready when the API lists both nodes.
+  void start_in_vm() {
+    const std::string p = std::to_string(port);
+    std::vector<std::string> argv{APIARY_SOURCE_DIR "/scripts/kvm-vm", "--cpus", "2", "--memory", "3072",
+                                  "--timeout", "600", "--forward", p, "--", APIARY_BINARY, "cluster", "--nodes",
+                                  "2", "--host", "0.0.0.0", "--port", p, "--store", store, "--token-file",
+                                  token_file};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    BOOST_REQUIRE(posix_spawn(&vm, args[0], &fa, nullptr, args.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    const bool ready = eventually(
+        [&] {
+          if (token.empty()) std::getline(std::ifstream(token_file) >> std::ws, token);
+          if (token.empty()) return false;
+          bearer_token() = token;
+          try {
+            const auto r = http_call(port, http::verb::get, "/v1/nodes");
+            return r.status == 200 && r.body.find("\"node-2\"") != std::string::npos &&
+                   r.body.find("\"cannot_run\":\"\"") != std::string::npos;
+          } catch (const std::exception&) {
+            return false;  // not listening yet (the VM is booting)
+          }
+        },
+        180s);
+    BOOST_REQUIRE_MESSAGE(ready, "the cluster in the VM did not list two nodes within 180 s; its log:\n"
+                                     << file_contents(log));
+  }
+  void stop_vm() {
+    ::kill(vm, SIGTERM);  // kvm-vm's QEMU dies with it
+    int status = 0;
+    for (int i = 0; i < 300 && ::waitpid(vm, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
+    if (::waitpid(vm, &status, WNOHANG) == 0) {
+      ::kill(vm, SIGKILL);
+      ::waitpid(vm, &status, 0);
+    }
+    vm = -1;
   }
   void remove_files() const {
     for (const char* suffix : {"", "-wal", "-shm"}) std::remove((store + suffix).c_str());
@@ -130,8 +208,9 @@ BOOST_AUTO_TEST_CASE(an_operator_drives_the_cluster_from_the_browser) {
   check_action_log(c, name);
 }
 
-BOOST_AUTO_TEST_CASE(the_console_in_the_browser_talks_to_the_guest,
-                     *utf::precondition(kvm_available) * utf::label("kvm")) {
+// Label "vm", not "kvm": the test runs here (the browser) and only the
+// cluster goes into the VM; ctest runs test_dashboard alone (RUN_SERIAL).
+BOOST_AUTO_TEST_CASE(the_console_in_the_browser_talks_to_the_guest, *utf::label("vm")) {
   Cluster c(false);
   const std::string name = "ui-kvm-" + std::to_string(::getpid());
   browse(c, name, screenshot_dir("kvm"), true);
