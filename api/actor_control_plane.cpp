@@ -1,6 +1,7 @@
 #include "api/actor_control_plane.hpp"
 
 #include <atomic>
+#include <mutex>
 
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
@@ -27,6 +28,9 @@ v1::Instance to_proto(const actors::InstanceInfo& i) {
   out.set_updated_at(i.updated_at);
   out.set_lifecycle_state(i.lifecycle);
   out.set_power_state(i.power);
+  for (const auto& h : i.vm_history) out.add_vm_state_history(h);
+  for (const auto& h : i.sf_history) out.add_record_state_history(h);
+  for (const auto& h : i.lifecycle_history) out.add_lifecycle_history(h);
   return out;
 }
 
@@ -40,6 +44,7 @@ v1::Node to_proto(const actors::NodeInfo& n) {
   out.set_memory_mib(n.memory_mib);
   out.set_instances(n.instances);
   out.set_cannot_run(n.cannot_run);
+  for (const auto& h : n.history) out.add_history(h);
   return out;
 }
 
@@ -52,17 +57,35 @@ caf::behavior console_relay(caf::event_based_actor*, std::shared_ptr<std::atomic
 }
 
 // Hands the controller's change notices to the event stream until detach()
-// clears `live`.
-caf::behavior change_relay(caf::event_based_actor*, std::shared_ptr<std::atomic<bool>> live,
-                           std::function<void(const v1::Changes&)> on_change) {
-  return {[live, on_change](actors::changed_atom, const std::vector<std::string>& instances,
-                            const std::vector<std::string>& networks, const std::vector<std::string>& nodes) {
-    if (!*live) return;
+// clears `live`; when the controller goes down, says so once and ends. The
+// mutex makes detach() wait for a call in progress, so nothing is called
+// after it returns.
+struct RelayState {
+  std::mutex mu;
+  bool live = true;
+  std::function<void(const v1::Changes&)> on_change;
+  std::function<void(const std::string&)> on_end;
+};
+
+caf::behavior change_relay(caf::event_based_actor* self, std::shared_ptr<RelayState> relay,
+                           actors::controller_actor controller) {
+  self->monitor(controller);
+  self->set_down_handler([self, relay](caf::down_msg& m) {
+    {
+      std::lock_guard lock(relay->mu);
+      if (relay->live) relay->on_end("the controller is gone (" + actors::describe(m.reason) + ")");
+      relay->live = false;
+    }
+    self->quit();
+  });
+  return {[relay](actors::changed_atom, const std::vector<std::string>& instances,
+                  const std::vector<std::string>& networks, const std::vector<std::string>& nodes) {
     v1::Changes c;
     for (const auto& i : instances) c.add_instances(i);
     for (const auto& n : networks) c.add_networks(n);
     for (const auto& n : nodes) c.add_nodes(n);
-    on_change(c);
+    std::lock_guard lock(relay->mu);
+    if (relay->live) relay->on_change(c);
   }};
 }
 
@@ -84,6 +107,7 @@ v1::Network to_proto(const actors::NetworkInfo& n) {
     port->set_node(p.node);
   }
   for (const auto& [node, vtep] : n.vteps) (*out.mutable_vteps())[node] = vtep;
+  for (const auto& h : n.history) out.add_history(h);
   return out;
 }
 }  // namespace
@@ -111,16 +135,22 @@ Result<v1::InstanceList> ActorControlPlane::list() {
   return *out;
 }
 
-Result<WatchSubscription> ActorControlPlane::watch(std::function<void(const v1::Changes&)> on_change) {
-  auto live = std::make_shared<std::atomic<bool>>(true);
-  caf::actor relay = sys_.spawn(change_relay, live, std::move(on_change));
-  auto end = [live, relay] {
-    *live = false;
-    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+Result<WatchSubscription> ActorControlPlane::watch(std::function<void(const v1::Changes&)> on_change,
+                                                  std::function<void(const std::string&)> on_end) {
+  auto relay = std::make_shared<RelayState>();
+  relay->on_change = std::move(on_change);
+  relay->on_end = std::move(on_end);
+  caf::actor actor = sys_.spawn(change_relay, relay, controller_);
+  auto end = [relay, actor] {
+    {
+      std::lock_guard lock(relay->mu);
+      relay->live = false;
+    }
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   };
   caf::scoped_actor self{sys_};
   std::optional<Result<WatchSubscription>> out;
-  self->request(controller_, deadline_, actors::watch_atom::value, relay)
+  self->request(controller_, deadline_, actors::watch_atom::value, actor)
       .receive([&](actors::ack_atom) { out = WatchSubscription{end}; },
                [&](caf::error& e) {
                  end();

@@ -41,8 +41,10 @@ class ActorControlPlane final : public ControlPlaneApi {
   Result<v1::NodeList> list_nodes() override;
   Result<v1::Node> stop_node(const std::string& name) override;
   Result<std::string> metrics() override;
-  // A relay actor subscribed to the controller (watch_atom); detach() ends it.
-  Result<WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change) override;
+  // A relay actor subscribed to the controller (watch_atom) and monitoring
+  // it (its end is on_end); detach() ends the relay.
+  Result<WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change,
+                                  std::function<void(const std::string&)> on_end) override;
 
  private:
   // The console actor of a running instance, or an error answer.

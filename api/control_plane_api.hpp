@@ -120,9 +120,8 @@ struct ConsoleSubscription {
   std::function<void()> detach;
 };
 
-// A live feed of changes (watch). `detach()` ends it: after it returns,
-// on_change is not called again. The server calls it exactly once per
-// successful watch.
+// A live feed of changes (watch). `detach()` ends it. The server calls it
+// exactly once per successful watch.
 struct WatchSubscription {
   std::function<void()> detach;
 };
@@ -174,9 +173,14 @@ class ControlPlaneApi {
   // GET /v1/events (server-sent events): from the moment watch returns,
   // `on_change` receives the keys of the records that changed (instances
   // whose record, action log or VMM state changed; networks; nodes), from
-  // any thread, one call at a time; it never blocks. The default answers 501.
-  virtual Result<WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change) {
+  // any thread, one call at a time; it never blocks. `on_end` is called
+  // (at most once, instead of any further on_change) when the feed can give
+  // no more, e.g. the controller is gone, with the reason. After detach()
+  // returns, neither is called again. The default answers 501.
+  virtual Result<WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change,
+                                          std::function<void(const std::string&)> on_end) {
     (void)on_change;
+    (void)on_end;
     return api_error(501, "change events are not implemented by this control plane");
   }
   // GET /metrics: the Prometheus text exposition (version 0.0.4).

@@ -57,6 +57,8 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/ssl.hpp>
 #include <google/protobuf/util/json_util.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "api/nova_api.hpp"
 #include "api/state_machines.hpp"
@@ -105,6 +107,7 @@ constexpr const char* kServerName = "apiary";
 // must carry kUiHeader (a cross-site form cannot add a header), and a
 // console websocket opened with it must come from the same origin.
 constexpr std::string_view kSessionCookie = "apiary_session";
+constexpr std::string_view kSessionLabel = "apiary-ui-session-v1";  // what the cookie's HMAC signs
 constexpr const char* kUiHeader = "X-Requested-With";
 constexpr std::string_view kUiHeaderValue = "apiary-ui";
 // The event stream (GET /v1/events): a comment line after this much
@@ -113,6 +116,7 @@ constexpr std::string_view kUiHeaderValue = "apiary-ui";
 constexpr std::chrono::seconds kEventHeartbeat{15};
 constexpr std::size_t kEventBacklog = 1024 * 1024;
 constexpr std::size_t kEventWriteMax = 64 * 1024;
+constexpr std::size_t kPublicBodyLimit = 4096;  // what an unauthenticated sign-in may send
 
 // --- text helpers -------------------------------------------------------------
 
@@ -224,6 +228,19 @@ std::string hex_encode(std::string_view s) {
     out += kDigits[c & 0xF];
   }
   return out;
+}
+
+// The dashboard's session cookie for `token`: HMAC-SHA256 keyed with the
+// token over a fixed label, hex. The token itself never travels in a cookie
+// (cookies are not kept apart by port, and proxies log them); another token
+// makes every cookie invalid.
+std::string session_value(const std::string& token) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()),
+           reinterpret_cast<const unsigned char*>(kSessionLabel.data()), kSessionLabel.size(), mac, &len) == nullptr)
+    throw std::runtime_error("HMAC-SHA256 failed");
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(mac), len));
 }
 
 // The value of cookie `name` in a Cookie header ("a=1; b=2"), or nullopt.
@@ -420,6 +437,17 @@ class ConsoleLink {
     return true;
   }
 
+  // The source has ended (e.g. the controller is gone): the reader is woken
+  // and take() answers false, as for an overflow.
+  void end() {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    overflow_ = true;
+    pending_.clear();
+    bytes_ = 0;
+    notify_locked();
+  }
+
   // Stops delivery (no more wake-ups, output dropped). Idempotent.
   void close() {
     std::lock_guard lock(mu_);
@@ -497,6 +525,7 @@ class HttpServerCore {
       : api_(api), host_(std::move(host)), requested_port_(port), options_(std::move(options)) {
     options_.io_threads = std::max<std::size_t>(options_.io_threads, 1);
     options_.api_threads = std::max<std::size_t>(options_.api_threads, 1);
+    if (!options_.bearer_token.empty()) session_cookie_ = session_value(options_.bearer_token);
   }
   ~HttpServerCore() { stop(); }
 
@@ -506,6 +535,7 @@ class HttpServerCore {
 
   ControlPlaneApi& api() { return api_; }
   const HttpServerOptions& options() const { return options_; }
+  const std::string& session_cookie() const { return session_cookie_; }
   bool stopping() const noexcept { return stopping_.load(); }
   net::thread_pool& pool() { return *pool_; }
 
@@ -542,6 +572,7 @@ class HttpServerCore {
   const std::string host_;
   const uint16_t requested_port_;
   HttpServerOptions options_;
+  std::string session_cookie_;  // the dashboard's cookie value ("" without a token)
 
   std::mutex lifecycle_mu_;  // start/stop
   bool started_ = false;
@@ -749,8 +780,11 @@ class EventSession : public SessionBase {
         if (auto s = weak.lock()) s->pump();
       });
     });
-    write();
+    // The read first: a stream's timer covers the operations pending when it
+    // is set, so a read started after the first write would inherit the
+    // write's deadline and end the stream after write_timeout.
     do_read();
+    write();
     arm_heartbeat();
   }
 
@@ -883,7 +917,8 @@ class HttpSession : public SessionBase {
   void do_read() {
     state_ = State::reading;
     parser_.emplace();
-    parser_->body_limit(core_.options().max_body_bytes);
+    body_limit_ = core_.options().max_body_bytes;
+    parser_->body_limit(body_limit_);
     parser_->header_limit(kHeaderLimit);
     beast::get_lowest_layer(stream_).expires_after(core_.options().read_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
@@ -903,6 +938,18 @@ class HttpSession : public SessionBase {
                            token_matches(std::string_view(x_token.data(), x_token.size()));
     const auto cookie = req[http::field::cookie];
     const bool by_cookie = !by_header && cookie_matches(std::string_view(cookie.data(), cookie.size()));
+    if (!by_header && !by_cookie && public_ui_path(req.method(), target)) {
+      // A sign-in is a token: nothing more is read unauthenticated. (The
+      // parser checked Content-Length against the general limit with the
+      // header already, so the length is checked here.)
+      body_limit_ = kPublicBodyLimit;
+      const auto length = parser_->content_length();
+      if (parser_->chunked() || (length && *length > kPublicBodyLimit)) {
+        version_ = req.version();
+        reply_and_linger(413, "request body exceeds " + std::to_string(kPublicBodyLimit) + " bytes");
+        return;
+      }
+    }
     if (!by_header && !by_cookie && !public_ui_path(req.method(), target)) {
       // Before the body: an unauthenticated client gets nothing read or run.
       // A browser asking for the dashboard is sent to its sign-in page.
@@ -926,12 +973,15 @@ class HttpSession : public SessionBase {
       send(std::move(a));
       return;
     }
-    if (by_cookie && !same_origin(req)) {
-      Answer a = error_answer(403, websocket::is_upgrade(req)
-                                       ? "cross-origin console refused (the Origin is not this server)"
-                                       : std::string("cross-site request refused: a request signed in by the "
-                                                     "dashboard's cookie needs the header ") +
-                                             kUiHeader + ": " + std::string(kUiHeaderValue));
+    // What a browser on another site sends (it cannot hide its Origin):
+    // refused whatever the authentication, also when no token is set. A
+    // cookie-signed change must also carry the page's header.
+    const bool foreign = foreign_origin(req);
+    if (foreign || (by_cookie && !from_the_page(req))) {
+      Answer a = error_answer(403, foreign ? "cross-origin request refused (the Origin is not this server)"
+                                           : std::string("cross-site request refused: a request signed in by the "
+                                                         "dashboard's cookie needs the header ") +
+                                                 kUiHeader + ": " + std::string(kUiHeaderValue));
       keep_alive_ = false;
       linger_after_write_ = true;
       version_ = req.version();
@@ -977,11 +1027,10 @@ class HttpSession : public SessionBase {
 
   // The dashboard's cookie (POST /ui/session set it) carries the token.
   bool cookie_matches(std::string_view header) const {
-    const std::string& token = core_.options().bearer_token;
-    if (token.empty() || header.empty()) return false;
+    if (core_.options().bearer_token.empty() || header.empty()) return false;
     auto value = cookie_value(header, kSessionCookie);
     if (!value) return false;
-    const std::string expected = hex_encode(token);
+    const std::string& expected = core_.session_cookie();
     if (value->size() != expected.size()) return false;
     unsigned char diff = 0;
     for (size_t i = 0; i < expected.size(); ++i)
@@ -993,7 +1042,8 @@ class HttpSession : public SessionBase {
   // signing in and signing out.
   static bool public_ui_path(http::verb method, std::string_view target) {
     target = target.substr(0, target.find_first_of("?#"));
-    if (method == http::verb::get) return target == "/ui/login" || target == "/ui/login.html";
+    if (method == http::verb::get)
+      return target == "/ui/login" || target == "/ui/login.html" || target == "/ui/login.js";
     if (method == http::verb::post) return target == "/ui/session" || target == "/ui/logout";
     return false;
   }
@@ -1004,17 +1054,23 @@ class HttpSession : public SessionBase {
     return target == "/" || target == "/ui" || target == "/ui/" || target == "/ui/index.html";
   }
 
+  // A websocket or a change (not GET/HEAD) whose Origin is another server.
+  // Clients that are not browsers send no Origin.
+  static bool foreign_origin(const Request& req) {
+    if (!websocket::is_upgrade(req) && (req.method() == http::verb::get || req.method() == http::verb::head))
+      return false;
+    const auto origin = req[http::field::origin];
+    const auto host = req[http::field::host];
+    return !origin.empty() &&
+           origin_host(std::string_view(origin.data(), origin.size())) != std::string_view(host.data(), host.size());
+  }
+
   // A cookie-authenticated request came from the dashboard itself: a plain
-  // GET (it changes nothing), a websocket whose Origin is this server, or
-  // a request with the dashboard's header.
-  static bool same_origin(const Request& req) {
-    if (websocket::is_upgrade(req)) {
-      const auto origin = req[http::field::origin];
-      const auto host = req[http::field::host];
-      return origin.empty() ||
-             origin_host(std::string_view(origin.data(), origin.size())) == std::string_view(host.data(), host.size());
-    }
-    if (req.method() == http::verb::get || req.method() == http::verb::head) return true;
+  // GET or a websocket (it passed foreign_origin), or a request with the
+  // dashboard's header.
+  static bool from_the_page(const Request& req) {
+    if (websocket::is_upgrade(req) || req.method() == http::verb::get || req.method() == http::verb::head)
+      return true;
     const auto v = req[kUiHeader];
     return std::string_view(v.data(), v.size()) == kUiHeaderValue;
   }
@@ -1035,7 +1091,7 @@ class HttpSession : public SessionBase {
 
   void on_read_error(error_code ec) {
     if (ec == http::error::body_limit) {
-      reply_and_linger(413, "request body exceeds " + std::to_string(core_.options().max_body_bytes) + " bytes");
+      reply_and_linger(413, "request body exceeds " + std::to_string(body_limit_) + " bytes");
     } else if (ec == http::error::header_limit) {
       reply_and_linger(431, "request header exceeds " + std::to_string(kHeaderLimit) + " bytes");
     } else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
@@ -1246,8 +1302,8 @@ class HttpSession : public SessionBase {
     a.named_headers.emplace_back("X-Content-Type-Options", "nosniff");
     if (path.ends_with(".html")) {
       a.named_headers.emplace_back("Content-Security-Policy",
-                                   "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
-                                   "'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+                                   "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                   "img-src 'self' data:; frame-ancestors 'none'");
       a.named_headers.emplace_back("X-Frame-Options", "DENY");
     }
     send(std::move(a));
@@ -1265,7 +1321,7 @@ class HttpSession : public SessionBase {
     Answer a;
     a.status = 204;
     if (!token.empty())
-      a.headers.emplace_back(http::field::set_cookie, std::string(kSessionCookie) + "=" + hex_encode(token) +
+      a.headers.emplace_back(http::field::set_cookie, std::string(kSessionCookie) + "=" + core_.session_cookie() +
                                                           "; Path=/; HttpOnly; SameSite=Strict" +
                                                           (kTls ? "; Secure" : ""));
     send(std::move(a));
@@ -1286,7 +1342,9 @@ class HttpSession : public SessionBase {
     core_.register_link(link);
     call(
         [link](ControlPlaneApi& api) {
-          auto r = api.watch([link](const v1::Changes& c) { link->push("event: change\ndata: " + to_json(c) + "\n\n"); });
+          auto r = api.watch(
+              [link](const v1::Changes& c) { link->push("event: change\ndata: " + to_json(c) + "\n\n"); },
+              [link](const std::string&) { link->end(); });
           if (!r.ok()) return Outcome{error_answer(r.error()), {}};
           link->set_detach(std::move(r.value().detach));
           // retry: how long the browser waits before reconnecting.
@@ -1505,6 +1563,7 @@ class HttpSession : public SessionBase {
   State state_ = State::reading;
   uint64_t seq_ = 0;
   unsigned version_ = 11;
+  std::size_t body_limit_ = 0;  // of the request being read
   bool keep_alive_ = true;
   bool linger_after_write_ = false;
 };

@@ -98,6 +98,12 @@ struct InstanceInfo {
   // start, boot, run, quiesce, ...) and the power state derived from it.
   std::string lifecycle;
   std::string power;
+  // The distinct states this controller has seen the instance in, oldest
+  // first, the current one last (at most kHistoryMax; from the current
+  // state again after a controller restart): vm_state, sf_state, lifecycle.
+  std::vector<std::string> vm_history;
+  std::vector<std::string> sf_history;
+  std::vector<std::string> lifecycle_history;
 };
 
 struct ActionEventInfo {
@@ -126,6 +132,7 @@ struct NodeInfo {
   uint32_t instances = 0;
   int64_t checkin_age_ms = 0;  // the controller's clock minus last_checkin
   std::string cannot_run;      // empty: the node can run instances; else why not
+  std::vector<std::string> history;  // its states as this controller saw them (like InstanceInfo's)
 };
 
 // One NIC attached to a network: which instance, where it runs, its
@@ -150,6 +157,7 @@ struct NetworkInfo {
   std::vector<NetworkPortInfo> ports;
   std::map<std::string, std::string> vteps;  // node -> "a.b.c.d:port" ("" = the node has no overlay)
   std::string error;  // why it is error ("" otherwise, or when the controller restarted since)
+  std::vector<std::string> history;  // its states as this controller saw them (like InstanceInfo's)
 };
 
 template <class Inspector>
@@ -159,12 +167,13 @@ typename Inspector::result_type inspect(Inspector& f, NetworkPortInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NetworkInfo& x) {
   return f(caf::meta::type_name("NetworkInfo"), x.id, x.name, x.cidr, x.state, x.instances, x.vni, x.ports, x.vteps,
-           x.error);
+           x.error, x.history);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
   return f(caf::meta::type_name("InstanceInfo"), x.id, x.name, x.node, x.sf_state, x.vm_state, x.task_state,
-           x.created_at, x.updated_at, x.spec_bytes, x.lifecycle, x.power);
+           x.created_at, x.updated_at, x.spec_bytes, x.lifecycle, x.power, x.vm_history, x.sf_history,
+           x.lifecycle_history);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ActionEventInfo& x) {
@@ -177,7 +186,7 @@ typename Inspector::result_type inspect(Inspector& f, ActionInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NodeInfo& x) {
   return f(caf::meta::type_name("NodeInfo"), x.name, x.state, x.last_checkin, x.vcpus, x.memory_mib, x.instances,
-           x.checkin_age_ms, x.cannot_run);
+           x.checkin_age_ms, x.cannot_run, x.history);
 }
 
 // Registers the payload types above (needed only when they cross processes).

@@ -73,23 +73,13 @@ std::string render_metrics(controller_pointer self) {
   return out.str();
 }
 
-// The node's last report of the instance's VMM state, in memory only.
-InstanceInfo with_lifecycle(controller_pointer self, InstanceInfo info) {
-  const auto& l = self->state.lifecycles;
-  if (auto it = l.find(info.id); it != l.end()) {
-    info.lifecycle = it->second.first;
-    info.power = it->second.second;
-  }
-  return info;
-}
-
 controller_actor::behavior_type controller_impl(controller_pointer self, ControllerConfig cfg,
                                                 std::shared_ptr<control::StateStore> store,
-                                                std::shared_ptr<std::vector<caf::actor>> watchers) {
+                                                std::shared_ptr<ChangeFeed> feed) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.store = std::move(store);
-  st.watchers = std::move(watchers);
+  st.feed = std::move(feed);
   st.rng.seed(st.cfg.id_seed ? st.cfg.id_seed : std::random_device{}());
   st.started = st.store->now();
   self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
@@ -98,13 +88,13 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   // is not connected any more: actions on its instances answer 503 instead
   // of failing against a dead peer. Its record is left to the silence rule.
   self->set_down_handler([self](caf::down_msg& m) {
-    auto& w = *self->state.watchers;
-    w.erase(std::remove_if(w.begin(), w.end(), [&](const caf::actor& a) { return a.address() == m.source; }),
-            w.end());
+    self->state.feed->drop_watcher(m.source);
     auto& nodes = self->state.nodes;
     for (auto it = nodes.begin(); it != nodes.end(); ++it) {
       if (it->second.address() != m.source) continue;
       note(self, "node " + it->first + ": disconnected (" + describe(m.reason) + ")");
+      // What it reported of its VMs is not known any more.
+      self->state.feed->tell(self->state.feed->forget_node(it->first), {}, {});
       nodes.erase(it);
       return;
     }
@@ -212,33 +202,22 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
       [=](watch_atom, const caf::actor& watcher) -> ack_atom {
         if (watcher) {
           self->monitor(watcher);
-          self->state.watchers->push_back(watcher);
+          self->state.feed->watchers.push_back(watcher);
         }
         return ack_atom::value;
       },
       [=](lifecycle_atom, const std::string& node, const std::string& id, const std::string& state,
           const std::string& power) {
+        // Kept as reported; shown only while the record names that node
+        // (ChangeFeed::with_live_state), so no store read per report.
         auto& st = self->state;
-        // A report from a node that no longer holds the record (the instance
-        // moved, or the record is gone) would show a stale state: dropped.
-        std::optional<InstanceRecord> rec;
-        try {
-          rec = st.store->get_instance(id);
-        } catch (const StoreError&) {
-          return;
-        }
-        if (!rec || rec->node != node) return;
-        auto& cur = st.lifecycles[id];
-        if (cur.first == state && cur.second == power) return;
-        cur = {state, power};
-        for (const auto& w : *st.watchers)
-          caf::anon_send(w, changed_atom::value, std::vector<std::string>{id}, std::vector<std::string>{},
-                         std::vector<std::string>{});
+        if (st.feed->report(node, id, state, power)) st.feed->tell({id}, {}, {});
       },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
         try {
           std::vector<InstanceInfo> out;
-          for (const auto& r : self->state.store->list_instances()) out.push_back(with_lifecycle(self, to_info(r)));
+          for (const auto& r : self->state.store->list_instances())
+            out.push_back(self->state.feed->with_live_state(to_info(r)));
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -248,7 +227,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           auto r = self->state.store->get_instance(id);
           if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-          return with_lifecycle(self, to_info(*r));
+          return self->state.feed->with_live_state(to_info(*r));
         } catch (const StoreError& e) {
           return store_failed(e);
         }
@@ -278,9 +257,11 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           std::vector<NodeInfo> out;
           for (const auto& n : self->state.store->list_nodes())
-            out.push_back({n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
-                           std::max<int64_t>(0, self->state.store->now() - n.last_checkin),
-                           self->state.cannot_run.count(n.name) ? self->state.cannot_run.at(n.name) : ""});
+            out.push_back(self->state.feed->with_history(
+                NodeInfo{n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
+                         std::max<int64_t>(0, self->state.store->now() - n.last_checkin),
+                         self->state.cannot_run.count(n.name) ? self->state.cannot_run.at(n.name) : "",
+                         {}}));
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -332,7 +313,9 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           auto& store = *self->state.store;
           std::vector<NetworkInfo> out;
-          for (const auto& n : store.list_networks()) out.push_back(to_info(store, n, self->state.vteps, self->state.network_errors));
+          for (const auto& n : store.list_networks())
+            out.push_back(self->state.feed->with_history(
+                to_info(store, n, self->state.vteps, self->state.network_errors)));
           return out;
         } catch (const StoreError& e) {
           return store_failed(e);
@@ -343,7 +326,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           auto& store = *self->state.store;
           auto n = store.get_network(id);
           if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
-          return to_info(store, *n, self->state.vteps, self->state.network_errors);
+          return self->state.feed->with_history(to_info(store, *n, self->state.vteps, self->state.network_errors));
         } catch (const StoreError& e) {
           return store_failed(e);
         }
@@ -365,7 +348,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
             note(self, "network " + id + ": " + control::to_string(n->state) + " -> " + control::to_string(to));
             n = store.get_network(id);
           }
-          return to_info(store, *n, self->state.vteps, self->state.network_errors);
+          return self->state.feed->with_history(to_info(store, *n, self->state.vteps, self->state.network_errors));
         } catch (const StoreError& e) {
           if (e.code() == control::StoreErrc::transition_refused)
             return make_control_error(ControlErrc::conflict, e.detail());
@@ -379,8 +362,6 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           if (c.instances || c.networks)
             note(self, "purge: " + std::to_string(c.instances) + " instance(s), " + std::to_string(c.networks) +
                            " network(s) deleted more than " + std::to_string(st.cfg.cleaner_delay.count()) + " s ago");
-          if (c.instances)
-            std::erase_if(st.lifecycles, [&](const auto& kv) { return !st.store->get_instance(kv.first); });
         } catch (const StoreError& e) {
           note(self, std::string("purge failed: ") + e.detail());
         }
@@ -433,6 +414,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         try {
           for (const auto& c : st.store->sweep_silent_nodes(st.cfg.checkin_max)) {
             note(self, "node " + c.name + ": " + control::to_string(c.from) + " -> " + control::to_string(c.to));
+            if (c.to == NodeState::error) st.feed->tell(st.feed->forget_node(c.name), {}, {});
             for (const auto& id : c.instances_errored) {
               auto rec = st.store->get_instance(id);
               if (rec && control::is_transitional_error(rec->sf_state))
@@ -464,14 +446,13 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
   options.clock = [s, anchor] {
     return anchor + duration_cast<milliseconds>(s->clock().now().time_since_epoch()).count();
   };
-  // Every committed change goes to the watchers; the hook runs inside the
-  // controller's handlers (the store's only writer), so the list needs no lock.
-  auto watchers = std::make_shared<std::vector<caf::actor>>();
-  options.on_commit = [watchers](const control::StoreChanges& c) {
-    for (const auto& w : *watchers) caf::anon_send(w, changed_atom::value, c.instances, c.networks, c.nodes);
-  };
+  // Every committed change goes to the live views; the hook runs inside the
+  // controller's handlers (the store's only writer), so the feed needs no lock.
+  auto feed = std::make_shared<ChangeFeed>();
+  options.on_commit = [feed](const control::StoreChanges& c) { feed->committed(c); };
   auto store = std::make_shared<control::StateStore>(control::StateStore::open(config.store_path, options));
-  return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(watchers));
+  feed->store = store.get();
+  return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(feed));
 }
 
 }  // namespace apiary::actors

@@ -50,6 +50,44 @@ struct ResizeMemo {
   VmState before = VmState::active;
 };
 
+// --- live views (controller_feed.cpp) -----------------------------------------
+
+// What the dashboard sees live, kept in the controller's memory only: who
+// watches (watch_atom), each instance's VMM state as its node reported it
+// (lifecycle_atom), and the distinct states each record has been in while
+// this controller ran (the graphs' history). Why in memory: a history is a
+// view, not a record; after a restart it starts again from the current
+// state, and the store's schema stays as it is.
+struct ChangeFeed {
+  static constexpr size_t kHistoryMax = 32;
+  struct Vmm {
+    std::string node;  // who reported it
+    std::string state;
+    std::string power;
+  };
+
+  control::StateStore* store = nullptr;  // set once the store is open
+  std::vector<caf::actor> watchers;
+  std::map<std::string, Vmm> vmm;  // instance id -> its VMM state
+  std::map<std::string, std::vector<std::string>> vm_history, sf_history, lifecycle_history, node_history,
+      network_history;
+
+  // StoreOptions::on_commit: note the changed records' states, tell the watchers.
+  void committed(const control::StoreChanges& c);
+  // A node's report; false when it changes nothing.
+  bool report(const std::string& node, const std::string& id, const std::string& state, const std::string& power);
+  // Forgets the VMM states `node` reported (it is gone); the ids it had.
+  std::vector<std::string> forget_node(const std::string& node);
+  void tell(const std::vector<std::string>& instances, const std::vector<std::string>& networks,
+            const std::vector<std::string>& nodes) const;
+  void drop_watcher(const caf::actor_addr& who);
+
+  // The infos with the live parts filled in.
+  InstanceInfo with_live_state(InstanceInfo info) const;
+  NodeInfo with_history(NodeInfo info) const;
+  NetworkInfo with_history(NetworkInfo info) const;
+};
+
 struct ControllerState {
   ControllerConfig cfg;
   std::map<std::string, ResizeMemo> resizes;  // instance id -> the spec before its resize
@@ -71,11 +109,10 @@ struct ControllerState {
   // memory only: the store has no column for it, so after a restart the
   // record still says error without the reason (the cluster log had it).
   std::map<std::string, std::string> network_errors;
-  // Who is told what changes (watch_atom). Shared with the store's on_commit
-  // hook, which runs inside this actor's handlers.
-  std::shared_ptr<std::vector<caf::actor>> watchers;
-  // instance id -> (lifecycle state, power state), from its node's reports.
-  std::map<std::string, std::pair<std::string, std::string>> lifecycles;
+  // The live views: watchers, VMM states, histories (controller_feed.cpp).
+  // Shared with the store's on_commit hook, which runs inside this actor's
+  // handlers (the store's only writer), so it needs no lock.
+  std::shared_ptr<ChangeFeed> feed;
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;

@@ -28,7 +28,7 @@ std::vector<std::pair<int, const v1::Nic*>> nics_on(const InstanceRecord& r, con
 
 NetworkInfo to_info(control::StateStore& store, const NetworkRecord& n,
                     const std::map<std::string, std::string>& vteps, const std::map<std::string, std::string>& errors) {
-  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}, net::vni_of(n.id), {}, {}, {}};
+  NetworkInfo out{n.id, n.name, n.cidr, control::to_string(n.state), {}, net::vni_of(n.id), {}, {}, {}, {}};
   if (auto e = errors.find(n.id); e != errors.end() && n.state == NetworkState::error) out.error = e->second;
   for (const auto& a : store.attachments_of_network(n.id)) {
     out.instances.push_back(a.instance_id);

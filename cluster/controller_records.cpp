@@ -43,6 +43,9 @@ InstanceInfo to_info(const InstanceRecord& r) {
           r.updated_at,
           r.spec.SerializeAsString(),
           {},
+          {},
+          {},
+          {},
           {}};
 }
 

@@ -33,6 +33,7 @@
 
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
+#include "cluster/controller_actor.hpp"
 #include "devices/virtio_net.hpp"
 #include "net/network_actor.hpp"
 #include "proto/spec.hpp"
@@ -101,6 +102,10 @@ struct NodeState {
   bool draining = false;
   bool stopped = false;
   bool partitioned = false;
+  // The controller has every instance's VMM state (lifecycle_atom): false
+  // until a check-in is acknowledged after the start, a failed check-in or
+  // a partition; the acknowledgement then re-sends them all.
+  bool vmm_reported = false;
   bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
   std::map<std::string, net::SpawnedNetwork> networks;  // network id -> its actor and switch here
   static inline const char* name = "node";
@@ -114,6 +119,15 @@ std::string power_state(const NodeInstance& ni) {
 }
 
 bool is_down(const NodeInstance& ni) { return ni.state == "halt" || ni.state == "destroy"; }
+
+// Tells the controller an instance's VMM state (the dashboard shows it live):
+// one message per lifecycle step, never per guest event.
+void report_vmm(node_pointer self, const std::string& id, const NodeInstance& ni) {
+  auto& st = self->state;
+  if (!st.cfg.controller || st.partitioned) return;
+  self->send(caf::actor_cast<controller_actor>(st.cfg.controller), lifecycle_atom::value, st.cfg.name, id, ni.state,
+             power_state(ni));
+}
 
 InstanceConfig instance_config(const NodeConfig& node, const std::string& id, const v1::InstanceSpec& spec) {
   InstanceConfig c;
@@ -858,7 +872,13 @@ void check_in(node_pointer self) {
   self->request(st.cfg.controller, st.cfg.checkin_interval, checkin_atom::value, st.cfg.name, st.cfg.vcpus,
                 st.cfg.memory_mib, static_cast<uint32_t>(st.instances.size()), caf::actor_cast<caf::actor>(self),
                 st.cfg.cannot_run)
-      .then([](ack_atom) {}, [](caf::error&) {});
+      .then(
+          [self](ack_atom) {
+            if (self->state.vmm_reported) return;
+            self->state.vmm_reported = true;
+            for (const auto& [id, ni] : self->state.instances) report_vmm(self, id, ni);
+          },
+          [self](caf::error&) { self->state.vmm_reported = false; });
 }
 
 node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
@@ -869,6 +889,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       if (ni.handle && ni.handle.address() == msg.source) {
         ni.handle = nullptr;
         ni.state = "destroy";
+        report_vmm(self, id, ni);
         return;
       }
     }
@@ -1036,6 +1057,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       },
       [=](partition_atom, bool cut) -> ack_atom {
         self->state.partitioned = cut;
+        if (cut) self->state.vmm_reported = false;
         if (!cut) check_in(self);
         return ack_atom::value;
       },
@@ -1058,10 +1080,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         it->second.state = state;
         it->second.target = target;
         it->second.reason = reason;
-        // The controller shows the VMM's state (Propolis' lifecycle) live;
-        // one message per lifecycle step, never per guest event.
-        if ((moved || power_state(it->second) != power_before) && st.cfg.controller && !st.partitioned)
-          caf::anon_send(st.cfg.controller, lifecycle_atom::value, st.cfg.name, id, state, power_state(it->second));
+        if (moved || power_state(it->second) != power_before) report_vmm(self, id, it->second);
         std::vector<std::pair<uint64_t, Verdict>> settled;
         for (auto& w : it->second.waiters) {
           Verdict v = w.check(state, target);

@@ -551,6 +551,16 @@ void StateStore::changed(char kind, const std::string& key) {
   if (db_->depth > 0) db_->pending.emplace_back(kind, key);
 }
 
+// The other side of every attachment of `key` ('i': an instance's networks,
+// 'n': a network's instances), for changes that show on both (a placement
+// moves a network's ports; a delete cascades to the attachments).
+void StateStore::changed_attached(char kind, const std::string& key) {
+  Stmt s(db_->get(), kind == 'i' ? "SELECT network_id FROM network_attachments WHERE instance_id = ?1"
+                                 : "SELECT instance_id FROM network_attachments WHERE network_id = ?1");
+  s.bind(1, key);
+  while (s.step()) changed(kind == 'i' ? 'n' : 'i', s.text(0));
+}
+
 // --- instances --------------------------------------------------------------
 
 std::optional<InstanceRecord> StateStore::get_instance(const std::string& id) {
@@ -615,12 +625,14 @@ void StateStore::put_instance(const InstanceRecord& r) {
     s.bind(6, t).bind(7, deleted_at);
     s.run();
     changed('i', r.id);
+    if (r.node != cur->node) changed_attached('i', r.id);
   });
 }
 
 bool StateStore::delete_instance(const std::string& id) {
   bool deleted = false;
   with_transaction([&] {
+    changed_attached('i', id);
     deleted = Stmt(db_->get(), "DELETE FROM instances WHERE id = ?1").bind(1, id).run() > 0;
     if (deleted) changed('i', id);
   });
@@ -861,6 +873,7 @@ void StateStore::put_network(const NetworkRecord& r) {
 bool StateStore::delete_network(const std::string& id) {
   bool deleted = false;
   with_transaction([&] {
+    changed_attached('n', id);
     deleted = Stmt(db_->get(), "DELETE FROM networks WHERE id = ?1").bind(1, id).run() > 0;
     if (deleted) changed('n', id);
   });
@@ -1067,6 +1080,18 @@ PurgeCounts StateStore::purge_deleted(UnixMillis deleted_before) {
   PurgeCounts counts;
   with_transaction([&] {
     sqlite3* db = db_->get();
+    // The attachments go with the rows (ON DELETE CASCADE): the other sides
+    // are named first.
+    Stmt ia(db,
+            "SELECT network_id FROM network_attachments WHERE instance_id IN (SELECT id FROM instances"
+            " WHERE sf_state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2)");
+    ia.bind(1, to_string(SfInstanceState::deleted)).bind(2, deleted_before);
+    while (ia.step()) changed('n', ia.text(0));
+    Stmt na(db,
+            "SELECT instance_id FROM network_attachments WHERE network_id IN (SELECT id FROM networks"
+            " WHERE state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2)");
+    na.bind(1, to_string(NetworkState::deleted)).bind(2, deleted_before);
+    while (na.step()) changed('i', na.text(0));
     Stmt i(db,
            "DELETE FROM instances WHERE sf_state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2 RETURNING id");
     i.bind(1, to_string(SfInstanceState::deleted)).bind(2, deleted_before);

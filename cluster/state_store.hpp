@@ -312,6 +312,7 @@ class StateStore {
   StateStore(std::string path, Options options);
   // Notes a changed key for on_commit ('i' instance, 'n' network, 'd' node).
   void changed(char kind, const std::string& key);
+  void changed_attached(char kind, const std::string& key);
   struct Db;
   std::unique_ptr<Db> db_;
   std::string path_;

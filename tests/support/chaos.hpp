@@ -122,17 +122,8 @@ class Service {
   void start() {
     std::vector<std::string> full = {"/usr/sbin/ip", "netns", "exec", ns_, APIARY_BINARY};
     full.insert(full.end(), argv_.begin(), argv_.end());
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    std::vector<char*> args;
-    for (auto& a : full) args.push_back(a.data());
-    args.push_back(nullptr);
     std::lock_guard<std::mutex> g(m_);
-    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
+    pid_ = spawn_logged(full, log_, true);
     stopped_ = false;
   }
   // SIGKILL/SIGTERM wait (bounded) for the end; SIGSTOP/SIGCONT do not.

@@ -3,6 +3,7 @@
 // user or a script would.
 #pragma once
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -16,6 +17,24 @@
 extern char** environ;
 
 namespace apiary::test {
+
+// Starts argv (argv[0] a path) in the background: stdin from /dev/null,
+// stdout and stderr into `log` (appended, or truncated first). The pid, or
+// -1 when it cannot start; the caller waits for it.
+inline pid_t spawn_logged(std::vector<std::string> argv, const std::string& log, bool append) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
 
 struct ProcessResult {
   int exit_code = -1;  // -1 when killed by a signal

@@ -231,7 +231,33 @@ await step('create_reaches_active', async () => {
   console.error(`created ${name} as ${instanceId}`);
   await until(`${instanceId} to reach vm_state active`, rowIs, { id: instanceId, state: 'active' });
   check(await page.evaluate(() => window.__noReload === 1), 'the page was reloaded (window.__noReload is gone)');
+  // The update came over the event stream: a `change` named the instance
+  // (window.__events is kept by ui/src/app.js).
+  const events = await page.evaluate(() => window.__events);
+  check(events && Array.isArray(events.instances), 'the page keeps no window.__events');
+  check(events.instances.includes(instanceId),
+        `no change event named ${instanceId} (${events.change} change events, for ${events.instances.join(' ') || 'nothing'})`);
 });
+
+/**
+ * How the graph of machine `name` (its svg's data-machine) is highlighted:
+ * {current, visited: [state, …]}, or null when it is not drawn.
+ */
+const graphMarks = (name) => {
+  const svg = document.querySelector(`svg[data-machine="${CSS.escape(name)}"]`);
+  if (!svg) return null;
+  const cur = svg.querySelector('g.state.current');
+  return {
+    current: cur ? cur.dataset.state : null,
+    visited: [...svg.querySelectorAll('g.state.visited')].map((g) => g.dataset.state),
+  };
+};
+
+/** Checks that the page had exactly one `hello` (one per page load: the stream never reconnected). */
+async function checkOneHello(when) {
+  const hellos = await page.evaluate(() => (window.__events ? window.__events.hello : undefined));
+  check(hellos === 1, `${when}: window.__events.hello is ${hellos}, not 1 (the event stream reconnected?)`);
+}
 
 const novaCurrent = () => {
   const g = document.querySelector('svg[data-machine="nova"] g.state.current');
@@ -266,6 +292,38 @@ await step('refused_action_shows_409', async () => {
   await until('the row to show active again', rowIs, { id: instanceId, state: 'active' });
 });
 
+// The graphs' history comes from the server (the *_history fields), so a
+// fresh page shows where the instance has been: paused, and in Propolis'
+// lifecycle quiesce, before it became active / run again.
+await step('history_survives_reload', async () => {
+  await page.reload({ timeout: T });
+  // A new document: mark it, as create_reaches_active marked the first one,
+  // so that a check of window.__noReload after this step stays meaningful.
+  await page.evaluate(() => { window.__noReload = 1; });
+  const row = `#instances tr[data-instance="${instanceId}"]`;
+  await until(`the row of ${instanceId} after the reload`, rowIs, { id: instanceId, state: 'active' });
+  await page.click(row);
+  const want = {
+    nova: { current: 'active', visited: 'paused' },
+    propolis: { current: 'run', visited: 'quiesce' },
+  };
+  const shows = (w) => Object.entries(w).every(([name, m]) => {
+    const svg = document.querySelector(`svg[data-machine="${name}"]`);
+    const cur = svg && svg.querySelector('g.state.current');
+    const old = svg && svg.querySelector(`g.state[data-state="${m.visited}"]`);
+    return !!cur && cur.dataset.state === m.current && !!old && old.classList.contains('visited');
+  });
+  try {
+    await until('the graphs to show the history from before the reload', shows, want);
+  } catch (err) {
+    // Say what the graphs do show.
+    const seen = {};
+    for (const name of Object.keys(want)) seen[name] = await page.evaluate(graphMarks, name);
+    throw new Error(`${err.message}; the graphs show ${JSON.stringify(seen)}`);
+  }
+  await checkOneHello('after the reload');
+});
+
 if (opts.console) {
   await step('console_answers', async () => {
     const status = await page.textContent('#console-status');
@@ -280,6 +338,8 @@ if (opts.console) {
 }
 
 await step('delete', async () => {
+  // Since the reload the stream has been up all along: still one hello.
+  await checkOneHello('before delete');
   await page.click('#instance-detail button[data-action="delete"]');
   await until(`${instanceId} to disappear or show deleted`, (a) => {
     const row = document.querySelector(`#instances tr[data-instance="${CSS.escape(a.id)}"]`);

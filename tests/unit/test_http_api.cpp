@@ -197,15 +197,23 @@ class FakeApi : public ControlPlaneApi {
   }
 
   // GET /v1/events: every watcher gets what notify() sends.
-  Result<apps::WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change) override {
+  Result<apps::WatchSubscription> watch(std::function<void(const v1::Changes&)> on_change,
+                                        std::function<void(const std::string&)> on_end) override {
     std::lock_guard lock(mu_);
     const int n = next_sub_++;
     watchers_[n] = std::move(on_change);
+    watch_ends_[n] = std::move(on_end);
     return apps::WatchSubscription{[this, n] {
       std::lock_guard l(mu_);
       watchers_.erase(n);
+      watch_ends_.erase(n);
       ++watch_detaches;
     }};
+  }
+  // The feed is over (the controller went away): every watcher is told.
+  void end_watches(const std::string& why) {
+    std::lock_guard lock(mu_);
+    for (auto& [n, e] : watch_ends_) e(why);
   }
   void notify(const v1::Changes& c) {
     std::lock_guard lock(mu_);
@@ -248,6 +256,7 @@ class FakeApi : public ControlPlaneApi {
   std::map<std::string, FakeInstance> instances_;
   std::map<int, std::pair<std::string, std::function<void(std::string)>>> subscribers_;
   std::map<int, std::function<void(const v1::Changes&)>> watchers_;
+  std::map<int, std::function<void(const std::string&)>> watch_ends_;
   std::vector<v1::ActionRequest> act_requests_;
   std::optional<v1::InstanceSpec> last_spec_;
   int next_id_ = 1;
@@ -1164,7 +1173,6 @@ BOOST_FIXTURE_TEST_CASE(a_create_with_a_request_id_uses_the_idempotent_call, Fix
 
 namespace {
 constexpr const char* kToken = "0123456789abcdef";
-const std::string kCookie = std::string("apiary_session=") + "30313233343536373839616263646566";  // hex(kToken)
 
 Response raw_call(uint16_t port, const std::string& request) {
   Client c(port);
@@ -1202,9 +1210,14 @@ BOOST_AUTO_TEST_CASE(the_dashboard_signs_in_with_the_token_and_its_cookie_acts_o
   auto ok = sign_in(R"({"token":"0123456789abcdef"})");
   BOOST_TEST(ok.result_int() == 204u);
   const std::string cookie(ok[http::field::set_cookie]);
-  BOOST_TEST(cookie.starts_with(kCookie + ";"), cookie);
   BOOST_TEST(cookie.find("HttpOnly") != std::string::npos);
   BOOST_TEST(cookie.find("SameSite=Strict") != std::string::npos);
+  const std::string kCookie = cookie.substr(0, cookie.find(';'));
+  BOOST_TEST_REQUIRE(kCookie.starts_with("apiary_session="), cookie);
+  // Not the token: an HMAC of it (64 hex digits), the same for every sign-in.
+  BOOST_TEST(kCookie.find(kToken) == std::string::npos, cookie);
+  BOOST_TEST(kCookie.size() == std::string("apiary_session=").size() + 64);
+  BOOST_TEST(std::string(sign_in(R"({"token":"0123456789abcdef"})")[http::field::set_cookie]) == cookie);
 
   // The cookie reads, and shows the page.
   const std::string with_cookie = "Cookie: theme=dark; " + kCookie + "\r\n";
@@ -1236,13 +1249,17 @@ BOOST_AUTO_TEST_CASE(the_dashboard_signs_in_with_the_token_and_its_cookie_acts_o
       "GET /v1/instances/i-9/console HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + with_cookie;
   auto foreign = expect_error(raw_call(s.port, upgrade + "Origin: http://evil.example\r\n\r\n"), 403);
-  BOOST_TEST(foreign.message() == "cross-origin console refused (the Origin is not this server)");
+  BOOST_TEST(foreign.message() == "cross-origin request refused (the Origin is not this server)");
   BOOST_TEST(s.api.subscriber_count() == 0u);
   {
     Client same(s.port);
     same.write_raw(upgrade + "Origin: http://localhost\r\n\r\n");
     BOOST_TEST(same.read_until("101 Switching Protocols").find("101 Switching Protocols") != std::string::npos);
   }
+
+  // An unauthenticated sign-in may not send much.
+  auto big = sign_in(R"({"token":")" + std::string(5000, 'x') + R"("})");
+  BOOST_TEST(expect_error(big, 413).message() == "request body exceeds 4096 bytes");
 
   // Signing out clears the cookie.
   auto out = raw_call(s.port, "POST /ui/logout HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
@@ -1329,4 +1346,44 @@ BOOST_FIXTURE_TEST_CASE(the_event_stream_says_hello_then_each_change_and_ends_it
   BOOST_TEST(api.watch_detaches.load() == 1);
   BOOST_TEST(api.watcher_count() == 0u);
   BOOST_TEST(call(http::verb::post, "/v1/events").result_int() == 405u);
+}
+
+BOOST_AUTO_TEST_CASE(without_a_token_a_foreign_origin_still_cannot_act) {
+  Server s;  // no bearer token: the API is open, but not to other web sites
+  const std::string body = R"({"spec":{"name":"x"}})";
+  auto post = [&](const std::string& origin) {
+    return raw_call(s.port, "POST /v1/instances HTTP/1.1\r\nHost: localhost\r\n" + origin +
+                                "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+                                "\r\n\r\n" + body);
+  };
+  auto e = expect_error(post("Origin: http://evil.example\r\n"), 403);
+  BOOST_TEST(e.message() == "cross-origin request refused (the Origin is not this server)");
+  BOOST_TEST(s.api.instance_count() == 0u);
+  BOOST_TEST(post("Origin: http://localhost\r\n").result_int() == 202u);
+  // No Origin (not a browser): it reaches the control plane, which refuses
+  // the same name twice.
+  BOOST_TEST(post("").result_int() == 409u);
+  BOOST_TEST(s.api.instance_count() == 1u);
+  // Reading is not refused (a browser cannot read another site's answer anyway).
+  BOOST_TEST(raw_call(s.port, raw_get("/v1/instances", "Origin: http://evil.example\r\n")).result_int() == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(the_event_stream_outlives_the_write_timeout_and_ends_with_its_feed) {
+  auto o = test_options();
+  o.write_timeout = 300ms;
+  Server s(o);
+  Client c(s.port);
+  c.write_raw(raw_get("/v1/events", ""));
+  BOOST_TEST_REQUIRE(c.read_until("event: hello").find("event: hello") != std::string::npos);
+  std::this_thread::sleep_for(1s);  // idle for more than three write timeouts
+  v1::Changes ch;
+  ch.add_networks("n-1");
+  s.api.notify(ch);
+  const std::string expected = "data: {\"instances\":[],\"networks\":[\"n-1\"],\"nodes\":[]}";
+  BOOST_TEST(c.read_until(expected).find(expected) != std::string::npos);
+  // The control plane's feed ends (its controller is gone): so does the stream.
+  s.api.end_watches("the controller is gone");
+  BOOST_TEST(c.closed_within(5s));
+  for (int i = 0; i < 100 && s.api.watch_detaches.load() == 0; ++i) std::this_thread::sleep_for(20ms);
+  BOOST_TEST(s.api.watch_detaches.load() == 1);
 }

@@ -766,4 +766,63 @@ BOOST_AUTO_TEST_CASE(a_purge_names_the_records_it_removed) {
   BOOST_TEST(seen.empty());  // nothing removed, nothing named
 }
 
+BOOST_AUTO_TEST_CASE(attachments_placements_and_cascades_name_both_sides) {
+  std::vector<StoreChanges> seen;
+  auto o = options();
+  o.on_commit = [&](const StoreChanges& c) { seen.push_back(c); };
+  auto s = StateStore::open(path(), o);
+  NetworkRecord net;
+  net.id = "net-1";
+  net.name = "blue";
+  s.put_network(net);
+  s.put_instance(new_instance("a"));
+  s.put_instance(new_instance("b"));
+  auto last = [&] {
+    BOOST_REQUIRE(!seen.empty());
+    return seen.back();
+  };
+  s.attach("net-1", "a");
+  BOOST_TEST(last().instances == std::vector<std::string>{"a"});
+  BOOST_TEST(last().networks == std::vector<std::string>{"net-1"});
+  // A placement moves the network's ports: the network is named too.
+  auto placed = *s.get_instance("a");
+  placed.node = "n1";
+  s.put_instance(placed);
+  BOOST_TEST(last().networks == std::vector<std::string>{"net-1"});
+  // The same record rewritten without a new node: only the instance.
+  s.put_instance(placed);
+  BOOST_TEST(last().networks.empty());
+  // finish_action and force_stopped name their instance.
+  const int64_t act = s.begin_action("b", Action::create, "req-b");
+  seen.clear();
+  s.finish_action(act, ActionResult::success);
+  BOOST_TEST(last().instances == std::vector<std::string>{"b"});
+  seen.clear();
+  s.force_stopped("b", "req-stop", ActionEvent{"reconcile", 1, 2, "success", ""});
+  BOOST_TEST(last().instances == std::vector<std::string>{"b"});
+  // A delete cascades to the attachments: the other side is named.
+  seen.clear();
+  BOOST_TEST(s.delete_instance("a"));
+  BOOST_TEST(last().instances == std::vector<std::string>{"a"});
+  BOOST_TEST(last().networks == std::vector<std::string>{"net-1"});
+  s.attach("net-1", "b");
+  seen.clear();
+  BOOST_TEST(s.detach("net-1", "b"));
+  BOOST_TEST(last().instances == std::vector<std::string>{"b"});
+  BOOST_TEST(last().networks == std::vector<std::string>{"net-1"});
+  s.attach("net-1", "b");
+  seen.clear();
+  BOOST_TEST(s.delete_network("net-1"));
+  BOOST_TEST(last().networks == std::vector<std::string>{"net-1"});
+  BOOST_TEST(last().instances == std::vector<std::string>{"b"});
+  // A node's check-in, and the silence rule turning it missing.
+  seen.clear();
+  s.node_checkin("n1", 2, 1024, 0);
+  BOOST_TEST(last().nodes == std::vector<std::string>{"n1"});
+  advance(std::chrono::seconds(Defaults::node_checkin_maximum) + 1s);
+  seen.clear();
+  BOOST_TEST(!s.sweep_silent_nodes().empty());
+  BOOST_TEST(last().nodes == std::vector<std::string>{"n1"});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

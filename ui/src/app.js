@@ -11,15 +11,23 @@
 // All fetches go through a single promise chain (enqueue) so that answers
 // are applied in the order the requests were made: a full reload started
 // before a change can never overwrite the newer record with an older one.
+// Every call has a deadline (api.js, 15 s), so a request the server never
+// answers fails the one load and cannot stall the queue behind it.
 //
-// History for the state graphs: the Nova graph replays the selected
-// instance's action log over the vm_state machine (graph.js walkActions);
-// every graph also marks the states this page has seen each record in
-// (observed, recorded whenever a record arrives).
+// History for the state graphs: the server sends it with each record
+// (Instance vm_state_history / record_state_history / lifecycle_history,
+// Node and Network history: the distinct states the controller has seen
+// the record in, oldest first, current last), so it survives a page
+// reload. Every graph also merges the states this page has itself seen
+// the record in since it loaded (observed, recorded whenever a record
+// arrives), which covers a server without those fields and a controller
+// restart (its histories start again from the current state). Only when
+// the server sends no vm_state history does the Nova graph fall back to
+// replaying the action log over the machine (graph.js walkActions).
 
 import { api, ApiError, toLogin } from '/ui/api.js';
 import { ConsoleView } from '/ui/console.js';
-import { StateGraph, walkActions, addObserved } from '/ui/graph.js';
+import { StateGraph, walkActions, addHistory } from '/ui/graph.js';
 
 // --- client-side state --------------------------------------------------------
 
@@ -36,6 +44,13 @@ let selectedNetwork = null;   // network id shown in the network graph
 let justCreated = null;       // id named in #create-notice until it leaves `building`
 
 const graphs = { instance: [], node: null, network: null };  // StateGraph objects
+
+// What the event stream delivered since this page loaded, for the browser
+// test (tests/ui/dashboard.mjs): a `hello` per (re)connect, a `change` per
+// store commit, and every instance id a change named (not deduplicated;
+// capped so that a page left open for weeks does not grow without bound).
+const EVENT_IDS_MAX = 10_000;
+window.__events = { hello: 0, change: 0, instances: [] };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -136,6 +151,24 @@ function observeInstance(inst) {
   for (const field of ['vm_state', 'lifecycle_state', 'record_state', 'power_state']) {
     observe('instance', inst.id, field, inst[field]);
   }
+}
+
+/** An instance field -> the field of the Instance document with its history. */
+const INSTANCE_HISTORY = {
+  vm_state: 'vm_state_history',
+  record_state: 'record_state_history',
+  lifecycle_state: 'lifecycle_history',
+};
+
+/**
+ * The server's history of a record's `field` (states oldest first, the
+ * current one last), or null when the document has none: an older server,
+ * or an empty list (proto JSON leaves empty lists out, e.g. a VMM state
+ * that no node has reported yet).
+ */
+function serverHistory(kind, record, field) {
+  const list = record[kind === 'instance' ? INSTANCE_HISTORY[field] : 'history'];
+  return Array.isArray(list) && list.length ? list : null;
 }
 
 // --- loading -------------------------------------------------------------------
@@ -288,13 +321,23 @@ function connectEvents() {
       setTimeout(connectEvents, 3000);
     }
   };
-  es.addEventListener('hello', () => reloadAll());
+  es.addEventListener('hello', () => {
+    window.__events.hello++;
+    reloadAll();
+  });
   es.addEventListener('change', (ev) => {
+    window.__events.change++;
+    let change;
     try {
-      queueChange(JSON.parse(ev.data));
+      change = JSON.parse(ev.data);
     } catch (err) {
       console.error('bad change event', ev.data, err);
+      return;
     }
+    const seen = window.__events.instances;
+    seen.push(...(change.instances || []));
+    if (seen.length > EVENT_IDS_MAX) seen.splice(0, seen.length - EVENT_IDS_MAX);
+    queueChange(change);
   });
 }
 
@@ -484,37 +527,40 @@ function buildGraphs() {
   renderRecordGraphs();
 }
 
+/**
+ * Highlights `record` (null: nothing) in `graph`: its current state, and
+ * as history the server's list merged with what this page observed (see
+ * the module comment). `fallback` gives the history sets when the server
+ * sent none ({visited, traversed}, or null for empty ones).
+ */
+function paintHistory(graph, kind, id, record, fallback = () => null) {
+  if (!record) {
+    graph.highlight(null);
+    return;
+  }
+  const field = graph.machine.field || 'state';
+  const fromServer = serverHistory(kind, record, field);
+  const sets = fromServer ? null : fallback();
+  const visited = sets ? sets.visited : new Set();
+  const traversed = sets ? sets.traversed : new Set();
+  addHistory(graph, fromServer, visited, traversed);
+  addHistory(graph, observed.get(`${kind}:${id}:${field}`), visited, traversed);
+  graph.highlight(record[field], visited, traversed);
+}
+
 function renderInstanceGraphs() {
   const inst = instances.get(selectedInstance);
   for (const g of graphs.instance) {
-    const field = g.machine.field;
-    if (!inst) {
-      g.highlight(null);
-      continue;
-    }
-    const { visited, traversed } = field === 'vm_state'
-      ? walkActions(g.machine, actionLog)
-      : { visited: new Set(), traversed: new Set() };
-    addObserved(g, observed.get(`instance:${inst.id}:${field}`), visited, traversed);
-    g.highlight(inst[field], visited, traversed);
+    // Without a server history, Nova's vm_state history replays the action
+    // log (its commands are the machine's labels); the others have none.
+    const fallback = () => (g.machine.field === 'vm_state' ? walkActions(g.machine, actionLog) : null);
+    paintHistory(g, 'instance', selectedInstance, inst, fallback);
   }
 }
 
 function renderRecordGraphs() {
-  const paint = (graph, kind, id, record) => {
-    if (!graph) return;
-    if (!record) {
-      graph.highlight(null);
-      return;
-    }
-    const field = graph.machine.field || 'state';
-    const visited = new Set();
-    const traversed = new Set();
-    addObserved(graph, observed.get(`${kind}:${id}:${field}`), visited, traversed);
-    graph.highlight(record[field], visited, traversed);
-  };
-  paint(graphs.node, 'node', selectedNode, nodes.get(selectedNode));
-  paint(graphs.network, 'network', selectedNetwork, networks.get(selectedNetwork));
+  if (graphs.node) paintHistory(graphs.node, 'node', selectedNode, nodes.get(selectedNode));
+  if (graphs.network) paintHistory(graphs.network, 'network', selectedNetwork, networks.get(selectedNetwork));
 }
 
 function renderMachineSelectors() {

@@ -12,8 +12,9 @@
 // the transition labels joined with ", " and wrapped, which keeps the Nova
 // graph legible.
 //
-// history helpers at the bottom turn an action log or a list of observed
-// states into the sets highlight() takes.
+// The history helpers at the bottom turn a list of states (the server's
+// history of a record, or the states the page observed) or, as a fallback,
+// an action log into the sets highlight() takes.
 
 import dagre from '/ui/vendor/dagre.esm.js';
 
@@ -311,12 +312,13 @@ export function walkActions(machine, actions) {
 }
 
 /**
- * Adds a sequence of observed states to history sets: every state is
- * visited, every consecutive pair the graph has an edge for is traversed.
+ * Adds a sequence of states, oldest first (a server history or the states
+ * observed; null adds nothing), to history sets: every state is visited,
+ * every consecutive pair the graph has an edge for is traversed.
  */
-export function addObserved(graph, observed, visited, traversed) {
+export function addHistory(graph, states, visited, traversed) {
   let prev = null;
-  for (const s of observed || []) {
+  for (const s of states || []) {
     if (!s) continue;
     visited.add(s);
     if (prev && prev !== s && graph.hasEdge(prev, s)) traversed.add(edgeKey(prev, s));
