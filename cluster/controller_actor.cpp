@@ -451,7 +451,6 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
   auto feed = std::make_shared<ChangeFeed>();
   options.on_commit = [feed](const control::StoreChanges& c) { feed->committed(c); };
   auto store = std::make_shared<control::StateStore>(control::StateStore::open(config.store_path, options));
-  feed->store = store.get();
   return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(feed));
 }
 

@@ -3,6 +3,8 @@
 // the states each record has been in while this controller ran.
 #include "cluster/controller_internal.hpp"
 
+#include "actors/instance_lifecycle.hpp"
+
 namespace apiary::actors::controller_detail {
 
 namespace {
@@ -15,12 +17,22 @@ void note(std::vector<std::string>& history, const std::string& state) {
     history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(ChangeFeed::kHistoryMax));
 }
 
+// Every record starts in its machine's entry state (the store refuses any
+// other), so a history starts there even when this controller first saw
+// the record later (a restart) or the entry state never committed alone
+// (a create writes initial and preflight in one transaction).
+std::vector<std::string>& started(std::vector<std::string>& history, const char* entry) {
+  if (history.empty()) history.push_back(entry);
+  return history;
+}
+
 // The history of `key`, ending with `current` (which the map may not have
 // seen yet: a record this controller has not changed since it started).
 std::vector<std::string> history_of(const std::map<std::string, std::vector<std::string>>& all, const std::string& key,
-                                    const std::string& current) {
+                                    const char* entry, const std::string& current) {
   auto it = all.find(key);
   std::vector<std::string> h = it == all.end() ? std::vector<std::string>{} : it->second;
+  started(h, entry);
   note(h, current);
   return h;
 }
@@ -28,32 +40,25 @@ std::vector<std::string> history_of(const std::map<std::string, std::vector<std:
 }  // namespace
 
 void ChangeFeed::committed(const control::StoreChanges& c) {
-  if (store != nullptr) {
-    for (const auto& id : c.instances) {
-      auto r = store->get_instance(id);
-      if (!r) {  // purged or deleted outright: nothing left to show
-        vm_history.erase(id);
-        sf_history.erase(id);
-        lifecycle_history.erase(id);
-        vmm.erase(id);
-        continue;
+  for (const auto& step : c.steps) {
+    if (step.kind == 'i') {
+      if (step.field == "gone") {  // deleted outright or purged: nothing left to show
+        vm_history.erase(step.key);
+        sf_history.erase(step.key);
+        vmm.erase(step.key);
+      } else if (step.field == "vm_state") {
+        note(started(vm_history[step.key], control::to_string(control::VmState::building)), step.state);
+      } else {
+        note(started(sf_history[step.key], control::to_string(control::kSfInstanceEntry)), step.state);
       }
-      note(vm_history[id], control::to_string(r->vm_state));
-      note(sf_history[id], control::to_string(r->sf_state));
-    }
-    for (const auto& id : c.networks) {
-      auto r = store->get_network(id);
-      if (r)
-        note(network_history[id], control::to_string(r->state));
+    } else {
+      auto& all = step.kind == 'n' ? network_history : node_history;
+      if (step.field == "gone")
+        all.erase(step.key);
       else
-        network_history.erase(id);
-    }
-    for (const auto& name : c.nodes) {
-      auto r = store->get_node(name);
-      if (r)
-        note(node_history[name], control::to_string(r->state));
-      else
-        node_history.erase(name);
+        note(started(all[step.key], step.kind == 'n' ? control::to_string(control::kNetworkEntry)
+                                                     : control::to_string(control::kNodeEntry)),
+             step.state);
     }
   }
   tell(c.instances, c.networks, c.nodes);
@@ -61,22 +66,19 @@ void ChangeFeed::committed(const control::StoreChanges& c) {
 
 bool ChangeFeed::report(const std::string& node, const std::string& id, const std::string& state,
                         const std::string& power) {
-  auto& cur = vmm[id];
-  if (cur.node == node && cur.state == state && cur.power == power) return false;
-  cur = {node, state, power};
-  note(lifecycle_history[id], state);
+  auto& cur = vmm[id][node];
+  if (cur.state == state && cur.power == power) return false;
+  cur.state = state;
+  cur.power = power;
+  note(started(cur.history, actors::to_string(actors::InstanceState::start)), state);
   return true;
 }
 
 std::vector<std::string> ChangeFeed::forget_node(const std::string& node) {
   std::vector<std::string> ids;
   for (auto it = vmm.begin(); it != vmm.end();) {
-    if (it->second.node == node) {
-      ids.push_back(it->first);
-      it = vmm.erase(it);
-    } else {
-      ++it;
-    }
+    if (it->second.erase(node) > 0) ids.push_back(it->first);
+    it = it->second.empty() ? vmm.erase(it) : std::next(it);
   }
   return ids;
 }
@@ -92,24 +94,27 @@ void ChangeFeed::drop_watcher(const caf::actor_addr& who) {
 }
 
 InstanceInfo ChangeFeed::with_live_state(InstanceInfo info) const {
-  // A report from a node that does not hold the record (any more) is stale.
-  if (auto it = vmm.find(info.id); it != vmm.end() && it->second.node == info.node) {
-    info.lifecycle = it->second.state;
-    info.power = it->second.power;
+  // Only the report of the node the record names counts (another is stale).
+  if (auto it = vmm.find(info.id); it != vmm.end()) {
+    if (auto r = it->second.find(info.node); r != it->second.end()) {
+      info.lifecycle = r->second.state;
+      info.power = r->second.power;
+      info.lifecycle_history = r->second.history;
+    }
   }
-  info.vm_history = history_of(vm_history, info.id, info.vm_state);
-  info.sf_history = history_of(sf_history, info.id, info.sf_state);
-  info.lifecycle_history = history_of(lifecycle_history, info.id, info.lifecycle);
+  info.vm_history = history_of(vm_history, info.id, control::to_string(control::VmState::building), info.vm_state);
+  info.sf_history = history_of(sf_history, info.id, control::to_string(control::kSfInstanceEntry), info.sf_state);
+  note(info.lifecycle_history, info.lifecycle);  // none without a report: the VMM's state is not known
   return info;
 }
 
 NodeInfo ChangeFeed::with_history(NodeInfo info) const {
-  info.history = history_of(node_history, info.name, info.state);
+  info.history = history_of(node_history, info.name, control::to_string(control::kNodeEntry), info.state);
   return info;
 }
 
 NetworkInfo ChangeFeed::with_history(NetworkInfo info) const {
-  info.history = history_of(network_history, info.id, info.state);
+  info.history = history_of(network_history, info.id, control::to_string(control::kNetworkEntry), info.state);
   return info;
 }
 

@@ -60,17 +60,17 @@ struct ResizeMemo {
 // state, and the store's schema stays as it is.
 struct ChangeFeed {
   static constexpr size_t kHistoryMax = 32;
+  // What one node reported of one instance. Kept per node, so a late report
+  // from a node that no longer holds the record cannot hide the right one.
   struct Vmm {
-    std::string node;  // who reported it
     std::string state;
     std::string power;
+    std::vector<std::string> history;
   };
 
-  control::StateStore* store = nullptr;  // set once the store is open
   std::vector<caf::actor> watchers;
-  std::map<std::string, Vmm> vmm;  // instance id -> its VMM state
-  std::map<std::string, std::vector<std::string>> vm_history, sf_history, lifecycle_history, node_history,
-      network_history;
+  std::map<std::string, std::map<std::string, Vmm>> vmm;  // instance id -> node -> its report
+  std::map<std::string, std::vector<std::string>> vm_history, sf_history, node_history, network_history;
 
   // StoreOptions::on_commit: note the changed records' states, tell the watchers.
   void committed(const control::StoreChanges& c);

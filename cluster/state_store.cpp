@@ -420,7 +420,7 @@ struct StateStore::Db {
   int depth = 0;  // open transaction levels (0 = none)
   // Keys changed by the open transaction (StoreOptions::on_commit); a
   // savepoint rolled back drops what it added.
-  std::vector<std::pair<char, std::string>> pending;
+  std::vector<StoreChanges::Step> pending;  // field "" = only the key changed
   sqlite3* get() const { return handle.get(); }
 };
 
@@ -532,8 +532,10 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
   --db_->depth;
   if (level != 0 || db_->pending.empty()) return;
   StoreChanges changes;
-  for (auto& [kind, key] : db_->pending)
-    (kind == 'i' ? changes.instances : kind == 'n' ? changes.networks : changes.nodes).push_back(std::move(key));
+  for (auto& step : db_->pending) {
+    (step.kind == 'i' ? changes.instances : step.kind == 'n' ? changes.networks : changes.nodes).push_back(step.key);
+    if (!step.field.empty()) changes.steps.push_back(std::move(step));
+  }
   db_->pending.clear();
   for (auto* v : {&changes.instances, &changes.networks, &changes.nodes}) {
     std::sort(v->begin(), v->end());
@@ -547,8 +549,8 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
   }
 }
 
-void StateStore::changed(char kind, const std::string& key) {
-  if (db_->depth > 0) db_->pending.emplace_back(kind, key);
+void StateStore::changed(char kind, const std::string& key, const char* field, std::string state) {
+  if (db_->depth > 0) db_->pending.push_back({kind, key, field ? field : "", std::move(state)});
 }
 
 // The other side of every attachment of `key` ('i': an instance's networks,
@@ -605,7 +607,8 @@ void StateStore::put_instance(const InstanceRecord& r) {
       s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
       s.bind_text_or_null(6, r.node).bind(7, t);
       s.run();
-      changed('i', r.id);
+      changed('i', r.id, "record_state", to_string(r.sf_state));
+      changed('i', r.id, "vm_state", to_string(r.vm_state));
       return;
     }
     if (r.sf_state != cur->sf_state && !transition_allowed(cur->sf_state, r.sf_state))
@@ -624,7 +627,7 @@ void StateStore::put_instance(const InstanceRecord& r) {
     s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind_text_or_null(5, r.node);
     s.bind(6, t).bind(7, deleted_at);
     s.run();
-    changed('i', r.id);
+    changed('i', r.id, "record_state", to_string(r.sf_state));
     if (r.node != cur->node) changed_attached('i', r.id);
   });
 }
@@ -634,7 +637,7 @@ bool StateStore::delete_instance(const std::string& id) {
   with_transaction([&] {
     changed_attached('i', id);
     deleted = Stmt(db_->get(), "DELETE FROM instances WHERE id = ?1").bind(1, id).run() > 0;
-    if (deleted) changed('i', id);
+    if (deleted) changed('i', id, "gone");
   });
   return deleted;
 }
@@ -655,7 +658,7 @@ SfInstanceState StateStore::record_transition(const std::string& instance_id, Sf
            " deleted_at = CASE WHEN ?2 = 'deleted' THEN ?3 ELSE deleted_at END WHERE id = ?1");
     s.bind(1, instance_id).bind(2, to_string(to)).bind(3, t);
     s.run();
-    changed('i', instance_id);
+    changed('i', instance_id, "record_state", to_string(to));
   });
   return from;
 }
@@ -742,7 +745,7 @@ bool StateStore::finish_action(int64_t action_id, ActionResult result, std::opti
     l.bind(1, action_id).bind(2, t).bind(3, to_string(result));
     l.run();
     applied = true;
-    changed('i', entry->instance_id);
+    changed('i', entry->instance_id, "vm_state", to_string(next));
   });
   return applied;
 }
@@ -781,7 +784,7 @@ int64_t StateStore::force_stopped(const std::string& instance_id, const std::str
     Stmt u(db, "UPDATE instances SET vm_state = ?2, updated_at = ?3 WHERE id = ?1");
     u.bind(1, instance_id).bind(2, to_string(VmState::stopped)).bind(3, t);
     u.run();
-    changed('i', instance_id);
+    changed('i', instance_id, "vm_state", to_string(VmState::stopped));
   });
   return id;
 }
@@ -852,7 +855,7 @@ void StateStore::put_network(const NetworkRecord& r) {
              " VALUES (?1, ?2, ?3, ?4, ?5, ?5, NULL)");
       s.bind(1, r.id).bind(2, r.name).bind(3, to_string(r.state)).bind_text_or_null(4, r.cidr).bind(5, t);
       s.run();
-      changed('n', r.id);
+      changed('n', r.id, "state", to_string(r.state));
       return;
     }
     if (r.state != cur->state && !transition_allowed(cur->state, r.state))
@@ -866,7 +869,7 @@ void StateStore::put_network(const NetworkRecord& r) {
     s.bind(1, r.id).bind(2, r.name).bind(3, to_string(r.state)).bind_text_or_null(4, r.cidr).bind(5, t);
     s.bind(6, deleted_at);
     s.run();
-    changed('n', r.id);
+    changed('n', r.id, "state", to_string(r.state));
   });
 }
 
@@ -875,7 +878,7 @@ bool StateStore::delete_network(const std::string& id) {
   with_transaction([&] {
     changed_attached('n', id);
     deleted = Stmt(db_->get(), "DELETE FROM networks WHERE id = ?1").bind(1, id).run() > 0;
-    if (deleted) changed('n', id);
+    if (deleted) changed('n', id, "gone");
   });
   return deleted;
 }
@@ -895,7 +898,7 @@ NetworkState StateStore::record_transition(const std::string& network_id, Networ
            " deleted_at = CASE WHEN ?2 = 'deleted' THEN ?3 ELSE deleted_at END WHERE id = ?1");
     s.bind(1, network_id).bind(2, to_string(to)).bind(3, now());
     s.run();
-    changed('n', network_id);
+    changed('n', network_id, "state", to_string(to));
   });
   return from;
 }
@@ -987,7 +990,7 @@ void StateStore::put_node(const NodeRecord& r) {
                                                           " is not a transition of the node machine");
     }
     write_node(db_->get(), r, !cur);
-    changed('d', r.name);
+    changed('d', r.name, "state", to_string(r.state));
   });
 }
 
@@ -995,7 +998,7 @@ bool StateStore::delete_node(const std::string& name) {
   bool deleted = false;
   with_transaction([&] {
     deleted = Stmt(db_->get(), "DELETE FROM nodes WHERE name = ?1").bind(1, name).run() > 0;
-    if (deleted) changed('d', name);
+    if (deleted) changed('d', name, "gone");
   });
   return deleted;
 }
@@ -1012,7 +1015,7 @@ NodeState StateStore::record_transition(const std::string& node_name, NodeState 
     Stmt s(db_->get(), "UPDATE nodes SET state = ?2 WHERE name = ?1");
     s.bind(1, node_name).bind(2, to_string(to));
     s.run();
-    changed('d', node_name);
+    changed('d', node_name, "state", to_string(to));
   });
   return from;
 }
@@ -1031,7 +1034,7 @@ NodeRecord StateStore::node_checkin(const std::string& name, uint32_t vcpus, uin
       r.state = *next;
     }
     write_node(db_->get(), r, !cur);
-    changed('d', r.name);
+    changed('d', r.name, "state", to_string(r.state));
   });
   return r;
 }
@@ -1051,7 +1054,7 @@ std::vector<NodeChange> StateStore::sweep_silent_nodes(std::chrono::seconds chec
                                                             to_string(next) +
                                                             " is not a transition of the node machine");
       Stmt(db, "UPDATE nodes SET state = ?2 WHERE name = ?1").bind(1, n.name).bind(2, to_string(next)).run();
-      changed('d', n.name);
+      changed('d', n.name, "state", to_string(next));
       NodeChange change{n.name, n.state, next, {}};
       if (next == NodeState::error && !options_.test_skip_error_fanout) {
         for (const InstanceRecord& inst : list_instances_on_node(n.name)) {
@@ -1065,7 +1068,8 @@ std::vector<NodeChange> StateStore::sweep_silent_nodes(std::chrono::seconds chec
           l.bind(1, inst.id).bind(2, t).bind(3, to_string(ActionResult::error));
           l.run();
           change.instances_errored.push_back(inst.id);
-          changed('i', inst.id);
+          changed('i', inst.id, "record_state", to_string(*err));
+          changed('i', inst.id, "vm_state", to_string(VmState::error));
         }
       }
       changes.push_back(std::move(change));
@@ -1095,10 +1099,10 @@ PurgeCounts StateStore::purge_deleted(UnixMillis deleted_before) {
     Stmt i(db,
            "DELETE FROM instances WHERE sf_state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2 RETURNING id");
     i.bind(1, to_string(SfInstanceState::deleted)).bind(2, deleted_before);
-    for (; i.step(); ++counts.instances) changed('i', i.text(0));
+    for (; i.step(); ++counts.instances) changed('i', i.text(0), "gone");
     Stmt n(db, "DELETE FROM networks WHERE state = ?1 AND deleted_at IS NOT NULL AND deleted_at <= ?2 RETURNING id");
     n.bind(1, to_string(NetworkState::deleted)).bind(2, deleted_before);
-    for (; n.step(); ++counts.networks) changed('n', n.text(0));
+    for (; n.step(); ++counts.networks) changed('n', n.text(0), "gone");
   });
   return counts;
 }

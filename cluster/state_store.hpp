@@ -185,6 +185,17 @@ struct StoreChanges {
   std::vector<std::string> instances;
   std::vector<std::string> networks;
   std::vector<std::string> nodes;
+  // Every state a record entered, in the order of the writes (several may
+  // be in one transaction, e.g. preflight and creating): kind 'i' instance
+  // (field "vm_state" or "record_state"), 'n' network or 'd' node (field
+  // "state"); field "gone" when the row was deleted.
+  struct Step {
+    char kind;
+    std::string key;
+    std::string field;
+    std::string state;
+  };
+  std::vector<Step> steps;
   bool empty() const noexcept { return instances.empty() && networks.empty() && nodes.empty(); }
 };
 
@@ -310,8 +321,9 @@ class StateStore {
 
  private:
   StateStore(std::string path, Options options);
-  // Notes a changed key for on_commit ('i' instance, 'n' network, 'd' node).
-  void changed(char kind, const std::string& key);
+  // Notes a changed key for on_commit ('i' instance, 'n' network, 'd' node),
+  // and with a field, the state it entered (StoreChanges::Step).
+  void changed(char kind, const std::string& key, const char* field = nullptr, std::string state = {});
   void changed_attached(char kind, const std::string& key);
   struct Db;
   std::unique_ptr<Db> db_;

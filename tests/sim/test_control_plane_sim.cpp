@@ -270,6 +270,57 @@ BOOST_FIXTURE_TEST_CASE(refused_actions_answer_409_or_501_and_change_nothing, Cl
   BOOST_TEST(get(id).vm_state == "paused");
 }
 
+// A watcher (the dashboard's event stream) that notes every instance id it
+// is told of.
+caf::behavior change_recorder(caf::event_based_actor*, std::shared_ptr<std::vector<std::string>> seen) {
+  return {[seen](changed_atom, const std::vector<std::string>& instances, const std::vector<std::string>&,
+                 const std::vector<std::string>&) { seen->insert(seen->end(), instances.begin(), instances.end()); }};
+}
+
+BOOST_FIXTURE_TEST_CASE(a_watcher_hears_of_each_change_and_records_show_their_vmm_state_and_history, Cluster) {
+  boot();
+  auto seen = std::make_shared<std::vector<std::string>>();
+  caf::actor watcher = sys.spawn(change_recorder, seen);
+  BOOST_REQUIRE(ask<ack_atom>(ctl, watch_atom::value, watcher));
+  const std::string id = create("watched");
+  BOOST_TEST(std::count(seen->begin(), seen->end(), id) >= 4);  // record, placement, VMM steps, action end
+  auto r = get(id);
+  // The node's reports: the VMM runs, and how it got there.
+  BOOST_TEST(r.lifecycle == "run");
+  BOOST_TEST(r.power == "running");
+  BOOST_TEST(r.lifecycle_history.front() == "start");
+  BOOST_TEST(r.lifecycle_history.back() == "run");
+  BOOST_TEST((r.vm_history == std::vector<std::string>{"building", "active"}));
+  BOOST_TEST(r.sf_history == (std::vector<std::string>{"initial", "preflight", "creating", "created"}), boost::test_tools::per_element());
+
+  seen->clear();
+  BOOST_REQUIRE(act(id, "pause"));
+  BOOST_TEST(std::count(seen->begin(), seen->end(), id) >= 2);
+  r = get(id);
+  BOOST_TEST(r.lifecycle == "quiesce");
+  BOOST_TEST(r.power == "paused");
+  BOOST_TEST((r.vm_history == std::vector<std::string>{"building", "active", "paused"}));
+  BOOST_TEST(r.lifecycle_history.back() == "quiesce");
+
+  // Nodes and their histories.
+  auto nodes = ask<std::vector<NodeInfo>>(ctl, nodes_atom::value);
+  BOOST_REQUIRE(nodes);
+  for (const auto& n : *nodes) BOOST_TEST((n.history == std::vector<std::string>{"created"}), n.name);
+
+  // A watcher that dies is dropped: later changes go nowhere and break nothing.
+  self->send_exit(watcher, caf::exit_reason::user_shutdown);
+  run();
+  seen->clear();
+  BOOST_REQUIRE(act(id, "unpause"));
+  BOOST_TEST(seen->empty());
+  BOOST_TEST(get(id).lifecycle == "run");
+
+  // A report from a node that does not hold the record is not shown.
+  self->send(ctl, lifecycle_atom::value, std::string("node-x"), id, std::string("halt"), std::string("shutdown"));
+  run();
+  BOOST_TEST(get(id).lifecycle == "run");
+}
+
 BOOST_FIXTURE_TEST_CASE(a_silent_node_goes_missing_then_error_with_its_instances, Cluster) {
   boot();
   const std::string id = create("lost");

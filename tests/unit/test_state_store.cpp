@@ -707,6 +707,14 @@ BOOST_AUTO_TEST_CASE(each_commit_names_what_it_changed_and_a_rollback_names_noth
   BOOST_TEST_REQUIRE(seen.size() == 1u);
   BOOST_TEST((seen[0].instances == std::vector<std::string>{"b", "c"}));
   BOOST_TEST(seen[0].nodes == std::vector<std::string>{"n1"});
+  // Every state entered, in write order, also the ones that did not last
+  // past the commit (b: initial, then preflight).
+  std::vector<std::string> steps;
+  for (const auto& st : seen[0].steps) steps.push_back(std::string(1, st.kind) + " " + st.key + " " + st.field + " " + st.state);
+  BOOST_TEST(steps == (std::vector<std::string>{"i c record_state initial", "i c vm_state building",
+                                                 "i b record_state initial", "i b vm_state building",
+                                                 "i b record_state preflight", "d n1 state created"}),
+             boost::test_tools::per_element());
 
   // A rolled back transaction names nothing; a rolled back savepoint drops
   // only what it wrote.
