@@ -160,7 +160,13 @@ class ConsoleClient {
     ws_.set_option(beast::websocket::stream_base::decorator([](beast::websocket::request_type& req) {
       if (!bearer_token().empty()) req.set(http::field::authorization, "Bearer " + bearer_token());
     }));
-    ws_.handshake(host, "/v1/instances/" + id + "/console");
+    // A refused upgrade says why (the control plane's status and message).
+    beast::websocket::response_type res;
+    beast::error_code ec;
+    ws_.handshake(res, host, "/v1/instances/" + id + "/console", ec);
+    if (ec)
+      BOOST_FAIL("console of " << id << ": upgrade refused: " << ec.message() << " (" << res.result_int() << " "
+                               << res.body() << ")");
     ws_.binary(true);
     start_read();
   }
