@@ -367,6 +367,16 @@ Answer answer(unsigned ok_status, const Result<T>& r) {
   return a;
 }
 
+// 302 to `location`, with a line of text for clients that do not follow it.
+Answer redirect(const char* location, std::string text) {
+  Answer a;
+  a.status = 302;
+  a.content_type = "text/plain; charset=utf-8";
+  a.body = std::move(text);
+  a.headers.emplace_back(http::field::location, location);
+  return a;
+}
+
 Answer method_not_allowed(const char* allow) {
   Answer a = error_answer(405, std::string("method not allowed; use ") + allow);
   a.headers.emplace_back(http::field::allow, allow);
@@ -955,10 +965,7 @@ class HttpSession : public SessionBase {
       // A browser asking for the dashboard is sent to its sign-in page.
       Answer a;
       if (req.method() == http::verb::get && dashboard_page(target)) {
-        a.status = 302;
-        a.content_type = "text/plain; charset=utf-8";
-        a.body = "sign in at /ui/login\n";
-        a.headers.emplace_back(http::field::location, "/ui/login");
+        a = redirect("/ui/login", "sign in at /ui/login\n");
       } else {
         a = error_answer(401, !req[http::field::cookie].empty() && req[http::field::authorization].empty()
                                   ? "the dashboard's session is not valid (sign in again at /ui/login)"
@@ -1129,12 +1136,7 @@ class HttpSession : public SessionBase {
     if (segments && (*segments)[0] == "ui") return route_ui(*segments, std::move(req));
     if (segments && segments->size() == 1 && (*segments)[0].empty()) {
       if (req.method() != http::verb::get) return send(method_not_allowed("GET"));
-      Answer a;
-      a.status = 302;
-      a.content_type = "text/plain; charset=utf-8";
-      a.body = "the dashboard is at /ui/\n";
-      a.headers.emplace_back(http::field::location, "/ui/");
-      return send(std::move(a));
+      return send(redirect("/ui/", "the dashboard is at /ui/\n"));
     }
     if (segments && segments->size() == 2 && (*segments)[0] == "v1" && (*segments)[1] == "events") {
       if (req.method() != http::verb::get) return send(method_not_allowed("GET"));

@@ -24,6 +24,7 @@
 
 using namespace std::chrono_literals;
 using apiary::test::ProcessResult;
+using apiary::test::free_port;
 using apiary::test::run_process;
 
 namespace {
@@ -150,17 +151,6 @@ std::string read_from(int port) {
   return out;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(a_forwarded_port_reaches_a_service_in_the_vm_and_nothing_else_is_networked) {

@@ -48,20 +48,6 @@ namespace {
 
 constexpr auto kBrowserDeadline = 300s;  // the whole script, every wait inside it bounded
 
-// A TCP port that was free a moment ago (for kvm-vm --forward, which needs
-// the number before the service starts).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  BOOST_REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  BOOST_REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 struct Cluster {
   const std::string base = "/tmp/apiary-ui-" + std::to_string(::getpid());
