@@ -45,7 +45,10 @@ void ChangeFeed::committed(const control::StoreChanges& c) {
       if (step.field == "gone") {  // deleted outright or purged: nothing left to show
         vm_history.erase(step.key);
         sf_history.erase(step.key);
-        vmm.erase(step.key);
+        if (auto it = vmm.find(step.key); it != vmm.end()) {
+          for (const auto& [node, report] : it->second) reported_by[node].erase(step.key);
+          vmm.erase(it);
+        }
       } else if (step.field == "vm_state") {
         note(started(vm_history[step.key], control::to_string(control::VmState::building)), step.state);
       } else {
@@ -67,6 +70,7 @@ void ChangeFeed::committed(const control::StoreChanges& c) {
 bool ChangeFeed::report(const std::string& node, const std::string& id, const std::string& state,
                         const std::string& power) {
   auto& cur = vmm[id][node];
+  reported_by[node].insert(id);
   if (cur.state == state && cur.power == power) return false;
   cur.state = state;
   cur.power = power;
@@ -76,11 +80,16 @@ bool ChangeFeed::report(const std::string& node, const std::string& id, const st
 
 std::vector<std::string> ChangeFeed::forget_node(const std::string& node) {
   std::vector<std::string> ids;
-  for (auto it = vmm.begin(); it != vmm.end();) {
-    if (it->second.erase(node) > 0) ids.push_back(it->first);
-    it = it->second.empty() ? vmm.erase(it) : std::next(it);
+  auto by = reported_by.find(node);
+  if (by == reported_by.end()) return ids;
+  for (const auto& id : by->second) {
+    auto it = vmm.find(id);
+    if (it == vmm.end() || it->second.erase(node) == 0) continue;
+    ids.push_back(id);
+    if (it->second.empty()) vmm.erase(it);
   }
-  return ids;
+  reported_by.erase(by);
+  return ids;  // sorted: the set's order
 }
 
 void ChangeFeed::tell(const std::vector<std::string>& instances, const std::vector<std::string>& networks,

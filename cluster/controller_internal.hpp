@@ -70,6 +70,10 @@ struct ChangeFeed {
 
   std::vector<caf::actor> watchers;
   std::map<std::string, std::map<std::string, Vmm>> vmm;  // instance id -> node -> its report
+  // node -> the instances it reported: a node that goes away takes its
+  // reports without a walk over every instance's (forget_node runs for
+  // each node of a failure that takes hundreds at once).
+  std::map<std::string, std::set<std::string>> reported_by;
   std::map<std::string, std::vector<std::string>> vm_history, sf_history, node_history, network_history;
 
   // StoreOptions::on_commit: note the changed records' states, tell the watchers.

@@ -16,25 +16,17 @@
 
 namespace apiary::actors::controller_detail {
 
-static bool holds_resources(const InstanceRecord& r) {
-  return r.sf_state == SfInstanceState::initial || r.sf_state == SfInstanceState::preflight ||
-         r.sf_state == SfInstanceState::creating || r.sf_state == SfInstanceState::created;
-}
-
 Load load_of(controller_pointer self, const std::string& node) {
-  Load l;
-  for (const auto& r : self->state.store->list_instances_on_node(node)) {
-    if (!holds_resources(r)) continue;
-    ++l.instances;
-    uint64_t v = r.spec.board().vcpus();
-    uint64_t m = r.spec.board().memory_mib();
-    if (auto it = self->state.resizes.find(r.id); it != self->state.resizes.end()) {
-      // Resized, not yet confirmed: either board may run, so hold the larger.
-      v = std::max<uint64_t>(v, it->second.old_spec.board().vcpus());
-      m = std::max<uint64_t>(m, it->second.old_spec.board().memory_mib());
-    }
-    l.vcpus += v;
-    l.memory_mib += m;
+  auto& st = self->state;
+  const control::NodeUsage u = st.store->node_usage(node);
+  Load l{u.instances, u.vcpus, u.memory_mib};
+  for (const auto& [id, memo] : st.resizes) {
+    // Resized, not yet confirmed: either board may run, so hold the larger.
+    auto r = st.store->get_instance(id);
+    if (!r || r->node != node || !control::holds_resources(r->sf_state)) continue;
+    const uint64_t old_v = memo.old_spec.board().vcpus(), old_m = memo.old_spec.board().memory_mib();
+    if (old_v > r->spec.board().vcpus()) l.vcpus += old_v - r->spec.board().vcpus();
+    if (old_m > r->spec.board().memory_mib()) l.memory_mib += old_m - r->spec.board().memory_mib();
   }
   return l;
 }

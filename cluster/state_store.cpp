@@ -421,8 +421,50 @@ struct StateStore::Db {
   // Keys changed by the open transaction (StoreOptions::on_commit); a
   // savepoint rolled back drops what it added.
   std::vector<StoreChanges::Step> pending;  // field "" = only the key changed
+  // StateStore::node_usage: the per-node sums, valid for data_version (other
+  // connections' commits change it); the shares the open transaction moved,
+  // undone if their savepoint rolls back; and whether the sums were read
+  // inside the open transaction (then a rollback cannot be undone share by
+  // share, and the sums are read again).
+  struct UsageUndo {
+    std::string node;
+    NodeUsage share;
+    bool added;
+  };
+  std::unordered_map<std::string, NodeUsage> usage;
+  bool usage_valid = false;
+  bool usage_read_in_transaction = false;
+  int64_t data_version = -1;
+  std::vector<UsageUndo> usage_undo;
   sqlite3* get() const { return handle.get(); }
 };
+
+namespace {
+int64_t data_version(sqlite3* db) {
+  Stmt v(db, "PRAGMA data_version");
+  return v.step() ? v.int64(0) : -1;
+}
+
+void adjust(std::unordered_map<std::string, NodeUsage>& usage, const std::string& node, const NodeUsage& share,
+            bool add) {
+  NodeUsage& u = usage[node];
+  if (add) {
+    u.instances += share.instances;
+    u.vcpus += share.vcpus;
+    u.memory_mib += share.memory_mib;
+  } else {
+    u.instances -= std::min(u.instances, share.instances);
+    u.vcpus -= std::min(u.vcpus, share.vcpus);
+    u.memory_mib -= std::min(u.memory_mib, share.memory_mib);
+  }
+  if (u == NodeUsage{}) usage.erase(node);
+}
+}  // namespace
+
+bool holds_resources(SfInstanceState s) noexcept {
+  return s == SfInstanceState::initial || s == SfInstanceState::preflight || s == SfInstanceState::creating ||
+         s == SfInstanceState::created;
+}
 
 StateStore::StateStore(std::string path, Options options)
     : db_(std::make_unique<Db>()), path_(std::move(path)), options_(std::move(options)) {
@@ -503,10 +545,22 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
   const std::string savepoint = "apiary_sp" + std::to_string(level);
   exec(db, level == 0 ? std::string("BEGIN IMMEDIATE") : "SAVEPOINT " + savepoint);
   ++db_->depth;
+  if (level == 0 && db_->usage_valid && data_version(db) != db_->data_version) db_->usage_valid = false;
   const size_t pending_before = db_->pending.size();
+  const size_t undo_before = db_->usage_undo.size();
   auto rollback = [&]() noexcept {
     --db_->depth;
     db_->pending.resize(level == 0 ? 0 : pending_before);
+    if (db_->usage_read_in_transaction) {
+      db_->usage_valid = false;
+    } else {
+      for (size_t i = db_->usage_undo.size(); i > undo_before; --i) {
+        const auto& u = db_->usage_undo[i - 1];
+        adjust(db_->usage, u.node, u.share, !u.added);
+      }
+    }
+    db_->usage_undo.resize(undo_before);
+    if (level == 0) db_->usage_read_in_transaction = false;
     // Some failures (e.g. SQLITE_FULL) already rolled the whole transaction
     // back; then there is nothing left to undo.
     if (sqlite3_get_autocommit(db) != 0) return;
@@ -530,6 +584,10 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
     throw;
   }
   --db_->depth;
+  if (level == 0) {
+    db_->usage_undo.clear();
+    db_->usage_read_in_transaction = false;
+  }
   if (level != 0 || db_->pending.empty()) return;
   StoreChanges changes;
   for (auto& step : db_->pending) {
@@ -564,6 +622,36 @@ void StateStore::changed_attached(char kind, const std::string& key) {
 }
 
 // --- instances --------------------------------------------------------------
+
+NodeUsage StateStore::node_usage(const std::string& node) {
+  sqlite3* db = db_->get();
+  if (db_->usage_valid && db_->depth == 0 && data_version(db) != db_->data_version) db_->usage_valid = false;
+  if (!db_->usage_valid) {
+    db_->usage.clear();
+    db_->usage_undo.clear();
+    Stmt s(db, std::string("SELECT ") + kInstanceColumns + " FROM instances WHERE node IS NOT NULL");
+    while (s.step()) {
+      const InstanceRecord r = read_instance(s);
+      if (!r.node.empty() && holds_resources(r.sf_state))
+        adjust(db_->usage, r.node, {1, r.spec.board().vcpus(), r.spec.board().memory_mib()}, true);
+    }
+    db_->data_version = data_version(db);
+    db_->usage_valid = true;
+    db_->usage_read_in_transaction = db_->depth > 0;
+  }
+  auto it = db_->usage.find(node);
+  return it == db_->usage.end() ? NodeUsage{} : it->second;
+}
+
+void StateStore::account(const InstanceRecord* before, const InstanceRecord* after) {
+  if (!db_->usage_valid) return;  // read afresh when next asked
+  for (const auto& [r, add] : {std::pair{before, false}, std::pair{after, true}}) {
+    if (r == nullptr || r->node.empty() || !holds_resources(r->sf_state)) continue;
+    const NodeUsage share{1, r->spec.board().vcpus(), r->spec.board().memory_mib()};
+    adjust(db_->usage, r->node, share, add);
+    if (db_->depth > 0) db_->usage_undo.push_back({r->node, share, add});
+  }
+}
 
 std::optional<InstanceRecord> StateStore::get_instance(const std::string& id) {
   Stmt s(db_->get(), std::string("SELECT ") + kInstanceColumns + " FROM instances WHERE id = ?1");
@@ -607,6 +695,7 @@ void StateStore::put_instance(const InstanceRecord& r) {
       s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
       s.bind_text_or_null(6, r.node).bind(7, t);
       s.run();
+      account(nullptr, &r);
       changed('i', r.id, "record_state", to_string(r.sf_state));
       changed('i', r.id, "vm_state", to_string(r.vm_state));
       return;
@@ -627,6 +716,7 @@ void StateStore::put_instance(const InstanceRecord& r) {
     s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind_text_or_null(5, r.node);
     s.bind(6, t).bind(7, deleted_at);
     s.run();
+    account(&*cur, &r);
     changed('i', r.id, "record_state", to_string(r.sf_state));
     if (r.node != cur->node) changed_attached('i', r.id);
   });
@@ -636,7 +726,9 @@ bool StateStore::delete_instance(const std::string& id) {
   bool deleted = false;
   with_transaction([&] {
     changed_attached('i', id);
+    const auto cur = db_->usage_valid ? get_instance(id) : std::nullopt;
     deleted = Stmt(db_->get(), "DELETE FROM instances WHERE id = ?1").bind(1, id).run() > 0;
+    if (cur) account(&*cur, nullptr);
     if (deleted) changed('i', id, "gone");
   });
   return deleted;
@@ -658,6 +750,9 @@ SfInstanceState StateStore::record_transition(const std::string& instance_id, Sf
            " deleted_at = CASE WHEN ?2 = 'deleted' THEN ?3 ELSE deleted_at END WHERE id = ?1");
     s.bind(1, instance_id).bind(2, to_string(to)).bind(3, t);
     s.run();
+    InstanceRecord after = *cur;
+    after.sf_state = to;
+    account(&*cur, &after);
     changed('i', instance_id, "record_state", to_string(to));
   });
   return from;
@@ -1064,6 +1159,9 @@ std::vector<NodeChange> StateStore::sweep_silent_nodes(std::chrono::seconds chec
                  "UPDATE instances SET sf_state = ?2, vm_state = ?3, task_state = NULL, updated_at = ?4 WHERE id = ?1");
           u.bind(1, inst.id).bind(2, to_string(*err)).bind(3, to_string(VmState::error)).bind(4, t);
           u.run();
+          InstanceRecord after = inst;
+          after.sf_state = *err;
+          account(&inst, &after);
           Stmt l(db, "UPDATE action_log SET finish = ?2, result = ?3 WHERE instance_id = ?1 AND finish IS NULL");
           l.bind(1, inst.id).bind(2, t).bind(3, to_string(ActionResult::error));
           l.run();

@@ -199,6 +199,19 @@ struct StoreChanges {
   bool empty() const noexcept { return instances.empty() && networks.empty() && nodes.empty(); }
 };
 
+// What the live instances placed on one node hold: what the scheduler
+// checks a new instance against (see StateStore::node_usage).
+struct NodeUsage {
+  uint32_t instances = 0;
+  uint64_t vcpus = 0;
+  uint64_t memory_mib = 0;
+  bool operator==(const NodeUsage&) const = default;
+};
+
+// Whether an instance in this record state holds its node's vCPUs and
+// memory: from the first record (initial) until it is deleted or in error.
+bool holds_resources(SfInstanceState s) noexcept;
+
 struct StoreOptions {
   std::function<UnixMillis()> clock;  // default: the system clock
   int busy_timeout_ms = 5000;         // how long a write waits for another connection's lock
@@ -244,6 +257,13 @@ class StateStore {
   std::vector<InstanceRecord> list_instances();  // ordered by id
   std::vector<InstanceRecord> list_instances_on_node(const std::string& node);
   bool delete_instance(const std::string& id);  // hard delete (with attachments, action log)
+  // The sum of the boards of the instances placed on `node` that hold
+  // resources (holds_resources), as the open transaction sees it. Kept in
+  // memory and updated by every write of this store (a rolled-back write
+  // undoes its part), so the scheduler's check costs a lookup, not a decode
+  // of every record on the node per create; rebuilt from the table when
+  // another connection has committed since (PRAGMA data_version).
+  NodeUsage node_usage(const std::string& node);
   // Validated sf_state change; returns the previous state. deleted_at is set
   // when `to` is deleted. Throws not_found / transition_refused.
   SfInstanceState record_transition(const std::string& instance_id, SfInstanceState to);
@@ -325,6 +345,9 @@ class StateStore {
   // and with a field, the state it entered (StoreChanges::Step).
   void changed(char kind, const std::string& key, const char* field = nullptr, std::string state = {});
   void changed_attached(char kind, const std::string& key);
+  // Moves an instance's share of the node usage from `before` to `after`
+  // (either may be absent: a new or a removed record).
+  void account(const InstanceRecord* before, const InstanceRecord* after);
   struct Db;
   std::unique_ptr<Db> db_;
   std::string path_;

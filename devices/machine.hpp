@@ -42,6 +42,9 @@
 
 namespace apiary::devices {
 
+// simulated: no KVM and no guest code; the image is checked by the same
+// loader (once per distinct boot input) but not written into the machine's
+// RAM, which nothing would read (machine.cpp, SimulatedBootPlans).
 enum class VcpuBackendKind { kvm, simulated };
 
 struct MachineConfig {

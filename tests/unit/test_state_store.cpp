@@ -833,4 +833,104 @@ BOOST_AUTO_TEST_CASE(attachments_placements_and_cascades_name_both_sides) {
   BOOST_TEST(last().nodes == std::vector<std::string>{"n1"});
 }
 
+// The scheduler's per-node sums, kept in memory, must always equal what the
+// records say: after every kind of write, after a rollback (share by share
+// and after the sums were first read inside the rolled-back transaction),
+// after a node's error takes its instances, and after another connection
+// wrote behind this store's back.
+NodeUsage usage_from_records(StateStore& s, const std::string& node) {
+  NodeUsage u;
+  for (const auto& r : s.list_instances_on_node(node)) {
+    if (!holds_resources(r.sf_state)) continue;
+    ++u.instances;
+    u.vcpus += r.spec.board().vcpus();
+    u.memory_mib += r.spec.board().memory_mib();
+  }
+  return u;
+}
+
+BOOST_AUTO_TEST_CASE(node_usage_follows_every_write_and_rollback) {
+  auto s = open();
+  auto check = [&](const std::string& node, uint32_t instances, uint64_t vcpus, uint64_t memory) {
+    const NodeUsage u = s.node_usage(node);
+    BOOST_TEST(u.instances == instances, node);
+    BOOST_TEST(u.vcpus == vcpus, node);
+    BOOST_TEST(u.memory_mib == memory, node);
+    BOOST_TEST((u == usage_from_records(s, node)), node << ": the sums differ from the records");
+  };
+  s.node_checkin("node-1", 8, 16384, 0);
+  s.node_checkin("node-2", 8, 16384, 0);
+  check("node-1", 0, 0, 0);
+  s.put_instance(new_instance("a", "node-1"));
+  s.put_instance(new_instance("b", "node-1"));
+  s.put_instance(new_instance("u"));  // not placed: holds nothing
+  check("node-1", 2, 4, 512);
+
+  // Placed, resized and moved by put_instance.
+  auto u = *s.get_instance("u");
+  u.node = "node-2";
+  u.spec.mutable_board()->set_vcpus(4);
+  s.put_instance(u);
+  check("node-2", 1, 4, 256);
+  u.node = "node-1";
+  s.put_instance(u);
+  check("node-1", 3, 8, 768);
+  check("node-2", 0, 0, 0);
+
+  // A deleted record holds nothing; a hard delete takes its share.
+  s.record_transition("b", SfInstanceState::deleted);
+  check("node-1", 2, 6, 512);
+  BOOST_TEST(s.delete_instance("u"));
+  check("node-1", 1, 2, 256);
+
+  // A rolled-back transaction gives back what it took, nested or not.
+  BOOST_CHECK_THROW(s.with_transaction([&] {
+    s.put_instance(new_instance("c", "node-1"));
+    BOOST_TEST(s.node_usage("node-1").instances == 2u);  // the open transaction sees its own write
+    s.with_transaction([&] { s.put_instance(new_instance("d", "node-1")); });
+    BOOST_CHECK_THROW(s.with_transaction([&] {
+      s.record_transition("a", SfInstanceState::deleted);
+      BOOST_TEST(s.node_usage("node-1").instances == 2u);
+      throw std::runtime_error("inner");
+    }),
+                      std::runtime_error);
+    BOOST_TEST(s.node_usage("node-1").instances == 3u);  // the savepoint's share came back
+    throw std::runtime_error("outer");
+  }),
+                    std::runtime_error);
+  check("node-1", 1, 2, 256);
+  expect_error(StoreErrc::transition_refused, [&] { s.record_transition("a", SfInstanceState::created); });
+  check("node-1", 1, 2, 256);
+
+  // Sums first read inside a transaction that rolls back: read again.
+  {
+    auto t = open();
+    BOOST_CHECK_THROW(t.with_transaction([&] {
+      t.put_instance(new_instance("e", "node-2"));
+      BOOST_TEST(t.node_usage("node-2").instances == 1u);
+      throw std::runtime_error("rolled back");
+    }),
+                      std::runtime_error);
+    BOOST_TEST(t.node_usage("node-2").instances == 0u);
+  }
+
+  // Another connection's commit (the second store above wrote nothing that
+  // stayed; this one does) is seen.
+  {
+    auto other = open();
+    other.put_instance(new_instance("f", "node-2"));
+  }
+  check("node-2", 1, 2, 256);
+  raw_exec(path(), "UPDATE instances SET sf_state = 'deleted' WHERE id = 'f'");
+  check("node-2", 0, 0, 0);
+
+  // A node going to error takes its instances' shares.
+  for (auto st : {SfInstanceState::preflight, SfInstanceState::creating, SfInstanceState::created})
+    s.record_transition("a", st);
+  advance(1200s + 1ms);
+  s.sweep_silent_nodes();
+  BOOST_TEST((s.get_node("node-1")->state == NodeState::error));
+  check("node-1", 0, 0, 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
