@@ -7,6 +7,7 @@
 #include <iostream>
 #include <thread>
 
+#include "apps/controller_watch.hpp"
 #include "vmm-core/kvm.hpp"
 #include "cluster/controller_actor.hpp"
 #include "cluster/node_actor.hpp"
@@ -155,6 +156,7 @@ int cluster_command(const std::vector<std::string>& args) {
     std::cerr << "apiary cluster: " << e.what() << "\n";
     return 4;
   }
+  ControllerWatch watch(sys, caf::actor_cast<caf::actor>(controller));
   ActorControlPlane api(sys, controller, nodes);
   HttpServerOptions http_options;
   http_options.bearer_token = token;
@@ -171,11 +173,13 @@ int cluster_command(const std::vector<std::string>& args) {
             << o.store << ", token in " << o.token_file << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
-  std::cout << "apiary cluster: stopping" << std::endl;
+  const std::string failed = watch.failure();
+  if (!failed.empty()) std::cerr << "apiary cluster: the controller stopped: " << failed << "\n";
+  else std::cout << "apiary cluster: stopping" << std::endl;
   server.stop();
   for (auto& [name, n] : nodes) caf::anon_send_exit(n, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(controller, caf::exit_reason::user_shutdown);
-  return 0;
+  return failed.empty() ? 0 : kControllerFailedStatus;
 }
 
 }  // namespace apiary::apps

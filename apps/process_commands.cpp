@@ -18,6 +18,7 @@
 #include "cluster/node_actor.hpp"
 #include "api/actor_control_plane.hpp"
 #include "api/http_api.hpp"
+#include "apps/controller_watch.hpp"
 #include "apps/http_front.hpp"
 #include "api/token_file.hpp"
 #include "apps/tls_peer.hpp"
@@ -270,6 +271,7 @@ times that it is in error and its instances are declared errored.
               << sys.render(published.error()) << "\n";
     return 4;
   }
+  ControllerWatch watch(sys, caf::actor_cast<caf::actor>(controller));
   ActorControlPlane api(sys, controller, {});
   HttpServerOptions http_options;
   http_options.bearer_token = token;
@@ -291,6 +293,11 @@ times that it is in error and its instances are declared errored.
             << ccfg.store_path << ", token in " << token_file << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
+  if (auto failed = watch.failure(); !failed.empty()) {
+    std::cerr << "apiary controller: the controller stopped: " << failed << "\n";
+    server.stop();
+    return kControllerFailedStatus;
+  }
   std::cout << "apiary controller: stopping" << std::endl;
   server.stop();
   caf::anon_send_exit(controller, caf::exit_reason::user_shutdown);

@@ -62,6 +62,7 @@ using replace_atom = caf::atom_constant<caf::atom("replace")>;       // controll
 using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to check in
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
 using purge_atom = caf::atom_constant<caf::atom("purge")>;    // controller: hard-delete old deleted records
+using flush_atom = caf::atom_constant<caf::atom("flush")>;    // controller: commit the open batch of writes
 using wait_dl_atom = caf::atom_constant<caf::atom("waitdl")>;  // node: a state wait's deadline
 using inst_ev_atom = caf::atom_constant<caf::atom("instev")>;  // node: an instance's state, tagged with its id
 using file_poll_atom = caf::atom_constant<caf::atom("filepoll")>;  // node: look at a disk-file job (copy, zero)

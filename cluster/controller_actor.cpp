@@ -73,9 +73,35 @@ std::string render_metrics(controller_pointer self) {
   return out.str();
 }
 
+}  // namespace
+
+void controller_detail::commit_writes(controller_pointer self) {
+  auto& st = self->state;
+  auto after = std::move(st.after_commit);
+  st.after_commit.clear();
+  try {
+    st.store->commit_batch();
+  } catch (const StoreError& e) {
+    const caf::error err = store_failed(e);
+    for (auto& f : after) f(&err);
+    note(self, "store: " + e.detail() + "; the controller stops (" + std::to_string(after.size()) +
+                   " answer(s) failed with it)");
+    self->quit(err);
+    return;
+  }
+  for (auto& f : after) f(nullptr);
+}
+
+namespace {
+
 controller_actor::behavior_type controller_impl(controller_pointer self, ControllerConfig cfg,
                                                 std::shared_ptr<control::StateStore> store,
-                                                std::shared_ptr<ChangeFeed> feed) {
+                                                std::shared_ptr<ChangeFeed> feed,
+                                                std::shared_ptr<std::function<void()>> batch_opened) {
+  // The store opens a batch at the first write after a commit; the flush
+  // goes behind whatever is in the mailbox by then, so everything already
+  // asked joins the batch (controller_internal.hpp, durable()).
+  *batch_opened = [self] { self->send(caf::actor_cast<controller_actor>(self), flush_atom::value); };
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.store = std::move(store);
@@ -109,10 +135,14 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   if (!st.inherited.empty()) self->delayed_send(self, st.cfg.recovery_grace, recover_atom::value);
   return {
       [=](create_atom, const std::string& bytes) -> caf::result<std::string> {
-        return create_instance(self, bytes, std::string());
+        return durable(self, [&]() -> caf::result<std::string> {
+          return create_instance(self, bytes, std::string());
+        }());
       },
       [=](create_atom, const std::string& bytes, const std::string& request_id) -> caf::result<std::string> {
-        return create_instance(self, bytes, request_id);
+        return durable(self, [&]() -> caf::result<std::string> {
+          return create_instance(self, bytes, request_id);
+        }());
       },
       [=](console_of_atom, const std::string& id) -> caf::result<caf::actor> {
         auto& st = self->state;
@@ -186,6 +216,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         return rp;
       },
       [=](recover_atom) { recover(self); },
+      [=](flush_atom) { commit_writes(self); },
       [=](replace_atom, const std::string& id, int64_t action_id) {
         // Only a create still waiting in preflight is taken up again (a
         // delete meanwhile, or recovery, may have moved it on).
@@ -214,146 +245,164 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         if (st.feed->report(node, id, state, power)) st.feed->tell({id}, {}, {});
       },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
-        try {
-          std::vector<InstanceInfo> out;
-          for (const auto& r : self->state.store->list_instances())
-            out.push_back(self->state.feed->with_live_state(to_info(r)));
-          return out;
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        return durable(self, [&]() -> caf::result<std::vector<InstanceInfo>> {
+          try {
+            std::vector<InstanceInfo> out;
+            for (const auto& r : self->state.store->list_instances())
+              out.push_back(self->state.feed->with_live_state(to_info(r)));
+            return out;
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+        }());
       },
       [=](get_atom, const std::string& id) -> caf::result<InstanceInfo> {
-        try {
-          auto r = self->state.store->get_instance(id);
-          if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-          return self->state.feed->with_live_state(to_info(*r));
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        return durable(self, [&]() -> caf::result<InstanceInfo> {
+          try {
+            auto r = self->state.store->get_instance(id);
+            if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+            return self->state.feed->with_live_state(to_info(*r));
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+        }());
       },
       [=](act_atom, const std::string& id, const std::string& name, const std::string& type)
-          -> caf::result<std::string> { return act(self, id, name, type, {}); },
+          -> caf::result<std::string> { return durable(self, act(self, id, name, type, {})); },
       [=](act_atom, const std::string& id, const std::string& name, const std::string& type, const Args& args)
-          -> caf::result<std::string> { return act(self, id, name, type, args); },
+          -> caf::result<std::string> { return durable(self, act(self, id, name, type, args)); },
       [=](actions_atom, const std::string& id) -> caf::result<std::vector<ActionInfo>> {
-        try {
-          auto& store = *self->state.store;
-          if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-          std::vector<ActionInfo> out;
-          for (const auto& e : store.list_actions(id)) {
-            ActionInfo ai{e.request_id, control::to_string(e.action), e.start, e.finish.value_or(-1),
-                          control::to_string(e.result), {}};
-            for (const auto& ev : e.events)
-              ai.events.push_back({ev.name, ev.start, ev.finish.value_or(-1), ev.result, ev.detail});
-            out.push_back(std::move(ai));
+        return durable(self, [&]() -> caf::result<std::vector<ActionInfo>> {
+          try {
+            auto& store = *self->state.store;
+            if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+            std::vector<ActionInfo> out;
+            for (const auto& e : store.list_actions(id)) {
+              ActionInfo ai{e.request_id, control::to_string(e.action), e.start, e.finish.value_or(-1),
+                            control::to_string(e.result), {}};
+              for (const auto& ev : e.events)
+                ai.events.push_back({ev.name, ev.start, ev.finish.value_or(-1), ev.result, ev.detail});
+              out.push_back(std::move(ai));
+            }
+            return out;
+          } catch (const StoreError& e) {
+            return store_failed(e);
           }
-          return out;
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        }());
       },
       [=](nodes_atom) -> caf::result<std::vector<NodeInfo>> {
-        try {
-          std::vector<NodeInfo> out;
-          for (const auto& n : self->state.store->list_nodes())
-            out.push_back(self->state.feed->with_history(
-                NodeInfo{n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
-                         std::max<int64_t>(0, self->state.store->now() - n.last_checkin),
-                         self->state.cannot_run.count(n.name) ? self->state.cannot_run.at(n.name) : "",
-                         {}}));
-          return out;
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        return durable(self, [&]() -> caf::result<std::vector<NodeInfo>> {
+          try {
+            std::vector<NodeInfo> out;
+            for (const auto& n : self->state.store->list_nodes())
+              out.push_back(self->state.feed->with_history(
+                  NodeInfo{n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
+                           std::max<int64_t>(0, self->state.store->now() - n.last_checkin),
+                           self->state.cannot_run.count(n.name) ? self->state.cannot_run.at(n.name) : "",
+                           {}}));
+            return out;
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+        }());
       },
       [=](drain_atom, const std::string& node) -> caf::result<ack_atom> {
-        auto& st = self->state;
-        try {
-          auto rec = st.store->get_node(node);
-          if (!rec || !st.nodes.count(node))
-            return make_control_error(ControlErrc::not_found, "node " + node + " not found");
-          st.store->record_transition(node, NodeState::stopping);
-        } catch (const StoreError& e) {
-          if (e.code() == control::StoreErrc::transition_refused)
-            return make_control_error(ControlErrc::conflict, e.detail());
-          return store_failed(e);
-        }
-        self->request(st.nodes.at(node), st.cfg.action_deadline, drain_atom::value)
-            .then([self, node](ack_atom) { drained(self, node); },
-                  [self, node](caf::error& e) { note(self, "drain of node " + node + " failed: " + describe(e)); });
-        return ack_atom::value;
+        return durable(self, [&]() -> caf::result<ack_atom> {
+          auto& st = self->state;
+          try {
+            auto rec = st.store->get_node(node);
+            if (!rec || !st.nodes.count(node))
+              return make_control_error(ControlErrc::not_found, "node " + node + " not found");
+            st.store->record_transition(node, NodeState::stopping);
+          } catch (const StoreError& e) {
+            if (e.code() == control::StoreErrc::transition_refused)
+              return make_control_error(ControlErrc::conflict, e.detail());
+            return store_failed(e);
+          }
+          self->request(st.nodes.at(node), st.cfg.action_deadline, drain_atom::value)
+              .then([self, node](ack_atom) { drained(self, node); },
+                    [self, node](caf::error& e) { note(self, "drain of node " + node + " failed: " + describe(e)); });
+          return ack_atom::value;
+        }());
       },
       [=](cluster_log_atom) -> std::vector<std::string> { return self->state.cluster_log; },
       [=](net_create_atom, const std::string& name, const std::string& cidr) -> caf::result<std::string> {
-        if (name.empty()) return make_control_error(ControlErrc::bad_request, "a network needs a name");
-        if (!cidr.empty() && !spec::parse_ipv4_prefix(cidr))
-          return make_control_error(ControlErrc::bad_request, "cidr '" + cidr + "' is not of the form a.b.c.d/n");
-        auto& store = *self->state.store;
-        NetworkRecord n;
-        n.name = name;
-        n.cidr = cidr;
-        try {
-          // The VNI derives from the id: draw ids until no live network has it.
-          do n.id = new_id(self, "net-");
-          while (vni_taken(store, n.id));
-          // Nothing to set up centrally: each node builds its switch and
-          // joins the overlay when its first port of the network appears
-          // (net/network_actor.hpp), so initial -> created at once.
-          store.with_transaction([&] {
-            store.put_network(n);
-            store.record_transition(n.id, NetworkState::created);
-          });
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
-        return n.id;
+        return durable(self, [&]() -> caf::result<std::string> {
+          if (name.empty()) return make_control_error(ControlErrc::bad_request, "a network needs a name");
+          if (!cidr.empty() && !spec::parse_ipv4_prefix(cidr))
+            return make_control_error(ControlErrc::bad_request, "cidr '" + cidr + "' is not of the form a.b.c.d/n");
+          auto& store = *self->state.store;
+          NetworkRecord n;
+          n.name = name;
+          n.cidr = cidr;
+          try {
+            // The VNI derives from the id: draw ids until no live network has it.
+            do n.id = new_id(self, "net-");
+            while (vni_taken(store, n.id));
+            // Nothing to set up centrally: each node builds its switch and
+            // joins the overlay when its first port of the network appears
+            // (net/network_actor.hpp), so initial -> created at once.
+            store.with_transaction([&] {
+              store.put_network(n);
+              store.record_transition(n.id, NetworkState::created);
+            });
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+          return n.id;
+        }());
       },
       [=](net_list_atom) -> caf::result<std::vector<NetworkInfo>> {
-        try {
-          auto& store = *self->state.store;
-          std::vector<NetworkInfo> out;
-          for (const auto& n : store.list_networks())
-            out.push_back(self->state.feed->with_history(
-                to_info(store, n, self->state.vteps, self->state.network_errors)));
-          return out;
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        return durable(self, [&]() -> caf::result<std::vector<NetworkInfo>> {
+          try {
+            auto& store = *self->state.store;
+            std::vector<NetworkInfo> out;
+            for (const auto& n : store.list_networks())
+              out.push_back(self->state.feed->with_history(
+                  to_info(store, n, self->state.vteps, self->state.network_errors)));
+            return out;
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+        }());
       },
       [=](net_get_atom, const std::string& id) -> caf::result<NetworkInfo> {
-        try {
-          auto& store = *self->state.store;
-          auto n = store.get_network(id);
-          if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
-          return self->state.feed->with_history(to_info(store, *n, self->state.vteps, self->state.network_errors));
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        return durable(self, [&]() -> caf::result<NetworkInfo> {
+          try {
+            auto& store = *self->state.store;
+            auto n = store.get_network(id);
+            if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
+            return self->state.feed->with_history(to_info(store, *n, self->state.vteps, self->state.network_errors));
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+        }());
       },
       [=](net_delete_atom, const std::string& id) -> caf::result<NetworkInfo> {
-        try {
-          auto& store = *self->state.store;
-          auto n = store.get_network(id);
-          if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
-          if (n->state == NetworkState::deleted)
-            return make_control_error(ControlErrc::conflict, "network " + id + " is already deleted");
-          if (n->state != NetworkState::delete_wait) {
-            const bool attached = !store.attachments_of_network(id).empty();
-            // An error network is deleted whatever is attached (its
-            // attachments go when the record is purged).
-            const NetworkState to =
-                attached && n->state != NetworkState::error ? NetworkState::delete_wait : NetworkState::deleted;
-            store.record_transition(id, to);
-            note(self, "network " + id + ": " + control::to_string(n->state) + " -> " + control::to_string(to));
-            n = store.get_network(id);
+        return durable(self, [&]() -> caf::result<NetworkInfo> {
+          try {
+            auto& store = *self->state.store;
+            auto n = store.get_network(id);
+            if (!n) return make_control_error(ControlErrc::not_found, "network " + id + " not found");
+            if (n->state == NetworkState::deleted)
+              return make_control_error(ControlErrc::conflict, "network " + id + " is already deleted");
+            if (n->state != NetworkState::delete_wait) {
+              const bool attached = !store.attachments_of_network(id).empty();
+              // An error network is deleted whatever is attached (its
+              // attachments go when the record is purged).
+              const NetworkState to =
+                  attached && n->state != NetworkState::error ? NetworkState::delete_wait : NetworkState::deleted;
+              store.record_transition(id, to);
+              note(self, "network " + id + ": " + control::to_string(n->state) + " -> " + control::to_string(to));
+              n = store.get_network(id);
+            }
+            return self->state.feed->with_history(to_info(store, *n, self->state.vteps, self->state.network_errors));
+          } catch (const StoreError& e) {
+            if (e.code() == control::StoreErrc::transition_refused)
+              return make_control_error(ControlErrc::conflict, e.detail());
+            return store_failed(e);
           }
-          return self->state.feed->with_history(to_info(store, *n, self->state.vteps, self->state.network_errors));
-        } catch (const StoreError& e) {
-          if (e.code() == control::StoreErrc::transition_refused)
-            return make_control_error(ControlErrc::conflict, e.detail());
-          return store_failed(e);
-        }
+        }());
       },
       [=](purge_atom) {
         auto& st = self->state;
@@ -369,45 +418,49 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
       },
       [=](node_net_atom, const std::string& node, const std::string& vtep,
           const std::map<std::string, std::string>& hosted) -> caf::result<std::map<std::string, std::vector<std::string>>> {
-        try {
-          return node_networks(self, node, vtep, hosted);
-        } catch (const StoreError& e) {
-          return store_failed(e);
-        }
+        return durable(self, [&]() -> caf::result<std::map<std::string, std::vector<std::string>>> {
+          try {
+            return node_networks(self, node, vtep, hosted);
+          } catch (const StoreError& e) {
+            return store_failed(e);
+          }
+        }());
       },
       [=](checkin_atom, const std::string& name, uint32_t vcpus, uint64_t memory_mib, uint32_t instances,
           const caf::actor& node, const std::string& cannot_run) -> caf::result<ack_atom> {
-        auto& st = self->state;
-        if (cannot_run != st.cannot_run[name]) {
-          note(self, "node " + name + (cannot_run.empty() ? ": can run instances again"
-                                                          : ": cannot run instances: " + cannot_run));
-          st.cannot_run[name] = cannot_run;
-        }
-        std::optional<NodeState> before;
-        try {
-          if (auto prev = st.store->get_node(name)) before = prev->state;
-          st.store->node_checkin(name, vcpus, memory_mib, instances);
-        } catch (const StoreError& e) {
-          if (e.code() == control::StoreErrc::transition_refused)
-            return make_control_error(ControlErrc::conflict, e.detail());
-          return store_failed(e);
-        }
-        auto handle = caf::actor_cast<node_actor>(node);
-        auto known = st.nodes.find(name);
-        // A node process that restarted (a new actor), or the first check-in
-        // since this controller started: what it runs may differ from the
-        // records.
-        const bool new_incarnation = known == st.nodes.end() || known->second != handle;
-        st.nodes[name] = handle;
-        if (new_incarnation) self->monitor(handle);  // a dead node is not "connected" (503), see the down handler
-        if (before && (*before == NodeState::missing || *before == NodeState::error)) {
-          note(self, "node " + name + ": returned from " + control::to_string(*before) + ", reconciling");
-          reconcile(self, name);
-        } else if (before && new_incarnation) {
-          note(self, "node " + name + ": registered (again), reconciling");
-          reconcile(self, name);
-        }
-        return ack_atom::value;
+        return durable(self, [&]() -> caf::result<ack_atom> {
+          auto& st = self->state;
+          if (cannot_run != st.cannot_run[name]) {
+            note(self, "node " + name + (cannot_run.empty() ? ": can run instances again"
+                                                            : ": cannot run instances: " + cannot_run));
+            st.cannot_run[name] = cannot_run;
+          }
+          std::optional<NodeState> before;
+          try {
+            if (auto prev = st.store->get_node(name)) before = prev->state;
+            st.store->node_checkin(name, vcpus, memory_mib, instances);
+          } catch (const StoreError& e) {
+            if (e.code() == control::StoreErrc::transition_refused)
+              return make_control_error(ControlErrc::conflict, e.detail());
+            return store_failed(e);
+          }
+          auto handle = caf::actor_cast<node_actor>(node);
+          auto known = st.nodes.find(name);
+          // A node process that restarted (a new actor), or the first check-in
+          // since this controller started: what it runs may differ from the
+          // records.
+          const bool new_incarnation = known == st.nodes.end() || known->second != handle;
+          st.nodes[name] = handle;
+          if (new_incarnation) self->monitor(handle);  // a dead node is not "connected" (503), see the down handler
+          if (before && (*before == NodeState::missing || *before == NodeState::error)) {
+            note(self, "node " + name + ": returned from " + control::to_string(*before) + ", reconciling");
+            reconcile(self, name);
+          } else if (before && new_incarnation) {
+            note(self, "node " + name + ": registered (again), reconciling");
+            reconcile(self, name);
+          }
+          return ack_atom::value;
+        }());
       },
       [=](sweep_atom) {
         auto& st = self->state;
@@ -450,8 +503,14 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
   // controller's handlers (the store's only writer), so the feed needs no lock.
   auto feed = std::make_shared<ChangeFeed>();
   options.on_commit = [feed](const control::StoreChanges& c) { feed->committed(c); };
+  auto batch_opened = std::make_shared<std::function<void()>>();
+  if (config.group_commit)
+    options.on_batch_open = [batch_opened] {
+      if (*batch_opened) (*batch_opened)();
+    };
+  options.vfs = config.store_vfs;
   auto store = std::make_shared<control::StateStore>(control::StateStore::open(config.store_path, options));
-  return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(feed));
+  return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(feed), std::move(batch_opened));
 }
 
 }  // namespace apiary::actors

@@ -160,6 +160,13 @@ struct ControllerConfig {
   // trying again every placement_retry. 0: no wait.
   std::chrono::milliseconds placement_wait{30000};
   std::chrono::milliseconds placement_retry{500};
+  // Group commit (StateStore::commit_batch): the writes of every message
+  // the controller handles between two flushes go to the disk with one
+  // fsync, and every answer waits for it. false: one fsync per write, as
+  // the store does alone.
+  bool group_commit = true;
+  // The SQLite VFS of the store ("" = default; tests name a failing one).
+  std::string store_vfs;
 };
 
 using controller_actor = caf::typed_actor<
@@ -185,7 +192,7 @@ using controller_actor = caf::typed_actor<
         std::map<std::string, std::vector<std::string>>>,
     caf::replies_to<watch_atom, caf::actor>::with<ack_atom>,
     caf::reacts_to<lifecycle_atom, std::string, std::string, std::string, std::string>,
-    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>,
+    caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>, caf::reacts_to<flush_atom>,
     caf::reacts_to<replace_atom, std::string, int64_t>>;
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -117,9 +118,44 @@ struct ControllerState {
   // Shared with the store's on_commit hook, which runs inside this actor's
   // handlers (the store's only writer), so it needs no lock.
   std::shared_ptr<ChangeFeed> feed;
+  // Group commit: what to do once the open batch is durable (or failed):
+  // the answers it holds back (durable()). Called with the failure, if any.
+  std::vector<std::function<void(const caf::error*)>> after_commit;
   static inline const char* name = "controller";
 };
 using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
+
+// --- group commit (controller_actor.cpp) --------------------------------------
+// Commits the open batch, then sends the answers it held back; when the
+// commit fails every one of them gets the error and the controller stops
+// (what it holds in memory is no longer what the store holds).
+void commit_writes(controller_pointer self);
+
+// An answer that may show or acknowledge writes: sent now when no batch is
+// open, otherwise once the batch is durable (or with the error that made it
+// fail). Why every answer and not only a write's: a read served from the
+// writer's connection sees the open batch, and must not show what may not
+// survive a crash. An answer a handler delegates to a promise of its own is
+// left alone (none of those carries store data).
+template <class T>
+caf::result<T> durable(controller_pointer self, caf::result<T> r) {
+  auto& st = self->state;
+  if (!st.store->batch_open() || r.flag == caf::rt_delegated || r.flag == caf::rt_skip) return r;
+  auto rp = self->template make_response_promise<T>();
+  if (r.flag == caf::rt_error) {
+    st.after_commit.push_back([rp, e = std::move(r.err)](const caf::error* failed) mutable {
+      rp.deliver(failed != nullptr ? *failed : e);
+    });
+  } else {
+    st.after_commit.push_back([rp, v = r.value.template get_as<T>(0)](const caf::error* failed) mutable {
+      if (failed != nullptr)
+        rp.deliver(*failed);
+      else
+        rp.deliver(std::move(v));
+    });
+  }
+  return rp;
+}
 
 // --- records and action events (controller_records.cpp) ---------------------
 std::string new_id(controller_pointer self, const char* prefix);

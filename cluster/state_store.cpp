@@ -368,6 +368,7 @@ const char* to_string(StoreErrc e) noexcept {
     case StoreErrc::transition_refused: return "transition_refused";
     case StoreErrc::action_refused: return "action_refused";
     case StoreErrc::corrupt_record: return "corrupt_record";
+    case StoreErrc::commit_failed: return "commit_failed";
   }
   return "unknown";
 }
@@ -436,6 +437,13 @@ struct StateStore::Db {
   bool usage_read_in_transaction = false;
   int64_t data_version = -1;
   std::vector<UsageUndo> usage_undo;
+  // Group commit: a batch transaction is open (it is depth level 0; the
+  // writers' transactions are savepoints in it); `broken` once a batch could
+  // not commit, or SQLite rolled it back under a savepoint (then every write
+  // is refused: what the writer believes it wrote is not in the file).
+  bool group_commit = false;  // StoreOptions::on_batch_open, once open() is done
+  bool batch = false;
+  std::string broken;
   sqlite3* get() const { return handle.get(); }
 };
 
@@ -481,7 +489,8 @@ StateStore StateStore::open(const std::string& path, Options options) {
   StateStore store(path, std::move(options));
   sqlite3* raw = nullptr;
   const int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      store.options_.vfs.empty() ? nullptr : store.options_.vfs.c_str());
   store.db_->handle.reset(raw);  // closed on every path, even a failed open
   if (raw != nullptr) StatementCache::open(raw);
   if (rc != SQLITE_OK)
@@ -536,11 +545,20 @@ StateStore StateStore::open(const std::string& path, Options options) {
     throw StoreError(e.code(), "opening store " + path + ": " + e.detail(), e.sql(), e.sqlite_message(),
                      e.sqlite_code());
   }
+  store.db_->group_commit = static_cast<bool>(store.options_.on_batch_open);  // opening is not batched
   return store;
 }
 
 void StateStore::with_transaction(const std::function<void()>& fn) {
   sqlite3* db = db_->get();
+  if (!db_->broken.empty()) throw StoreError(StoreErrc::commit_failed, "the store refuses writes: " + db_->broken);
+  if (db_->depth == 0 && db_->group_commit) {
+    exec(db, "BEGIN IMMEDIATE");
+    db_->depth = 1;
+    db_->batch = true;
+    if (db_->usage_valid && data_version(db) != db_->data_version) db_->usage_valid = false;
+    options_.on_batch_open();
+  }
   const int level = db_->depth;
   const std::string savepoint = "apiary_sp" + std::to_string(level);
   exec(db, level == 0 ? std::string("BEGIN IMMEDIATE") : "SAVEPOINT " + savepoint);
@@ -562,8 +580,12 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
     db_->usage_undo.resize(undo_before);
     if (level == 0) db_->usage_read_in_transaction = false;
     // Some failures (e.g. SQLITE_FULL) already rolled the whole transaction
-    // back; then there is nothing left to undo.
-    if (sqlite3_get_autocommit(db) != 0) return;
+    // back; then there is nothing left to undo, and in a batch the writes of
+    // its earlier transactions are gone too.
+    if (sqlite3_get_autocommit(db) != 0) {
+      if (db_->batch) db_->broken = "SQLite rolled back the open batch";
+      return;
+    }
     if (level == 0) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
     } else {
@@ -588,7 +610,12 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
     db_->usage_undo.clear();
     db_->usage_read_in_transaction = false;
   }
-  if (level != 0 || db_->pending.empty()) return;
+  if (level == 0) emit_pending();
+}
+
+// Hands on_commit what the committed transaction (or batch) changed.
+void StateStore::emit_pending() {
+  if (db_->pending.empty()) return;
   StoreChanges changes;
   for (auto& step : db_->pending) {
     (step.kind == 'i' ? changes.instances : step.kind == 'n' ? changes.networks : changes.nodes).push_back(step.key);
@@ -619,6 +646,32 @@ void StateStore::changed_attached(char kind, const std::string& key) {
                                  : "SELECT instance_id FROM network_attachments WHERE network_id = ?1");
   s.bind(1, key);
   while (s.step()) changed(kind == 'i' ? 'n' : 'i', s.text(0));
+}
+
+bool StateStore::batch_open() const noexcept { return db_->batch; }
+
+void StateStore::commit_batch() {
+  if (!db_->batch) return;
+  sqlite3* db = db_->get();
+  auto lost = [&](const std::string& why) {
+    if (sqlite3_get_autocommit(db) == 0) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    db_->batch = false;
+    db_->depth = 0;
+    db_->pending.clear();
+    db_->usage_undo.clear();
+    db_->usage_valid = false;
+    db_->usage_read_in_transaction = false;
+    db_->broken = why;
+    throw StoreError(StoreErrc::commit_failed, "committing a batch of transactions: " + why);
+  };
+  if (!db_->broken.empty()) lost(db_->broken);
+  const int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) lost(std::string(sqlite3_errmsg(db)) + " (SQLite " + std::to_string(sqlite3_extended_errcode(db)) + ")");
+  db_->batch = false;
+  db_->depth = 0;
+  db_->usage_undo.clear();
+  db_->usage_read_in_transaction = false;
+  emit_pending();
 }
 
 // --- instances --------------------------------------------------------------

@@ -63,6 +63,7 @@ enum class StoreErrc : uint8_t {
   transition_refused,  // the state machine has no such transition
   action_refused,      // Nova refused the action (refusal() says why: 409 / 501)
   corrupt_record,      // a stored row does not decode (unknown state name, bad spec bytes)
+  commit_failed,       // a batch of transactions could not be made durable: none of it may be acknowledged
 };
 const char* to_string(StoreErrc e) noexcept;
 
@@ -225,6 +226,14 @@ struct StoreOptions {
   // stream) learn what changed from the one place every write passes. An
   // exception thrown here is swallowed: the data is committed already.
   std::function<void(const StoreChanges&)> on_commit;
+  // Group commit (see StateStore::with_transaction): the first transaction
+  // after a commit opens a batch and calls this; the writer must call
+  // commit_batch() soon after (the controller: once the messages already in
+  // its mailbox are handled).
+  std::function<void()> on_batch_open;
+  // The SQLite VFS to open the file with ("" = the default). Tests name one
+  // that fails on demand (a failed fsync).
+  std::string vfs;
 };
 
 class StateStore {
@@ -245,7 +254,25 @@ class StateStore {
 
   // Runs fn in one transaction: committed when fn returns, rolled back (and
   // the exception rethrown) when it throws. Nests (as savepoints).
+  //
+  // With on_batch_open set (group commit), the outermost transaction is a
+  // savepoint of a batch instead: its writes are final (a later failure of
+  // another transaction of the batch does not undo them) but not durable
+  // until commit_batch(), which makes the whole batch durable with one
+  // fsync. Why: the controller's writes were one fsync each, one request at
+  // a time; a batch carries the writes of every request the controller
+  // handled meanwhile, and the controller answers them only after it.
   void with_transaction(const std::function<void()>& fn);
+  // Whether a batch is open (written, not durable yet).
+  bool batch_open() const noexcept;
+  // Commits the open batch (nothing if none) and hands on_commit everything
+  // it changed. Throws StoreError{commit_failed} when SQLite cannot commit
+  // (a failed fsync): then no write of the batch may be acknowledged (the
+  // file may or may not hold them, as with any write a crash interrupts),
+  // this connection is back at the last durable state, and the store refuses
+  // writes until it is opened again (what its writer believes it wrote is
+  // not what the file holds).
+  void commit_batch();
 
   // --- instances ---
   // Inserts, or replaces the record with the same id. A new record must be
@@ -345,6 +372,7 @@ class StateStore {
   // and with a field, the state it entered (StoreChanges::Step).
   void changed(char kind, const std::string& key, const char* field = nullptr, std::string state = {});
   void changed_attached(char kind, const std::string& key);
+  void emit_pending();
   // Moves an instance's share of the node usage from `before` to `after`
   // (either may be absent: a new or a removed record).
   void account(const InstanceRecord* before, const InstanceRecord* after);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "cluster/control_types.hpp"
 #include "cluster/controller_actor.hpp"
@@ -22,6 +23,7 @@
 #include "cluster/node_actor.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 #include "tests/support/control_plane_support.hpp"
+#include "tests/support/failing_sync_vfs.hpp"
 #include "tests/support/sim_harness.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -126,6 +128,85 @@ bool has_event(const ActionInfo& a, const std::string& name, const std::string& 
 }
 
 }  // namespace
+
+// Group commit, end to end in the controller: requests already in its
+// mailbox share one batch (one commit for all of them), and when that
+// commit fails (the disk refuses the fsync) every one of them is answered
+// with the store's error -- none is acknowledged -- and the controller
+// stops, because what it holds in memory is not what the store holds.
+struct FileController : Cluster {
+  std::string dir;
+  FileController() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "apiary-ctl-XXXXXX").string();
+    BOOST_REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    dir = tmpl;
+  }
+  ~FileController() {
+    test::FailingSyncVfs::fail_sync = false;
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  void start(bool group_commit) {
+    ControllerConfig c = controller_config(7);
+    c.store_path = dir + "/state.db";
+    c.store_vfs = test::FailingSyncVfs::name();
+    c.group_commit = group_commit;
+    ctl = spawn_controller(sys, c);
+    run();
+  }
+  // Sends n creates without letting the controller run in between, then
+  // runs; returns the answers (ids or errors) in order.
+  std::vector<std::string> creates(int n) {
+    for (int i = 0; i < n; ++i) self->send(ctl, create_atom::value, spec_bytes("vm-" + std::to_string(i)));
+    run();
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i) {
+      bool got = take([&](const std::string& id) { out.push_back("id " + id); },
+                      [&](caf::error& e) { out.push_back("error " + show(e)); });
+      if (!got) out.push_back("no answer");
+    }
+    return out;
+  }
+};
+
+BOOST_FIXTURE_TEST_CASE(requests_in_the_mailbox_share_one_commit, FileController) {
+  start(true);
+  const int syncs_before = test::FailingSyncVfs::syncs;
+  auto answers = creates(5);
+  for (const auto& a : answers) BOOST_TEST(a.rfind("id ", 0) == 0u, a);
+  const int batched = test::FailingSyncVfs::syncs - syncs_before;
+  BOOST_TEST_MESSAGE("5 creates with group commit: " << batched << " fsync(s)");
+
+  // The same five creates, one commit each (and each create commits more
+  // than once: its record, then the scheduler's outcome).
+  FileController one;
+  one.start(false);
+  const int single_before = test::FailingSyncVfs::syncs;
+  for (const auto& a : one.creates(5)) BOOST_TEST(a.rfind("id ", 0) == 0u, a);
+  const int single = test::FailingSyncVfs::syncs - single_before;
+  BOOST_TEST_MESSAGE("5 creates without: " << single << " fsync(s)");
+  BOOST_TEST(batched > 0);
+  BOOST_TEST(batched * 4 <= single, batched << " fsyncs batched against " << single << " without");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_failed_fsync_fails_every_answer_of_its_batch_and_stops_the_controller, FileController) {
+  start(true);
+  auto first = creates(2);  // a batch that commits
+  for (const auto& a : first) BOOST_TEST(a.rfind("id ", 0) == 0u, a);
+  self->monitor(ctl);
+  test::FailingSyncVfs::fail_sync = true;
+  auto answers = creates(4);
+  BOOST_REQUIRE(answers.size() == 4u);
+  for (const auto& a : answers) {
+    BOOST_TEST(a.rfind("error ", 0) == 0u, "acknowledged although its commit failed: " << a);
+    BOOST_TEST(a.find("commit_failed") != std::string::npos, a);
+  }
+  std::optional<caf::error> reason;
+  BOOST_TEST(take([&](caf::down_msg& d) { reason = d.reason; }), "the controller kept running");
+  BOOST_REQUIRE(reason.has_value());
+  BOOST_TEST(show(*reason).find("commit_failed") != std::string::npos, show(*reason));
+  ctl = nullptr;
+}
 
 BOOST_FIXTURE_TEST_CASE(create_places_on_the_least_loaded_node_and_walks_the_record, Cluster) {
   boot();
