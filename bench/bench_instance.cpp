@@ -428,17 +428,16 @@ uint64_t rss_kib() {
 }
 
 // The guest RAM an idle instance has touched: the resident pages (mincore)
-// of a Machine built from the same config, whose loader wrote exactly what
-// the instance's did (kernel, boot tables); `cli; hlt` touches nothing more.
-// (The instances' own mappings cannot be told apart in smaps: the kernel
-// merges adjacent anonymous mappings.)
+// of guest RAM of the same size into which the loader wrote exactly what the
+// instance's did (devices::write_boot_image: kernel, boot tables, ACPI);
+// `cli; hlt` touches nothing more. (The instances' own mappings cannot be
+// told apart in smaps: the kernel merges adjacent anonymous mappings.)
 double guest_ram_kib(const devices::MachineConfig& cfg) {
-  devices::MachineConfig c = cfg;
-  c.backend = devices::VcpuBackendKind::simulated;
-  devices::Machine m(std::move(c));
+  vmm::GuestMemory memory(cfg.memory_mib << 20);
+  devices::write_boot_image(memory, cfg);
   uint64_t pages = 0;
   const long page = ::sysconf(_SC_PAGESIZE);
-  for (const auto& r : m.memory().regions()) {
+  for (const auto& r : memory.regions()) {
     std::vector<unsigned char> vec((r.size + page - 1) / page);
     if (::mincore(r.host, r.size, vec.data()) != 0) throw std::runtime_error("mincore failed");
     for (unsigned char v : vec) pages += v & 1;

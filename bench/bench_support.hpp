@@ -1,6 +1,7 @@
 // Small helpers shared by the benchmarks: a temporary directory that cleans
 // up after itself, reading a whole file, a median, a benchmark's own
-// numeric flags, and rusage times in seconds.
+// numeric flags, rusage times in seconds, and the requirements a figure
+// must meet.
 #pragma once
 
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
+#include <cstdio>
 
 namespace apiary::bench {
 
@@ -78,5 +80,34 @@ bool strip_own_flags(int& argc, char** argv, Own own) {
 inline double seconds(const timeval& t) {
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6;
 }
+
+// The requirements an issue set for a benchmark's figures. Each is printed
+// as `figure: <name> 1|0 bool`, and each miss once more on stderr with the
+// figure, its value and the bound; the program exits 1 when any is missed
+// (so `make bench` does), and 0 exactly when all are met.
+class Requirements {
+ public:
+  explicit Requirements(std::string program) : program_(std::move(program)) {}
+  // `value` must be at least (at_least = true) or below `bound`.
+  void check(FILE* out, const std::string& name, const std::string& figure, double value, bool at_least,
+             double bound, const char* unit) {
+    const bool met = at_least ? value >= bound : value < bound;
+    std::fprintf(out, "figure: %s %d bool\n", name.c_str(), met ? 1 : 0);
+    if (!met) {
+      char line[256];
+      std::snprintf(line, sizeof line, "%s %.3g %s, the requirement is %s %.3g %s", figure.c_str(), value, unit,
+                    at_least ? "at least" : "under", bound, unit);
+      missed_.push_back(line);
+    }
+  }
+  void report() const {
+    for (const auto& m : missed_) std::fprintf(stderr, "%s: requirement missed: %s\n", program_.c_str(), m.c_str());
+  }
+  bool all_met() const { return missed_.empty(); }
+
+ private:
+  std::string program_;
+  std::vector<std::string> missed_;
+};
 
 }  // namespace apiary::bench

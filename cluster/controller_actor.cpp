@@ -75,7 +75,7 @@ std::string render_metrics(controller_pointer self) {
 
 }  // namespace
 
-void controller_detail::commit_writes(controller_pointer self) {
+bool controller_detail::commit_writes(controller_pointer self) {
   auto& st = self->state;
   auto after = std::move(st.after_commit);
   st.after_commit.clear();
@@ -87,9 +87,10 @@ void controller_detail::commit_writes(controller_pointer self) {
     note(self, "store: " + e.detail() + "; the controller stops (" + std::to_string(after.size()) +
                    " answer(s) failed with it)");
     self->quit(err);
-    return;
+    return false;
   }
   for (auto& f : after) f(nullptr);
+  return true;
 }
 
 namespace {
@@ -102,6 +103,11 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   // goes behind whatever is in the mailbox by then, so everything already
   // asked joins the batch (controller_internal.hpp, durable()).
   *batch_opened = [self] { self->send(caf::actor_cast<controller_actor>(self), flush_atom::value); };
+  // Told to stop (a shutdown; a kill is a crash and skips this): the open
+  // batch is committed first, so its writes stay and its answers go out.
+  self->set_exit_handler([self](caf::exit_msg& m) {
+    if (commit_writes(self)) self->quit(m.reason);
+  });
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.store = std::move(store);
@@ -325,7 +331,9 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           return ack_atom::value;
         }());
       },
-      [=](cluster_log_atom) -> std::vector<std::string> { return self->state.cluster_log; },
+      [=](cluster_log_atom) -> caf::result<std::vector<std::string>> {
+        return durable(self, caf::result<std::vector<std::string>>(self->state.cluster_log));
+      },
       [=](net_create_atom, const std::string& name, const std::string& cidr) -> caf::result<std::string> {
         return durable(self, [&]() -> caf::result<std::string> {
           if (name.empty()) return make_control_error(ControlErrc::bad_request, "a network needs a name");

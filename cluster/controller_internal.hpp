@@ -129,7 +129,8 @@ using controller_pointer = controller_actor::stateful_pointer<ControllerState>;
 // Commits the open batch, then sends the answers it held back; when the
 // commit fails every one of them gets the error and the controller stops
 // (what it holds in memory is no longer what the store holds).
-void commit_writes(controller_pointer self);
+// Returns false when the commit failed (the controller is stopping).
+bool commit_writes(controller_pointer self);
 
 // An answer that may show or acknowledge writes: sent now when no batch is
 // open, otherwise once the batch is durable (or with the error that made it

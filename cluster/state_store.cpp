@@ -424,9 +424,9 @@ struct StateStore::Db {
   std::vector<StoreChanges::Step> pending;  // field "" = only the key changed
   // StateStore::node_usage: the per-node sums, valid for data_version (other
   // connections' commits change it); the shares the open transaction moved,
-  // undone if their savepoint rolls back; and whether the sums were read
-  // inside the open transaction (then a rollback cannot be undone share by
-  // share, and the sums are read again).
+  // undone if their savepoint rolls back; and the depth the sums were read
+  // at (a rollback of a level that encloses the read cannot be undone share
+  // by share: the sums are read again).
   struct UsageUndo {
     std::string node;
     NodeUsage share;
@@ -434,7 +434,7 @@ struct StateStore::Db {
   };
   std::unordered_map<std::string, NodeUsage> usage;
   bool usage_valid = false;
-  bool usage_read_in_transaction = false;
+  int usage_read_depth = 0;  // the transaction depth the sums were read at (0: outside any)
   int64_t data_version = -1;
   std::vector<UsageUndo> usage_undo;
   // Group commit: a batch transaction is open (it is depth level 0; the
@@ -551,34 +551,55 @@ StateStore StateStore::open(const std::string& path, Options options) {
 
 void StateStore::with_transaction(const std::function<void()>& fn) {
   sqlite3* db = db_->get();
+  if (db_->batch && db_->broken.empty() && sqlite3_get_autocommit(db) != 0)
+    db_->broken = "SQLite rolled back the open batch";  // e.g. an I/O error in a read between two writes
   if (!db_->broken.empty()) throw StoreError(StoreErrc::commit_failed, "the store refuses writes: " + db_->broken);
-  if (db_->depth == 0 && db_->group_commit) {
+  // The outermost transaction (or the batch): another connection's commit
+  // since the last one makes the node usage stale.
+  auto begin_outermost = [&] {
     exec(db, "BEGIN IMMEDIATE");
+    try {
+      if (db_->usage_valid && data_version(db) != db_->data_version) db_->usage_valid = false;
+    } catch (...) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  };
+  if (db_->depth == 0 && db_->group_commit) {
+    begin_outermost();
     db_->depth = 1;
     db_->batch = true;
-    if (db_->usage_valid && data_version(db) != db_->data_version) db_->usage_valid = false;
-    options_.on_batch_open();
+    try {
+      options_.on_batch_open();
+    } catch (...) {  // nobody will commit this batch: it must not stay open
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      db_->depth = 0;
+      db_->batch = false;
+      throw;
+    }
   }
   const int level = db_->depth;
   const std::string savepoint = "apiary_sp" + std::to_string(level);
-  exec(db, level == 0 ? std::string("BEGIN IMMEDIATE") : "SAVEPOINT " + savepoint);
+  if (level == 0)
+    begin_outermost();
+  else
+    exec(db, "SAVEPOINT " + savepoint);
   ++db_->depth;
-  if (level == 0 && db_->usage_valid && data_version(db) != db_->data_version) db_->usage_valid = false;
   const size_t pending_before = db_->pending.size();
   const size_t undo_before = db_->usage_undo.size();
   auto rollback = [&]() noexcept {
     --db_->depth;
     db_->pending.resize(level == 0 ? 0 : pending_before);
-    if (db_->usage_read_in_transaction) {
-      db_->usage_valid = false;
+    if (db_->usage_read_depth > level) {
+      db_->usage_valid = false;  // read inside what is rolled back: it may hold rows that are gone
+      db_->usage_read_depth = 0;
     } else {
       for (size_t i = db_->usage_undo.size(); i > undo_before; --i) {
         const auto& u = db_->usage_undo[i - 1];
         adjust(db_->usage, u.node, u.share, !u.added);
       }
     }
-    db_->usage_undo.resize(undo_before);
-    if (level == 0) db_->usage_read_in_transaction = false;
+    if (db_->usage_undo.size() > undo_before) db_->usage_undo.resize(undo_before);
     // Some failures (e.g. SQLITE_FULL) already rolled the whole transaction
     // back; then there is nothing left to undo, and in a batch the writes of
     // its earlier transactions are gone too.
@@ -606,11 +627,12 @@ void StateStore::with_transaction(const std::function<void()>& fn) {
     throw;
   }
   --db_->depth;
+  // What was read inside this level now belongs to the enclosing one.
+  if (db_->usage_read_depth > level) db_->usage_read_depth = level;
   if (level == 0) {
     db_->usage_undo.clear();
-    db_->usage_read_in_transaction = false;
+    emit_pending();
   }
-  if (level == 0) emit_pending();
 }
 
 // Hands on_commit what the committed transaction (or batch) changed.
@@ -660,17 +682,18 @@ void StateStore::commit_batch() {
     db_->pending.clear();
     db_->usage_undo.clear();
     db_->usage_valid = false;
-    db_->usage_read_in_transaction = false;
+    db_->usage_read_depth = 0;
     db_->broken = why;
     throw StoreError(StoreErrc::commit_failed, "committing a batch of transactions: " + why);
   };
+  if (db_->broken.empty() && sqlite3_get_autocommit(db) != 0) db_->broken = "SQLite rolled back the open batch";
   if (!db_->broken.empty()) lost(db_->broken);
   const int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) lost(std::string(sqlite3_errmsg(db)) + " (SQLite " + std::to_string(sqlite3_extended_errcode(db)) + ")");
   db_->batch = false;
   db_->depth = 0;
   db_->usage_undo.clear();
-  db_->usage_read_in_transaction = false;
+  db_->usage_read_depth = 0;
   emit_pending();
 }
 
@@ -682,15 +705,18 @@ NodeUsage StateStore::node_usage(const std::string& node) {
   if (!db_->usage_valid) {
     db_->usage.clear();
     db_->usage_undo.clear();
+    // The version first: a commit of another connection between it and the
+    // rows makes the next check read them again, never the reverse.
+    const int64_t version = data_version(db);
     Stmt s(db, std::string("SELECT ") + kInstanceColumns + " FROM instances WHERE node IS NOT NULL");
     while (s.step()) {
       const InstanceRecord r = read_instance(s);
       if (!r.node.empty() && holds_resources(r.sf_state))
         adjust(db_->usage, r.node, {1, r.spec.board().vcpus(), r.spec.board().memory_mib()}, true);
     }
-    db_->data_version = data_version(db);
+    db_->data_version = version;
     db_->usage_valid = true;
-    db_->usage_read_in_transaction = db_->depth > 0;
+    db_->usage_read_depth = db_->depth;
   }
   auto it = db_->usage.find(node);
   return it == db_->usage.end() ? NodeUsage{} : it->second;

@@ -17,6 +17,11 @@ namespace apiary::devices {
 using vmm::Errc;
 using vmm::Error;
 
+namespace {
+// The virtio-mmio slots a config fills (disks, then NICs, then the RNG).
+size_t virtio_slots(const MachineConfig& c) { return c.disks.size() + c.nics.size() + (c.rng ? 1 : 0); }
+}  // namespace
+
 uint64_t host_memory_mib() {
   // Read once: the host's RAM does not change under a running process, and a
   // node that builds thousands of machines should not parse /proc each time.
@@ -97,7 +102,7 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
              "pc-testdev-iomem");
   }
 
-  const size_t virtio_count = config_.disks.size() + config_.nics.size() + (config_.rng ? 1 : 0);
+  const size_t virtio_count = virtio_slots(config_);
   if (virtio_count > layout::kVirtioMmioSlots)
     throw Error(Errc::invalid_argument, "at most " + std::to_string(layout::kVirtioMmioSlots) + " virtio devices");
   auto add_virtio = [&](std::string name, std::unique_ptr<VirtioDevice> model) {
@@ -145,13 +150,10 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
 
 Machine::~Machine() = default;
 
-namespace {
-
-// Writes the boot image (kernel, initrd, command line, boot tables, ACPI)
-// into `memory` and returns the entry plan.
-vmm::BootPlan write_boot_image(vmm::GuestMemory& memory, const MachineConfig& config, size_t virtio_slots) {
+vmm::BootPlan write_boot_image(vmm::GuestMemory& memory, const MachineConfig& config) {
+  const size_t slots = virtio_slots(config);
   vmm::acpi::Config acpi{config.vcpus, {}};
-  for (size_t slot = 0; slot < virtio_slots; ++slot)
+  for (size_t slot = 0; slot < slots; ++slot)
     acpi.virtio.push_back({layout::kVirtioMmioBase + slot * layout::kVirtioMmioStride, layout::kVirtioIrqs[slot]});
   vmm::BootInputs in{config.kernel, config.cmdline, config.initrd, layout::kAcpiTables};
   const vmm::BootPlan plan = vmm::load_kernel(memory, in);
@@ -159,6 +161,8 @@ vmm::BootPlan write_boot_image(vmm::GuestMemory& memory, const MachineConfig& co
   vmm::acpi::write(memory, acpi);
   return plan;
 }
+
+namespace {
 
 // The simulated backend runs no guest code, so nothing ever reads what the
 // loader writes into a simulated machine's RAM; but each page written costs
@@ -169,19 +173,20 @@ vmm::BootPlan write_boot_image(vmm::GuestMemory& memory, const MachineConfig& co
 // plan. A bad image is refused exactly as for KVM (never cached).
 class SimulatedBootPlans {
  public:
-  vmm::BootPlan get(const MachineConfig& c, uint64_t memory_bytes, size_t virtio_slots) {
+  vmm::BootPlan get(const MachineConfig& c, uint64_t memory_bytes) {
+    const size_t slots = virtio_slots(c);
     {
       std::lock_guard lock(mutex_);
       for (const auto& [k, plan] : plans_)
-        if (k.memory_bytes == memory_bytes && k.vcpus == c.vcpus && k.virtio_slots == virtio_slots &&
+        if (k.memory_bytes == memory_bytes && k.vcpus == c.vcpus && k.virtio_slots == slots &&
             k.cmdline == c.cmdline && k.kernel == c.kernel && k.initrd == c.initrd)
           return plan;
     }
     vmm::GuestMemory scratch(memory_bytes);
-    const vmm::BootPlan plan = write_boot_image(scratch, c, virtio_slots);
+    const vmm::BootPlan plan = write_boot_image(scratch, c);
     std::lock_guard lock(mutex_);
     if (plans_.size() >= kMaxPlans) plans_.erase(plans_.begin());
-    plans_.push_back({Key{memory_bytes, c.vcpus, virtio_slots, c.cmdline, c.kernel, c.initrd}, plan});
+    plans_.push_back({Key{memory_bytes, c.vcpus, slots, c.cmdline, c.kernel, c.initrd}, plan});
     return plan;
   }
 
@@ -203,10 +208,10 @@ class SimulatedBootPlans {
 void Machine::load_kernel() {
   if (simulated()) {
     static SimulatedBootPlans plans;
-    plan_ = plans.get(config_, memory_->size(), virtio_.size());
+    plan_ = plans.get(config_, memory_->size());
     return;
   }
-  plan_ = write_boot_image(*memory_, config_, virtio_.size());
+  plan_ = write_boot_image(*memory_, config_);
 }
 
 std::vector<Device*> Machine::devices() const {

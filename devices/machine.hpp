@@ -89,6 +89,13 @@ using MachineEvent = std::variant<EventDebugExit, EventResetRequest, EventPowero
 // Host RAM in MiB (MemTotal), for the memory_too_large check.
 uint64_t host_memory_mib();
 
+// Writes what the loader puts into guest RAM for `config` (kernel, initrd,
+// command line, boot tables, ACPI tables) into `memory`, and returns the
+// entry plan: a KVM machine's RAM holds exactly this at its first
+// instruction. (A simulated machine checks its image the same way but keeps
+// only the plan; see VcpuBackendKind.)
+vmm::BootPlan write_boot_image(vmm::GuestMemory& memory, const MachineConfig& config);
+
 class Machine final : private DeviceEvents, private IrqLine {
  public:
   // Validates the config (too_many_vcpus, memory_too_large, invalid_argument),

@@ -21,6 +21,7 @@
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "cluster/node_actor.hpp"
+#include "cluster/state_store.hpp"
 #include "proto/apiary/v1/instance.pb.h"
 #include "tests/support/control_plane_support.hpp"
 #include "tests/support/failing_sync_vfs.hpp"
@@ -189,12 +190,26 @@ BOOST_FIXTURE_TEST_CASE(requests_in_the_mailbox_share_one_commit, FileController
   BOOST_TEST(batched * 4 <= single, batched << " fsyncs batched against " << single << " without");
 }
 
+BOOST_FIXTURE_TEST_CASE(a_shutdown_commits_the_open_batch_first, FileController) {
+  start(true);
+  self->send(ctl, create_atom::value, spec_bytes("vm-last"));
+  sched.run_once();  // the create: a batch opens, its flush is queued behind
+  self->send_exit(ctl, caf::exit_reason::user_shutdown);
+  run();
+  std::string id;
+  BOOST_TEST(take([&](const std::string& v) { id = v; }, [&](caf::error& e) { BOOST_ERROR(show(e)); }),
+             "the create was not answered");
+  ctl = nullptr;
+  auto store = control::StateStore::open(dir + "/state.db");
+  BOOST_TEST(store.get_instance(id).has_value(), "the acknowledged create " << id << " is not in the store");
+}
+
 BOOST_FIXTURE_TEST_CASE(a_failed_fsync_fails_every_answer_of_its_batch_and_stops_the_controller, FileController) {
   start(true);
   auto first = creates(2);  // a batch that commits
   for (const auto& a : first) BOOST_TEST(a.rfind("id ", 0) == 0u, a);
   self->monitor(ctl);
-  test::FailingSyncVfs::fail_sync = true;
+  test::FailingSyncs failing;
   auto answers = creates(4);
   BOOST_REQUIRE(answers.size() == 4u);
   for (const auto& a : answers) {

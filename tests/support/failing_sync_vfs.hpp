@@ -86,4 +86,12 @@ struct FailingSyncVfs {
   }
 };
 
+// Fails every fsync while it lives (also when the test fails half-way).
+struct FailingSyncs {
+  FailingSyncs() { FailingSyncVfs::fail_sync = true; }
+  ~FailingSyncs() { FailingSyncVfs::fail_sync = false; }
+  FailingSyncs(const FailingSyncs&) = delete;
+  FailingSyncs& operator=(const FailingSyncs&) = delete;
+};
+
 }  // namespace apiary::test

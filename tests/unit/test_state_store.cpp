@@ -988,10 +988,11 @@ BOOST_AUTO_TEST_CASE(a_failed_fsync_fails_the_whole_batch) {
     s.commit_batch();
     s.put_instance(new_instance("x"));
     s.put_instance(new_instance("y"));
-    apiary::test::FailingSyncVfs::fail_sync = true;
     const int failed_before = apiary::test::FailingSyncVfs::syncs_failed;
-    auto e = expect_error(StoreErrc::commit_failed, [&] { s.commit_batch(); });
-    apiary::test::FailingSyncVfs::fail_sync = false;
+    StoreError e = [&] {
+      apiary::test::FailingSyncs failing;
+      return expect_error(StoreErrc::commit_failed, [&] { s.commit_batch(); });
+    }();
     BOOST_TEST(apiary::test::FailingSyncVfs::syncs_failed > failed_before);  // the failure came from the disk
     BOOST_TEST(std::string(e.what()).find("commit") != std::string::npos, e.what());
     BOOST_TEST(!s.batch_open());
@@ -1072,6 +1073,59 @@ BOOST_AUTO_TEST_CASE(acknowledged_batches_survive_sigkill) {
     BOOST_TEST(present.size() <= acked.size() + 8);
     for (auto& id : present) BOOST_TEST(s.list_actions(id).size() == 1u, id);
   }
+}
+
+// The node usage under group commit: savepoints of a batch roll back share
+// by share, sums first read inside a savepoint that rolls back are read
+// again, and a batch that fails to commit leaves sums read from the file.
+BOOST_AUTO_TEST_CASE(node_usage_holds_across_batches_and_a_lost_batch) {
+  auto o = options();
+  o.on_batch_open = [] {};
+  o.vfs = apiary::test::FailingSyncVfs::name();
+  auto s = StateStore::open(path(), o);
+  s.node_checkin("node-1", 8, 16384, 0);
+  s.commit_batch();
+  s.put_instance(new_instance("a", "node-1"));
+  BOOST_CHECK_THROW(s.with_transaction([&] {
+    s.put_instance(new_instance("b", "node-1"));
+    BOOST_TEST(s.node_usage("node-1").instances == 2u);  // first read, inside the savepoint
+    throw std::runtime_error("b fails");
+  }),
+                    std::runtime_error);
+  BOOST_TEST(s.node_usage("node-1").instances == 1u);
+  BOOST_CHECK_THROW(s.with_transaction([&] {
+    s.put_instance(new_instance("c", "node-1"));
+    throw std::runtime_error("c fails");
+  }),
+                    std::runtime_error);
+  BOOST_TEST(s.node_usage("node-1").instances == 1u);
+  s.commit_batch();
+  BOOST_TEST(s.node_usage("node-1").instances == 1u);
+  s.put_instance(new_instance("d", "node-1"));
+  BOOST_TEST(s.node_usage("node-1").instances == 2u);
+  {
+    apiary::test::FailingSyncs failing;
+    expect_error(StoreErrc::commit_failed, [&] { s.commit_batch(); });
+  }
+  BOOST_TEST(s.node_usage("node-1").instances == 1u);  // d is not in the file this connection sees
+}
+
+// A batch whose opener fails (the controller could not schedule its flush)
+// must not stay open: nobody would ever commit it.
+BOOST_AUTO_TEST_CASE(a_failing_batch_opener_leaves_no_batch_open) {
+  bool fail = true;
+  auto o = options();
+  o.on_batch_open = [&] {
+    if (fail) throw std::runtime_error("no flush");
+  };
+  auto s = StateStore::open(path(), o);
+  BOOST_CHECK_THROW(s.put_instance(new_instance("a")), std::runtime_error);
+  BOOST_TEST(!s.batch_open());
+  BOOST_TEST(!s.get_instance("a").has_value());
+  fail = false;
+  s.put_instance(new_instance("b"));
+  s.commit_batch();
+  BOOST_TEST(raw_query_text(path(), "SELECT group_concat(id) FROM instances") == "b");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
