@@ -12,6 +12,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -107,6 +108,42 @@ std::string raw_query_text(const std::string& path, const std::string& sql) {
   return out;
 }
 
+
+// Runs `writer` in a child process that acknowledges each durable write by
+// calling ack(i); after between 1 and max_acks acknowledgements and a
+// random pause (landing inside a later write), kills it with SIGKILL.
+// Returns every acknowledgement the child made.
+std::vector<int32_t> kill_writer_midway(std::mt19937& rng, int max_acks,
+                                        const std::function<void(const std::function<void(int32_t)>&)>& writer) {
+  int fds[2];
+  BOOST_REQUIRE(pipe(fds) == 0);
+  const pid_t pid = fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    try {
+      writer([&](int32_t i) {
+        if (write(fds[1], &i, sizeof i) != static_cast<ssize_t>(sizeof i)) _exit(3);
+      });
+    } catch (...) {
+      _exit(2);
+    }
+    _exit(4);
+  }
+  close(fds[1]);
+  const int target = std::uniform_int_distribution<int>(1, max_acks)(rng);
+  std::vector<int32_t> acked;
+  int32_t v = 0;
+  while (static_cast<int>(acked.size()) < target && read(fds[0], &v, sizeof v) == sizeof v) acked.push_back(v);
+  usleep(std::uniform_int_distribution<unsigned>(0, 3000)(rng));  // land somewhere inside a later write
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BOOST_TEST(WIFSIGNALED(status), "child exited on its own, status " << status);
+  while (read(fds[0], &v, sizeof v) == sizeof v) acked.push_back(v);  // acks already in the pipe
+  close(fds[0]);
+  return acked;
+}
 
 }  // namespace
 
@@ -560,39 +597,17 @@ BOOST_AUTO_TEST_CASE(acknowledged_writes_survive_sigkill) {
   std::mt19937 rng(20240611);
   for (int round = 0; round < 4; ++round) {
     const std::string db = path(("crash-" + std::to_string(round) + ".db").c_str());
-    int fds[2];
-    BOOST_REQUIRE(pipe(fds) == 0);
-    const pid_t pid = fork();
-    BOOST_REQUIRE(pid >= 0);
-    if (pid == 0) {
-      close(fds[0]);
-      try {
-        auto s = StateStore::open(db);
-        for (int32_t i = 0;; ++i) {
-          const std::string id = "i-" + std::to_string(i);
-          s.with_transaction([&] {
-            s.put_instance(new_instance(id));
-            s.begin_action(id, Action::create, "req-" + std::to_string(i));
-          });
-          // Acknowledge only after the commit returned.
-          if (write(fds[1], &i, sizeof i) != static_cast<ssize_t>(sizeof i)) _exit(3);
-        }
-      } catch (...) {
-        _exit(2);
+    const auto acked = kill_writer_midway(rng, 150, [&](const auto& ack) {
+      auto s = StateStore::open(db);
+      for (int32_t i = 0;; ++i) {
+        const std::string id = "i-" + std::to_string(i);
+        s.with_transaction([&] {
+          s.put_instance(new_instance(id));
+          s.begin_action(id, Action::create, "req-" + std::to_string(i));
+        });
+        ack(i);  // only after the commit returned
       }
-    }
-    close(fds[1]);
-    const int target = std::uniform_int_distribution<int>(1, 150)(rng);
-    std::vector<int32_t> acked;
-    int32_t v = 0;
-    while (static_cast<int>(acked.size()) < target && read(fds[0], &v, sizeof v) == sizeof v) acked.push_back(v);
-    usleep(std::uniform_int_distribution<unsigned>(0, 3000)(rng));  // land somewhere inside a later write
-    kill(pid, SIGKILL);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    BOOST_TEST(WIFSIGNALED(status), "child exited on its own, status " << status);
-    while (read(fds[0], &v, sizeof v) == sizeof v) acked.push_back(v);  // acks already in the pipe
-    close(fds[0]);
+    });
     BOOST_REQUIRE(!acked.empty());
     BOOST_TEST_MESSAGE("round " << round << ": killed after " << acked.size() << " acknowledged writes");
 
@@ -1014,49 +1029,26 @@ BOOST_AUTO_TEST_CASE(acknowledged_batches_survive_sigkill) {
   std::mt19937 rng(20261204);
   for (int round = 0; round < 3; ++round) {
     const std::string db = path(("batch-crash-" + std::to_string(round) + ".db").c_str());
-    int fds[2];
-    BOOST_REQUIRE(pipe(fds) == 0);
-    const pid_t pid = fork();
-    BOOST_REQUIRE(pid >= 0);
-    if (pid == 0) {
-      close(fds[0]);
-      try {
-        StoreOptions co;
-        co.on_batch_open = [] {};
-        auto s = StateStore::open(db, co);
-        std::mt19937 child_rng(static_cast<unsigned>(round));
-        for (int32_t i = 0;;) {
-          const int size = std::uniform_int_distribution<int>(1, 8)(child_rng);
-          std::vector<int32_t> batch;
-          for (int k = 0; k < size; ++k, ++i) {
-            const std::string id = "i-" + std::to_string(i);
-            s.with_transaction([&] {
-              s.put_instance(new_instance(id));
-              s.begin_action(id, Action::create, "req-" + std::to_string(i));
-            });
-            batch.push_back(i);
-          }
-          s.commit_batch();
-          // Acknowledge only after the batch's commit returned.
-          for (int32_t v : batch)
-            if (write(fds[1], &v, sizeof v) != static_cast<ssize_t>(sizeof v)) _exit(3);
+    const auto acked = kill_writer_midway(rng, 200, [&](const auto& ack) {
+      StoreOptions co;
+      co.on_batch_open = [] {};
+      auto s = StateStore::open(db, co);
+      std::mt19937 child_rng(static_cast<unsigned>(round));
+      for (int32_t i = 0;;) {
+        const int size = std::uniform_int_distribution<int>(1, 8)(child_rng);
+        std::vector<int32_t> batch;
+        for (int k = 0; k < size; ++k, ++i) {
+          const std::string id = "i-" + std::to_string(i);
+          s.with_transaction([&] {
+            s.put_instance(new_instance(id));
+            s.begin_action(id, Action::create, "req-" + std::to_string(i));
+          });
+          batch.push_back(i);
         }
-      } catch (...) {
-        _exit(2);
+        s.commit_batch();
+        for (int32_t v : batch) ack(v);  // only after the batch's commit returned
       }
-    }
-    close(fds[1]);
-    const int target = std::uniform_int_distribution<int>(1, 200)(rng);
-    std::vector<int32_t> acked;
-    int32_t v = 0;
-    while (static_cast<int>(acked.size()) < target && read(fds[0], &v, sizeof v) == sizeof v) acked.push_back(v);
-    usleep(std::uniform_int_distribution<unsigned>(0, 3000)(rng));
-    kill(pid, SIGKILL);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    BOOST_TEST(WIFSIGNALED(status), "child exited on its own, status " << status);
-    while (read(fds[0], &v, sizeof v) == sizeof v) acked.push_back(v);
-    close(fds[0]);
+    });
     BOOST_REQUIRE(!acked.empty());
     BOOST_TEST_MESSAGE("round " << round << ": killed after " << acked.size() << " acknowledged writes");
 
