@@ -114,24 +114,34 @@ v1::Network to_proto(const actors::NetworkInfo& n) {
 
 ActorControlPlane::ActorControlPlane(caf::actor_system& sys, actors::controller_actor controller,
                                      std::map<std::string, actors::node_actor> nodes,
-                                     std::chrono::milliseconds deadline)
-    : sys_(sys), controller_(std::move(controller)), nodes_(std::move(nodes)), deadline_(deadline) {}
+                                     std::chrono::milliseconds deadline,
+                                     std::shared_ptr<actors::ControllerReads> reads)
+    : sys_(sys),
+      controller_(std::move(controller)),
+      nodes_(std::move(nodes)),
+      deadline_(deadline),
+      reads_(std::move(reads)) {}
 
 Result<v1::Instance> ActorControlPlane::create(const v1::InstanceSpec& spec) {
   return create_with_request_id(spec, std::string());  // the controller's "" is "no key"
 }
 
 Result<v1::InstanceList> ActorControlPlane::list() {
+  auto done = [](const std::vector<actors::InstanceInfo>& all) {
+    v1::InstanceList l;
+    for (auto& i : all) *l.add_instances() = to_proto(i);
+    return l;
+  };
+  if (reads_) {
+    auto all = reads_->list();
+    if (!all) return from_caf(all.error());
+    return done(*all);
+  }
   caf::scoped_actor self{sys_};
   std::optional<Result<v1::InstanceList>> out;
   self->request(controller_, deadline_, actors::list_atom::value)
-      .receive(
-          [&](const std::vector<actors::InstanceInfo>& all) {
-            v1::InstanceList l;
-            for (auto& i : all) *l.add_instances() = to_proto(i);
-            out = std::move(l);
-          },
-          [&](caf::error& e) { out = from_caf(e); });
+      .receive([&](const std::vector<actors::InstanceInfo>& all) { out = done(all); },
+               [&](caf::error& e) { out = from_caf(e); });
   return *out;
 }
 
@@ -160,6 +170,11 @@ Result<WatchSubscription> ActorControlPlane::watch(std::function<void(const v1::
 }
 
 Result<v1::Instance> ActorControlPlane::get(const std::string& id) {
+  if (reads_) {
+    auto i = reads_->get(id);
+    if (!i) return from_caf(i.error());
+    return to_proto(*i);
+  }
   caf::scoped_actor self{sys_};
   std::optional<Result<v1::Instance>> out;
   self->request(controller_, deadline_, actors::get_atom::value, id)
@@ -230,25 +245,30 @@ Result<std::string> ActorControlPlane::metrics() {
 }
 
 Result<v1::ActionLog> ActorControlPlane::actions(const std::string& id) {
+  auto done = [](const std::vector<actors::ActionInfo>& all) {
+    v1::ActionLog log;
+    for (auto& a : all) {
+      auto* r = log.add_actions();
+      r->set_request_id(a.request_id);
+      r->set_action(a.action);
+      r->set_start(a.start);
+      r->set_finish(a.finish);
+      r->set_result(a.result);
+      for (auto& ev : a.events)
+        r->add_events(ev.name + (ev.result.empty() ? "" : " " + ev.result) + (ev.detail.empty() ? "" : ": " + ev.detail));
+    }
+    return log;
+  };
+  if (reads_) {
+    auto all = reads_->actions(id);
+    if (!all) return from_caf(all.error());
+    return done(*all);
+  }
   caf::scoped_actor self{sys_};
   std::optional<Result<v1::ActionLog>> out;
   self->request(controller_, deadline_, actors::actions_atom::value, id)
-      .receive(
-          [&](const std::vector<actors::ActionInfo>& all) {
-            v1::ActionLog log;
-            for (auto& a : all) {
-              auto* r = log.add_actions();
-              r->set_request_id(a.request_id);
-              r->set_action(a.action);
-              r->set_start(a.start);
-              r->set_finish(a.finish);
-              r->set_result(a.result);
-              for (auto& ev : a.events)
-                r->add_events(ev.name + (ev.result.empty() ? "" : " " + ev.result) + (ev.detail.empty() ? "" : ": " + ev.detail));
-            }
-            out = std::move(log);
-          },
-          [&](caf::error& e) { out = from_caf(e); });
+      .receive([&](const std::vector<actors::ActionInfo>& all) { out = done(all); },
+               [&](caf::error& e) { out = from_caf(e); });
   return *out;
 }
 

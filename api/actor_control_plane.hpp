@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "actors/console_actor.hpp"
 #include "cluster/controller_actor.hpp"
+#include "cluster/controller_reads.hpp"
 #include "cluster/node_actor.hpp"
 #include "api/control_plane_api.hpp"
 
@@ -21,9 +23,14 @@ class ActorControlPlane final : public ControlPlaneApi {
   // `nodes` by name: the console routes go straight to the node running the
   // instance (in-process cluster); for any other node they go through the
   // controller (consoleof), which reaches nodes in other processes.
+  // With `reads` (a controller in this process, its store on disk), the
+  // reads of instances (list, get, action log) are served off the writer
+  // on the calling thread (cluster/controller_reads.hpp); without, they
+  // are requests to the controller like everything else.
   ActorControlPlane(caf::actor_system& sys, actors::controller_actor controller,
                     std::map<std::string, actors::node_actor> nodes,
-                    std::chrono::milliseconds deadline = std::chrono::seconds(10));
+                    std::chrono::milliseconds deadline = std::chrono::seconds(10),
+                    std::shared_ptr<actors::ControllerReads> reads = nullptr);
 
   Result<v1::Instance> create(const v1::InstanceSpec& spec) override;
   Result<v1::InstanceList> list() override;
@@ -54,6 +61,7 @@ class ActorControlPlane final : public ControlPlaneApi {
   actors::controller_actor controller_;
   std::map<std::string, actors::node_actor> nodes_;
   std::chrono::milliseconds deadline_;
+  std::shared_ptr<actors::ControllerReads> reads_;
 };
 
 }  // namespace apiary::apps

@@ -116,8 +116,11 @@ int cluster_command(const std::vector<std::string>& args) {
   actors::ControllerConfig ccfg;
   ccfg.store_path = o.store;
   actors::controller_actor controller;
+  std::shared_ptr<actors::ControllerReads> reads;
   try {
-    controller = actors::spawn_controller(sys, ccfg);
+    auto spawned = actors::spawn_controller_with_reads(sys, ccfg);
+    controller = spawned.actor;
+    reads = spawned.reads;
   } catch (const std::exception& e) {
     std::cerr << "apiary cluster: cannot open the store: " << e.what() << "\n";
     return 4;
@@ -157,7 +160,7 @@ int cluster_command(const std::vector<std::string>& args) {
     return 4;
   }
   ControllerWatch watch(sys, caf::actor_cast<caf::actor>(controller));
-  ActorControlPlane api(sys, controller, nodes);
+  ActorControlPlane api(sys, controller, nodes, std::chrono::seconds(10), reads);
   HttpServerOptions http_options;
   http_options.bearer_token = token;
   http_options.nova_images = embedded_nova_images();

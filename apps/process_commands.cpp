@@ -258,8 +258,11 @@ times that it is in error and its instances are declared errored.
     return 4;
   }
   actors::controller_actor controller;
+  std::shared_ptr<actors::ControllerReads> reads;
   try {
-    controller = actors::spawn_controller(sys, ccfg);
+    auto spawned = actors::spawn_controller_with_reads(sys, ccfg);
+    controller = spawned.actor;
+    reads = spawned.reads;
   } catch (const std::exception& e) {
     std::cerr << "apiary controller: cannot open the store: " << e.what() << "\n";
     return 4;
@@ -272,7 +275,7 @@ times that it is in error and its instances are declared errored.
     return 4;
   }
   ControllerWatch watch(sys, caf::actor_cast<caf::actor>(controller));
-  ActorControlPlane api(sys, controller, {});
+  ActorControlPlane api(sys, controller, {}, std::chrono::seconds(10), reads);
   HttpServerOptions http_options;
   http_options.bearer_token = token;
   http_options.nova_images = embedded_nova_images();

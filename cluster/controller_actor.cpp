@@ -25,6 +25,7 @@
 #include <tuple>
 
 #include "cluster/controller_internal.hpp"
+#include "cluster/controller_reads.hpp"
 
 namespace apiary::actors {
 
@@ -282,15 +283,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
           try {
             auto& store = *self->state.store;
             if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-            std::vector<ActionInfo> out;
-            for (const auto& e : store.list_actions(id)) {
-              ActionInfo ai{e.request_id, control::to_string(e.action), e.start, e.finish.value_or(-1),
-                            control::to_string(e.result), {}};
-              for (const auto& ev : e.events)
-                ai.events.push_back({ev.name, ev.start, ev.finish.value_or(-1), ev.result, ev.detail});
-              out.push_back(std::move(ai));
-            }
-            return out;
+            return to_infos(store.list_actions(id));
           } catch (const StoreError& e) {
             return store_failed(e);
           }
@@ -494,6 +487,10 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
 }  // namespace
 
 controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config) {
+  return spawn_controller_with_reads(sys, std::move(config)).actor;
+}
+
+SpawnedController spawn_controller_with_reads(caf::actor_system& sys, ControllerConfig config) {
   // The store's clock is the actor system's clock (simulated time under the
   // test coordinator), anchored to the Unix epoch once.
   using namespace std::chrono;
@@ -508,7 +505,7 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
     return anchor + duration_cast<milliseconds>(s->clock().now().time_since_epoch()).count();
   };
   // Every committed change goes to the live views; the hook runs inside the
-  // controller's handlers (the store's only writer), so the feed needs no lock.
+  // controller's handlers (the store's only writer).
   auto feed = std::make_shared<ChangeFeed>();
   options.on_commit = [feed](const control::StoreChanges& c) { feed->committed(c); };
   auto batch_opened = std::make_shared<std::function<void()>>();
@@ -518,7 +515,11 @@ controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig confi
     };
   options.vfs = config.store_vfs;
   auto store = std::make_shared<control::StateStore>(control::StateStore::open(config.store_path, options));
-  return sys.spawn(controller_impl, std::move(config), std::move(store), std::move(feed), std::move(batch_opened));
+  SpawnedController out;
+  if (config.store_path != ":memory:" && !config.store_path.empty())
+    out.reads = std::make_shared<ControllerReads>(config.store_path, feed);
+  out.actor = sys.spawn(controller_impl, std::move(config), std::move(store), std::move(feed), std::move(batch_opened));
+  return out;
 }
 
 }  // namespace apiary::actors

@@ -120,6 +120,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -197,5 +198,15 @@ using controller_actor = caf::typed_actor<
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.
 controller_actor spawn_controller(caf::actor_system& sys, ControllerConfig config);
+
+class ControllerReads;
+// As spawn_controller, with the reads of its store served off the writer
+// (cluster/controller_reads.hpp) for the API of the same process; `reads`
+// is null for a store in memory, which no second connection can open.
+struct SpawnedController {
+  controller_actor actor;
+  std::shared_ptr<ControllerReads> reads;
+};
+SpawnedController spawn_controller_with_reads(caf::actor_system& sys, ControllerConfig config);
 
 }  // namespace apiary::actors

@@ -40,6 +40,7 @@ std::vector<std::string> history_of(const std::map<std::string, std::vector<std:
 }  // namespace
 
 void ChangeFeed::committed(const control::StoreChanges& c) {
+  std::unique_lock lock(mu);
   for (const auto& step : c.steps) {
     if (step.kind == 'i') {
       if (step.field == "gone") {  // deleted outright or purged: nothing left to show
@@ -64,11 +65,13 @@ void ChangeFeed::committed(const control::StoreChanges& c) {
              step.state);
     }
   }
+  lock.unlock();
   tell(c.instances, c.networks, c.nodes);
 }
 
 bool ChangeFeed::report(const std::string& node, const std::string& id, const std::string& state,
                         const std::string& power) {
+  std::unique_lock lock(mu);
   auto& cur = vmm[id][node];
   reported_by[node].insert(id);
   if (cur.state == state && cur.power == power) return false;
@@ -79,6 +82,7 @@ bool ChangeFeed::report(const std::string& node, const std::string& id, const st
 }
 
 std::vector<std::string> ChangeFeed::forget_node(const std::string& node) {
+  std::unique_lock lock(mu);
   std::vector<std::string> ids;
   auto by = reported_by.find(node);
   if (by == reported_by.end()) return ids;
@@ -103,6 +107,7 @@ void ChangeFeed::drop_watcher(const caf::actor_addr& who) {
 }
 
 InstanceInfo ChangeFeed::with_live_state(InstanceInfo info) const {
+  std::shared_lock lock(mu);
   // Only the report of the node the record names counts (another is stale).
   if (auto it = vmm.find(info.id); it != vmm.end()) {
     if (auto r = it->second.find(info.node); r != it->second.end()) {
@@ -118,11 +123,13 @@ InstanceInfo ChangeFeed::with_live_state(InstanceInfo info) const {
 }
 
 NodeInfo ChangeFeed::with_history(NodeInfo info) const {
+  std::shared_lock lock(mu);
   info.history = history_of(node_history, info.name, control::to_string(control::kNodeEntry), info.state);
   return info;
 }
 
 NetworkInfo ChangeFeed::with_history(NetworkInfo info) const {
+  std::shared_lock lock(mu);
   info.history = history_of(network_history, info.id, control::to_string(control::kNetworkEntry), info.state);
   return info;
 }

@@ -16,6 +16,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -69,7 +70,11 @@ struct ChangeFeed {
     std::vector<std::string> history;
   };
 
-  std::vector<caf::actor> watchers;
+  std::vector<caf::actor> watchers;  // the controller's thread only
+  // Guards what follows: the controller writes it, and the API's readers
+  // (ControllerReads, on the HTTP threads) read it through with_live_state
+  // and with_history.
+  mutable std::shared_mutex mu;
   std::map<std::string, std::map<std::string, Vmm>> vmm;  // instance id -> node -> its report
   // node -> the instances it reported: a node that goes away takes its
   // reports without a walk over every instance's (forget_node runs for
@@ -116,7 +121,8 @@ struct ControllerState {
   std::map<std::string, std::string> network_errors;
   // The live views: watchers, VMM states, histories (controller_feed.cpp).
   // Shared with the store's on_commit hook, which runs inside this actor's
-  // handlers (the store's only writer), so it needs no lock.
+  // handlers (the store's only writer), and with the API's readers
+  // (ControllerReads), which take the feed's lock.
   std::shared_ptr<ChangeFeed> feed;
   // Group commit: what to do once the open batch is durable (or failed):
   // the answers it holds back (durable()). Called with the failure, if any.
@@ -163,6 +169,7 @@ std::string new_id(controller_pointer self, const char* prefix);
 caf::error store_failed(const StoreError& e);
 caf::error refusal_error(const control::Refusal& r);
 InstanceInfo to_info(const InstanceRecord& r);
+std::vector<ActionInfo> to_infos(const std::vector<control::ActionLogEntry>& log);
 void note(controller_pointer self, std::string line);
 // Appends an event to an action; a failure to log is noted, never thrown.
 void event(controller_pointer self, int64_t action_id, const std::string& name, const std::string& result,

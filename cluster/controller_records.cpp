@@ -49,6 +49,17 @@ InstanceInfo to_info(const InstanceRecord& r) {
           {}};
 }
 
+std::vector<ActionInfo> to_infos(const std::vector<control::ActionLogEntry>& log) {
+  std::vector<ActionInfo> out;
+  for (const auto& e : log) {
+    ActionInfo ai{e.request_id, control::to_string(e.action), e.start, e.finish.value_or(-1),
+                  control::to_string(e.result), {}};
+    for (const auto& ev : e.events) ai.events.push_back({ev.name, ev.start, ev.finish.value_or(-1), ev.result, ev.detail});
+    out.push_back(std::move(ai));
+  }
+  return out;
+}
+
 void note(controller_pointer self, std::string line) { self->state.cluster_log.push_back(std::move(line)); }
 
 // Appends an event to an action; a failure to log is noted, never thrown.

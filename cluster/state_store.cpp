@@ -369,6 +369,7 @@ const char* to_string(StoreErrc e) noexcept {
     case StoreErrc::action_refused: return "action_refused";
     case StoreErrc::corrupt_record: return "corrupt_record";
     case StoreErrc::commit_failed: return "commit_failed";
+    case StoreErrc::read_only: return "read_only";
   }
   return "unknown";
 }
@@ -443,6 +444,7 @@ struct StateStore::Db {
   // is refused: what the writer believes it wrote is not in the file).
   bool group_commit = false;  // StoreOptions::on_batch_open, once open() is done
   bool batch = false;
+  bool read_only = false;  // open_reader()
   std::string broken;
   sqlite3* get() const { return handle.get(); }
 };
@@ -467,6 +469,25 @@ void adjust(std::unordered_map<std::string, NodeUsage>& usage, const std::string
   }
   if (u == NodeUsage{}) usage.erase(node);
 }
+
+// An existing store's schema: Apiary's, at the version this build reads.
+void verify_schema(sqlite3* db) {
+  Stmt has(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'");
+  has.step();
+  if (has.int64(0) == 0)
+    throw StoreError(StoreErrc::schema_mismatch, "not an Apiary state store: it has tables but no schema_version");
+  Stmt v(db, "SELECT version FROM schema_version");
+  std::vector<int64_t> versions;
+  while (v.step()) versions.push_back(v.int64(0));
+  if (versions.size() != 1)
+    throw StoreError(StoreErrc::schema_mismatch,
+                     "schema_version holds " + std::to_string(versions.size()) + " rows, expected 1");
+  if (versions[0] != kSchemaVersion)
+    throw StoreError(StoreErrc::schema_mismatch, "schema version " + std::to_string(versions[0]) +
+                                                     ", this build reads version " +
+                                                     std::to_string(kSchemaVersion));
+}
+
 }  // namespace
 
 bool holds_resources(SfInstanceState s) noexcept {
@@ -523,20 +544,7 @@ StateStore StateStore::open(const std::string& path, Options options) {
         Stmt(db, "INSERT INTO schema_version (version) VALUES (?1)").bind(1, int64_t{kSchemaVersion}).run();
         return;
       }
-      Stmt has(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'");
-      has.step();
-      if (has.int64(0) == 0)
-        throw StoreError(StoreErrc::schema_mismatch, "not an Apiary state store: it has tables but no schema_version");
-      Stmt v(db, "SELECT version FROM schema_version");
-      std::vector<int64_t> versions;
-      while (v.step()) versions.push_back(v.int64(0));
-      if (versions.size() != 1)
-        throw StoreError(StoreErrc::schema_mismatch,
-                         "schema_version holds " + std::to_string(versions.size()) + " rows, expected 1");
-      if (versions[0] != kSchemaVersion)
-        throw StoreError(StoreErrc::schema_mismatch, "schema version " + std::to_string(versions[0]) +
-                                                         ", this build reads version " +
-                                                         std::to_string(kSchemaVersion));
+      verify_schema(db);
     });
     // Indexes added within schema version 1 (harmless on a store that has them).
     exec(db, "CREATE INDEX IF NOT EXISTS action_log_by_request ON action_log (request_id)");
@@ -549,8 +557,56 @@ StateStore StateStore::open(const std::string& path, Options options) {
   return store;
 }
 
+StateStore StateStore::open_reader(const std::string& path, Options options) {
+  StateStore store(path, std::move(options));
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                 store.options_.vfs.empty() ? nullptr : store.options_.vfs.c_str());
+  store.db_->handle.reset(raw);
+  if (raw != nullptr) StatementCache::open(raw);
+  if (rc != SQLITE_OK)
+    throw StoreError(StoreErrc::open_failed, "opening store " + path + " to read", {},
+                     raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc), rc);
+  store.db_->read_only = true;
+  sqlite3* db = store.db_->get();
+  try {
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, store.options_.busy_timeout_ms);
+    {
+      // A reader sees only committed transactions in WAL mode; in a rollback
+      // journal it would block the writer instead.
+      Stmt s(db, "PRAGMA journal_mode");
+      const std::string mode = s.step() ? s.text(0) : std::string();
+      if (mode != "wal")
+        throw StoreError(StoreErrc::open_failed, "a reader needs a store in WAL mode (got '" + mode + "')", s.sql());
+    }
+    store.read_snapshot([&] { verify_schema(db); });
+  } catch (const StoreError& e) {
+    throw StoreError(e.code(), "opening store " + path + " to read: " + e.detail(), e.sql(), e.sqlite_message(),
+                     e.sqlite_code());
+  }
+  return store;
+}
+
+bool StateStore::read_only() const noexcept { return db_->read_only; }
+
+void StateStore::read_snapshot(const std::function<void()>& fn) {
+  sqlite3* db = db_->get();
+  if (sqlite3_get_autocommit(db) == 0) return fn();
+  exec(db, "BEGIN");
+  try {
+    fn();
+  } catch (...) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+  exec(db, "COMMIT");  // ends the read: a reader holding its snapshot would pin the WAL
+}
+
 void StateStore::with_transaction(const std::function<void()>& fn) {
   sqlite3* db = db_->get();
+  if (db_->read_only)
+    throw StoreError(StoreErrc::read_only, "a write through a reader of " + path_ + " (it opened read-only)");
   if (db_->batch && db_->broken.empty() && sqlite3_get_autocommit(db) != 0)
     db_->broken = "SQLite rolled back the open batch";  // e.g. an I/O error in a read between two writes
   if (!db_->broken.empty()) throw StoreError(StoreErrc::commit_failed, "the store refuses writes: " + db_->broken);

@@ -64,6 +64,7 @@ enum class StoreErrc : uint8_t {
   action_refused,      // Nova refused the action (refusal() says why: 409 / 501)
   corrupt_record,      // a stored row does not decode (unknown state name, bad spec bytes)
   commit_failed,       // a batch of transactions could not be made durable: none of it may be acknowledged
+  read_only,           // a write through a reader (StateStore::open_reader)
 };
 const char* to_string(StoreErrc e) noexcept;
 
@@ -245,6 +246,15 @@ class StateStore {
   // schema_mismatch.
   static StateStore open(const std::string& path, Options options = {});
 
+  // Opens an existing store read-only: a second connection to the file that
+  // sees only committed transactions, never a writer's open batch or
+  // transaction, so what it reads has been made durable (synchronous=FULL).
+  // Why: the API's reads then wait for neither the controller's mailbox
+  // nor its next commit (docs/control-plane.md, "Reads off the writer").
+  // Throws StoreError as open() does (a missing file: open_failed); every
+  // write through it throws read_only.
+  static StateStore open_reader(const std::string& path, Options options = {});
+
   StateStore(StateStore&&) noexcept;
   StateStore& operator=(StateStore&&) noexcept;
   ~StateStore();
@@ -263,6 +273,11 @@ class StateStore {
   // a time; a batch carries the writes of every request the controller
   // handled meanwhile, and the controller answers them only after it.
   void with_transaction(const std::function<void()>& fn);
+  // Runs fn's reads in one read transaction: one snapshot of the store
+  // across several statements (a reader's record and its action log agree).
+  // Inside an open transaction fn just runs.
+  void read_snapshot(const std::function<void()>& fn);
+  bool read_only() const noexcept;
   // Whether a batch is open (written, not durable yet).
   bool batch_open() const noexcept;
   // Commits the open batch (nothing if none) and hands on_commit everything

@@ -151,7 +151,7 @@ struct Cluster {
     }
     token = read_token(dir + "/token", 30s);
     BOOST_REQUIRE_MESSAGE(!token.empty(), "the controller wrote no token: " << tail(controller->log()));
-    BOOST_REQUIRE_MESSAGE(wait_nodes(90s), "the nodes did not register: " << get("/v1/nodes").body);
+    if (auto seen = wait_nodes(90s); !seen.empty()) BOOST_FAIL("the nodes did not register:" << seen);
   }
   ~Cluster() {
     for (auto& [n, s] : nodes) s->kill(SIGKILL);
@@ -170,19 +170,27 @@ struct Cluster {
   }
 
   // Every node registered ("created") and checked in within the last 3 s.
-  bool wait_nodes(std::chrono::milliseconds d) {
+  // Empty when they are; otherwise what the last look saw.
+  std::string wait_nodes(std::chrono::milliseconds d) {
     const auto end = Clock::now() + d;
+    std::string seen = "no answer";
     while (Clock::now() < end) {
       v1::NodeList list;
       auto a = get("/v1/nodes");
       if (a.status == 200 && parse(a.body, list)) {
         size_t fresh = 0;
-        for (const auto& n : list.nodes()) fresh += n.state() == "created" && n.checkin_age_ms() < 3000;
-        if (fresh == kNodes.size()) return true;
+        seen.clear();
+        for (const auto& n : list.nodes()) {
+          fresh += n.state() == "created" && n.checkin_age_ms() < 3000;
+          seen += " " + n.name() + "=" + n.state() + "/" + std::to_string(n.checkin_age_ms()) + "ms";
+        }
+        if (fresh == kNodes.size()) return {};
+      } else {
+        seen = "GET /v1/nodes: " + std::to_string(a.status) + " " + a.body.substr(0, 120);
       }
       std::this_thread::sleep_for(250ms);
     }
-    return false;
+    return seen;
   }
 
   static std::string tail(const std::string& path) {
@@ -527,8 +535,10 @@ RunSummary run(uint64_t seed, std::chrono::seconds duration, int clients, int pe
     if (!c.controller->running()) c.controller->start();
     for (auto& [n, svc] : c.nodes)
       if (!svc->running()) svc->start();
-    why = "the nodes are not all checked in";
-    if (!c.wait_nodes(1s)) continue;
+    if (auto seen = c.wait_nodes(1s); !seen.empty()) {
+      why = "the nodes are not all checked in:" + seen;
+      continue;
+    }
     v1::InstanceList list;
     auto a = c.get("/v1/instances", 20s);
     why = "GET /v1/instances: " + std::to_string(a.status) + " " + a.body.substr(0, 200);
@@ -577,9 +587,12 @@ RunSummary run(uint64_t seed, std::chrono::seconds duration, int clients, int pe
   if (!s.violations.empty()) {
     // The store and the processes' logs, kept for a look after the VM is gone.
     sh("rm -rf /tmp/apiary-chaos-last && cp -a " + c.dir + " /tmp/apiary-chaos-last");
-    BOOST_TEST_MESSAGE("store and logs copied to /tmp/apiary-chaos-last");
-    BOOST_TEST_MESSAGE("controller log:\n" << Cluster::tail(c.controller->log()));
-    for (const auto& n : kNodes) BOOST_TEST_MESSAGE(n << " log:\n" << Cluster::tail(c.nodes[n]->log()));
+    // On stdout, not as test messages: the VM is gone afterwards, and CI
+    // runs at --log_level=test_suite, which hides messages.
+    std::cout << "store and logs copied to /tmp/apiary-chaos-last (inside the VM)\n"
+              << "controller log:\n" << Cluster::tail(c.controller->log()) << "\n";
+    for (const auto& n : kNodes) std::cout << n << " log:\n" << Cluster::tail(c.nodes[n]->log()) << "\n";
+    std::cout << std::flush;
   }
   return s;
 }

@@ -18,6 +18,7 @@
 
 #include "cluster/control_types.hpp"
 #include "cluster/controller_actor.hpp"
+#include "cluster/controller_reads.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "cluster/node_actor.hpp"
@@ -152,9 +153,12 @@ struct FileController : Cluster {
     c.store_path = dir + "/state.db";
     c.store_vfs = test::FailingSyncVfs::name();
     c.group_commit = group_commit;
-    ctl = spawn_controller(sys, c);
+    auto spawned = spawn_controller_with_reads(sys, c);
+    ctl = spawned.actor;
+    reads = spawned.reads;
     run();
   }
+  std::shared_ptr<ControllerReads> reads;
   // Sends n creates without letting the controller run in between, then
   // runs; returns the answers (ids or errors) in order.
   std::vector<std::string> creates(int n) {
@@ -202,6 +206,59 @@ BOOST_FIXTURE_TEST_CASE(a_shutdown_commits_the_open_batch_first, FileController)
   ctl = nullptr;
   auto store = control::StateStore::open(dir + "/state.db");
   BOOST_TEST(store.get_instance(id).has_value(), "the acknowledged create " << id << " is not in the store");
+}
+
+// Reads off the writer (ControllerReads, what the HTTP API reads through):
+// the controller's own answers for the same records, nothing of a batch
+// that is not durable yet, and the controller's error for an unknown id.
+BOOST_FIXTURE_TEST_CASE(reads_off_the_writer_answer_as_the_controller_does_and_only_what_is_durable, FileController) {
+  start(true);
+  BOOST_REQUIRE(reads != nullptr);
+  auto first = creates(1);
+  BOOST_REQUIRE(first[0].rfind("id ", 0) == 0u);
+  const std::string id = first[0].substr(3);
+  auto mine = reads->get(id);
+  BOOST_REQUIRE_MESSAGE(mine, (mine ? std::string() : show(mine.error())));
+  const auto theirs = get(id);
+  BOOST_TEST(mine->id == theirs.id);
+  BOOST_TEST(mine->name == theirs.name);
+  BOOST_TEST(mine->node == theirs.node);
+  BOOST_TEST(mine->sf_state == theirs.sf_state);
+  BOOST_TEST(mine->vm_state == theirs.vm_state);
+  BOOST_TEST(mine->task_state == theirs.task_state);
+  BOOST_TEST(mine->lifecycle == theirs.lifecycle);
+  BOOST_TEST(mine->vm_history == theirs.vm_history);
+  BOOST_TEST(mine->sf_history == theirs.sf_history);
+  auto log = reads->actions(id);
+  BOOST_REQUIRE(log);
+  const auto their_log = actions(id);
+  BOOST_REQUIRE(log->size() == their_log.size());
+  for (size_t i = 0; i < log->size(); ++i) {
+    BOOST_TEST((*log)[i].request_id == their_log[i].request_id);
+    BOOST_TEST((*log)[i].result == their_log[i].result);
+    BOOST_TEST((*log)[i].events.size() == their_log[i].events.size());
+  }
+
+  // A create the controller has handled but not committed: not shown.
+  self->send(ctl, create_atom::value, spec_bytes("vm-held"));
+  sched.run_once();  // the create: its record is in the open batch, its answer held
+  auto during = reads->list();
+  BOOST_REQUIRE(during);
+  BOOST_TEST(during->size() == 1u, "a reader showed a write that is not durable");
+  run();
+  std::string held;
+  BOOST_TEST(take([&](const std::string& v) { held = v; }, [&](caf::error& e) { BOOST_ERROR(show(e)); }));
+  auto after = reads->list();
+  BOOST_REQUIRE(after);
+  BOOST_TEST(after->size() == 2u);
+  BOOST_TEST(static_cast<bool>(reads->get(held)));
+
+  auto none = reads->get("i-0000000000000000");
+  BOOST_REQUIRE(!none);
+  BOOST_TEST(show(none.error()).find("404") == 0u, show(none.error()));
+  auto no_log = reads->actions("i-0000000000000000");
+  BOOST_REQUIRE(!no_log);
+  BOOST_TEST(show(no_log.error()).find("404") == 0u, show(no_log.error()));
 }
 
 BOOST_FIXTURE_TEST_CASE(a_failed_fsync_fails_every_answer_of_its_batch_and_stops_the_controller, FileController) {

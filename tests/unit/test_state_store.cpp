@@ -1104,6 +1104,40 @@ BOOST_AUTO_TEST_CASE(node_usage_holds_across_batches_and_a_lost_batch) {
 
 // A batch whose opener fails (the controller could not schedule its flush)
 // must not stay open: nobody would ever commit it.
+// Reads off the writer: a reader connection sees every committed
+// transaction and nothing of the writer's open batch, keeps one snapshot
+// across the reads of read_snapshot, and refuses writes by name.
+BOOST_AUTO_TEST_CASE(a_reader_sees_only_what_is_committed) {
+  expect_error(StoreErrc::open_failed, [&] { StateStore::open_reader(path("absent.db"), options()); });
+  auto o = options();
+  o.on_batch_open = [] {};
+  auto w = StateStore::open(path(), o);
+  auto r = StateStore::open_reader(path(), options());
+  BOOST_TEST(r.read_only());
+  BOOST_TEST(!w.read_only());
+  w.put_instance(new_instance("a"));
+  BOOST_TEST(w.batch_open());
+  BOOST_TEST(r.list_instances().empty());  // written, not durable: not shown
+  w.commit_batch();
+  BOOST_TEST(r.list_instances().size() == 1u);
+  BOOST_TEST(r.get_instance("a").has_value());
+  // One snapshot: a commit between two reads of the same snapshot is not seen.
+  r.read_snapshot([&] {
+    BOOST_TEST(r.list_instances().size() == 1u);
+    w.put_instance(new_instance("b"));
+    w.commit_batch();
+    BOOST_TEST(r.list_instances().size() == 1u);
+  });
+  BOOST_TEST(r.list_instances().size() == 2u);
+  auto e = expect_error(StoreErrc::read_only, [&] { r.put_instance(new_instance("c")); });
+  BOOST_TEST(std::string(e.what()).find("read-only") != std::string::npos, e.what());
+  BOOST_TEST(!w.get_instance("c").has_value());
+  // Another schema version is refused as open() refuses it.
+  w.commit_batch();
+  raw_exec(path(), "UPDATE schema_version SET version = 99");
+  expect_error(StoreErrc::schema_mismatch, [&] { StateStore::open_reader(path(), options()); });
+}
+
 BOOST_AUTO_TEST_CASE(a_failing_batch_opener_leaves_no_batch_open) {
   bool fail = true;
   auto o = options();

@@ -1,0 +1,59 @@
+#include "cluster/controller_reads.hpp"
+
+#include "cluster/controller_internal.hpp"
+
+namespace apiary::actors {
+
+using namespace controller_detail;
+
+ControllerReads::ControllerReads(std::string store_path, std::shared_ptr<const ChangeFeed> feed)
+    : path_(std::move(store_path)), feed_(std::move(feed)) {}
+
+ControllerReads::~ControllerReads() = default;
+
+template <class T, class F>
+caf::expected<T> ControllerReads::with_reader(F&& fn) {
+  std::unique_ptr<control::StateStore> store;
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      store = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  try {
+    if (!store) store = std::make_unique<control::StateStore>(control::StateStore::open_reader(path_));
+    caf::expected<T> out{caf::error{}};
+    store->read_snapshot([&] { out = fn(*store); });
+    std::lock_guard lock(mu_);
+    idle_.push_back(std::move(store));
+    return out;
+  } catch (const StoreError& e) {
+    return store_failed(e);  // the connection is dropped: the next read opens a fresh one
+  }
+}
+
+caf::expected<std::vector<InstanceInfo>> ControllerReads::list() {
+  return with_reader<std::vector<InstanceInfo>>([&](control::StateStore& store) {
+    std::vector<InstanceInfo> out;
+    for (const auto& r : store.list_instances()) out.push_back(feed_->with_live_state(to_info(r)));
+    return caf::expected<std::vector<InstanceInfo>>(std::move(out));
+  });
+}
+
+caf::expected<InstanceInfo> ControllerReads::get(const std::string& id) {
+  return with_reader<InstanceInfo>([&](control::StateStore& store) -> caf::expected<InstanceInfo> {
+    auto r = store.get_instance(id);
+    if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+    return feed_->with_live_state(to_info(*r));
+  });
+}
+
+caf::expected<std::vector<ActionInfo>> ControllerReads::actions(const std::string& id) {
+  return with_reader<std::vector<ActionInfo>>([&](control::StateStore& store) -> caf::expected<std::vector<ActionInfo>> {
+    if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+    return to_infos(store.list_actions(id));
+  });
+}
+
+}  // namespace apiary::actors
