@@ -105,7 +105,11 @@ class HttpServerCore;
 
 struct HttpServerOptions {
   std::size_t io_threads = 1;
-  std::size_t api_threads = 4;
+  // API calls mostly wait (for the controller's answer, which waits for a
+  // group commit), so there are more of these threads than cores: with 4,
+  // four creates in flight held every one and a GET, which no longer needs
+  // the controller (reads off the writer), queued behind them.
+  std::size_t api_threads = 16;
   std::size_t max_body_bytes = 1024 * 1024;
   std::chrono::milliseconds read_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};

@@ -222,18 +222,36 @@ BOOST_AUTO_TEST_CASE(a_vm_kernel_failure_is_named_at_once_and_retried_on_request
 // A VM that stops running its own kernel (seen under TCG's nested SVM: a
 // CPU left in the nested guest for good) is named within the stall limit,
 // not at --timeout, and retried like a kernel failure. Stopping the init's
-// heartbeat (the one process whose stdout is a virtio port) is what such a
-// VM looks like from outside.
+// heartbeat (the process whose stdout is the apiary.heartbeat port) is what
+// such a VM looks like from outside.
 BOOST_AUTO_TEST_CASE(a_vm_that_stops_beating_is_named_at_once_and_retried) {
+  const std::string stop_heartbeat =
+      "for p in /proc/[0-9]*; do t=$(readlink $p/fd/1 2>/dev/null); case \"$t\" in /dev/vport*) "
+      "[ \"$(cat /sys/class/virtio-ports/${t#/dev/}/name)\" = apiary.heartbeat ] && "
+      "kill -STOP ${p#/proc/};; esac; done;";
   ::setenv("KVM_VM_STALL_LIMIT", "5", 1);
   const auto start = std::chrono::steady_clock::now();
-  auto r = kvm_vm({"--", "sh", "-c",
-                   "for p in /proc/[0-9]*; do case \"$(readlink $p/fd/1 2>/dev/null)\" in /dev/vport*) "
-                   "kill -STOP ${p#/proc/};; esac; done; echo stopped; sleep 300"});
+  auto r = kvm_vm({"--", "sh", "-c", stop_heartbeat + " echo stopped; sleep 300"});
   ::unsetenv("KVM_VM_STALL_LIMIT");
   BOOST_TEST(r.exit_code == 125, r.err);
   BOOST_TEST(has(r.err, "kvm-vm: vm_stalled: the VM stopped: no heartbeat"), r.err);
   BOOST_TEST(has(r.err, "monitor: info registers -a:"), r.err);
   BOOST_TEST(r.out == "stopped\n");
   BOOST_TEST((std::chrono::steady_clock::now() - start < 60s), "named within the stall limit, not at --timeout");
+
+  // With --retries the second VM (whose heartbeat is left alone) runs the command to its end.
+  char tmpl[] = "/tmp/kvm-vm-stall-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(tmpl));
+  const std::string marker = std::string(tmpl) + "/stalled";
+  ::setenv("KVM_VM_STALL_LIMIT", "5", 1);
+  r = kvm_vm({"--retries", "1", "--", "sh", "-c",
+              "if [ -e " + marker + " ]; then echo second-vm; else touch " + marker + "; " + stop_heartbeat +
+                  " sleep 300; fi"});
+  ::unsetenv("KVM_VM_STALL_LIMIT");
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(r.out == "second-vm\n");
+  BOOST_TEST(has(r.err, "kvm-vm: vm_stalled: the VM stopped: no heartbeat"), r.err);
+  BOOST_TEST(has(r.err, "kvm-vm: running the command again in a new VM (retry 1 of 1)"), r.err);
+  ::unlink(marker.c_str());
+  ::rmdir(tmpl);
 }
