@@ -33,6 +33,16 @@ using namespace controller_detail;
 
 namespace {
 
+// A read's answer: its value or error, or the store's failure.
+template <class F>
+auto answer_read(F&& read) -> caf::result<typename decltype(read())::value_type> {
+  try {
+    return read();
+  } catch (const StoreError& e) {
+    return store_failed(e);
+  }
+}
+
 // --- metrics ---------------------------------------------------------------------
 
 // The controller's own families (records, nodes, actions); the nodes'
@@ -252,42 +262,17 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         if (st.feed->report(node, id, state, power)) st.feed->tell({id}, {}, {});
       },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
-        return durable(self, [&]() -> caf::result<std::vector<InstanceInfo>> {
-          try {
-            std::vector<InstanceInfo> out;
-            for (const auto& r : self->state.store->list_instances())
-              out.push_back(self->state.feed->with_live_state(to_info(r)));
-            return out;
-          } catch (const StoreError& e) {
-            return store_failed(e);
-          }
-        }());
+        return durable(self, answer_read([&] { return read_instances(*self->state.store, *self->state.feed); }));
       },
       [=](get_atom, const std::string& id) -> caf::result<InstanceInfo> {
-        return durable(self, [&]() -> caf::result<InstanceInfo> {
-          try {
-            auto r = self->state.store->get_instance(id);
-            if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-            return self->state.feed->with_live_state(to_info(*r));
-          } catch (const StoreError& e) {
-            return store_failed(e);
-          }
-        }());
+        return durable(self, answer_read([&] { return read_instance(*self->state.store, *self->state.feed, id); }));
       },
       [=](act_atom, const std::string& id, const std::string& name, const std::string& type)
           -> caf::result<std::string> { return durable(self, act(self, id, name, type, {})); },
       [=](act_atom, const std::string& id, const std::string& name, const std::string& type, const Args& args)
           -> caf::result<std::string> { return durable(self, act(self, id, name, type, args)); },
       [=](actions_atom, const std::string& id) -> caf::result<std::vector<ActionInfo>> {
-        return durable(self, [&]() -> caf::result<std::vector<ActionInfo>> {
-          try {
-            auto& store = *self->state.store;
-            if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-            return to_infos(store.list_actions(id));
-          } catch (const StoreError& e) {
-            return store_failed(e);
-          }
-        }());
+        return durable(self, answer_read([&] { return read_actions(*self->state.store, id); }));
       },
       [=](nodes_atom) -> caf::result<std::vector<NodeInfo>> {
         return durable(self, [&]() -> caf::result<std::vector<NodeInfo>> {

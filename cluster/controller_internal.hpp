@@ -169,7 +169,12 @@ std::string new_id(controller_pointer self, const char* prefix);
 caf::error store_failed(const StoreError& e);
 caf::error refusal_error(const control::Refusal& r);
 InstanceInfo to_info(const InstanceRecord& r);
-std::vector<ActionInfo> to_infos(const std::vector<control::ActionLogEntry>& log);
+// The reads of instances, one body for the controller's handlers and its
+// readers off the writer (ControllerReads): not_found for an unknown id; a
+// store failure is thrown (StoreError) for the caller to answer.
+caf::expected<std::vector<InstanceInfo>> read_instances(control::StateStore& store, const ChangeFeed& feed);
+caf::expected<InstanceInfo> read_instance(control::StateStore& store, const ChangeFeed& feed, const std::string& id);
+caf::expected<std::vector<ActionInfo>> read_actions(control::StateStore& store, const std::string& id);
 void note(controller_pointer self, std::string line);
 // Appends an event to an action; a failure to log is noted, never thrown.
 void event(controller_pointer self, int64_t action_id, const std::string& name, const std::string& result,

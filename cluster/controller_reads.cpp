@@ -34,26 +34,15 @@ caf::expected<T> ControllerReads::with_reader(F&& fn) {
 }
 
 caf::expected<std::vector<InstanceInfo>> ControllerReads::list() {
-  return with_reader<std::vector<InstanceInfo>>([&](control::StateStore& store) {
-    std::vector<InstanceInfo> out;
-    for (const auto& r : store.list_instances()) out.push_back(feed_->with_live_state(to_info(r)));
-    return caf::expected<std::vector<InstanceInfo>>(std::move(out));
-  });
+  return with_reader<std::vector<InstanceInfo>>([&](control::StateStore& s) { return read_instances(s, *feed_); });
 }
 
 caf::expected<InstanceInfo> ControllerReads::get(const std::string& id) {
-  return with_reader<InstanceInfo>([&](control::StateStore& store) -> caf::expected<InstanceInfo> {
-    auto r = store.get_instance(id);
-    if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-    return feed_->with_live_state(to_info(*r));
-  });
+  return with_reader<InstanceInfo>([&](control::StateStore& s) { return read_instance(s, *feed_, id); });
 }
 
 caf::expected<std::vector<ActionInfo>> ControllerReads::actions(const std::string& id) {
-  return with_reader<std::vector<ActionInfo>>([&](control::StateStore& store) -> caf::expected<std::vector<ActionInfo>> {
-    if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
-    return to_infos(store.list_actions(id));
-  });
+  return with_reader<std::vector<ActionInfo>>([&](control::StateStore& s) { return read_actions(s, id); });
 }
 
 }  // namespace apiary::actors

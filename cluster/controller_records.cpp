@@ -49,9 +49,22 @@ InstanceInfo to_info(const InstanceRecord& r) {
           {}};
 }
 
-std::vector<ActionInfo> to_infos(const std::vector<control::ActionLogEntry>& log) {
+caf::expected<std::vector<InstanceInfo>> read_instances(control::StateStore& store, const ChangeFeed& feed) {
+  std::vector<InstanceInfo> out;
+  for (const auto& r : store.list_instances()) out.push_back(feed.with_live_state(to_info(r)));
+  return out;
+}
+
+caf::expected<InstanceInfo> read_instance(control::StateStore& store, const ChangeFeed& feed, const std::string& id) {
+  auto r = store.get_instance(id);
+  if (!r) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
+  return feed.with_live_state(to_info(*r));
+}
+
+caf::expected<std::vector<ActionInfo>> read_actions(control::StateStore& store, const std::string& id) {
+  if (!store.get_instance(id)) return make_control_error(ControlErrc::not_found, "instance " + id + " not found");
   std::vector<ActionInfo> out;
-  for (const auto& e : log) {
+  for (const auto& e : store.list_actions(id)) {
     ActionInfo ai{e.request_id, control::to_string(e.action), e.start, e.finish.value_or(-1),
                   control::to_string(e.result), {}};
     for (const auto& ev : e.events) ai.events.push_back({ev.name, ev.start, ev.finish.value_or(-1), ev.result, ev.detail});

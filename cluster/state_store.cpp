@@ -506,21 +506,24 @@ StateStore::~StateStore() = default;
 
 UnixMillis StateStore::now() const { return options_.clock(); }
 
-StateStore StateStore::open(const std::string& path, Options options) {
+StateStore StateStore::connect(const std::string& path, Options options, int flags, const char* what) {
   StateStore store(path, std::move(options));
   sqlite3* raw = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      store.options_.vfs.empty() ? nullptr : store.options_.vfs.c_str());
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX,
+                                 store.options_.vfs.empty() ? nullptr : store.options_.vfs.c_str());
   store.db_->handle.reset(raw);  // closed on every path, even a failed open
   if (raw != nullptr) StatementCache::open(raw);
   if (rc != SQLITE_OK)
-    throw StoreError(StoreErrc::open_failed, "opening store " + path, {},
-                     raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc), rc);
+    throw StoreError(StoreErrc::open_failed, what + path, {}, raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc), rc);
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, store.options_.busy_timeout_ms);
+  return store;
+}
+
+StateStore StateStore::open(const std::string& path, Options options) {
+  StateStore store = connect(path, std::move(options), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "opening store ");
   sqlite3* db = store.db_->get();
   try {
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, store.options_.busy_timeout_ms);
     {
       // The first statement that reads the file: a non-database fails here.
       Stmt s(db, "PRAGMA journal_mode=WAL");
@@ -558,20 +561,10 @@ StateStore StateStore::open(const std::string& path, Options options) {
 }
 
 StateStore StateStore::open_reader(const std::string& path, Options options) {
-  StateStore store(path, std::move(options));
-  sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                                 store.options_.vfs.empty() ? nullptr : store.options_.vfs.c_str());
-  store.db_->handle.reset(raw);
-  if (raw != nullptr) StatementCache::open(raw);
-  if (rc != SQLITE_OK)
-    throw StoreError(StoreErrc::open_failed, "opening store " + path + " to read", {},
-                     raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc), rc);
+  StateStore store = connect(path, std::move(options), SQLITE_OPEN_READONLY, "opening store to read ");
   store.db_->read_only = true;
   sqlite3* db = store.db_->get();
   try {
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, store.options_.busy_timeout_ms);
     {
       // A reader sees only committed transactions in WAL mode; in a rollback
       // journal it would block the writer instead.
@@ -582,7 +575,7 @@ StateStore StateStore::open_reader(const std::string& path, Options options) {
     }
     store.read_snapshot([&] { verify_schema(db); });
   } catch (const StoreError& e) {
-    throw StoreError(e.code(), "opening store " + path + " to read: " + e.detail(), e.sql(), e.sqlite_message(),
+    throw StoreError(e.code(), "opening store to read " + path + ": " + e.detail(), e.sql(), e.sqlite_message(),
                      e.sqlite_code());
   }
   return store;

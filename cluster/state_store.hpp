@@ -383,6 +383,9 @@ class StateStore {
 
  private:
   StateStore(std::string path, Options options);
+  // The connection open() and open_reader() share: opened with `flags`,
+  // extended result codes, the busy timeout. Throws open_failed ("what path").
+  static StateStore connect(const std::string& path, Options options, int flags, const char* what);
   // Notes a changed key for on_commit ('i' instance, 'n' network, 'd' node),
   // and with a field, the state it entered (StoreChanges::Step).
   void changed(char kind, const std::string& key, const char* field = nullptr, std::string state = {});
