@@ -37,6 +37,8 @@ using console_atom = caf::atom_constant<caf::atom("console")>;
 using guest_event_atom = caf::atom_constant<caf::atom("guestev")>;  // internal: from vCPUs / devices
 using exit_status_atom = caf::atom_constant<caf::atom("exitstat")>;
 using cond_met_atom = caf::atom_constant<caf::atom("condmet")>;     // internal: boot condition met
+using save_atom = caf::atom_constant<caf::atom("save")>;            // snapshot a paused instance to a file
+using saved_atom = caf::atom_constant<caf::atom("saved")>;          // internal: the save thread is done
 
 // Console
 using attach_atom = caf::atom_constant<caf::atom("attach")>;

@@ -14,6 +14,7 @@ const char* to_string(ActorErrc e) noexcept {
     case ActorErrc::writer_taken: return "writer_taken";
     case ActorErrc::destroyed: return "destroyed";
     case ActorErrc::invalid_argument: return "invalid_argument";
+    case ActorErrc::save_failed: return "save_failed";
   }
   return "unknown";
 }

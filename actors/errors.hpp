@@ -20,6 +20,7 @@ enum class ActorErrc : uint8_t {
   writer_taken,
   destroyed,               // the instance is gone
   invalid_argument,
+  save_failed,             // a snapshot could not be written (the vmm::Errc is in the detail)
 };
 
 const char* to_string(ActorErrc e) noexcept;

@@ -1,11 +1,13 @@
 #include "actors/instance_actor.hpp"
 
 #include <optional>
+#include <thread>
 
 #include "actors/device_actor.hpp"
 #include "actors/errors.hpp"
 #include "actors/fan_out.hpp"
 #include "actors/vcpu_actor.hpp"
+#include "devices/machine_snapshot.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
 
 namespace apiary::actors {
@@ -33,6 +35,8 @@ struct InstanceActorState {
   std::vector<caf::actor> subscribers;
   std::vector<std::pair<uint64_t, caf::typed_response_promise<std::string, uint64_t>>> waiters;
   std::string diagnostics;
+  // A save under way (its reply), if any: resume and teardown wait for it.
+  std::optional<caf::typed_response_promise<uint64_t, uint64_t, uint64_t>> saving;
   static inline const char* name = "instance";
 };
 using instance_pointer = instance_actor::stateful_pointer<InstanceActorState>;
@@ -199,7 +203,8 @@ bool initialize(instance_pointer self) {
   }
   st.console = spawn_console(sys, st.machine, me);
   self->link_to(st.console);
-  st.conditions_met = !st.cfg.wait_for_console;
+  // A restored guest is past its boot: its console said what it had to.
+  st.conditions_met = !st.cfg.wait_for_console || st.machine->restored();
   return true;
 }
 
@@ -286,7 +291,7 @@ void transition(instance_pointer self, InstanceState next, std::function<void()>
 
 void drive(instance_pointer self) {
   auto& st = self->state;
-  if (st.busy || !st.target) return;
+  if (st.busy || !st.target || st.saving) return;
   if (st.state == S::reboot && st.target == S::reboot) st.target = S::run;  // reboot reached: run again
   auto hop = next_hop(st.state, *st.target);
   if (!hop) return;
@@ -381,6 +386,39 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       [=](diag_atom) -> std::string { return self->state.diagnostics; },
       [=](console_atom) -> console_actor { return self->state.console; },
       [=](exit_status_atom) -> int32_t { return self->state.exit_status; },
+      [=](save_atom, const std::string& path) -> caf::result<uint64_t, uint64_t, uint64_t> {
+        auto& st = self->state;
+        if (st.state != S::quiesce || st.target != S::quiesce || st.busy || st.saving)
+          return st.saving ? make_error(ActorErrc::wrong_state, "a save of '" + st.cfg.name + "' is under way")
+                           : refuse(self, "save");
+        if (path.empty()) return make_error(ActorErrc::invalid_argument, "save: no file name");
+        auto rp = self->make_response_promise<uint64_t, uint64_t, uint64_t>();
+        st.saving = rp;
+        // Off the actor's thread: writing guest RAM may take seconds, and a
+        // scheduler thread must not. The machine cannot change meanwhile:
+        // its vCPUs are held, its devices paused, and drive() waits.
+        std::thread([me = caf::actor_cast<caf::actor>(self), machine = st.machine, path, name = st.cfg.name] {
+          try {
+            auto stats = devices::snapshot::save(*machine, path, name);
+            caf::anon_send(me, saved_atom::value, stats.file_bytes, stats.pages_written,
+                           static_cast<uint64_t>(stats.seconds * 1e6), std::string());
+          } catch (const std::exception& e) {
+            caf::anon_send(me, saved_atom::value, uint64_t{0}, uint64_t{0}, uint64_t{0}, std::string(e.what()));
+          }
+        }).detach();
+        return rp;
+      },
+      [=](saved_atom, uint64_t bytes, uint64_t pages, uint64_t micros, const std::string& error) {
+        auto& st = self->state;
+        if (!st.saving) return;
+        auto rp = *st.saving;
+        st.saving.reset();
+        if (error.empty())
+          rp.deliver(bytes, pages, micros);
+        else
+          rp.deliver(make_error(ActorErrc::save_failed, error));
+        drive(self);  // a target set meanwhile (resume, poweroff) proceeds now
+      },
       [=](fault_hook_atom, const std::string& hook, uint32_t index) -> caf::result<ack_atom> {
         auto& st = self->state;
         if ((hook == "ignore_kicks" || hook == "triple_fault") && index < st.vcpus.size()) {

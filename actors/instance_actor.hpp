@@ -58,6 +58,16 @@ struct InstanceConfig {
 //   diag       -> serialized apiary.v1.InstanceDiagnostics from the last Halt ("" if none)
 //   console    -> the console actor (invalid handle before Initialize)
 //   exitstat   -> the guest's debug-exit status, -1 if none
+//   save PATH  -> (file bytes, pages written, microseconds)
+//                 paused instances only (wrong_state otherwise, or while a
+//                 save is under way); the file is written off the actor's
+//                 thread and resume waits for it. save_failed names why
+//                 (file_unwritable, snapshot_unsupported, ...).
+//
+// Restoring: an InstanceConfig whose machine.restore is set (from
+// devices::snapshot::restore_config) starts as usual (start -> ... -> run),
+// but its machine is built from the snapshot instead of booting the kernel:
+// the guest continues where it was saved.
 using instance_actor = caf::typed_actor<
     caf::replies_to<start_atom>::with<ack_atom>,
     caf::replies_to<pause_atom>::with<ack_atom>,
@@ -73,6 +83,8 @@ using instance_actor = caf::typed_actor<
     caf::replies_to<diag_atom>::with<std::string>,
     caf::replies_to<console_atom>::with<console_actor>,
     caf::replies_to<exit_status_atom>::with<int32_t>,
+    caf::replies_to<save_atom, std::string>::with<uint64_t, uint64_t, uint64_t>,
+    caf::reacts_to<saved_atom, uint64_t, uint64_t, uint64_t, std::string>,  // internal
     caf::replies_to<fault_hook_atom, std::string, uint32_t>::with<ack_atom>,  // test-only
     caf::reacts_to<guest_event_atom, std::string, uint32_t, std::string>,     // internal
     caf::reacts_to<cond_met_atom, std::string>>;                              // internal

@@ -13,6 +13,8 @@
 
 #include "apps/terminal.hpp"
 #include "devices/machine.hpp"
+#include "devices/machine_snapshot.hpp"
+#include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
 #include "guest/embedded.hpp"
@@ -28,6 +30,8 @@ struct RunOptions {
   std::optional<uint32_t> vcpus;
   std::optional<uint64_t> memory_mib;
   std::optional<uint64_t> timeout_s;
+  std::optional<std::string> save_file, restore_file;
+  std::optional<double> save_after_s;
   std::vector<std::pair<std::string, bool>> disks;  // path, read-only
   bool rng = false;
   bool pc_testdev = false;
@@ -69,9 +73,25 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
       continue;
     }
     if (a != "--spec" && a != "--kernel" && a != "--cmdline" && a != "--initrd" && a != "--guest" &&
-        a != "--vcpus" && a != "--memory" && a != "--timeout")
+        a != "--vcpus" && a != "--memory" && a != "--timeout" && a != "--save" && a != "--save-after" &&
+        a != "--restore")
       return "unknown option: " + a;
     if (!value(v)) return a + " needs a value";
+    if (a == "--save") {
+      o.save_file = v;
+      continue;
+    }
+    if (a == "--restore") {
+      o.restore_file = v;
+      continue;
+    }
+    if (a == "--save-after") {
+      char* end = nullptr;
+      const double s = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || !(s >= 0) || s > 1e7) return "--save-after: not a number of seconds: " + v;
+      o.save_after_s = s;
+      continue;
+    }
     if (a == "--spec") o.spec_file = v;
     else if (a == "--kernel") o.kernel = v;
     else if (a == "--cmdline") o.cmdline = v;
@@ -92,6 +112,11 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
     }
   }
   if (o.kernel && o.guest) return "--kernel and --guest are mutually exclusive";
+  if (o.save_after_s && !o.save_file) return "--save-after needs --save FILE";
+  if (o.restore_file && (o.spec_file || o.kernel || o.guest || o.cmdline || o.initrd || o.vcpus || o.memory_mib ||
+                         !o.disks.empty() || o.rng || o.pc_testdev))
+    return "--restore takes the whole machine from the snapshot: it cannot be combined with --spec, --kernel, "
+           "--guest, --cmdline, --initrd, --vcpus, --memory, --disk, --rng or --pc-testdev";
   return {};
 }
 
@@ -171,12 +196,12 @@ int exit_code_for(vmm::Errc code) {
 // they are blocked in every thread and collected by this watcher.
 class SignalWatcher {
  public:
-  explicit SignalWatcher(std::function<void()> on_signal) : on_signal_(std::move(on_signal)) {
+  explicit SignalWatcher(std::function<void(int)> on_signal) : on_signal_(std::move(on_signal)) {
     thread_ = std::thread([this] {
       sigset_t set = signals();
       const timespec tick{0, 100 * 1000 * 1000};
       while (!done_) {
-        if (sigtimedwait(&set, nullptr, &tick) > 0) on_signal_();
+        if (int sig = sigtimedwait(&set, nullptr, &tick); sig > 0) on_signal_(sig);
       }
     });
   }
@@ -189,11 +214,12 @@ class SignalWatcher {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);  // --save: save now
     return set;
   }
 
  private:
-  std::function<void()> on_signal_;
+  std::function<void(int)> on_signal_;
   std::atomic<bool> done_{false};
   std::thread thread_;
 };
@@ -216,7 +242,46 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
   std::unique_ptr<RawTerminal> raw;
   std::unique_ptr<InputPump> pump;
   bool timed_out = false, stopping = false;
-  SignalWatcher watcher([&] { caf::anon_send(inst, poweroff_atom::value); });
+  // --save: pause at the trigger (SIGUSR1 or --save-after), save, stop.
+  enum class Save { idle, requested, pausing, done } save = Save::idle;
+  std::atomic<bool> save_signal{false};
+  bool saved = false;
+  const auto save_at = opts.save_after_s ? std::optional(std::chrono::steady_clock::now() +
+                                                         std::chrono::milliseconds(static_cast<int64_t>(
+                                                             *opts.save_after_s * 1000)))
+                                         : std::nullopt;
+  SignalWatcher watcher([&](int sig) {
+    if (sig == SIGUSR1)
+      save_signal = true;
+    else
+      caf::anon_send(inst, poweroff_atom::value);
+  });
+  auto save_step = [&] {
+    if (save == Save::idle && opts.save_file && !stopping &&
+        (save_signal.exchange(false) || (save_at && std::chrono::steady_clock::now() >= *save_at)))
+      save = Save::requested;
+    if (save == Save::requested && state == "run" && target == "run") {
+      status("pausing to save to " + *opts.save_file);
+      self->request(inst, reply_deadline, pause_atom::value).receive([](ack_atom) {}, [](caf::error&) {});
+      save = Save::pausing;
+    }
+    if (save == Save::pausing && state == "quiesce" && target == "quiesce") {
+      save = Save::done;
+      self->request(inst, std::chrono::minutes(10), save_atom::value, *opts.save_file)
+          .receive(
+              [&](uint64_t bytes, uint64_t pages, uint64_t micros) {
+                saved = true;
+                status("saved to " + *opts.save_file + " (" + std::to_string(bytes >> 10) + " KiB, " +
+                       std::to_string(pages) + " pages of RAM, " + std::to_string(micros / 1000) + " ms); stopping");
+                stopping = true;
+                caf::anon_send(inst, poweroff_atom::value);
+              },
+              [&](caf::error& e) {
+                std::cerr << "apiary: save failed: " << actors::describe(e) << "; the VM continues\n";
+                self->request(inst, reply_deadline, resume_atom::value).receive([](ack_atom) {}, [](caf::error&) {});
+              });
+    }
+  };
 
   auto attach_console = [&] {
     self->request(inst, reply_deadline, console_atom::value)
@@ -259,8 +324,9 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
           target = t;
           reason = why;
           if (s == "boot" && !console) {
-            status("booting '" + spec.name() + "' (" + std::to_string(spec.board().vcpus()) + " vCPU, " +
-                   std::to_string(spec.board().memory_mib()) + " MiB)");
+            status(std::string(opts.restore_file ? "restored '" : "booting '") + spec.name() + "' (" +
+                   std::to_string(spec.board().vcpus()) + " vCPU, " + std::to_string(spec.board().memory_mib()) +
+                   " MiB)" + (opts.restore_file ? " from " + *opts.restore_file : ""));
             if (tty_in) status(std::string("console on COM1; press ") + kDetachKeyName + " to detach");
             attach_console();
           } else if (s == "reboot") {
@@ -268,6 +334,7 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
           }
         },
         caf::after(std::chrono::milliseconds(200)) >> [] {});
+    save_step();
   }
   pump.reset();
   raw.reset();
@@ -281,6 +348,7 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
   v1::InstanceDiagnostics diag;
   diag.ParseFromString(diag_bytes);
   if (timed_out) return kExitTimeout;
+  if (saved) return kExitSaved;
   if (exit_status >= 0) {
     status("guest debug exit: status " + std::to_string(exit_status));
     return exit_status & 0xff;
@@ -332,14 +400,21 @@ Options:
   --vcpus N         number of vCPUs (1..64)
   --memory MIB      guest RAM in MiB
   --timeout SEC     stop the VM after SEC seconds (exit status 124)
+  --save FILE       on SIGUSR1 (or after --save-after), pause the VM, save its
+                    whole state (vCPUs, devices, RAM) to FILE and stop (exit
+                    status 12); if the save fails the VM resumes
+  --save-after SEC  trigger --save after SEC seconds (fractions allowed)
+  --restore FILE    continue a VM saved with --save, where it stopped (the
+                    machine, kernel and disks are the snapshot's)
   -q, --quiet       no [apiary] status lines
 
 On a terminal, keys go to the guest; press Ctrl-] to detach (stop the VM).
 With stdin/stdout on pipes, input lines are passed to the guest as typed.
 
 Exit status: the guest's debug-exit status ((v << 1) | 1) when it writes v
-to port 0xf4; 0 on guest poweroff; 2 usage; 4 bad spec or image; 6 no usable
-/dev/kvm; 8 guest fault (e.g. emulation failure); 10 detached; 124 timeout.
+to port 0xf4; 0 on guest poweroff; 2 usage; 4 bad spec, image or snapshot;
+6 no usable /dev/kvm; 8 guest fault (e.g. emulation failure); 10 detached;
+12 saved (--save); 124 timeout.
 A guest reset (i8042, 0xCF9, triple fault) reboots the VM.
 
 Embedded guests: )" << names << "\n";
@@ -357,20 +432,38 @@ int run_command(const std::vector<std::string>& args) {
     std::cerr << "apiary run: " << err << "\n(try apiary run --help)\n";
     return kExitUsage;
   }
-  auto spec = build_spec(opts);
-  if (!spec) return kExitBadSpec;
+  actors::InstanceConfig icfg;
+  std::optional<v1::InstanceSpec> spec;
+  if (opts.restore_file) {
+    // The whole machine comes from the snapshot; the spec only names it.
+    try {
+      auto header = devices::snapshot::read_header(*opts.restore_file);
+      icfg.machine = devices::snapshot::restore_config(header);
+      spec.emplace();
+      spec->set_name(header->state.instance().empty() ? "run" : header->state.instance());
+      spec->mutable_board()->set_vcpus(icfg.machine.vcpus);
+      spec->mutable_board()->set_memory_mib(icfg.machine.memory_mib);
+    } catch (const vmm::Error& e) {
+      std::cerr << "apiary: cannot restore: " << e.what() << "\n";
+      return exit_code_for(e.code());
+    }
+  } else {
+    spec = build_spec(opts);
+    if (!spec) return kExitBadSpec;
+  }
 
   // Before any thread exists, so every thread inherits the mask.
   const sigset_t stop_signals = SignalWatcher::signals();
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  actors::InstanceConfig icfg;
   icfg.name = spec->name();
-  try {
-    icfg.machine = machine_config(*spec);
-  } catch (const vmm::Error& e) {
-    std::cerr << "apiary: cannot start the VM: " << e.what() << "\n";
-    return exit_code_for(e.code());
+  if (!opts.restore_file) {
+    try {
+      icfg.machine = machine_config(*spec);
+    } catch (const vmm::Error& e) {
+      std::cerr << "apiary: cannot start the VM: " << e.what() << "\n";
+      return exit_code_for(e.code());
+    }
   }
   icfg.wait_for_console = spec->boot_conditions().wait_for_console();
   if (icfg.wait_for_console)

@@ -133,4 +133,13 @@ v1::DeviceState AcpiPm::export_state() const {
   return s;
 }
 
+void AcpiPm::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  std::lock_guard lock(mutex_);
+  sts_ = r.reg_as<uint16_t>("pm1_sts");
+  en_ = r.reg_as<uint16_t>("pm1_en");
+  cnt_ = r.reg_as<uint16_t>("pm1_cnt");
+  update_sci();
+}
+
 }  // namespace apiary::devices

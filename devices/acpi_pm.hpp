@@ -72,6 +72,7 @@ class AcpiPm final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
  private:
   class Block final : public vmm::IoHandler {

@@ -312,4 +312,19 @@ v1::DeviceState CmosRtc::export_state() const {
   return s;
 }
 
+void CmosRtc::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  if (r.opaque().size() != sizeof cmos_)
+    r.fail("CMOS RAM has " + std::to_string(r.opaque().size()) + " bytes, expected " + std::to_string(sizeof cmos_));
+  std::lock_guard lock(mutex_);
+  std::memcpy(cmos_, r.opaque().data(), sizeof cmos_);
+  index_ = static_cast<uint8_t>(r.reg("index", kSize - 1));
+  nmi_disabled_ = r.flag("nmi_disabled");
+  // The guest's clock keeps its offset from the host's wall clock: time
+  // passed while the VM was saved passes for the guest too, as on a PC
+  // whose RTC runs on its battery.
+  offset_ = static_cast<int64_t>(r.reg("clock_offset_seconds"));
+  last_c_read_ = 0;
+}
+
 }  // namespace apiary::devices

@@ -91,6 +91,7 @@ class CmosRtc final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
   // The UIP rule: true during the last kUipWindowUs of a second.
   static bool update_in_progress_at(uint32_t micros_into_second) noexcept;

@@ -18,4 +18,9 @@ v1::DeviceState DebugExit::export_state() const {
   return s;
 }
 
+void DebugExit::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  last_status_ = state.registers().count("last_status") ? static_cast<int>(r.reg("last_status", 0x7fffffff)) : -1;
+}
+
 }  // namespace apiary::devices

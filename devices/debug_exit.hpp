@@ -16,6 +16,7 @@ class DebugExit final : public Device {
   void io_write(uint64_t offset, unsigned size, uint64_t value) override;
   void reset() override { last_status_ = -1; }
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
  private:
   DeviceEvents& events_;

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <iterator>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -54,6 +56,13 @@ class Device : public vmm::IoHandler {
   virtual void reset() = 0;
   virtual void halt() { state_ = DeviceRunState::halted; }
   virtual v1::DeviceState export_state() const = 0;
+  // Puts back the guest-visible state export_state() wrote (a snapshot
+  // being restored), on a device that is not running: nothing else touches
+  // it meanwhile. Counters are this process's statistics and start afresh.
+  // A state that is missing a field or holds an impossible value throws
+  // Errc::snapshot_corrupt naming the device and the field, and may leave
+  // the device half-restored (the machine being built is then discarded).
+  virtual void import_state(const v1::DeviceState& state) = 0;
   DeviceRunState run_state() const noexcept { return state_; }
 
  protected:
@@ -63,6 +72,59 @@ class Device : public vmm::IoHandler {
  private:
   std::string name_;
   DeviceRunState state_ = DeviceRunState::created;
+};
+
+// Reads back a DeviceState for import_state(): every accessor names the
+// device and field in its Errc::snapshot_corrupt.
+class StateReader {
+ public:
+  // Checks that the state is this device's (name and kind).
+  StateReader(const Device& device, const v1::DeviceState& state);
+  // The register `name`, refused when missing or above `max`.
+  uint64_t reg(const std::string& name, uint64_t max = ~0ull) const;
+  template <class T>
+  T reg_as(const std::string& name) const {
+    return static_cast<T>(reg(name, static_cast<uint64_t>(std::numeric_limits<T>::max())));
+  }
+  bool flag(const std::string& name) const { return reg(name, 1) != 0; }
+  const std::string& opaque() const noexcept { return state_.opaque(); }
+  [[noreturn]] void fail(const std::string& what) const;
+
+ private:
+  const Device& device_;
+  const v1::DeviceState& state_;
+};
+
+// A byte cursor over DeviceState.opaque, for device-private layouts
+// (little-endian integers, length-prefixed byte strings).
+class OpaqueReader {
+ public:
+  OpaqueReader(const StateReader& r) : r_(r), data_(r.opaque()) {}
+  uint8_t u8();
+  uint16_t u16();
+  uint32_t u32();
+  std::string bytes(size_t max);  // u32 length, then the bytes
+  void expect_end() const;
+
+ private:
+  const StateReader& r_;
+  std::string_view data_;
+  size_t pos_ = 0;
+};
+class OpaqueWriter {
+ public:
+  void u8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void u16(uint16_t v) { u8(static_cast<uint8_t>(v)); u8(static_cast<uint8_t>(v >> 8)); }
+  void u32(uint32_t v) { u16(static_cast<uint16_t>(v)); u16(static_cast<uint16_t>(v >> 16)); }
+  template <class Range>
+  void bytes(const Range& r) {
+    u32(static_cast<uint32_t>(std::size(r)));
+    for (auto b : r) u8(static_cast<uint8_t>(b));
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
 };
 
 }  // namespace apiary::devices

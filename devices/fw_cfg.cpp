@@ -209,4 +209,14 @@ v1::DeviceState FwCfg::export_state() const {
   return s;
 }
 
+void FwCfg::import_state(const v1::DeviceState& state) {
+  // The items themselves are rebuilt from the machine's configuration (the
+  // same kernel, initrd and command line); only the guest's cursor returns.
+  StateReader r(*this, state);
+  std::lock_guard lock(mutex_);
+  selector_ = r.reg_as<uint16_t>("selector");
+  offset_ = r.reg("offset", uint64_t{1} << 32);
+  put_be(dma_reg_, r.reg("dma_address"), 8);
+}
+
 }  // namespace apiary::devices

@@ -81,6 +81,7 @@ class FwCfg final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
  private:
   // With mutex_ held.

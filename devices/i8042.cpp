@@ -347,6 +347,18 @@ v1::DeviceState I8042::export_state() const {
   r["kbd_scancode_set"] = kbd_scanset_;
   r["kbd_typematic"] = kbd_typematic_;
   r["kbd_scanning"] = kbd_scanning_;
+  r["output_full"] = obf_;
+  r["sys_flag"] = sys_;
+  r["a2"] = a2_;
+  r["pending_command_set"] = pending_cmd_ >= 0;
+  r["kbd_pending_command_set"] = kbd_pending_ >= 0;
+  r["kbd_last_sent"] = kbd_last_sent_;
+  OpaqueWriter w;  // controller RAM, then the three output queues in priority order
+  w.bytes(ram_);
+  w.bytes(ctrl_queue_);
+  w.bytes(kbd_reply_);
+  w.bytes(kbd_queue_);
+  s.set_opaque(w.take());
   auto& c = *s.mutable_counters();
   c["irqs"] = irqs_;
   c["irq_level"] = irq_level_;
@@ -362,6 +374,34 @@ v1::DeviceState I8042::export_state() const {
   c["reset_requests"] = reset_requests_;
   c["aux_dropped"] = aux_dropped_;
   return s;
+}
+
+void I8042::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  OpaqueReader o(r);
+  constexpr size_t kQueueMax = 4096;
+  const std::string ram = o.bytes(i8042::kRamSize), ctrl = o.bytes(kQueueMax), reply = o.bytes(kQueueMax),
+                    kbd = o.bytes(kQueueMax);
+  o.expect_end();
+  if (ram.size() != i8042::kRamSize) r.fail("controller RAM has " + std::to_string(ram.size()) + " bytes");
+  std::lock_guard lock(mutex_);
+  std::copy(ram.begin(), ram.end(), ram_);
+  out_port_ = r.reg_as<uint8_t>("output_port");
+  out_byte_ = r.reg_as<uint8_t>("output_buffer");
+  obf_ = r.flag("output_full");
+  sys_ = r.flag("sys_flag");
+  a2_ = r.flag("a2");
+  pending_cmd_ = r.flag("pending_command_set") ? r.reg_as<uint8_t>("pending_command") : -1;
+  kbd_pending_ = r.flag("kbd_pending_command_set") ? r.reg_as<uint8_t>("kbd_pending_command") : -1;
+  kbd_scanning_ = r.flag("kbd_scanning");
+  kbd_leds_ = r.reg_as<uint8_t>("kbd_leds");
+  kbd_scanset_ = r.reg_as<uint8_t>("kbd_scancode_set");
+  kbd_typematic_ = r.reg_as<uint8_t>("kbd_typematic");
+  kbd_last_sent_ = r.reg_as<uint8_t>("kbd_last_sent");
+  ctrl_queue_.assign(ctrl.begin(), ctrl.end());
+  kbd_reply_.assign(reply.begin(), reply.end());
+  kbd_queue_.assign(kbd.begin(), kbd.end());
+  update_irq();
 }
 
 }  // namespace apiary::devices

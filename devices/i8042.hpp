@@ -102,6 +102,7 @@ class I8042 final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
  private:
 

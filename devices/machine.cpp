@@ -4,6 +4,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "devices/machine_snapshot.hpp"
 #include "devices/virtio_blk.hpp"
 #include "devices/virtio_net.hpp"
 #include "devices/virtio_rng.hpp"
@@ -128,7 +129,11 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   // the disk files were opened above) before /dev/kvm is touched, so a bad
   // image or a missing file gets its own named error on any machine,
   // including one without KVM.
-  load_kernel();
+  if (config_.restore && simulated())
+    throw Error(Errc::snapshot_unsupported, "a simulated machine cannot be restored from a snapshot");
+  // A restored machine's RAM comes from the snapshot; its boot plan is only
+  // needed again for a reboot, which reloads the kernel (reload_kernel).
+  if (!config_.restore) load_kernel();
   if (!simulated()) {
     kvm_ = std::make_unique<vmm::kvm::System>(config_.kvm_path);
     if (config_.vcpus > static_cast<uint32_t>(kvm_->max_vcpus()))
@@ -143,9 +148,13 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
     } else {
       vcpus_.push_back(std::make_unique<vmm::KvmVcpuBackend>(*vm_, id, config_.vcpus, bus_));
     }
-    vcpus_.back()->reset(id == 0 ? &plan_ : nullptr);
+    if (!config_.restore) vcpus_.back()->reset(id == 0 ? &plan_ : nullptr);
   }
   for (Device* d : devices()) d->start();
+  if (config_.restore) {
+    snapshot::load_into(*this, *config_.restore);
+    restored_ = true;
+  }
 }
 
 Machine::~Machine() = default;

@@ -42,6 +42,10 @@
 
 namespace apiary::devices {
 
+namespace snapshot {
+struct Header;
+}
+
 // simulated: no KVM and no guest code; the image is checked by the same
 // loader (once per distinct boot input) but not written into the machine's
 // RAM, which nothing would read (machine.cpp, SimulatedBootPlans).
@@ -78,6 +82,10 @@ struct MachineConfig {
   // missing entries are idle vCPUs).
   std::vector<std::vector<vmm::SimStep>> sim_programs;
   std::string kvm_path = "/dev/kvm";
+  // Set: the machine is built as this snapshot left it (memory, vCPUs,
+  // in-kernel devices, device state) instead of loading the kernel. The
+  // rest of the config must be the snapshot's (snapshot::restore_config).
+  std::shared_ptr<const snapshot::Header> restore;
 };
 
 struct EventDebugExit { int status; };
@@ -119,6 +127,10 @@ class Machine final : private DeviceEvents, private IrqLine {
   // virtio-mmio devices by slot.
   const std::vector<std::unique_ptr<VirtioMmio>>& virtio() const noexcept { return virtio_; }
   const std::vector<std::unique_ptr<vmm::VcpuBackend>>& vcpus() const noexcept { return vcpus_; }
+  // The KVM VM; null for a simulated machine.
+  vmm::kvm::Vm* kvm_vm() noexcept { return vm_.get(); }
+  // Restored from MachineConfig::restore rather than booted.
+  bool restored() const noexcept { return restored_; }
   std::vector<Device*> devices() const;
   bool simulated() const noexcept { return config_.backend == VcpuBackendKind::simulated; }
 
@@ -171,6 +183,7 @@ class Machine final : private DeviceEvents, private IrqLine {
   std::vector<std::unique_ptr<vmm::VcpuBackend>> vcpus_;
   std::mutex handler_mutex_;
   std::function<void(const MachineEvent&)> handler_;
+  bool restored_ = false;
 };
 
 }  // namespace apiary::devices

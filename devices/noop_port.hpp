@@ -21,6 +21,7 @@ class NoopPort final : public Device {
     (*s.mutable_counters())["writes"] = writes_.load(std::memory_order_relaxed);
     return s;
   }
+  void import_state(const v1::DeviceState& state) override { StateReader(*this, state); }
   uint64_t writes() const noexcept { return writes_.load(std::memory_order_relaxed); }
 
  private:

@@ -111,9 +111,28 @@ v1::DeviceState PcTestdev::export_state() const {
   v1::DeviceState s = base_state();
   (*s.mutable_registers())["scratch"] = scratch();
   (*s.mutable_registers())["irq_levels"] = irq_levels();
+  {
+    std::lock_guard lock(iomem_mutex_);
+    s.set_opaque(std::string(iomem_buf_->begin(), iomem_buf_->end()));
+  }
   (*s.mutable_counters())["irq_line_writes"] = irq_writes_.load(std::memory_order_relaxed);
   (*s.mutable_counters())["refused_accesses"] = refused_accesses();
   return s;
+}
+
+void PcTestdev::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  if (r.opaque().size() != layout::kPcTestdevIomemLen)
+    r.fail("iomem has " + std::to_string(r.opaque().size()) + " bytes");
+  scratch_.store(r.reg_as<uint32_t>("scratch"), std::memory_order_relaxed);
+  {
+    std::lock_guard lock(iomem_mutex_);
+    std::memcpy(iomem_buf_->data(), r.opaque().data(), iomem_buf_->size());
+  }
+  const uint32_t levels = static_cast<uint32_t>(r.reg("irq_levels", (1ull << layout::kPcTestdevIrqLineCount) - 1));
+  levels_.store(levels, std::memory_order_relaxed);
+  for (uint32_t gsi = 0; gsi < layout::kPcTestdevIrqLineCount; ++gsi)
+    if (levels & (1u << gsi)) irq_line_.set_level(gsi, true);
 }
 
 }  // namespace apiary::devices

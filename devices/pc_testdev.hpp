@@ -57,6 +57,7 @@ class PcTestdev final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
   uint32_t scratch() const noexcept { return scratch_.load(std::memory_order_relaxed); }
   // Bit n: the level this device last set on GSI n.
@@ -90,7 +91,7 @@ class PcTestdev final : public Device {
   std::atomic<uint32_t> scratch_{0};
   std::atomic<uint32_t> levels_{0};
   static_assert(layout::kPcTestdevIrqLineCount <= 32, "levels_ has one bit per line");
-  std::mutex iomem_mutex_;
+  mutable std::mutex iomem_mutex_;
   std::unique_ptr<std::array<uint8_t, layout::kPcTestdevIomemLen>> iomem_buf_;
   std::atomic<uint64_t> irq_writes_{0};
   std::atomic<uint64_t> refused_{0};

@@ -79,4 +79,10 @@ v1::DeviceState PciHostBridge::export_state() const {
   return s;
 }
 
+void PciHostBridge::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  std::lock_guard lock(mutex_);
+  address_ = r.reg_as<uint32_t>("config_address");
+}
+
 }  // namespace apiary::devices

@@ -58,6 +58,7 @@ class PciHostBridge final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
  private:
   OffsetPort address_port_{*this, 0};

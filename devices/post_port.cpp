@@ -41,4 +41,10 @@ v1::DeviceState PostPort::export_state() const {
   return s;
 }
 
+void PostPort::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  std::lock_guard lock(mutex_);
+  last_ = r.reg_as<uint8_t>("last_code");
+}
+
 }  // namespace apiary::devices

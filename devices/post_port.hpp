@@ -27,6 +27,7 @@ class PostPort final : public Device {
   void io_write(uint64_t offset, unsigned size, uint64_t value) override;
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
   std::vector<ProgressRecord> records() const;
 

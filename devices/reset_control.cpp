@@ -43,4 +43,10 @@ v1::DeviceState ResetControl::export_state() const {
   return s;
 }
 
+void ResetControl::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  std::lock_guard lock(mutex_);
+  value_ = r.reg_as<uint8_t>("rst_cnt");
+}
+
 }  // namespace apiary::devices

@@ -230,6 +230,12 @@ v1::DeviceState Uart16550::export_state() const {
   r["msr"] = static_cast<uint8_t>(modem_status_lines() | (msr_ & 0x0f));
   r["scr"] = scr_;
   r["divisor"] = divisor_;
+  r["thre_pending"] = thre_pending_;
+  r["msr_raw"] = msr_;
+  OpaqueWriter w;  // the RX FIFO, then input the FIFO had no room for yet
+  w.bytes(rx_fifo_);
+  w.bytes(host_queue_);
+  s.set_opaque(w.take());
   auto& c = *s.mutable_counters();
   c["tx_bytes"] = tx_bytes_;
   c["rx_bytes"] = rx_bytes_;
@@ -240,6 +246,26 @@ v1::DeviceState Uart16550::export_state() const {
   c["irqs"] = irqs_;
   c["irq_level"] = irq_level_;
   return s;
+}
+
+void Uart16550::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  OpaqueReader o(r);
+  const std::string rx = o.bytes(kFifoSize), host = o.bytes(kHostQueueSize);
+  o.expect_end();
+  std::lock_guard lock(mutex_);
+  ier_ = r.reg_as<uint8_t>("ier");
+  fcr_ = r.reg_as<uint8_t>("fcr");
+  lcr_ = r.reg_as<uint8_t>("lcr");
+  mcr_ = r.reg_as<uint8_t>("mcr");
+  lsr_ = r.reg_as<uint8_t>("lsr");
+  msr_ = r.reg_as<uint8_t>("msr_raw");
+  scr_ = r.reg_as<uint8_t>("scr");
+  divisor_ = r.reg_as<uint16_t>("divisor");
+  thre_pending_ = r.flag("thre_pending");
+  rx_fifo_.assign(rx.begin(), rx.end());
+  host_queue_.assign(host.begin(), host.end());
+  update_irq();
 }
 
 }  // namespace apiary::devices

@@ -51,6 +51,7 @@ class Uart16550 final : public Device {
 
   void reset() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
  private:
   uint8_t read_reg(unsigned reg);

@@ -361,6 +361,8 @@ v1::DeviceState VirtioMmio::export_state() const {
     r[p + "device"] = q.device_addr();
     r[p + "last_avail_idx"] = q.last_avail_idx();
     r[p + "used_idx"] = q.used_idx();
+    r[p + "signalled_used"] = q.signalled_used();
+    r[p + "error"] = static_cast<uint64_t>(q.error());
     c[p + "popped"] = q.popped();
     c[p + "used"] = q.used();
     c[p + "error"] = static_cast<uint64_t>(q.error());
@@ -384,6 +386,52 @@ v1::DeviceState VirtioMmio::export_state() const {
   }
   device_->export_state(s);
   return s;
+}
+
+void VirtioMmio::import_state(const v1::DeviceState& state) {
+  StateReader r(*this, state);
+  if (r.reg("device_id") != device_->device_id() || r.reg("device_features") != offered_)
+    r.fail("saved for device id " + std::to_string(r.reg("device_id")) + " with features " +
+           std::to_string(r.reg("device_features")) + ", this one is " + std::to_string(device_->device_id()) +
+           " with " + std::to_string(offered_));
+  std::lock_guard ctrl(ctrl_mutex_);
+  queue_sel_ = r.reg_as<uint32_t>("queue_sel");
+  uint64_t features = 0;
+  bool live = false;
+  {
+    std::lock_guard lock(irq_mutex_);
+    status_ = r.reg_as<uint8_t>("status");
+    driver_features_ = r.reg("driver_features");
+    if (driver_features_ & ~offered_) r.fail("driver features outside those offered");
+    interrupt_status_ = static_cast<uint32_t>(r.reg("interrupt_status", kIntUsedBuffer | kIntConfigChange));
+    config_generation_ = r.reg_as<uint32_t>("config_generation");
+    features = (status_ & kStatusFeaturesOk) ? driver_features_ : 0;
+    live = (status_ & kStatusDriverOk) && !(status_ & kStatusNeedsReset);
+    update_line();
+  }
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    Virtqueue& q = *queues_[i];
+    const std::string p = "q" + std::to_string(i) + ".";
+    q.reset();
+    q.set_size(static_cast<uint32_t>(r.reg(p + "size", q.max_size())));
+    q.set_desc_addr(r.reg(p + "desc"));
+    q.set_driver_addr(r.reg(p + "driver"));
+    q.set_device_addr(r.reg(p + "device"));
+    if (!r.flag(p + "ready")) continue;
+    const auto sticky = static_cast<QueueError>(r.reg(p + "error", static_cast<uint64_t>(QueueError::bad_used_head)));
+    if (QueueError e = q.restore(features, r.reg_as<uint16_t>(p + "last_avail_idx"), r.reg_as<uint16_t>(p + "used_idx"),
+                                 r.reg_as<uint16_t>(p + "signalled_used"), sticky);
+        e != QueueError::none)
+      r.fail("queue " + std::to_string(i) + ": " + to_string(e));
+  }
+  device_->import_state(r);
+  if (!live) return;
+  device_->activate(features);
+  // Requests the driver made available while the device was paused for the
+  // snapshot were remembered only in the old process: look at every queue
+  // once (a notify with nothing new is harmless).
+  for (size_t i = 0; i < queues_.size(); ++i)
+    if (queues_[i]->ready()) device_->on_notify(static_cast<uint16_t>(i));
 }
 
 }  // namespace apiary::devices

@@ -127,8 +127,10 @@ class VirtioDevice {
   virtual void pause() {}
   virtual void resume() {}
   virtual void halt() {}
-  // Adds device-specific registers / counters.
+  // Adds device-specific registers / counters; import_state reads back what
+  // a restore needs (StateReader), before the transport re-activates it.
   virtual void export_state(v1::DeviceState& /*state*/) const {}
+  virtual void import_state(const StateReader& /*state*/) {}
 };
 
 class VirtioMmio final : public Device, private VirtioContext {
@@ -150,6 +152,7 @@ class VirtioMmio final : public Device, private VirtioContext {
   void reset() override;
   void halt() override;
   v1::DeviceState export_state() const override;
+  void import_state(const v1::DeviceState& state) override;
 
   VirtioDevice& device() noexcept { return *device_; }
   uint32_t irq() const noexcept { return irq_; }

@@ -209,6 +209,22 @@ QueueError Virtqueue::enable(uint64_t features) noexcept {
   return QueueError::none;
 }
 
+QueueError Virtqueue::restore(uint64_t features, uint16_t last_avail, uint16_t used_idx, uint16_t signalled_used,
+                              QueueError sticky) noexcept {
+  if (QueueError e = enable(features); e != QueueError::none) return e;
+  std::lock_guard lock(mutex_);
+  last_avail_ = last_avail;
+  used_idx_ = used_idx;
+  signalled_used_ = signalled_used;
+  error_ = sticky;
+  return QueueError::none;
+}
+
+uint16_t Virtqueue::signalled_used() const noexcept {
+  std::lock_guard lock(mutex_);
+  return signalled_used_;
+}
+
 void Virtqueue::disable() noexcept {
   std::lock_guard lock(mutex_);
   ready_ = false;

@@ -143,6 +143,13 @@ class Virtqueue {
   // (only INDIRECT_DESC and EVENT_IDX matter here). On error the queue stays
   // not ready and the error is returned (not sticky).
   QueueError enable(uint64_t features) noexcept;
+  // enable() for a queue a snapshot left live: the same validation, then the
+  // ring positions it had (nothing outstanding: snapshots are taken with the
+  // device paused and drained). A sticky error, if the queue had broken, is
+  // restored as well.
+  QueueError restore(uint64_t features, uint16_t last_avail, uint16_t used_idx, uint16_t signalled_used,
+                     QueueError sticky) noexcept;
+  uint16_t signalled_used() const noexcept;
   // Back to not-ready with the current configuration kept (QueueReady = 0).
   void disable() noexcept;
   // Power-on state: not ready, size = max, addresses 0, error cleared.

@@ -18,7 +18,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 PACKAGES="build-essential cmake pkg-config binutils libcaf-dev libprotobuf-dev protobuf-compiler
-libboost-dev libboost-test-dev libsqlite3-dev libssl-dev libbenchmark-dev libjemalloc-dev
+libboost-dev libboost-test-dev libsqlite3-dev libssl-dev libbenchmark-dev libjemalloc-dev zlib1g-dev
 python3 linux-image-amd64 busybox-static e2fsprogs iproute2 iptables
 python3-openstackclient chromium"
 QEMU_MIN="1:10.0"

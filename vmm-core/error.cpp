@@ -32,6 +32,12 @@ const char* to_string(Errc code) noexcept {
     case Errc::initrd_too_large: return "initrd_too_large";
     case Errc::bus_overlap: return "bus_overlap";
     case Errc::bus_bad_range: return "bus_bad_range";
+    case Errc::snapshot_truncated: return "snapshot_truncated";
+    case Errc::snapshot_corrupt: return "snapshot_corrupt";
+    case Errc::snapshot_version: return "snapshot_version";
+    case Errc::snapshot_board: return "snapshot_board";
+    case Errc::snapshot_unsupported: return "snapshot_unsupported";
+    case Errc::file_unwritable: return "file_unwritable";
   }
   return "unknown";
 }

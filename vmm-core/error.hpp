@@ -47,6 +47,13 @@ enum class Errc {
   // Bus
   bus_overlap,
   bus_bad_range,
+  // Snapshots (devices/machine_snapshot.hpp)
+  snapshot_truncated,    // the file ends before its trailer
+  snapshot_corrupt,      // bad magic, checksum mismatch, malformed header or state
+  snapshot_version,      // written by another format version
+  snapshot_board,        // made for another board, architecture or machine shape
+  snapshot_unsupported,  // this machine's state cannot be saved (simulated, running)
+  file_unwritable,
 };
 
 const char* to_string(Errc code) noexcept;

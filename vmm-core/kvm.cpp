@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "vmm-core/layout.hpp"
@@ -30,6 +31,21 @@ static_assert(sizeof(VarHeader) == 8);
 constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, VarHeader);
 constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, VarHeader);
 constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, VarHeader);
+constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, VarHeader);
+// kvm_msr_list's header is one u32; kvm_xsave ends in a flexible array too
+// (sized 4 KiB without it, which is the layout KVM_GET_XSAVE uses).
+struct MsrListHeader {
+  uint32_t count;
+};
+constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
+struct Xsave4k {
+  uint32_t region[1024];
+};
+static_assert(sizeof(Xsave4k) == 4096);
+constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave4k);
+constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave4k);
+constexpr uint32_t kMaxMsrIndices = 4096;
+constexpr uint32_t kMsrTscDeadline = 0x6e0;  // IA32_TSC_DEADLINE
 
 template <class Entry>
 std::vector<uint8_t> var_buffer(const Entry* entries, uint32_t n) {
@@ -100,6 +116,11 @@ System::System(const std::string& path) {
   std::memcpy(&h, buf.data(), sizeof h);
   cpuid_.resize(h.count);
   std::memcpy(cpuid_.data(), buf.data() + sizeof h, h.count * sizeof(kvm_cpuid_entry2));
+
+  std::vector<uint32_t> list(1 + kMaxMsrIndices);
+  list[0] = kMaxMsrIndices;
+  checked_ioctl(fd, kGetMsrIndexList, "KVM_GET_MSR_INDEX_LIST", list.data());
+  msr_list_.assign(list.begin() + 1, list.begin() + 1 + std::min<uint32_t>(list[0], kMaxMsrIndices));
 }
 
 int System::check_extension(long cap) const {
@@ -149,7 +170,38 @@ void Vm::add_irqfd(int eventfd, uint32_t gsi) {
   APIARY_KVM_IOCTL(fd_.get(), KVM_IRQFD, &f);
 }
 
-Vcpu::Vcpu(const Vm& vm, uint32_t id) : id_(id) {
+VmState Vm::capture_state() const {
+  VmState s;
+  s.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+  s.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+  s.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_IRQCHIP, &s.pic_master);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_IRQCHIP, &s.pic_slave);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_IRQCHIP, &s.ioapic);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_PIT2, &s.pit);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_CLOCK, &s.clock);
+  return s;
+}
+
+void Vm::restore_state(const VmState& s) {
+  auto chip = [&](const kvm_irqchip& c, uint32_t id) {
+    kvm_irqchip copy = c;
+    copy.chip_id = id;
+    APIARY_KVM_IOCTL(fd_.get(), KVM_SET_IRQCHIP, &copy);
+  };
+  chip(s.pic_master, KVM_IRQCHIP_PIC_MASTER);
+  chip(s.pic_slave, KVM_IRQCHIP_PIC_SLAVE);
+  chip(s.ioapic, KVM_IRQCHIP_IOAPIC);
+  kvm_pit_state2 pit = s.pit;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_PIT2, &pit);
+  // Only the clock value is set: the flags KVM_GET_CLOCK reports (stable
+  // TSC, realtime) describe the host it was read on, not a request.
+  kvm_clock_data clock{};
+  clock.clock = s.clock.clock;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_CLOCK, &clock);
+}
+
+Vcpu::Vcpu(const Vm& vm, uint32_t id) : sys_(&vm.system()), id_(id) {
   fd_ = Fd(static_cast<int>(APIARY_KVM_IOCTL(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id))));
   run_size_ = vm.system().vcpu_mmap_size();
   void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
@@ -212,6 +264,70 @@ kvm_lapic_state Vcpu::get_lapic() const {
   return l;
 }
 void Vcpu::set_lapic(const kvm_lapic_state& l) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_LAPIC, &l); }
+std::vector<uint32_t> Vcpu::readable_msrs() const {
+  // KVM lists every MSR it knows; which of them a vCPU has depends on its
+  // CPUID. Each is probed alone (KVM_GET_MSRS stops at the first refusal).
+  std::vector<uint32_t> out;
+  for (uint32_t index : sys_->msr_index_list()) {
+    kvm_msr_entry e{};
+    e.index = index;
+    auto buf = var_buffer(&e, 1);
+    if (::ioctl(fd_.get(), kGetMsrs, buf.data()) == 1) out.push_back(index);
+  }
+  return out;
+}
+
+VcpuState Vcpu::capture_state() const {
+  VcpuState s;
+  s.regs = get_regs();
+  s.sregs = get_sregs();
+  Xsave4k xs{};
+  checked_ioctl(fd_.get(), kGetXsave, "KVM_GET_XSAVE", &xs);
+  std::memcpy(s.xsave.data(), &xs, sizeof xs);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_XCRS, &s.xcrs);
+  s.lapic = get_lapic();
+  const std::vector<uint32_t> indices = readable_msrs();
+  std::vector<kvm_msr_entry> entries(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
+  auto buf = var_buffer(entries.data(), static_cast<uint32_t>(entries.size()));
+  long n = checked_ioctl(fd_.get(), kGetMsrs, "KVM_GET_MSRS", buf.data());
+  if (n != static_cast<long>(entries.size()))
+    throw Error(Errc::ioctl_failed, "KVM_GET_MSRS: read " + std::to_string(n) + " of " +
+                                        std::to_string(entries.size()) + " MSRs");
+  std::memcpy(entries.data(), buf.data() + sizeof(VarHeader), entries.size() * sizeof(kvm_msr_entry));
+  s.msrs = std::move(entries);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_VCPU_EVENTS, &s.events);
+  s.mp_state = get_mp_state();
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_DEBUGREGS, &s.debugregs);
+  return s;
+}
+
+void Vcpu::restore_state(const VcpuState& s) {
+  // The order QEMU uses, for the same reasons: sregs (EFER, APIC base)
+  // before the MSRs; XCRs before XSAVE; MP state before the LAPIC; and the
+  // TSC deadline again after the LAPIC, because setting the LAPIC disarms
+  // its timer (a guest sleeping on it would never wake); events (a pending
+  // exception or NMI) and debug registers last.
+  set_regs(s.regs);
+  kvm_xcrs xcrs = s.xcrs;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_XCRS, &xcrs);
+  Xsave4k xs{};
+  std::memcpy(&xs, s.xsave.data(), sizeof xs);
+  checked_ioctl(fd_.get(), kSetXsave, "KVM_SET_XSAVE", &xs);
+  set_sregs(s.sregs);
+  set_msrs(s.msrs);
+  set_mp_state(s.mp_state.mp_state);
+  set_lapic(s.lapic);
+  for (const auto& m : s.msrs)
+    if (m.index == kMsrTscDeadline) set_msrs({m});
+  kvm_vcpu_events ev = s.events;
+  ev.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR | KVM_VCPUEVENT_VALID_SHADOW |
+             (s.events.flags & KVM_VCPUEVENT_VALID_SMM);
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_VCPU_EVENTS, &ev);
+  kvm_debugregs dr = s.debugregs;
+  APIARY_KVM_IOCTL(fd_.get(), KVM_SET_DEBUGREGS, &dr);
+}
+
 void Vcpu::set_xcr0(uint64_t xcr0) {
   kvm_xcrs x{};
   x.nr_xcrs = 1;

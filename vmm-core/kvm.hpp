@@ -9,6 +9,7 @@
 
 #include <linux/kvm.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -55,17 +56,44 @@ class System {
   int max_vcpus() const;
   size_t vcpu_mmap_size() const noexcept { return vcpu_mmap_size_; }
   const std::vector<kvm_cpuid_entry2>& supported_cpuid() const noexcept { return cpuid_; }
+  // KVM_GET_MSR_INDEX_LIST: the MSRs KVM can save and restore.
+  const std::vector<uint32_t>& msr_index_list() const noexcept { return msr_list_; }
 
  private:
   Fd fd_;
   size_t vcpu_mmap_size_ = 0;
   std::vector<kvm_cpuid_entry2> cpuid_;
+  std::vector<uint32_t> msr_list_;
 };
 
 // Empty when the KVM device at `path` opens and speaks API 12; otherwise
 // the named error that opening it gives (e.g. "kvm_unavailable: /dev/kvm: No
 // such file or directory"). Nodes report it so that the scheduler knows.
 std::string why_unusable(const std::string& path = "/dev/kvm");
+
+// A vCPU's whole architectural state as KVM holds it: what a snapshot saves
+// and a restore puts back. Captured and restored only while the vCPU is out
+// of KVM_RUN (held by its owner).
+struct VcpuState {
+  kvm_regs regs{};
+  kvm_sregs sregs{};
+  std::array<uint8_t, 4096> xsave{};  // KVM_GET_XSAVE's 4 KiB layout
+  kvm_xcrs xcrs{};
+  kvm_lapic_state lapic{};
+  std::vector<kvm_msr_entry> msrs;  // every listed MSR this vCPU can read
+  kvm_vcpu_events events{};
+  kvm_mp_state mp_state{};
+  kvm_debugregs debugregs{};
+};
+
+// The VM-wide in-kernel devices: both PICs, the IOAPIC, the PIT, kvmclock.
+struct VmState {
+  kvm_irqchip pic_master{};
+  kvm_irqchip pic_slave{};
+  kvm_irqchip ioapic{};
+  kvm_pit_state2 pit{};
+  kvm_clock_data clock{};
+};
 
 class Vm {
  public:
@@ -81,6 +109,9 @@ class Vm {
   void set_irq_line(uint32_t irq, bool level);
   // Registers an eventfd that raises `gsi` when signalled.
   void add_irqfd(int eventfd, uint32_t gsi);
+  // irqchip, PIT and clock; restore_state writes them back (clock last).
+  VmState capture_state() const;
+  void restore_state(const VmState& s);
 
  private:
   const System* sys_;
@@ -113,11 +144,19 @@ class Vcpu {
   kvm_lapic_state get_lapic() const;
   void set_lapic(const kvm_lapic_state& l);
   void set_xcr0(uint64_t xcr0);  // KVM_SET_XCRS, XCR0 only
+  // Everything KVM holds for this vCPU (see VcpuState). restore_state puts
+  // it back in the order KVM needs (sregs before the LAPIC, MSRs after the
+  // CPUID, events and MP state last) and names the part that was refused.
+  VcpuState capture_state() const;
+  void restore_state(const VcpuState& s);
   // The state components (XCR0 bits) the CPUID given to set_cpuid offers.
   uint64_t cpuid_xcr0() const noexcept { return cpuid_xcr0_; }
 
  private:
+  std::vector<uint32_t> readable_msrs() const;
+
   uint64_t cpuid_xcr0_ = 0;
+  const System* sys_;
   uint32_t id_;
   Fd fd_;
   kvm_run* run_ = nullptr;

@@ -11,6 +11,11 @@
 
 namespace apiary::layout {
 
+// The board's revision: part of every snapshot's board name, so that a
+// saved VM is never restored onto a board whose addresses, ports or IRQs
+// differ. Bump it with any guest-visible change in this file.
+inline constexpr uint32_t kBoardRevision = 1;
+
 // ---------------------------------------------------------------- memory --
 // Low memory used by the VMM for boot structures (all below 1 MiB).
 inline constexpr uint64_t kBootGdt = 0x500;          // 6 x 8-byte descriptors

@@ -112,6 +112,9 @@ class VirtioDriver {
   }
 
   Queue& queue(uint16_t q) { return queues_.at(q); }
+  // Carries on where `other` left off (the same rings, in RAM restored from
+  // a snapshot) without touching the device.
+  void adopt(const VirtioDriver& other) { queues_ = other.queues_; }
 
   void set_desc(uint16_t q, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0) {
     mem_.write_obj(queue(q).desc + 16 * uint64_t{i}, RawDesc{addr, len, flags, next});
