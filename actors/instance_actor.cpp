@@ -392,6 +392,11 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           return st.saving ? make_error(ActorErrc::wrong_state, "a save of '" + st.cfg.name + "' is under way")
                            : refuse(self, "save");
         if (path.empty()) return make_error(ActorErrc::invalid_argument, "save: no file name");
+        if (st.machine->simulated())  // answered at once: no thread, so a simulation stays deterministic
+          return make_error(ActorErrc::save_failed,
+                            vmm::Error(vmm::Errc::snapshot_unsupported,
+                                       "a simulated machine runs no guest and has no state to save")
+                                .what());
         auto rp = self->make_response_promise<uint64_t, uint64_t, uint64_t>();
         st.saving = rp;
         // Off the actor's thread: writing guest RAM may take seconds, and a

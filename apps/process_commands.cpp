@@ -312,7 +312,7 @@ int node_command(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") {
       std::cout << R"(Usage: apiary node --controller HOST:PORT (--ca FILE --cert FILE --key FILE | --insecure)
                    [--name N] [--vcpus V] [--memory MIB] [--simulated yes] [--checkin-ms MS]
-                   [--status-file F] [--vtep ADDR[:PORT] | --no-overlay] [--taps]
+                   [--status-file F] [--save-dir DIR] [--vtep ADDR[:PORT] | --no-overlay] [--taps]
 
 A node: runs instances on this host's KVM for the controller at HOST:PORT,
 checks in with its capacity, and reconnects (re-registering) whenever the
@@ -328,6 +328,9 @@ connection is reported on stderr with its reason, and retried every second.
 With --status-file, the node rewrites F at every check-in with what it runs,
 one "<instance id> <power state>" line each (its own view, not the
 controller's).
+Suspended instances (Nova's suspend) keep their whole state in
+DIR/<instance id>.snap (--save-dir; default: <temp dir>/apiary-saved-<name>)
+until they are resumed, also across a restart of the node.
 Instance NICs are ports of their network's switch on this node. Networks
 reach across nodes over VXLAN (UDP): --vtep ADDR[:PORT] is this node's
 tunnel endpoint, an IPv4 address of this host the other nodes can reach
@@ -353,7 +356,7 @@ controller's log and the network's record).
   std::map<std::string, std::string> o;
   if (auto err = parse_options(rest, o,
                                {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--ca",
-                                "--cert", "--key", "--status-file", "--vtep"});
+                                "--cert", "--key", "--status-file", "--save-dir", "--vtep"});
       !err.empty()) {
     std::cerr << "apiary node: " << err << "\n";
     return 2;
@@ -398,6 +401,7 @@ controller's log and the network's record).
   }
   n.checkin_interval = std::chrono::milliseconds(checkin_ms);
   if (o.count("--status-file")) n.status_file = o["--status-file"];
+  if (o.count("--save-dir")) n.save_dir = o["--save-dir"];
   n.data_plane = !n.simulated;
   if (taps && !n.data_plane) {
     std::cerr << "apiary node: --taps: a simulated node has no data plane\n";

@@ -81,6 +81,7 @@ inline constexpr const char* kPowerRunning = "running";    // initialize / boot 
 inline constexpr const char* kPowerPaused = "paused";      // quiesced on purpose
 inline constexpr const char* kPowerShutdown = "shutdown";  // halt / destroy
 inline constexpr const char* kPowerDeleted = "deleted";    // the node no longer knows it
+inline constexpr const char* kPowerSuspended = "suspended";  // no VMM; its state saved on the node
 
 // --- payloads -----------------------------------------------------------------
 

@@ -134,6 +134,7 @@ void settle_from_node(controller_pointer self, const std::string& id, const std:
             const std::optional<VmState> now = ps == kPowerRunning  ? std::optional(VmState::active)
                                                : ps == kPowerPaused ? std::optional(VmState::paused)
                                                : ps == kPowerShutdown ? std::optional(VmState::stopped)
+                                               : ps == kPowerSuspended ? std::optional(VmState::suspended)
                                                                       : std::nullopt;
             if (now == success && success != before) {
               event(self, action_id, "power_check", "success", "node " + node + " reports it " + ps + ": done", start);
@@ -171,6 +172,8 @@ static const char* extended_node_action(Action a) {
     case Action::rebuild: return "rebuild";
     case Action::rescue: return "rescue";
     case Action::unrescue: return "unrescue";
+    case Action::suspend: return "suspend";
+    case Action::resume: return "resume";
     default: return nullptr;
   }
 }
@@ -325,7 +328,8 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
   std::string bytes;
   send.SerializeToString(&bytes);
   const auto start = st.store->now();
-  const bool files = a == Action::snapshot || a == Action::backup || a == Action::rebuild;
+  const bool files = a == Action::snapshot || a == Action::backup || a == Action::rebuild || a == Action::suspend ||
+                     a == Action::resume;
   self->request(st.nodes.at(rec.node), st.cfg.action_deadline, node_act_atom::value, id,
                 std::string(extended_node_action(a)), bytes, args)
       .then(
@@ -362,6 +366,7 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
                 case Action::snapshot:
                 case Action::backup: finish(self, action_id, ActionResult::success); return;
                 case Action::rescue: finish(self, action_id, ActionResult::success, VmState::rescued); return;
+                case Action::suspend: finish(self, action_id, ActionResult::success, VmState::suspended); return;
                 default: finish(self, action_id, ActionResult::success, VmState::active); return;
               }
             } catch (const StoreError& e) {

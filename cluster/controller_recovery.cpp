@@ -74,7 +74,7 @@ void reconcile(controller_pointer self, const std::string& node) {
             auto& store = *self->state.store;
             try {
               for (const auto& [id, ps] : power) {
-                if (ps == kPowerShutdown) continue;
+                if (ps == kPowerShutdown || ps == kPowerSuspended) continue;  // nothing runs
                 auto rec = store.get_instance(id);
                 if (!rec || !expected_running(*rec, node)) stop_stray(self, node, id, rec);
               }
@@ -136,8 +136,10 @@ static std::optional<std::string> power_after(Action a) {
     case Action::start:
     case Action::restore:
     case Action::reboot_soft:
-    case Action::reboot_hard: return std::string(kPowerRunning);
+    case Action::reboot_hard:
+    case Action::resume: return std::string(kPowerRunning);
     case Action::pause: return std::string(kPowerPaused);
+    case Action::suspend: return std::string(kPowerSuspended);
     case Action::stop:
     case Action::soft_delete: return std::string(kPowerShutdown);
     case Action::delete_: return std::string(kPowerDeleted);
@@ -150,6 +152,7 @@ static std::string power_of(VmState s) {
   switch (s) {
     case VmState::active: return kPowerRunning;
     case VmState::paused: return kPowerPaused;
+    case VmState::suspended: return kPowerSuspended;
     case VmState::stopped:
     case VmState::soft_deleted: return kPowerShutdown;
     default: return {};
@@ -196,8 +199,11 @@ static void settle(controller_pointer self, const control::ActionLogEntry& e, co
     }
     if (want && same_power(*want, power)) {
       event(self, e.id, "recover", "success", seen + ": the action took effect");
-      finish(self, e.id, ActionResult::success, node_work(e.action) ? std::optional(node_work(e.action)->success)
-                                                                    : std::nullopt);
+      const std::optional<VmState> to = node_work(e.action)          ? std::optional(node_work(e.action)->success)
+                                        : e.action == Action::suspend ? std::optional(VmState::suspended)
+                                        : e.action == Action::resume  ? std::optional(VmState::active)
+                                                                      : std::nullopt;
+      finish(self, e.id, ActionResult::success, to);
       return;
     }
     // Disk copies leave the VM as it was (paused copies are resumed), so

@@ -34,6 +34,7 @@
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "cluster/controller_actor.hpp"
+#include "devices/machine_snapshot.hpp"
 #include "devices/virtio_net.hpp"
 #include "net/network_actor.hpp"
 #include "proto/spec.hpp"
@@ -63,6 +64,7 @@ struct NodeInstance {
   std::string state = "destroy";  // no VMM until spawn_vm
   std::string target;
   std::string reason;  // why the instance is in `state` (its fault, when it failed)
+  std::string saved_path;  // suspended: its state file (no VMM meanwhile)
   std::vector<Waiter> waiters;
 };
 
@@ -113,6 +115,7 @@ struct NodeState {
 using node_pointer = node_actor::stateful_pointer<NodeState>;
 
 std::string power_state(const NodeInstance& ni) {
+  if ((ni.state == "halt" || ni.state == "destroy") && !ni.saved_path.empty()) return kPowerSuspended;
   if (ni.state == "halt" || ni.state == "destroy") return kPowerShutdown;
   if (ni.state == "quiesce" && ni.target == "quiesce") return kPowerPaused;
   return kPowerRunning;
@@ -209,13 +212,23 @@ void sync_networks(node_pointer self);
 
 // Spawns (or re-spawns: a new VMM from the same spec) the instance actor
 // and subscribes to its states. Returns an error message, "" on success.
-std::string spawn_vm(node_pointer self, const std::string& id, const std::string& spec_bytes) {
+// restore: the VMM is built from this saved state rather than booted (its
+// NICs still get their ports here: backends are the node's, not the file's).
+std::string spawn_vm(node_pointer self, const std::string& id, const std::string& spec_bytes,
+                     std::shared_ptr<const devices::snapshot::Header> restore = nullptr) {
   auto& st = self->state;
   v1::InstanceSpec spec;
   if (!spec.ParseFromString(spec_bytes)) return "instance " + id + ": the spec does not parse";
   InstanceConfig config;
   try {
     config = instance_config(st.cfg, id, spec);
+    if (restore) {
+      config.machine = devices::snapshot::restore_config(restore);
+      if (config.machine.nics.size() != static_cast<size_t>(spec.devices().nics_size()))
+        return "instance " + id + ": the saved machine has " + std::to_string(config.machine.nics.size()) +
+               " NICs, its spec " + std::to_string(spec.devices().nics_size());
+      config.wait_for_console = false;
+    }
   } catch (const std::exception& e) {
     return "instance " + id + ": " + e.what();
   }
@@ -317,7 +330,17 @@ void boot_vm(node_pointer self, const std::string& id, const std::string& spec_b
   call_and_wait(self, id, start_atom::value, reach("run"), self->state.cfg.state_deadline, std::move(done));
 }
 
+// A fresh boot: a saved state (a suspended instance hard-rebooted) is dropped.
+void drop_saved(node_pointer self, const std::string& id) {
+  auto it = self->state.instances.find(id);
+  if (it == self->state.instances.end() || it->second.saved_path.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove(it->second.saved_path, ec);
+  it->second.saved_path.clear();
+}
+
 void power_on(node_pointer self, const std::string& id, const std::string& spec_bytes, Done done) {
+  drop_saved(self, id);
   boot_vm(self, id, spec_bytes, true, std::move(done));
 }
 
@@ -361,6 +384,7 @@ void run_action(node_pointer self, const std::string& id, const std::string& act
   if (action == "delete") {
     return power_off(self, id, [self, id, done](const std::string& err) {
       if (!err.empty()) return done(err);
+      drop_saved(self, id);
       auto i = self->state.instances.find(id);
       if (i != self->state.instances.end()) {
         retire(self, i->second);
@@ -683,6 +707,92 @@ void replace_vmm(node_pointer self, const std::string& id, const std::string& sp
   });
 }
 
+std::string save_dir(node_pointer self) {
+  const auto& cfg = self->state.cfg;
+  if (!cfg.save_dir.empty()) return cfg.save_dir;
+  std::error_code ec;
+  auto tmp = std::filesystem::temp_directory_path(ec);
+  return ((ec ? std::filesystem::path("/tmp") : tmp) / ("apiary-saved-" + cfg.name)).string();
+}
+std::string saved_file(node_pointer self, const std::string& id) { return save_dir(self) + "/" + id + ".snap"; }
+
+// Nova's suspend: pause, save the whole VM state to the node's save_dir,
+// then end the VMM. A save that fails resumes a VM this action paused.
+void suspend_vm(node_pointer self, const std::string& id, Reply done) {
+  auto it = self->state.instances.find(id);
+  if (it == self->state.instances.end() || is_down(it->second))
+    return done(kIntactPrefix + std::string("instance ") + id + " has no running VMM on node " + self->state.cfg.name, {});
+  const bool was_running = power_state(it->second) == kPowerRunning;
+  const std::string path = saved_file(self, id);
+  auto save = [self, id, path, was_running, done] {
+    std::error_code ec;
+    std::filesystem::create_directories(save_dir(self), ec);
+    auto i = self->state.instances.find(id);
+    if (i == self->state.instances.end() || !i->second.handle) return done("instance " + id + " went away", {});
+    self->request(i->second.handle, self->state.cfg.file_deadline, save_atom::value, path)
+        .then(
+            [self, id, path, done](uint64_t bytes, uint64_t pages, uint64_t micros) {
+              const std::string detail = "saved " + path + ": " + std::to_string(bytes >> 10) + " KiB, " +
+                                         std::to_string(pages) + " pages of RAM, " + std::to_string(micros / 1000) +
+                                         " ms\n";
+              self->state.instances[id].saved_path = path;
+              power_off(self, id, [done, detail](const std::string& err) {
+                if (!err.empty()) return done("end the VMM after the save: " + err, detail);
+                done({}, detail + "the VMM is gone\n");
+              });
+            },
+            [self, id, was_running, done](caf::error& e) {
+              const std::string why = "save: " + describe(e);
+              if (!was_running) return done(kIntactPrefix + why, {});
+              call_and_wait(self, id, resume_atom::value, reach("run"), self->state.cfg.state_deadline,
+                            [done, why](const std::string& rerr) {
+                              if (!rerr.empty()) return done(why + "; resume after it: " + rerr, {});
+                              done(kIntactPrefix + why, "resumed the VM\n");
+                            });
+            });
+  };
+  if (!was_running) return save();
+  call_and_wait(self, id, pause_atom::value, reach("quiesce", "quiesce"), self->state.cfg.state_deadline,
+                [save, done](const std::string& err) {
+                  if (!err.empty()) return done("pause for the save: " + err, {});
+                  save();
+                });
+}
+
+// Nova's resume: a new VMM from the saved state, then Run; the file goes
+// once the guest runs again. Works for an instance this node process does
+// not know (saved before a restart) as long as its file is there.
+void resume_vm(node_pointer self, const std::string& id, const std::string& spec_bytes, Reply done) {
+  auto& st = self->state;
+  auto it = st.instances.find(id);
+  if (it != st.instances.end() && !is_down(it->second))
+    return done(kIntactPrefix + std::string("instance ") + id + " already has a VMM on node " + st.cfg.name, {});
+  const std::string path =
+      it != st.instances.end() && !it->second.saved_path.empty() ? it->second.saved_path : saved_file(self, id);
+  std::shared_ptr<const devices::snapshot::Header> header;
+  try {
+    header = devices::snapshot::read_header(path);
+  } catch (const std::exception& e) {
+    return done(kIntactPrefix + std::string("restore: ") + e.what(), {});
+  }
+  if (auto err = spawn_vm(self, id, spec_bytes, header); !err.empty()) return done(kIntactPrefix + err, {});
+  auto& ni = st.instances[id];
+  ni.spec_bytes = spec_bytes;
+  ni.saved_path = path;  // until it runs: a failed restore leaves it suspended
+  call_and_wait(self, id, start_atom::value, reach("run"), st.cfg.state_deadline,
+                [self, id, path, done](const std::string& err) {
+                  if (!err.empty()) {
+                    auto i = self->state.instances.find(id);
+                    const std::string why = i != self->state.instances.end() && !i->second.reason.empty()
+                                                ? i->second.reason
+                                                : err;
+                    return done(kIntactPrefix + std::string("restore from ") + path + ": " + why, {});
+                  }
+                  drop_saved(self, id);
+                  done({}, "restored from " + path + "\n");
+                });
+}
+
 // The nodeact actions that take arguments or report files.
 void run_extended(node_pointer self, const std::string& id, const std::string& action, const std::string& spec_in,
                   const std::map<std::string, std::string>& args, Reply done) {
@@ -697,6 +807,8 @@ void run_extended(node_pointer self, const std::string& id, const std::string& a
   auto plain = [done](std::string detail) {
     return [done, detail](const std::string& err) { done(err, err.empty() ? detail : std::string()); };
   };
+  if (action == "suspend") return suspend_vm(self, id, done);
+  if (action == "resume") return resume_vm(self, id, spec_bytes, done);
   if (action == "resize") {
     // The kept spec is the one before the first of possibly several resizes.
     const std::string old = known ? (it->second.old_spec.empty() ? it->second.spec_bytes : it->second.old_spec) : "";

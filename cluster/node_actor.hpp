@@ -53,6 +53,15 @@
 //                      off, boot the rescue guest with the instance's disks
 //                      and cmdline "rescue".
 //        unrescue      power off the rescue VMM, start the normal spec.
+//        suspend       pause a running VM, save its whole state to
+//                      <save_dir>/<id>.snap (docs/snapshots.md), then end
+//                      its VMM: power state suspended. A failed save
+//                      resumes the VM (vm intact).
+//        resume        a new VMM built from <save_dir>/<id>.snap (also after
+//                      a node restart), started where the guest was saved;
+//                      the file is removed once it runs. A file that cannot
+//                      be restored is kept and named (vm intact: the
+//                      instance stays suspended).
 //        Errors: a disk-file step that failed with the VM back as it was
 //        (resumed, or never paused) is invalid_argument with the errno text
 //        ("open <path>: No such file or directory"); every other failure
@@ -60,7 +69,7 @@
 //   instspec, id                 -> the spec bytes the id's current VMM was
 //        built from ("" if none): the board after a resize, the rescue
 //        guest while rescued (tests, diagnostics)
-//   powerlist                    -> id -> running / paused / shutdown
+//   powerlist                    -> id -> running / paused / shutdown / suspended
 //   capacity                     -> (vcpus, memory_mib, instances)
 //   drain                        -> ack once every instance is stopped; from
 //        then on placements are refused and check-ins stop (the node is
@@ -149,6 +158,9 @@ struct NodeConfig {
   // cannot be made (no CAP_NET_ADMIN, the name in use) is reported with
   // the network's peers request and the controller marks the network error.
   bool taps = false;
+  // Where suspended instances' state files go (<save_dir>/<id>.snap).
+  // Empty: <system temp dir>/apiary-saved-<name>.
+  std::string save_dir;
 };
 
 using node_actor = caf::typed_actor<

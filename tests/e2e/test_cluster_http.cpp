@@ -1,6 +1,7 @@
 // `apiary cluster` as a user runs it: a separate process with the HTTP API
 // on an ephemeral port, driven over HTTP — create a VM on real KVM, read its
-// console, a Nova action, a refusal (409) and a missing capability (501),
+// console, Nova actions (pause, suspend and resume), a refusal (409) and a
+// missing capability (501),
 // the action log, delete — then kill -9 and a restart on the same store,
 // which must still hold every acknowledged record.
 #define BOOST_TEST_MODULE cluster_http
@@ -43,8 +44,32 @@ BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precond
     r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"pause"})");
     BOOST_TEST(r.status == 409);
     BOOST_TEST(r.body.find("Cannot 'pause' instance " + id + " while it is in vm_state paused") != std::string::npos);
-    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"suspend"})");
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"live_migrate"})");
     BOOST_TEST(r.status == 501);
+    // Suspend (from PAUSED: Nova refuses it, 409), then from ACTIVE: the
+    // VM's state goes to a file on its node and its VMM goes; resume brings
+    // the same guest back (its shell answers, it did not boot again).
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"suspend"})");
+    BOOST_TEST(r.status == 409);
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"unpause"})");
+    BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "active"; }));
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"suspend"})");
+    BOOST_TEST(r.status == 202);
+    BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "suspended"; }));
+    r = http_call(c.port, http::verb::get, "/v1/instances/" + id);
+    BOOST_TEST(json_field(r.body, "power_state") == "suspended", r.body);
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"resume"})");
+    BOOST_TEST(r.status == 202);
+    BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "active"; }));
+    r = http_call(c.port, http::verb::get, "/v1/instances/" + id + "/actions");
+    BOOST_TEST(r.body.find("\"action\":\"suspend\"") != std::string::npos);
+    BOOST_TEST(r.body.find("saved ") != std::string::npos, r.body);
+    BOOST_TEST(r.body.find("restored from ") != std::string::npos, r.body);
+    {
+      const std::string history =
+          http_call(c.port, http::verb::get, "/v1/instances/" + id + "/console/history").body;
+      BOOST_TEST(history.find("Apiary demo guest") == history.rfind("Apiary demo guest"), history);
+    }
     r = http_call(c.port, http::verb::post, "/v1/instances", R"({"spec":{"name":"bad","board":{"vcpus":0}}})");
     BOOST_TEST(r.status == 422);
     BOOST_TEST(r.body.find("spec.board.vcpus") != std::string::npos);

@@ -387,11 +387,11 @@ BOOST_FIXTURE_TEST_CASE(refused_actions_answer_409_or_501_and_change_nothing, Cl
   BOOST_TEST(http_status(r.error()) == 409);
   BOOST_TEST(message_of(r.error()) == "Cannot 'unpause' instance " + id + " while it is in vm_state active");
 
-  r = act(id, "suspend");
+  r = act(id, "live_migrate");
   BOOST_REQUIRE(!r);
   BOOST_TEST(http_status(r.error()) == 501);
   BOOST_TEST(message_of(r.error()) ==
-             "Cannot 'suspend' instance " + id + ": not implemented, needs capability vm_state_save_restore");
+             "Cannot 'live_migrate' instance " + id + ": not implemented, needs capability migration");
 
   r = act(id, "reboot", "");
   BOOST_REQUIRE(!r);
@@ -421,6 +421,27 @@ BOOST_FIXTURE_TEST_CASE(refused_actions_answer_409_or_501_and_change_nothing, Cl
   BOOST_TEST(http_status(errors[0]) == 409);
   BOOST_TEST(message_of(errors[0]) == "Cannot 'stop' instance " + id + " while it is in task_state pausing");
   BOOST_TEST(get(id).vm_state == "paused");
+}
+
+// Suspend is built (docs/snapshots.md), but a simulated VM runs no guest and
+// has no state to save: the node says so, resumes the VM, and the action is
+// reverted with the instance still ACTIVE and running.
+BOOST_FIXTURE_TEST_CASE(a_simulated_vm_cannot_be_suspended_and_runs_on, Cluster) {
+  boot();
+  const std::string id = create("no-state");
+  BOOST_REQUIRE(act(id, "suspend"));
+  pass(5s, 100ms);
+  const auto r = get(id);
+  BOOST_TEST(r.vm_state == "active");
+  BOOST_TEST(r.task_state == "none");
+  BOOST_TEST(vm(r.node, id).first == "run");
+  const auto log = actions(id);
+  BOOST_REQUIRE(!log.empty());
+  BOOST_TEST(log.back().action == "suspend");
+  BOOST_TEST(log.back().result == "reverted");
+  bool named = false;
+  for (const auto& e : log.back().events) named = named || e.detail.find("snapshot_unsupported") != std::string::npos;
+  BOOST_TEST(named);
 }
 
 // A watcher (the dashboard's event stream) that notes every instance id it

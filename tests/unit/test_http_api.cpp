@@ -667,11 +667,11 @@ BOOST_FIXTURE_TEST_CASE(refusals_pass_novas_message_through_verbatim, Fixture) {
   BOOST_TEST(e.message() == "Cannot 'reboot' instance i-t while it is in task_state powering_off");
 
   api.add("i-u", VmState::active);
-  e = expect_error(call(http::verb::post, "/v1/instances/i-u/actions", R"({"action":"suspend"})"), 501);
+  e = expect_error(call(http::verb::post, "/v1/instances/i-u/actions", R"({"action":"live_migrate"})"), 501);
   BOOST_TEST(e.title() == "Not Implemented");
   BOOST_TEST(e.message() ==
-             control::check(control::Action::suspend, VmState::active, TaskState::none, "i-u")->message);
-  BOOST_TEST(e.message().starts_with("Cannot 'suspend' instance i-u: not implemented"));
+             control::check(control::Action::live_migrate, VmState::active, TaskState::none, "i-u")->message);
+  BOOST_TEST(e.message().starts_with("Cannot 'live_migrate' instance i-u: not implemented"));
   BOOST_TEST((api.vm_of("i-s") == VmState::stopped));
   BOOST_TEST((api.vm_of("i-u") == VmState::active));
 }

@@ -81,7 +81,9 @@ std::string api(Action a) {
   return expected(a).action;
 }
 
-bool needs_capability(Action a) { return std::string(expected(a).capability).size() > 0; }
+// Needs a capability this build does not have (suspend and resume have had
+// vm_state_save_restore since snapshots: docs/snapshots.md).
+bool needs_capability(Action a) { return !kBuiltCapabilities.has(rule(a).needs); }
 
 }  // namespace
 
@@ -156,7 +158,9 @@ BOOST_AUTO_TEST_CASE(missing_capabilities_answer_501_whatever_the_state) {
         BOOST_TEST(to_string(rule(a).needs) == std::string(expected(a).capability));
       }
   }
-  BOOST_TEST(unimplemented == 6u);  // suspend, resume, live_migrate, shelve, shelve_offload, unshelve
+  BOOST_TEST(unimplemented == 4u);  // live_migrate, shelve, shelve_offload, unshelve
+  for (Action a : kAllActions)
+    BOOST_TEST(to_string(rule(a).needs) == std::string(*expected(a).capability ? expected(a).capability : "none"));
   // One capability at a time.
   CapabilitySet save_restore_only{true, false};
   BOOST_TEST(!check(Action::suspend, VmState::active, TaskState::none, "x", save_restore_only).has_value());
@@ -199,9 +203,10 @@ BOOST_AUTO_TEST_CASE(refusal_messages_read_exactly_like_nova) {
   BOOST_TEST(r->message == "Cannot 'stop' instance u-1 while it is in task_state powering_off");
   r = check(Action::delete_, VmState::deleted, TaskState::none, "u-1");
   BOOST_TEST(r->message == "Cannot 'delete' instance u-1 while it is in vm_state deleted");
-  r = check(Action::suspend, VmState::active, TaskState::none, "u-1");
+  r = check(Action::live_migrate, VmState::active, TaskState::none, "u-1");
   BOOST_TEST(r->http_status == 501);
-  BOOST_TEST(r->message == "Cannot 'suspend' instance u-1: not implemented, needs capability vm_state_save_restore");
+  BOOST_TEST(r->message == "Cannot 'live_migrate' instance u-1: not implemented, needs capability migration");
+  BOOST_TEST(!check(Action::suspend, VmState::active, TaskState::none, "u-1").has_value());
 }
 
 BOOST_AUTO_TEST_CASE(task_in_flight_and_success_states_match_the_contract) {
