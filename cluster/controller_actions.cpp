@@ -8,6 +8,7 @@
 #include <climits>
 #include <cinttypes>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -174,6 +175,9 @@ static const char* extended_node_action(Action a) {
     case Action::unrescue: return "unrescue";
     case Action::suspend: return "suspend";
     case Action::resume: return "resume";
+    case Action::shelve: return "shelve";
+    case Action::shelve_offload: return "shelveoffload";
+    case Action::unshelve: return "unshelve";
     default: return nullptr;
   }
 }
@@ -283,11 +287,53 @@ static bool vm_left_intact(const caf::error& e) {
   return e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(ActorErrc::invalid_argument);
 }
 
-static void dispatch_extended(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id, Args args,
-                              const v1::InstanceSpec& new_spec) {
+// Where an instance's shelf is: <shelf_dir>/<id>.
+static std::string shelf_of(controller_pointer self, const std::string& id) {
+  std::string dir = self->state.cfg.shelf_dir;
+  if (dir.empty()) {
+    std::error_code ec;
+    auto tmp = std::filesystem::temp_directory_path(ec);
+    dir = ((ec ? std::filesystem::path("/tmp") : tmp) / "apiary-shelf").string();
+  }
+  return dir + "/" + id;
+}
+
+// The record's node, replaced (an offload clears it: its resources are free;
+// an unshelve places it anew).
+static void set_node(controller_pointer self, const std::string& id, const std::string& node) {
+  auto& store = *self->state.store;
+  auto r = store.get_instance(id);
+  if (!r || r->node == node) return;
+  r->node = node;
+  store.put_instance(*r);
+}
+
+static void dispatch_extended(controller_pointer self, Action a, const InstanceRecord& rec_in, int64_t action_id,
+                              Args args, const v1::InstanceSpec& new_spec) {
   auto& st = self->state;
+  InstanceRecord rec = rec_in;
   const std::string id = rec.id;
   const std::string name = std::string("compute_") + control::to_string(a);
+  if (a == Action::unshelve && rec.node.empty()) {
+    // Offloaded: scheduled anew, like a create (or on the named host).
+    std::string decision;
+    auto node = choose_node(self, rec.spec, arg_of(args, "host"), decision);
+    if (!node) {
+      event(self, action_id, "schedule", "error", decision);
+      finish(self, action_id, ActionResult::reverted);
+      return;
+    }
+    try {
+      set_node(self, id, *node);
+    } catch (const StoreError& e) {
+      event(self, action_id, "schedule", "error", std::string("store: ") + e.detail());
+      finish(self, action_id, ActionResult::error);
+      return;
+    }
+    event(self, action_id, "schedule", "success", decision);
+    rec.node = *node;
+  }
+  if (a == Action::shelve || a == Action::unshelve) args["shelf"] = shelf_of(self, id);
   if (!node_reachable(self, rec.node)) {
     event(self, action_id, name, "error",
           rec.node.empty() ? "the instance has no node" : "node " + rec.node + " is not reachable");
@@ -329,11 +375,12 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
   send.SerializeToString(&bytes);
   const auto start = st.store->now();
   const bool files = a == Action::snapshot || a == Action::backup || a == Action::rebuild || a == Action::suspend ||
-                     a == Action::resume;
+                     a == Action::resume || a == Action::shelve || a == Action::unshelve;
   self->request(st.nodes.at(rec.node), st.cfg.action_deadline, node_act_atom::value, id,
                 std::string(extended_node_action(a)), bytes, args)
       .then(
-          [self, a, id, action_id, name, start, files](const std::string& power, const std::string& detail) {
+          [self, a, id, action_id, name, start, files, node = rec.node](const std::string& power,
+                                                                       const std::string& detail) {
             event(self, action_id, name, "success", "power state " + power, start);
             std::istringstream lines(detail);
             for (std::string line; std::getline(lines, line);)
@@ -367,6 +414,36 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
                 case Action::backup: finish(self, action_id, ActionResult::success); return;
                 case Action::rescue: finish(self, action_id, ActionResult::success, VmState::rescued); return;
                 case Action::suspend: finish(self, action_id, ActionResult::success, VmState::suspended); return;
+                case Action::shelve_offload:
+                  set_node(self, id, "");
+                  finish(self, action_id, ActionResult::success, VmState::shelved_offloaded);
+                  return;
+                case Action::shelve: {
+                  if (!st.cfg.shelve_offloads || !node_reachable(self, node)) {
+                    finish(self, action_id, ActionResult::success, VmState::shelved);
+                    return;
+                  }
+                  // Nova's shelved_offload_time = 0: offload at once.
+                  std::string spec_bytes;
+                  self->request(st.nodes.at(node), st.cfg.action_deadline, node_act_atom::value, id,
+                                std::string("shelveoffload"), spec_bytes, Args{})
+                      .then(
+                          [self, id, action_id](const std::string&, const std::string& d) {
+                            event(self, action_id, "offload", "success", d);
+                            try {
+                              set_node(self, id, "");
+                              finish(self, action_id, ActionResult::success, VmState::shelved_offloaded);
+                            } catch (const StoreError& e) {
+                              event(self, action_id, "offload", "error", std::string("store: ") + e.detail());
+                              finish(self, action_id, ActionResult::success, VmState::shelved);
+                            }
+                          },
+                          [self, action_id](caf::error& e) {
+                            event(self, action_id, "offload", "error", describe(e) + "; it stays shelved on its node");
+                            finish(self, action_id, ActionResult::success, VmState::shelved);
+                          });
+                  return;
+                }
                 default: finish(self, action_id, ActionResult::success, VmState::active); return;
               }
             } catch (const StoreError& e) {
@@ -374,8 +451,16 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
               finish(self, action_id, ActionResult::error);
             }
           },
-          [self, a, id, action_id, name, start](caf::error& e) {
+          [self, a, id, action_id, name, start, placed = rec_in.node.empty() && a == Action::unshelve](caf::error& e) {
             event(self, action_id, name, "error", describe(e), start);
+            if (placed) {
+              // The unshelve did not land: the instance is offloaded as before.
+              try {
+                set_node(self, id, "");
+              } catch (const StoreError& se) {
+                event(self, action_id, name, "error", std::string("store: ") + se.detail());
+              }
+            }
             if (a == Action::resize) {
               // The resize did not happen: the record keeps the old board.
               auto it = self->state.resizes.find(id);

@@ -168,6 +168,14 @@ struct ControllerConfig {
   bool group_commit = true;
   // The SQLite VFS of the store ("" = default; tests name a failing one).
   std::string store_vfs;
+  // Shelving: each shelved instance's state and disk copies go to
+  // <shelf_dir>/<id> (a directory every node can reach for unshelve to land
+  // anywhere: shared storage across hosts). "": <temp dir>/apiary-shelf.
+  std::string shelf_dir;
+  // Nova's shelved_offload_time = 0 (its default): a shelve offloads at
+  // once (SHELVED_OFFLOADED, the node's resources freed). false: it stays
+  // SHELVED on its node until shelve_offload.
+  bool shelve_offloads = true;
 };
 
 using controller_actor = caf::typed_actor<

@@ -222,6 +222,10 @@ struct Load {
 };
 // What the records place on `node`.
 Load load_of(controller_pointer self, const std::string& node);
+// The scheduler's choice for `spec` now (only: that node or none), with the
+// decision (and every rejection) in `decision`. Writes nothing.
+std::optional<std::string> choose_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only,
+                                       std::string& decision);
 // preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
 // A placement that waits for nodes to connect stays in preflight and comes
 // back as replace_atom (in_preflight set).

@@ -43,7 +43,8 @@ struct Placement {
 };
 
 // Filters and ranks the nodes. Writes nothing: the caller logs the outcome.
-static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec) {
+// only: consider that node alone (an unshelve to a named host).
+static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only = {}) {
   auto& st = self->state;
   const uint64_t want_v = spec.board().vcpus();
   const uint64_t want_m = spec.board().memory_mib();
@@ -56,6 +57,7 @@ static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec
   std::vector<Candidate> ok;
   Placement p;
   for (const auto& n : st.store->list_nodes()) {
+    if (!only.empty() && n.name != only) continue;
     if (n.state != NodeState::created) {
       p.rejected.push_back("node " + n.name + ": state " + control::to_string(n.state));
       continue;
@@ -105,6 +107,15 @@ static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec
   p.decision = "node " + c.name + " (" + std::to_string(c.load.instances) + " instances, " +
                std::to_string(c.load.vcpus) + " vCPUs in use; " + std::to_string(ok.size()) + " candidate(s))";
   return p;
+}
+
+std::optional<std::string> choose_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only,
+                                       std::string& decision) {
+  Placement p = pick_node(self, spec, only);
+  decision = p.decision;
+  if (!p.node && !only.empty() && p.rejected.empty()) decision = "no valid host: node " + only + " is not known";
+  for (const auto& r : p.rejected) decision += "; " + r;
+  return p.node;
 }
 
 static std::string joined(const std::vector<std::string>& v) {

@@ -525,6 +525,38 @@ JobWork snapshot_work(std::vector<DiskFile> disks, std::string name) {
   };
 }
 
+// Shelving's disk copies: every writable disk to <shelf>/disk-<i> (to_shelf),
+// or back from there to its path (unshelve, on whichever node it lands: a
+// path on shared storage gets its own bytes back, a local one is filled).
+// A disk the shelf has no copy of (read-only) is used as it is.
+JobWork shelf_disks_work(std::vector<DiskFile> disks, std::string shelf, bool to_shelf) {
+  return [disks = std::move(disks), shelf = std::move(shelf), to_shelf](const std::atomic<bool>& cancel) {
+    std::vector<std::string> made;
+    std::string detail;
+    try {
+      if (to_shelf) {
+        std::error_code ec;
+        std::filesystem::create_directories(shelf, ec);
+        if (ec) throw std::runtime_error(sys_error("create", shelf, ec.value()));
+      }
+      for (size_t i = 0; i < disks.size(); ++i) {
+        if (disks[i].read_only) continue;
+        const std::string copy = shelf + "/disk-" + std::to_string(i);
+        if (!to_shelf && ::access(copy.c_str(), F_OK) != 0) continue;
+        const std::string& src = to_shelf ? disks[i].path : copy;
+        const std::string& dst = to_shelf ? copy : disks[i].path;
+        const uint64_t n = copy_file(src, dst, cancel);
+        if (to_shelf) made.push_back(dst);
+        detail += "copied " + src + " -> " + dst + " (" + std::to_string(n) + " bytes)\n";
+      }
+    } catch (...) {
+      for (const auto& f : made) ::unlink(f.c_str());
+      throw;
+    }
+    return detail;
+  };
+}
+
 // Every disk to <path>.backup-<n>, then only the newest `rotation` backups
 // of each disk are kept.
 JobWork backup_work(std::vector<DiskFile> disks, uint64_t rotation) {
@@ -793,6 +825,121 @@ void resume_vm(node_pointer self, const std::string& id, const std::string& spec
                 });
 }
 
+// Nova's shelve, the node's part: the VM's state and its writable disks go
+// to the shelf directory the controller named, and the VMM ends. A running
+// VM is paused first, so the disk copies and the state agree; a suspended
+// one's saved state moves to the shelf; a stopped one has no state (it
+// boots afresh at unshelve). Until the VMM is gone, any failure leaves the
+// VM as it was (resumed, the copies removed).
+void shelve_vm(node_pointer self, const std::string& id, const v1::InstanceSpec& spec, const std::string& shelf,
+               Reply done) {
+  namespace fs = std::filesystem;
+  auto it = self->state.instances.find(id);
+  const bool known = it != self->state.instances.end();
+  const bool live = known && !is_down(it->second);
+  const bool was_running = live && power_state(it->second) == kPowerRunning;
+  const std::string state_file = shelf + "/state.snap";
+  auto undo = [self, id, shelf, was_running, done](const std::string& why) {
+    std::error_code ec;
+    fs::remove_all(shelf, ec);
+    if (!was_running) return done(kIntactPrefix + why, {});
+    call_and_wait(self, id, resume_atom::value, reach("run"), self->state.cfg.state_deadline,
+                  [done, why](const std::string& rerr) {
+                    if (!rerr.empty()) return done(why + "; resume after it: " + rerr, {});
+                    done(kIntactPrefix + why, "resumed the VM\n");
+                  });
+  };
+  auto copy_then = [self, spec, shelf, undo](std::function<void(std::string)> next) {
+    run_file_job(self, shelf_disks_work(disks_of(spec), shelf, true),
+                 [undo, next](const std::string& err, const std::string& detail) {
+                   if (!err.empty()) return undo("disk copy to the shelf: " + err);
+                   next(detail);
+                 });
+  };
+  if (!live) {
+    // Stopped, or suspended (its saved state goes along).
+    const std::string saved = known ? it->second.saved_path : std::string();
+    return copy_then([self, id, saved, state_file, undo, done](std::string detail) {
+      if (!saved.empty()) {
+        std::error_code ec;
+        fs::rename(saved, state_file, ec);
+        if (ec) {
+          fs::copy_file(saved, state_file, fs::copy_options::overwrite_existing, ec);
+          if (ec) return undo("move the saved state " + saved + " to the shelf: " + ec.message());
+          fs::remove(saved, ec);
+        }
+        self->state.instances[id].saved_path.clear();
+        detail += "moved the saved state to " + state_file + "\n";
+      }
+      done({}, detail);
+    });
+  }
+  auto save_and_end = [self, id, state_file, undo, done](std::string detail) {
+    auto i = self->state.instances.find(id);
+    if (i == self->state.instances.end() || !i->second.handle) return done("instance " + id + " went away", {});
+    self->request(i->second.handle, self->state.cfg.file_deadline, save_atom::value, state_file)
+        .then(
+            [self, id, state_file, detail, done](uint64_t bytes, uint64_t pages, uint64_t) {
+              const std::string d = detail + "saved the VM state to " + state_file + " (" +
+                                    std::to_string(bytes >> 10) + " KiB, " + std::to_string(pages) + " pages)\n";
+              power_off(self, id, [done, d](const std::string& err) {
+                if (!err.empty()) return done("end the VMM after the save: " + err, d);
+                done({}, d + "the VMM is gone\n");
+              });
+            },
+            [undo](caf::error& e) { undo("save: " + describe(e)); });
+  };
+  auto paused = [copy_then, save_and_end] { copy_then(save_and_end); };
+  if (!was_running) return paused();
+  call_and_wait(self, id, pause_atom::value, reach("quiesce", "quiesce"), self->state.cfg.state_deadline,
+                [paused, done](const std::string& err) {
+                  if (!err.empty()) return done("pause for the shelve: " + err, {});
+                  paused();
+                });
+}
+
+// Nova's unshelve, on the node the controller picked: the disks come back
+// from the shelf, then the VM is restored from the shelved state (or boots
+// from its spec when it was shelved stopped), and the shelf is removed once
+// it runs. Any failure before that leaves the shelf as it was.
+void unshelve_vm(node_pointer self, const std::string& id, const std::string& spec_bytes, const v1::InstanceSpec& spec,
+                 const std::string& shelf, Reply done) {
+  namespace fs = std::filesystem;
+  auto it = self->state.instances.find(id);
+  if (it != self->state.instances.end() && !is_down(it->second))
+    return done(kIntactPrefix + std::string("instance ") + id + " already has a VMM on node " + self->state.cfg.name, {});
+  if (!fs::is_directory(shelf)) return done(kIntactPrefix + std::string("no shelf at ") + shelf, {});
+  run_file_job(self, shelf_disks_work(disks_of(spec), shelf, false),
+               [self, id, spec_bytes, shelf, done](const std::string& err, const std::string& detail) {
+                 if (!err.empty()) return done(kIntactPrefix + std::string("disk copy from the shelf: ") + err, {});
+                 const std::string state_file = shelf + "/state.snap";
+                 std::shared_ptr<const devices::snapshot::Header> header;
+                 if (fs::exists(state_file)) {
+                   try {
+                     header = devices::snapshot::read_header(state_file);
+                   } catch (const std::exception& e) {
+                     return done(kIntactPrefix + std::string("restore: ") + e.what(), {});
+                   }
+                 }
+                 if (auto e = spawn_vm(self, id, spec_bytes, header); !e.empty()) return done(kIntactPrefix + e, {});
+                 self->state.instances[id].spec_bytes = spec_bytes;
+                 const std::string how = header ? "restored from " + state_file : "booted from its spec";
+                 call_and_wait(self, id, start_atom::value, reach("run"), self->state.cfg.state_deadline,
+                               [self, id, shelf, detail, how, done](const std::string& serr) {
+                                 if (!serr.empty()) {
+                                   auto i = self->state.instances.find(id);
+                                   const std::string why =
+                                       i != self->state.instances.end() && !i->second.reason.empty() ? i->second.reason
+                                                                                                     : serr;
+                                   return done(kIntactPrefix + how + ": " + why, detail);
+                                 }
+                                 std::error_code ec;
+                                 fs::remove_all(shelf, ec);
+                                 done({}, detail + how + "\nremoved the shelf " + shelf + "\n");
+                               });
+               });
+}
+
 // The nodeact actions that take arguments or report files.
 void run_extended(node_pointer self, const std::string& id, const std::string& action, const std::string& spec_in,
                   const std::map<std::string, std::string>& args, Reply done) {
@@ -809,6 +956,22 @@ void run_extended(node_pointer self, const std::string& id, const std::string& a
   };
   if (action == "suspend") return suspend_vm(self, id, done);
   if (action == "resume") return resume_vm(self, id, spec_bytes, done);
+  if (action == "shelve" || action == "unshelve") {
+    const std::string shelf = arg(args, "shelf");
+    if (shelf.empty() || shelf.front() != '/') return done(kIntactPrefix + action + " needs an absolute shelf directory", {});
+    if (action == "shelve") return shelve_vm(self, id, spec, shelf, done);
+    return unshelve_vm(self, id, spec_bytes, spec, shelf, done);
+  }
+  if (action == "shelveoffload") {
+    // The VM is on the shelf: the node forgets it and frees what it held.
+    if (known && !is_down(it->second))
+      return done(kIntactPrefix + std::string("instance ") + id + " still has a VMM on node " + st.cfg.name, {});
+    if (known) {
+      retire(self, it->second);
+      st.instances.erase(it);
+    }
+    return done({}, "forgot the instance; its resources on node " + st.cfg.name + " are free\n");
+  }
   if (action == "resize") {
     // The kept spec is the one before the first of possibly several resizes.
     const std::string old = known ? (it->second.old_spec.empty() ? it->second.spec_bytes : it->second.old_spec) : "";

@@ -62,6 +62,14 @@
 //                      the file is removed once it runs. A file that cannot
 //                      be restored is kept and named (vm intact: the
 //                      instance stays suspended).
+//        shelve        args shelf (absolute directory): writable disks to
+//                      <shelf>/disk-<i>, the VM state to <shelf>/state.snap
+//                      (a running VM paused first; a suspended one's file
+//                      moved; a stopped one has none), then the VMM ends.
+//        shelveoffload forget the shelved instance (its resources are free).
+//        unshelve      args shelf: the disks back from the shelf, the VM
+//                      restored from its state (or booted from the spec),
+//                      the shelf removed once it runs.
 //        Errors: a disk-file step that failed with the VM back as it was
 //        (resumed, or never paused) is invalid_argument with the errno text
 //        ("open <path>: No such file or directory"); every other failure

@@ -65,11 +65,11 @@ constexpr ActionRule kRules[] = {
     {A::live_migrate, {V::active}, {V::paused},
      T::migrating,           O::unchanged,          V::active,            C::migration,             false},
     {A::shelve, {V::active, V::stopped, V::paused, V::suspended}, {},
-     T::shelving,            O::state_or_offloaded, V::shelved,           C::migration,             false},
+     T::shelving,            O::state_or_offloaded, V::shelved,           C::vm_state_save_restore, false},
     {A::shelve_offload, {V::shelved}, {},
-     T::shelving_offloading, O::to_state,           V::shelved_offloaded, C::migration,             false},
+     T::shelving_offloading, O::to_state,           V::shelved_offloaded, C::vm_state_save_restore, false},
     {A::unshelve, {V::shelved, V::shelved_offloaded}, {},
-     T::unshelving,          O::to_state,           V::active,            C::migration,             false},
+     T::unshelving,          O::to_state,           V::active,            C::vm_state_save_restore, false},
 };
 // clang-format on
 static_assert(std::size(kRules) == kActionCount);

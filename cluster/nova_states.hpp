@@ -137,8 +137,8 @@ inline constexpr std::array<Action, kActionCount> kAllActions = {
 // whose capability is missing answers 501 whatever the instance's state.
 enum class Capability : uint8_t {
   none,                   // nothing beyond what is built
-  vm_state_save_restore,  // save memory + vCPU + device state to disk and restore it
-  migration,              // move an instance (memory and/or disks) to another node
+  vm_state_save_restore,  // save memory + vCPU + device state to disk and restore it (suspend, shelve)
+  migration,              // move a running instance's memory and disks to another node
 };
 
 // A set of VmStates as a bit mask (bit i = VmState value i).

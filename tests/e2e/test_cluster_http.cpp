@@ -70,6 +70,29 @@ BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precond
           http_call(c.port, http::verb::get, "/v1/instances/" + id + "/console/history").body;
       BOOST_TEST(history.find("Apiary demo guest") == history.rfind("Apiary demo guest"), history);
     }
+    // Shelve: state and disks to the shelf, offloaded at once (Nova's
+    // shelved_offload_time = 0: no node holds it), then unshelved onto the
+    // other node, where the same guest continues.
+    const std::string first_node = json_field(http_call(c.port, http::verb::get, "/v1/instances/" + id).body, "node");
+    BOOST_REQUIRE(!first_node.empty());
+    const std::string other_node = first_node == "node-1" ? "node-2" : "node-1";
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions", R"({"action":"shelve"})");
+    BOOST_TEST(r.status == 202);
+    BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "shelved_offloaded"; }));
+    BOOST_TEST(json_field(http_call(c.port, http::verb::get, "/v1/instances/" + id).body, "node") == "");
+    r = http_call(c.port, http::verb::post, "/v1/instances/" + id + "/actions",
+                  R"({"action":"unshelve","args":{"host":")" + other_node + R"("}})");
+    BOOST_TEST(r.status == 202, r.body);
+    BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "active"; }));
+    BOOST_TEST(json_field(http_call(c.port, http::verb::get, "/v1/instances/" + id).body, "node") == other_node);
+    r = http_call(c.port, http::verb::get, "/v1/instances/" + id + "/actions");
+    BOOST_TEST(r.body.find("\"action\":\"unshelve\"") != std::string::npos);
+    BOOST_TEST(r.body.find("saved the VM state to ") != std::string::npos, r.body);
+    {
+      const std::string history =
+          http_call(c.port, http::verb::get, "/v1/instances/" + id + "/console/history").body;
+      BOOST_TEST(history.find("Apiary demo guest") == history.rfind("Apiary demo guest"), history);
+    }
     r = http_call(c.port, http::verb::post, "/v1/instances", R"({"spec":{"name":"bad","board":{"vcpus":0}}})");
     BOOST_TEST(r.status == 422);
     BOOST_TEST(r.body.find("spec.board.vcpus") != std::string::npos);

@@ -444,6 +444,44 @@ BOOST_FIXTURE_TEST_CASE(a_simulated_vm_cannot_be_suspended_and_runs_on, Cluster)
   BOOST_TEST(named);
 }
 
+// Shelving a stopped VM (a simulated one has no state to save when it
+// runs): with Nova's default it is offloaded at once and no node holds it;
+// unshelve schedules it anew and boots it from its spec. With offloading
+// deferred it stays SHELVED on its node until shelve_offload.
+BOOST_FIXTURE_TEST_CASE(shelve_offload_and_unshelve_a_stopped_vm, Cluster) {
+  ControllerConfig c;
+  c.shelf_dir = "/tmp/apiary-sim-shelf-" + std::to_string(::getpid());
+  c.shelve_offloads = false;
+  boot(c);
+  const std::string id = create("shelf");
+  BOOST_REQUIRE(act(id, "stop"));
+  pass(2s, 100ms);
+  BOOST_REQUIRE(get(id).vm_state == "stopped");
+  BOOST_REQUIRE(act(id, "shelve"));
+  pass(2s, 100ms);
+  auto r = get(id);
+  BOOST_TEST(r.vm_state == "shelved");
+  BOOST_TEST(!r.node.empty());
+  BOOST_TEST(std::filesystem::is_directory(c.shelf_dir + "/" + id));
+  BOOST_REQUIRE(act(id, "shelve_offload"));
+  pass(2s, 100ms);
+  r = get(id);
+  BOOST_TEST(r.vm_state == "shelved_offloaded");
+  BOOST_TEST(r.node.empty());
+  BOOST_REQUIRE(act(id, "unshelve"));
+  pass(2s, 100ms);
+  r = get(id);
+  BOOST_TEST(r.vm_state == "active");
+  BOOST_TEST(r.task_state == "none");
+  BOOST_REQUIRE(!r.node.empty());
+  BOOST_TEST(vm(r.node, id).first == "run");
+  BOOST_TEST(!std::filesystem::exists(c.shelf_dir + "/" + id));  // removed once it runs
+  const auto log = actions(id);
+  BOOST_TEST(log.back().action == "unshelve");
+  BOOST_TEST(log.back().result == "success");
+  std::filesystem::remove_all(c.shelf_dir);
+}
+
 // A watcher (the dashboard's event stream) that notes every instance id it
 // is told of.
 caf::behavior change_recorder(caf::event_based_actor*, std::shared_ptr<std::vector<std::string>> seen) {

@@ -55,6 +55,7 @@ struct ControlPlaneHarness : SimHarness {
     n.embedded_guest = [](const std::string& g) { return guest_image(g + ".elf"); };
     n.phase_deadline = 2s;
     n.state_deadline = 10s;
+    n.inline_file_jobs = true;  // disk-file jobs ordered by the test scheduler, not a thread
     return n;
   }
 
