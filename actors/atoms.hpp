@@ -39,6 +39,7 @@ using exit_status_atom = caf::atom_constant<caf::atom("exitstat")>;
 using cond_met_atom = caf::atom_constant<caf::atom("condmet")>;     // internal: boot condition met
 using save_atom = caf::atom_constant<caf::atom("save")>;            // snapshot a paused instance to a file
 using saved_atom = caf::atom_constant<caf::atom("saved")>;          // internal: the save thread is done
+using init_done_atom = caf::atom_constant<caf::atom("initdone")>;   // internal: a restored machine is built
 
 // Console
 using attach_atom = caf::atom_constant<caf::atom("attach")>;

@@ -37,6 +37,15 @@ struct InstanceActorState {
   std::string diagnostics;
   // A save under way (its reply), if any: resume and teardown wait for it.
   std::optional<caf::typed_response_promise<uint64_t, uint64_t, uint64_t>> saving;
+  // Threads that read or write snapshot files (a save; building a restored
+  // machine), joined when the actor ends; each reports back with its token,
+  // so only the thread the actor is waiting for is listened to.
+  std::shared_ptr<std::vector<std::thread>> file_threads = std::make_shared<std::vector<std::thread>>();
+  uint64_t file_token = 0;
+  // A restored machine being built off the actor's thread, and what the
+  // Start -> Initialize transition does once it is there.
+  std::shared_ptr<std::pair<std::shared_ptr<devices::Machine>, std::string>> built;
+  std::function<void()> init_done;
   static inline const char* name = "instance";
 };
 using instance_pointer = instance_actor::stateful_pointer<InstanceActorState>;
@@ -169,15 +178,9 @@ void collect_diagnostics(instance_pointer self, std::function<void()> then) {
   }
 }
 
-// Creates the machine and the child actors (Start -> Initialize).
-bool initialize(instance_pointer self) {
+// The child actors of a built machine (the rest of Start -> Initialize).
+bool spawn_children(instance_pointer self) {
   auto& st = self->state;
-  try {
-    st.machine = std::make_shared<devices::Machine>(st.cfg.machine);
-  } catch (const std::exception& e) {
-    if (st.fault.empty()) st.fault = std::string("init_failed: ") + e.what();
-    return false;
-  }
   auto me = caf::actor_cast<caf::actor>(self);
   st.machine->set_event_handler([me](const devices::MachineEvent& ev) {
     // Called on a vCPU thread; one message per machine event (rare), never per I/O exit.
@@ -208,6 +211,29 @@ bool initialize(instance_pointer self) {
   return true;
 }
 
+// Creates the machine and the child actors (Start -> Initialize).
+bool initialize(instance_pointer self) {
+  auto& st = self->state;
+  try {
+    st.machine = std::make_shared<devices::Machine>(st.cfg.machine);
+  } catch (const std::exception& e) {
+    if (st.fault.empty()) st.fault = std::string("init_failed: ") + e.what();
+    return false;
+  }
+  return spawn_children(self);
+}
+
+void init_failed(instance_pointer self) {
+  auto& st = self->state;
+  st.target = S::destroy;
+  st.reason = st.fault;
+  v1::InstanceDiagnostics diag;  // nothing ran: the reason is all there is
+  diag.set_instance(st.cfg.name);
+  diag.set_reason(st.fault);
+  diag.set_generation(st.generation);
+  st.diagnostics = diag.SerializeAsString();
+}
+
 void destroy_children(instance_pointer self) {
   auto& st = self->state;
   for (auto& v : st.vcpus) {
@@ -232,16 +258,22 @@ void destroy_children(instance_pointer self) {
 void transition(instance_pointer self, InstanceState next, std::function<void()> done) {
   auto& st = self->state;
   const InstanceState cur = st.state;
-  if (cur == S::start && next == S::initialize) {
-    if (!initialize(self)) {
-      st.target = S::destroy;
-      st.reason = st.fault;
-      v1::InstanceDiagnostics diag;  // nothing ran: the reason is all there is
-      diag.set_instance(st.cfg.name);
-      diag.set_reason(st.fault);
-      diag.set_generation(st.generation);
-      st.diagnostics = diag.SerializeAsString();
-    }
+  if (cur == S::start && next == S::initialize && st.cfg.machine.restore) {
+    // A restore reads (and checksums) the whole snapshot file: on a thread
+    // of its own, never on a scheduler thread. init_done finishes this.
+    st.built = std::make_shared<std::pair<std::shared_ptr<devices::Machine>, std::string>>();
+    st.init_done = done;
+    const uint64_t token = ++st.file_token;
+    st.file_threads->emplace_back([me = caf::actor_cast<caf::actor>(self), slot = st.built, cfg = st.cfg.machine, token] {
+      try {
+        slot->first = std::make_shared<devices::Machine>(cfg);
+      } catch (const std::exception& e) {
+        slot->second = std::string("init_failed: ") + e.what();
+      }
+      caf::anon_send(me, init_done_atom::value, token);
+    });
+  } else if (cur == S::start && next == S::initialize) {
+    if (!initialize(self)) init_failed(self);
     done();
   } else if (cur == S::boot && next == S::run) {
     if (!st.conditions_met) {
@@ -318,7 +350,12 @@ caf::error refuse(instance_pointer self, const char* action) {
 instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfig cfg) {
   self->state.cfg = std::move(cfg);
   // Whatever ends the actor, its children go with it (links), and the
-  // machine is freed by the last of them to let go.
+  // machine is freed by the last of them to let go. A snapshot file being
+  // written or read is finished first (its thread is joined).
+  self->attach_functor([threads = self->state.file_threads] {
+    for (auto& t : *threads)
+      if (t.joinable()) t.join();
+  });
   return {
       [=](start_atom) -> caf::result<ack_atom> {
         if (self->state.state != S::start || self->state.target) return refuse(self, "start");
@@ -402,20 +439,23 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
         // Off the actor's thread: writing guest RAM may take seconds, and a
         // scheduler thread must not. The machine cannot change meanwhile:
         // its vCPUs are held, its devices paused, and drive() waits.
-        std::thread([me = caf::actor_cast<caf::actor>(self), machine = st.machine, path, name = st.cfg.name] {
-          try {
-            auto stats = devices::snapshot::save(*machine, path, name);
-            caf::anon_send(me, saved_atom::value, stats.file_bytes, stats.pages_written,
-                           static_cast<uint64_t>(stats.seconds * 1e6), std::string());
-          } catch (const std::exception& e) {
-            caf::anon_send(me, saved_atom::value, uint64_t{0}, uint64_t{0}, uint64_t{0}, std::string(e.what()));
-          }
-        }).detach();
+        const uint64_t token = ++st.file_token;
+        st.file_threads->emplace_back(
+            [me = caf::actor_cast<caf::actor>(self), machine = st.machine, path, name = st.cfg.name, token] {
+              try {
+                auto stats = devices::snapshot::save(*machine, path, name);
+                caf::anon_send(me, saved_atom::value, token, stats.file_bytes, stats.pages_written,
+                               static_cast<uint64_t>(stats.seconds * 1e6), std::string());
+              } catch (const std::exception& e) {
+                caf::anon_send(me, saved_atom::value, token, uint64_t{0}, uint64_t{0}, uint64_t{0},
+                               std::string(e.what()));
+              }
+            });
         return rp;
       },
-      [=](saved_atom, uint64_t bytes, uint64_t pages, uint64_t micros, const std::string& error) {
+      [=](saved_atom, uint64_t token, uint64_t bytes, uint64_t pages, uint64_t micros, const std::string& error) {
         auto& st = self->state;
-        if (!st.saving) return;
+        if (!st.saving || token != st.file_token) return;
         auto rp = *st.saving;
         st.saving.reset();
         if (error.empty())
@@ -423,6 +463,21 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
         else
           rp.deliver(make_error(ActorErrc::save_failed, error));
         drive(self);  // a target set meanwhile (resume, poweroff) proceeds now
+      },
+      [=](init_done_atom, uint64_t token) {
+        auto& st = self->state;
+        if (!st.init_done || token != st.file_token || !st.built) return;
+        auto done = std::move(st.init_done);
+        st.init_done = nullptr;
+        auto built = std::move(st.built);
+        st.machine = built->first;
+        if (!st.machine) {
+          if (st.fault.empty()) st.fault = built->second;
+          init_failed(self);
+        } else if (!spawn_children(self)) {
+          init_failed(self);
+        }
+        done();
       },
       [=](fault_hook_atom, const std::string& hook, uint32_t index) -> caf::result<ack_atom> {
         auto& st = self->state;

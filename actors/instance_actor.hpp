@@ -84,7 +84,8 @@ using instance_actor = caf::typed_actor<
     caf::replies_to<console_atom>::with<console_actor>,
     caf::replies_to<exit_status_atom>::with<int32_t>,
     caf::replies_to<save_atom, std::string>::with<uint64_t, uint64_t, uint64_t>,
-    caf::reacts_to<saved_atom, uint64_t, uint64_t, uint64_t, std::string>,  // internal
+    caf::reacts_to<saved_atom, uint64_t, uint64_t, uint64_t, uint64_t, std::string>,  // internal
+    caf::reacts_to<init_done_atom, uint64_t>,                                      // internal
     caf::replies_to<fault_hook_atom, std::string, uint32_t>::with<ack_atom>,  // test-only
     caf::reacts_to<guest_event_atom, std::string, uint32_t, std::string>,     // internal
     caf::reacts_to<cond_met_atom, std::string>>;                              // internal

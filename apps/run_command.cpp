@@ -262,8 +262,13 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
       save = Save::requested;
     if (save == Save::requested && state == "run" && target == "run") {
       status("pausing to save to " + *opts.save_file);
-      self->request(inst, reply_deadline, pause_atom::value).receive([](ack_atom) {}, [](caf::error&) {});
       save = Save::pausing;
+      self->request(inst, reply_deadline, pause_atom::value)
+          .receive([](ack_atom) {},
+                   [&](caf::error& e) {
+                     std::cerr << "apiary: cannot pause to save: " << actors::describe(e) << "; the VM continues\n";
+                     save = Save::done;
+                   });
     }
     if (save == Save::pausing && state == "quiesce" && target == "quiesce") {
       save = Save::done;

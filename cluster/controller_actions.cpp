@@ -453,7 +453,9 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
           },
           [self, a, id, action_id, name, start, placed = rec_in.node.empty() && a == Action::unshelve](caf::error& e) {
             event(self, action_id, name, "error", describe(e), start);
-            if (placed) {
+            // (An answer lost on the way may be a VM that runs there after
+            // all: the record keeps that node, for reconciliation to see.)
+            if (placed && !answer_lost(e)) {
               // The unshelve did not land: the instance is offloaded as before.
               try {
                 set_node(self, id, "");

@@ -330,11 +330,15 @@ void boot_vm(node_pointer self, const std::string& id, const std::string& spec_b
   call_and_wait(self, id, start_atom::value, reach("run"), self->state.cfg.state_deadline, std::move(done));
 }
 
-// A fresh boot: a saved state (a suspended instance hard-rebooted) is dropped.
+std::string saved_file(node_pointer self, const std::string& id);
+
+// A fresh boot: a saved state (a suspended instance hard-rebooted, or
+// deleted) is dropped, also one saved before this node process started.
 void drop_saved(node_pointer self, const std::string& id) {
+  std::error_code ec;
+  std::filesystem::remove(saved_file(self, id), ec);
   auto it = self->state.instances.find(id);
   if (it == self->state.instances.end() || it->second.saved_path.empty()) return;
-  std::error_code ec;
   std::filesystem::remove(it->second.saved_path, ec);
   it->second.saved_path.clear();
 }
@@ -773,8 +777,10 @@ void suspend_vm(node_pointer self, const std::string& id, Reply done) {
                 done({}, detail + "the VMM is gone\n");
               });
             },
-            [self, id, was_running, done](caf::error& e) {
+            [self, id, path, was_running, done](caf::error& e) {
               const std::string why = "save: " + describe(e);
+              std::error_code ec;
+              std::filesystem::remove(path, ec);  // a save that finished after its deadline
               if (!was_running) return done(kIntactPrefix + why, {});
               call_and_wait(self, id, resume_atom::value, reach("run"), self->state.cfg.state_deadline,
                             [done, why](const std::string& rerr) {
@@ -857,21 +863,31 @@ void shelve_vm(node_pointer self, const std::string& id, const v1::InstanceSpec&
                  });
   };
   if (!live) {
-    // Stopped, or suspended (its saved state goes along).
-    const std::string saved = known ? it->second.saved_path : std::string();
+    // Stopped, or suspended (its saved state goes along; also one saved
+    // before this node process started).
+    std::string saved = known ? it->second.saved_path : std::string();
+    if (saved.empty() && fs::exists(saved_file(self, id))) saved = saved_file(self, id);
     return copy_then([self, id, saved, state_file, undo, done](std::string detail) {
-      if (!saved.empty()) {
-        std::error_code ec;
-        fs::rename(saved, state_file, ec);
-        if (ec) {
-          fs::copy_file(saved, state_file, fs::copy_options::overwrite_existing, ec);
-          if (ec) return undo("move the saved state " + saved + " to the shelf: " + ec.message());
-          fs::remove(saved, ec);
-        }
+      if (saved.empty()) return done({}, detail);
+      std::error_code ec;
+      fs::rename(saved, state_file, ec);
+      if (!ec) {
         self->state.instances[id].saved_path.clear();
-        detail += "moved the saved state to " + state_file + "\n";
+        return done({}, detail + "moved the saved state to " + state_file + "\n");
       }
-      done({}, detail);
+      // Another filesystem: a copy, on a job thread like the disks.
+      run_file_job(self,
+                   [saved, state_file](const std::atomic<bool>& cancel) {
+                     const uint64_t n = copy_file(saved, state_file, cancel);
+                     return "copied the saved state to " + state_file + " (" + std::to_string(n) + " bytes)\n";
+                   },
+                   [self, id, saved, detail, undo, done](const std::string& err, const std::string& d) {
+                     if (!err.empty()) return undo("move the saved state " + saved + " to the shelf: " + err);
+                     std::error_code rec;
+                     fs::remove(saved, rec);
+                     self->state.instances[id].saved_path.clear();
+                     done({}, detail + d);
+                   });
     });
   }
   auto save_and_end = [self, id, state_file, undo, done](std::string detail) {

@@ -1,6 +1,7 @@
 #include "devices/machine_snapshot.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -102,6 +103,10 @@ class Reader {
       throw Error(errno == ENOENT ? Errc::file_not_found : Errc::file_unreadable, path + ": " + std::strerror(errno));
   }
   ~Reader() { ::close(fd_); }
+  uint64_t file_size() const {
+    struct stat st {};
+    return ::fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  }
   void read(void* out, size_t n, const char* what) {
     auto* p = static_cast<uint8_t*>(out);
     size_t left = n;
@@ -147,6 +152,10 @@ v1::MachineSnapshot read_preamble_and_header(Reader& in, const std::string& path
   const uint32_t header_len = static_cast<uint32_t>(get_le(pre + 12, 4));
   if (header_len == 0 || header_len > kMaxHeaderBytes)
     throw Error(Errc::snapshot_corrupt, path + ": header length " + std::to_string(header_len));
+  if (in.offset() + header_len > in.file_size())  // before allocating for it
+    throw Error(Errc::snapshot_truncated, path + ": the header of " + std::to_string(header_len) +
+                                              " bytes does not fit in the file (" + std::to_string(in.file_size()) +
+                                              " bytes)");
   std::string header(header_len, '\0');
   in.read(header.data(), header.size(), "header");
   v1::MachineSnapshot s;
@@ -160,6 +169,31 @@ v1::MachineSnapshot read_preamble_and_header(Reader& in, const std::string& path
                                             " vCPUs, " + std::to_string(s.vcpus_size()) + " vCPU states, " +
                                             std::to_string(m.memory_bytes()) + " bytes of RAM)");
   return s;
+}
+
+// Which pages of [host, host + bytes) the guest may have written: present in
+// RAM or swapped out, from /proc/self/pagemap (bits 63 and 62). A page never
+// touched is neither and reads as zero, so it need not be read at all (each
+// first touch costs ~12 us here). mincore() would not do: it calls a
+// swapped-out anonymous page "not resident", and its data would be lost.
+// When pagemap cannot be read, every page is a candidate.
+std::vector<bool> touched_pages(const uint8_t* host, uint64_t bytes) {
+  const uint64_t pages = bytes / kPageSize;
+  std::vector<bool> out(pages, true);
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  constexpr uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62;
+  std::vector<uint64_t> entries(4096);
+  const uint64_t first = reinterpret_cast<uintptr_t>(host) / kPageSize;
+  for (uint64_t p = 0; p < pages;) {
+    const uint64_t n = std::min<uint64_t>(entries.size(), pages - p);
+    const ssize_t r = ::pread(fd, entries.data(), n * sizeof(uint64_t), static_cast<off_t>((first + p) * 8));
+    if (r != static_cast<ssize_t>(n * sizeof(uint64_t))) break;  // the rest stays "maybe written"
+    for (uint64_t i = 0; i < n; ++i) out[p + i] = (entries[i] & (kPresent | kSwapped)) != 0;
+    p += n;
+  }
+  ::close(fd);
+  return out;
 }
 
 bool page_is_zero(const uint8_t* p) {
@@ -189,9 +223,7 @@ SaveStats write_file(const std::string& path, const v1::MachineSnapshot& s, cons
     w.write(header);
     for (const auto& region : memory.regions()) {
       const uint64_t pages = region.size / kPageSize;
-      std::vector<unsigned char> resident(pages);
-      if (::mincore(region.host, region.size, resident.data()) != 0)
-        std::fill(resident.begin(), resident.end(), 1);  // cannot tell: look at every page
+      const std::vector<bool> touched = touched_pages(region.host, region.size);
       uint64_t run_start = 0, run_len = 0;
       auto flush = [&] {
         if (!run_len) return;
@@ -204,7 +236,7 @@ SaveStats write_file(const std::string& path, const v1::MachineSnapshot& s, cons
         run_len = 0;
       };
       for (uint64_t p = 0; p < pages; ++p) {
-        const bool keep = (resident[p] & 1) && !page_is_zero(region.host + p * kPageSize);
+        const bool keep = touched[p] && !page_is_zero(region.host + p * kPageSize);
         if (!keep) {
           flush();
           ++stats.pages_skipped;
@@ -384,8 +416,11 @@ void load_into(Machine& machine, const Header& header) {
   from_raw(s.vm().clock(), vs.clock, "clock state");
   vm->restore_state(vs);
 
+  std::vector<bool> seen(machine.vcpus().size(), false);
   for (const auto& v : s.vcpus()) {
-    if (v.id() >= machine.vcpus().size()) throw Error(Errc::snapshot_corrupt, path + ": vCPU id " + std::to_string(v.id()));
+    if (v.id() >= machine.vcpus().size() || seen[v.id()])
+      throw Error(Errc::snapshot_corrupt, path + ": vCPU id " + std::to_string(v.id()) + " out of range or repeated");
+    seen[v.id()] = true;
     auto* kvm_vcpu = dynamic_cast<vmm::KvmVcpuBackend*>(machine.vcpus()[v.id()].get());
     if (!kvm_vcpu) throw Error(Errc::snapshot_unsupported, "vCPU " + std::to_string(v.id()) + " is not a KVM vCPU");
     const std::string who = "vCPU " + std::to_string(v.id()) + " ";
@@ -410,7 +445,9 @@ void load_into(Machine& machine, const Header& header) {
   }
 
   std::map<std::string, const v1::DeviceState*> by_name;
-  for (const auto& d : s.devices()) by_name[d.device()] = &d;
+  for (const auto& d : s.devices())
+    if (!by_name.emplace(d.device(), &d).second)
+      throw Error(Errc::snapshot_corrupt, path + ": two states for device " + d.device());
   for (Device* d : machine.devices()) {
     auto it = by_name.find(d->name());
     if (it == by_name.end()) throw Error(Errc::snapshot_board, path + ": no state for device " + d->name());

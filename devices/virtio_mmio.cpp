@@ -351,6 +351,9 @@ v1::DeviceState VirtioMmio::export_state() const {
   r["device_id"] = device_->device_id();
   r["device_features"] = offered_;
   r["queue_sel"] = queue_sel_;
+  r["device_features_sel"] = device_features_sel_;
+  r["driver_features_sel"] = driver_features_sel_;
+  r["shm_sel"] = shm_sel_;
   for (size_t i = 0; i < queues_.size(); ++i) {
     const Virtqueue& q = *queues_[i];
     const std::string p = "q" + std::to_string(i) + ".";
@@ -396,6 +399,9 @@ void VirtioMmio::import_state(const v1::DeviceState& state) {
            " with " + std::to_string(offered_));
   std::lock_guard ctrl(ctrl_mutex_);
   queue_sel_ = r.reg_as<uint32_t>("queue_sel");
+  device_features_sel_ = r.reg_as<uint32_t>("device_features_sel");
+  driver_features_sel_ = r.reg_as<uint32_t>("driver_features_sel");
+  shm_sel_ = r.reg_as<uint32_t>("shm_sel");
   uint64_t features = 0;
   bool live = false;
   {

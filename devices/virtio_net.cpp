@@ -342,4 +342,6 @@ void VirtioNet::export_state(v1::DeviceState& state) const {
   m["rx_pending"] = c.rx_pending;
 }
 
+void VirtioNet::import_state(const StateReader& state) { admin_up_.store(state.flag("admin_up")); }
+
 }  // namespace apiary::devices

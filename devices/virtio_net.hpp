@@ -168,6 +168,9 @@ class VirtioNet final : public VirtioDevice, public NetPort {
   // returns deliver() is not running and drops whatever it is given.
   void halt() override;
   void export_state(v1::DeviceState& state) const override;
+  // The administrative link state (set_link); the backend's connection is
+  // the node's and is made anew.
+  void import_state(const StateReader& state) override;
 
  private:
   using Frame = std::vector<uint8_t>;

@@ -63,7 +63,7 @@ BOOST_AUTO_TEST_CASE(create_act_refuse_delete_then_survive_kill_9, *utf::precond
     BOOST_TEST(eventually([&] { return vm_state(c.port, id) == "active"; }));
     r = http_call(c.port, http::verb::get, "/v1/instances/" + id + "/actions");
     BOOST_TEST(r.body.find("\"action\":\"suspend\"") != std::string::npos);
-    BOOST_TEST(r.body.find("saved ") != std::string::npos, r.body);
+    BOOST_TEST(r.body.find(id + ".snap: ") != std::string::npos, r.body);  // "saved <save_dir>/<id>.snap: ..."
     BOOST_TEST(r.body.find("restored from ") != std::string::npos, r.body);
     {
       const std::string history =

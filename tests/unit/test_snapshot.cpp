@@ -314,6 +314,13 @@ BOOST_AUTO_TEST_CASE(corrupt_truncated_and_foreign_files_are_refused) {
   // Every truncation is named as one, wherever the file ends.
   for (size_t cut : {size_t{10}, size_t{17}, good.size() / 2, good.size() - 13, good.size() - 1})
     BOOST_TEST((load(good.substr(0, cut)) == Errc::snapshot_truncated), "cut at " << cut << ": " << what);
+  // A header length far beyond the file: refused before anything is
+  // allocated for it.
+  std::string huge = good.substr(0, 16);
+  huge[12] = 0, huge[13] = 0, huge[14] = 0, huge[15] = 0x10;  // 256 MiB
+  BOOST_TEST((load(huge + "x") == Errc::snapshot_truncated), what);
+  huge[15] = 0x7f;  // above kMaxHeaderBytes
+  BOOST_TEST((load(huge + "x") == Errc::snapshot_corrupt), what);
   // One byte changed in guest memory: the checksum catches it.
   std::string flipped = good;
   flipped[good.size() - 100] ^= 0x01;
