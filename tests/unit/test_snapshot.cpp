@@ -59,9 +59,14 @@ uint8_t in(devices::Machine& m, uint16_t port) {
   return static_cast<uint8_t>(v);
 }
 
-// Guest-visible state only: counters are per-process statistics.
+// Guest-visible state only: counters are per-process statistics, and the
+// RTC's time registers are the host's clock read now (what is saved is the
+// guest's offset from it, compared as clock_offset_seconds).
 v1::DeviceState without_counters(v1::DeviceState s) {
   s.clear_counters();
+  if (s.kind() == "cmos-rtc" || s.device() == "rtc")
+    for (const char* r : {"seconds", "minutes", "hours", "day_of_week", "day_of_month", "month", "year", "century"})
+      s.mutable_registers()->erase(r);
   return s;
 }
 
