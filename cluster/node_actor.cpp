@@ -65,6 +65,10 @@ struct NodeInstance {
   std::string target;
   std::string reason;  // why the instance is in `state` (its fault, when it failed)
   std::string saved_path;  // suspended: its state file (no VMM meanwhile)
+  // Bumped by every action the controller sends for this instance: a
+  // fallback that fires late (stop's forced power-off after the guest
+  // ignored the power button) checks that no later action took over.
+  uint64_t action_epoch = 0;
   std::vector<Waiter> waiters;
 };
 
@@ -364,9 +368,17 @@ void power_off(node_pointer self, const std::string& id, Done done) {
 void shut_down(node_pointer self, const std::string& id, Done done) {
   auto it = self->state.instances.find(id);
   if (it == self->state.instances.end() || it->second.state != "run") return power_off(self, id, std::move(done));
+  const uint64_t epoch = it->second.action_epoch;
   call_and_wait(self, id, soft_off_atom::value, reach("destroy"), self->state.cfg.shutdown_timeout,
-                [self, id, done](const std::string& err) {
+                [self, id, done, epoch](const std::string& err) {
                   if (err.empty()) return done({});
+                  // A hard reboot (which Nova lets supersede a stop) ran
+                  // meanwhile: its VM must not be powered off now. Found by
+                  // the chaos suite: the record said ACTIVE, the node had
+                  // powered the VM off 20 s after the superseded stop.
+                  auto i = self->state.instances.find(id);
+                  if (i != self->state.instances.end() && i->second.action_epoch != epoch)
+                    return done("the stop of instance " + id + " was superseded by a later action");
                   power_off(self, id, done);
                 });
 }
@@ -382,6 +394,7 @@ void run_action(node_pointer self, const std::string& id, const std::string& act
   auto& st = self->state;
   auto it = st.instances.find(id);
   const bool known = it != st.instances.end();
+  if (known) ++it->second.action_epoch;
   const std::string spec = known && spec_bytes.empty() ? it->second.spec_bytes : spec_bytes;
   const auto deadline = st.cfg.state_deadline;
   if (action == "poweroff") return shut_down(self, id, std::move(done));
@@ -962,6 +975,7 @@ void run_extended(node_pointer self, const std::string& id, const std::string& a
   auto& st = self->state;
   auto it = st.instances.find(id);
   const bool known = it != st.instances.end();
+  if (known) ++it->second.action_epoch;
   const bool was_running = known && !is_down(it->second);
   const std::string spec_bytes = !spec_in.empty() ? spec_in : known ? it->second.spec_bytes : std::string();
   v1::InstanceSpec spec;
