@@ -39,6 +39,7 @@
 #include "devices/virtio_mmio.hpp"
 #include "devices/virtio_net.hpp"
 #include "devices/virtio_rng.hpp"
+#include "tests/fuzz/fuzz_sinks.hpp"
 #include "vmm-core/guest_memory.hpp"
 #include "vmm-core/layout.hpp"
 
@@ -47,15 +48,8 @@ using namespace apiary::devices;
 
 namespace {
 
-struct NullIrq final : IrqLine {
-  void set_level(uint32_t, bool) override {}
-};
-struct NullEvents final : DeviceEvents {
-  void reset_requested(std::string_view) override {}
-  void poweroff_requested(std::string_view) override {}
-  void debug_exit(std::string_view, int) override {}
-  void progress(std::string_view, uint8_t) override {}
-};
+using fuzz::NullEvents;
+using fuzz::NullIrq;
 
 // Guest RAM small enough to reset cheaply, big enough for rings and buffers.
 constexpr uint64_t kRam = 1 << 20;

@@ -31,6 +31,7 @@
 #include "devices/virtio_blk.hpp"
 #include "devices/virtio_mmio.hpp"
 #include "devices/virtio_rng.hpp"
+#include "tests/fuzz/fuzz_sinks.hpp"
 #include "vmm-core/error.hpp"
 
 using namespace apiary;
@@ -38,15 +39,8 @@ using namespace apiary::devices;
 
 namespace {
 
-struct NullIrq final : IrqLine {
-  void set_level(uint32_t, bool) override {}
-};
-struct NullEvents final : DeviceEvents {
-  void reset_requested(std::string_view) override {}
-  void poweroff_requested(std::string_view) override {}
-  void debug_exit(std::string_view, int) override {}
-  void progress(std::string_view, uint8_t) override {}
-};
+using fuzz::NullEvents;
+using fuzz::NullIrq;
 constexpr uint64_t kRam = 1 << 20;
 
 void file_layer(const uint8_t* data, size_t size) {

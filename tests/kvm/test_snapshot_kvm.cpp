@@ -19,6 +19,7 @@
 #include "devices/machine_snapshot.hpp"
 #include "tests/support/instance_driver.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace apiary;
@@ -27,15 +28,7 @@ namespace utf = boost::unit_test;
 
 namespace {
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/apiary-snapkvm-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 test::ProcessResult apiary_run(std::vector<std::string> args, const std::string& input = {},
                                std::chrono::seconds deadline = 120s) {

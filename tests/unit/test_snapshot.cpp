@@ -20,6 +20,7 @@
 
 #include "devices/machine.hpp"
 #include "devices/machine_snapshot.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/virtio_driver.hpp"
 #include "vmm-core/error.hpp"
@@ -31,15 +32,7 @@ using vmm::Errc;
 
 namespace {
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/apiary-snapshot-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 devices::MachineConfig sim_config(const std::string& disk) {
   devices::MachineConfig c;
