@@ -40,6 +40,8 @@ using cond_met_atom = caf::atom_constant<caf::atom("condmet")>;     // internal:
 using save_atom = caf::atom_constant<caf::atom("save")>;            // snapshot a paused instance to a file
 using saved_atom = caf::atom_constant<caf::atom("saved")>;          // internal: the save thread is done
 using init_done_atom = caf::atom_constant<caf::atom("initdone")>;   // internal: a restored machine is built
+using migrate_atom = caf::atom_constant<caf::atom("migrate")>;      // live-migrate a running instance
+using migration_atom = caf::atom_constant<caf::atom("migration")>;  // internal: a migration thread's step
 
 // Console
 using attach_atom = caf::atom_constant<caf::atom("attach")>;

@@ -15,6 +15,8 @@ const char* to_string(ActorErrc e) noexcept {
     case ActorErrc::destroyed: return "destroyed";
     case ActorErrc::invalid_argument: return "invalid_argument";
     case ActorErrc::save_failed: return "save_failed";
+    case ActorErrc::migrate_failed: return "migrate_failed";
+    case ActorErrc::migrate_unknown: return "migrate_unknown";
   }
   return "unknown";
 }

@@ -21,6 +21,8 @@ enum class ActorErrc : uint8_t {
   destroyed,               // the instance is gone
   invalid_argument,
   save_failed,             // a snapshot could not be written (the vmm::Errc is in the detail)
+  migrate_failed,          // a live migration failed before commit; the source runs on (vmm::Errc in the detail)
+  migrate_unknown,         // the destination was told to run but never said it does: the source stays paused
 };
 
 const char* to_string(ActorErrc e) noexcept;

@@ -1,5 +1,7 @@
 #include "actors/instance_actor.hpp"
 
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -9,6 +11,7 @@
 #include "actors/vcpu_actor.hpp"
 #include "devices/machine_snapshot.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
+#include "proto/apiary/v1/snapshot.pb.h"
 
 namespace apiary::actors {
 
@@ -16,6 +19,33 @@ namespace {
 
 using S = InstanceState;
 using ms = std::chrono::milliseconds;
+
+// A live migration out, shared by the actor and its thread: the thread asks
+// for the stop (migration "stop") and waits here until the actor has held
+// the vCPUs and paused the devices, or gave up.
+struct OutgoingJob {
+  std::atomic<bool> cancelled{false};
+  std::mutex mutex;
+  std::condition_variable cv;
+  enum class Stop { waiting, stopped, abandoned } stop = Stop::waiting;
+  std::chrono::steady_clock::time_point stopped_at;
+  void signal(Stop s, std::chrono::steady_clock::time_point at = {}) {
+    std::lock_guard lock(mutex);
+    if (stop != Stop::waiting) return;
+    stop = s;
+    stopped_at = at;
+    cv.notify_all();
+  }
+};
+
+struct Migration {
+  std::shared_ptr<OutgoingJob> job;
+  caf::typed_response_promise<std::string> reply;
+  std::string destination;
+  uint64_t token = 0;
+  bool stopping = false;  // the actor is pausing the guest for stop-and-copy
+  std::chrono::steady_clock::time_point stop_requested;
+};
 
 struct InstanceActorState {
   InstanceConfig cfg;
@@ -46,16 +76,24 @@ struct InstanceActorState {
   // Start -> Initialize transition does once it is there.
   std::shared_ptr<std::pair<std::shared_ptr<devices::Machine>, std::string>> built;
   std::function<void()> init_done;
+  // A live migration out under way, and the destination side's state.
+  std::optional<Migration> migration;
+  uint64_t migration_token = 0;
+  bool incoming_running_reported = false;
+  bool migration_in_pending = false;  // a destination waits for the source's commit
   static inline const char* name = "instance";
 };
 using instance_pointer = instance_actor::stateful_pointer<InstanceActorState>;
 
 void drive(instance_pointer self);
 
+void on_migration_state(instance_pointer self, InstanceState next);
+
 void set_state(instance_pointer self, InstanceState next) {
   auto& st = self->state;
   st.state = next;
   ++st.generation;
+  on_migration_state(self, next);
   const std::string target = st.target ? to_string(*st.target) : "";
   for (auto& sub : st.subscribers)
     caf::anon_send(sub, state_atom::value, std::string(to_string(next)), st.generation, target, st.reason);
@@ -75,6 +113,13 @@ void set_target(instance_pointer self, InstanceState t, std::string why) {
   auto& st = self->state;
   if (st.target == S::destroy) return;
   if (st.target == S::halt && t != S::destroy) return;
+  if (st.migration && !(st.migration->stopping && t == S::quiesce)) {
+    // Anything else the instance is asked to do (poweroff, halt, a guest
+    // reset) ends the migration first; its thread reports the cancel.
+    st.migration->job->cancelled = true;
+    st.migration->job->signal(OutgoingJob::Stop::abandoned);
+  }
+  if (st.cfg.incoming && (t == S::destroy || t == S::halt)) st.cfg.incoming->cancelled = true;
   st.target = t;
   st.reason = std::move(why);
   if (st.awaiting_conditions && t != S::run) {
@@ -91,6 +136,29 @@ void fault(instance_pointer self, std::string what) {
   auto& st = self->state;
   if (st.fault.empty()) st.fault = what;
   set_target(self, S::destroy, "fault: " + what);
+}
+
+// The state stream's side of migrations: the source's guest is stopped
+// (its thread may copy the rest); the destination's runs (the source is told).
+void on_migration_state(instance_pointer self, InstanceState next) {
+  auto& st = self->state;
+  if (st.migration && st.migration->stopping && next != S::run) {
+    if (next == S::quiesce && st.target == S::quiesce) {
+      st.migration->job->signal(OutgoingJob::Stop::stopped, st.migration->stop_requested);
+    } else {  // a fault on the way (an ack timeout): the machine is going away
+      st.migration->job->cancelled = true;
+      st.migration->job->signal(OutgoingJob::Stop::abandoned);
+    }
+  }
+  if (next == S::run && st.cfg.incoming && st.cfg.incoming->stream && !st.incoming_running_reported) {
+    st.incoming_running_reported = true;
+    try {
+      st.cfg.incoming->stream->report_running();  // one small frame on an idle socket
+    } catch (const std::exception&) {
+      // The source then reports migrate_unknown; the guest runs here.
+    }
+    st.cfg.incoming->stream.reset();
+  }
 }
 
 // Runs `phases` one after the other; each is a fan-out whose failure is a
@@ -206,8 +274,10 @@ bool spawn_children(instance_pointer self) {
   }
   st.console = spawn_console(sys, st.machine, me);
   self->link_to(st.console);
-  // A restored guest is past its boot: its console said what it had to.
+  // A restored guest is past its boot: its console said what it had to. A
+  // migrating one runs once its state is in and the source commits.
   st.conditions_met = !st.cfg.wait_for_console || st.machine->restored();
+  st.migration_in_pending = st.cfg.incoming != nullptr;
   return true;
 }
 
@@ -258,7 +328,28 @@ void destroy_children(instance_pointer self) {
 void transition(instance_pointer self, InstanceState next, std::function<void()> done) {
   auto& st = self->state;
   const InstanceState cur = st.state;
-  if (cur == S::start && next == S::initialize && st.cfg.machine.restore) {
+  if (cur == S::start && next == S::initialize && st.cfg.incoming) {
+    // A migration's destination: accept the source, read what to build,
+    // build it, all off the actor's thread (as a restore).
+    st.built = std::make_shared<std::pair<std::shared_ptr<devices::Machine>, std::string>>();
+    st.init_done = done;
+    const uint64_t token = ++st.file_token;
+    st.file_threads->emplace_back([me = caf::actor_cast<caf::actor>(self), slot = st.built, in = st.cfg.incoming,
+                                   kvm_path = st.cfg.machine.kvm_path, token] {
+      try {
+        in->stream = std::make_unique<devices::migration::Incoming>(
+            in->listener->accept(in->accept_deadline, &in->cancelled), in->policy, &in->cancelled);
+        in->listener.reset();  // one source per destination
+        devices::MachineConfig cfg = in->stream->machine_config();
+        cfg.kvm_path = kvm_path;
+        slot->first = std::make_shared<devices::Machine>(std::move(cfg));
+      } catch (const std::exception& e) {
+        if (in->stream) in->stream->report_failure(e.what());
+        slot->second = std::string("init_failed: migration in: ") + e.what();
+      }
+      caf::anon_send(me, init_done_atom::value, token);
+    });
+  } else if (cur == S::start && next == S::initialize && st.cfg.machine.restore) {
     // A restore reads (and checksums) the whole snapshot file: on a thread
     // of its own, never on a scheduler thread. init_done finishes this.
     st.built = std::make_shared<std::pair<std::shared_ptr<devices::Machine>, std::string>>();
@@ -276,9 +367,10 @@ void transition(instance_pointer self, InstanceState next, std::function<void()>
     if (!initialize(self)) init_failed(self);
     done();
   } else if (cur == S::boot && next == S::run) {
-    if (!st.conditions_met) {
+    if (!st.conditions_met || st.migration_in_pending) {
       st.awaiting_conditions = true;  // cond_met (or its timeout) finishes this transition
-      self->delayed_send(self, st.cfg.console_wait, cond_met_atom::value, std::string("timeout"));
+      self->delayed_send(self, st.cfg.incoming ? st.cfg.incoming->total_deadline : st.cfg.console_wait,
+                         cond_met_atom::value, std::string("timeout"));
       return;
     }
     run_phases(self, {{"device start", device_phase(self, start_atom::value)},
@@ -344,7 +436,8 @@ caf::error refuse(instance_pointer self, const char* action) {
   auto& st = self->state;
   return make_error(ActorErrc::wrong_state, std::string("cannot ") + action + " instance '" + st.cfg.name +
                                                 "' in state " + to_string(st.state) +
-                                                (st.target ? std::string(" (target ") + to_string(*st.target) + ")" : ""));
+                                                (st.target ? std::string(" (target ") + to_string(*st.target) + ")" : "") +
+                                                (st.migration ? " during a migration to " + st.migration->destination : ""));
 }
 
 instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfig cfg) {
@@ -364,13 +457,14 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       },
       [=](pause_atom) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if ((st.state != S::run && st.state != S::boot) || st.target != S::run) return refuse(self, "pause");
+        if ((st.state != S::run && st.state != S::boot) || st.target != S::run || st.migration)
+          return refuse(self, "pause");
         set_target(self, S::quiesce, "pause requested");
         return ack_atom::value;
       },
       [=](resume_atom) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if (st.target != S::quiesce) return refuse(self, "resume");
+        if (st.target != S::quiesce || st.migration) return refuse(self, "resume");
         set_target(self, S::run, "resume requested");
         return ack_atom::value;
       },
@@ -386,7 +480,8 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       },
       [=](hard_reset_atom) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if (st.state == S::destroy || st.target == S::destroy || st.state == S::start) return refuse(self, "reset");
+        if (st.state == S::destroy || st.target == S::destroy || st.state == S::start || st.migration)
+          return refuse(self, "reset");
         set_target(self, S::reboot, "forced reset");
         return ack_atom::value;
       },
@@ -425,7 +520,7 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       [=](exit_status_atom) -> int32_t { return self->state.exit_status; },
       [=](save_atom, const std::string& path) -> caf::result<uint64_t, uint64_t, uint64_t> {
         auto& st = self->state;
-        if (st.state != S::quiesce || st.target != S::quiesce || st.busy || st.saving)
+        if (st.state != S::quiesce || st.target != S::quiesce || st.busy || st.saving || st.migration)
           return st.saving ? make_error(ActorErrc::wrong_state, "a save of '" + st.cfg.name + "' is under way")
                            : refuse(self, "save");
         if (path.empty()) return make_error(ActorErrc::invalid_argument, "save: no file name");
@@ -476,8 +571,113 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           init_failed(self);
         } else if (!spawn_children(self)) {
           init_failed(self);
+        } else if (st.cfg.incoming) {
+          // RAM and state from the source, into the machine whose vCPUs
+          // are not yet released; "received" once the source committed.
+          const uint64_t mt = ++st.migration_token;
+          st.file_threads->emplace_back(
+              [me = caf::actor_cast<caf::actor>(self), machine = st.machine, in = st.cfg.incoming, mt] {
+                try {
+                  in->stream->receive(*machine);
+                  caf::anon_send(me, migration_atom::value, mt, std::string("received"), std::string());
+                } catch (const std::exception& e) {
+                  caf::anon_send(me, migration_atom::value, mt, std::string("in_failed"), std::string(e.what()));
+                }
+              });
         }
         done();
+      },
+      [=](migrate_atom, const std::string& host, uint32_t port) -> caf::result<std::string> {
+        auto& st = self->state;
+        if (st.migration) return make_error(ActorErrc::wrong_state, "a migration of '" + st.cfg.name + "' is under way");
+        if (st.state != S::run || st.target != S::run || st.busy || st.saving) return refuse(self, "migrate");
+        if (host.empty() || port == 0 || port > 65535)
+          return make_error(ActorErrc::invalid_argument, "migrate: destination must be a host and a port 1-65535");
+        if (st.machine->simulated())
+          return make_error(ActorErrc::migrate_failed,
+                            vmm::Error(vmm::Errc::snapshot_unsupported, "a simulated machine cannot be migrated").what());
+        auto job = std::make_shared<OutgoingJob>();
+        const uint64_t token = ++st.migration_token;
+        const std::string destination = host + ":" + std::to_string(port);
+        auto rp = self->make_response_promise<std::string>();
+        st.migration = Migration{job, rp, destination, token, false, {}};
+        const auto stop_wait = 4 * st.cfg.phase_deadline + std::chrono::seconds(5);
+        st.file_threads->emplace_back([me = caf::actor_cast<caf::actor>(self), machine = st.machine, job, host, port,
+                                       name = st.cfg.name, policy = st.cfg.migration_policy, token, stop_wait,
+                                       destination] {
+          namespace mig = devices::migration;
+          auto report = [&](const char* step, std::string detail) {
+            caf::anon_send(me, migration_atom::value, token, std::string(step), std::move(detail));
+          };
+          std::unique_ptr<mig::Outgoing> out;
+          try {
+            out = std::make_unique<mig::Outgoing>(*machine, host, static_cast<uint16_t>(port), name, policy,
+                                                  &job->cancelled);
+            out->precopy();
+            report("stop", "");
+            std::unique_lock lock(job->mutex);
+            job->cv.wait_for(lock, stop_wait, [&] { return job->stop != OutgoingJob::Stop::waiting; });
+            if (job->stop != OutgoingJob::Stop::stopped)
+              throw vmm::Error(vmm::Errc::migration_cancelled, "the source could not be stopped for stop-and-copy");
+            const auto stopped_at = job->stopped_at;
+            lock.unlock();
+            out->stop_and_copy(stopped_at);
+            out->commit();
+            const mig::Stats& s = out->stats();
+            v1::MigrationStats m;
+            m.set_destination(destination);
+            m.set_rounds(s.rounds);
+            m.set_pages(s.pages);
+            m.set_final_pages(s.final_pages);
+            m.set_bytes(s.bytes);
+            m.set_converged(s.converged);
+            m.set_precopy_ms(s.precopy_ms);
+            m.set_total_ms(s.total_ms);
+            m.set_downtime_ms(s.downtime_ms);
+            out.reset();
+            report("done", m.SerializeAsString());
+          } catch (const std::exception& e) {
+            const bool committed = out && out->committed();
+            out.reset();  // dirty logs off before the actor resumes the guest
+            report(committed ? "unknown" : "failed", e.what());
+          }
+        });
+        return rp;
+      },
+      [=](migration_atom, uint64_t token, const std::string& step, const std::string& detail) {
+        auto& st = self->state;
+        if (step == "received" || step == "in_failed") {  // the destination side
+          if (token != st.migration_token || !st.cfg.incoming) return;
+          if (step == "received") {
+            self->send(self, cond_met_atom::value, std::string("migration"));
+          } else {
+            fault(self, "migration_in_failed: " + detail);
+          }
+          return;
+        }
+        if (!st.migration || token != st.migration->token) return;
+        if (step == "stop") {
+          if (st.state == S::run && st.target == S::run && !st.busy) {
+            st.migration->stopping = true;
+            st.migration->stop_requested = std::chrono::steady_clock::now();
+            set_target(self, S::quiesce, "migration to " + st.migration->destination + ": stop-and-copy");
+          } else {
+            st.migration->job->signal(OutgoingJob::Stop::abandoned);
+          }
+          return;
+        }
+        Migration m = std::move(*st.migration);
+        st.migration.reset();
+        if (step == "done") {
+          m.reply.deliver(detail);
+          set_target(self, S::destroy, "migrated to " + m.destination);
+        } else if (step == "unknown") {
+          // Commit went out: the destination may run the guest. Never run it here too.
+          m.reply.deliver(make_error(ActorErrc::migrate_unknown, detail));
+        } else {
+          m.reply.deliver(make_error(ActorErrc::migrate_failed, detail));
+          if (m.stopping && st.target == S::quiesce) set_target(self, S::run, "migration failed; resumed: " + detail);
+        }
       },
       [=](fault_hook_atom, const std::string& hook, uint32_t index) -> caf::result<ack_atom> {
         auto& st = self->state;
@@ -511,13 +711,19 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       [=](cond_met_atom, const std::string& which) {
         auto& st = self->state;
         if (which == "console") st.conditions_met = true;
+        if (which == "migration") st.migration_in_pending = false;
         if (!st.awaiting_conditions) return;
+        const bool met = st.conditions_met && !st.migration_in_pending;
+        if (!met && which != "timeout") return;  // the other condition is still due
         st.awaiting_conditions = false;
-        if (!st.conditions_met) {
-          // The boot condition timed out: nothing ran; take the error path.
+        if (!met) {
+          // A boot condition timed out: nothing ran; take the error path.
           st.busy = false;
-          fault(self, "boot condition wait_for_console not met within " +
-                          std::to_string(st.cfg.console_wait.count()) + " ms");
+          fault(self, st.migration_in_pending
+                          ? "migration in not complete within " +
+                                std::to_string(st.cfg.incoming->total_deadline.count()) + " ms"
+                          : "boot condition wait_for_console not met within " +
+                                std::to_string(st.cfg.console_wait.count()) + " ms");
           return;
         }
         st.busy = false;

@@ -20,6 +20,7 @@
 
 #include <caf/all.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -29,8 +30,24 @@
 #include "actors/instance_lifecycle.hpp"
 #include "actors/metrics.hpp"
 #include "devices/machine.hpp"
+#include "devices/machine_migration.hpp"
 
 namespace apiary::actors {
+
+// This instance is the destination of a live migration: its machine is
+// built from what the source sends over a connection to `listener` (the
+// InstanceConfig's machine is replaced by the source's), and it runs once
+// the source commits. `cancelled` stops the wait (the owner gave up).
+struct IncomingMigration {
+  std::shared_ptr<devices::migration::Listener> listener;
+  devices::migration::Policy policy;
+  std::chrono::milliseconds accept_deadline{30000};
+  // The whole migration, accept to running (pre-copy of a busy guest can
+  // take minutes; each step has policy.io_deadline besides).
+  std::chrono::milliseconds total_deadline{30 * 60 * 1000};
+  std::atomic<bool> cancelled{false};
+  std::unique_ptr<devices::migration::Incoming> stream;  // once accepted
+};
 
 struct InstanceConfig {
   std::string name = "instance";
@@ -41,6 +58,10 @@ struct InstanceConfig {
   // Where each fan-out phase's duration goes (label phase="vcpu hold", ...);
   // shared by the instances of one node. Null: not measured.
   std::shared_ptr<LatencyFamily> fan_out_latency;
+  // Set: started as a live migration's destination (see IncomingMigration).
+  std::shared_ptr<IncomingMigration> incoming;
+  // How this instance migrates out (migrate).
+  devices::migration::Policy migration_policy;
 };
 
 // Replies and errors (ActorErrc, category "apiary"):
@@ -63,6 +84,17 @@ struct InstanceConfig {
 //                 save is under way); the file is written off the actor's
 //                 thread and resume waits for it. save_failed names why
 //                 (file_unwritable, snapshot_unsupported, ...).
+//   migrate HOST PORT -> serialized apiary.v1.MigrationStats
+//                 live migration to a destination listening there
+//                 (Run only; one at a time). Pre-copy while the guest runs,
+//                 then a pause fan-out, stop-and-copy, commit; the instance
+//                 is destroyed (reason "migrated to ...") once the
+//                 destination runs. migrate_failed: the instance runs on
+//                 here (resumed if it was stopped). migrate_unknown: commit
+//                 went out but the destination never said it runs; the
+//                 instance stays paused so that it never runs twice.
+//                 While a migration is under way pause, resume, save and
+//                 hard reset are refused; poweroff and halt cancel it.
 //
 // Restoring: an InstanceConfig whose machine.restore is set (from
 // devices::snapshot::restore_config) starts as usual (start -> ... -> run),
@@ -86,6 +118,8 @@ using instance_actor = caf::typed_actor<
     caf::replies_to<save_atom, std::string>::with<uint64_t, uint64_t, uint64_t>,
     caf::reacts_to<saved_atom, uint64_t, uint64_t, uint64_t, uint64_t, std::string>,  // internal
     caf::reacts_to<init_done_atom, uint64_t>,                                      // internal
+    caf::replies_to<migrate_atom, std::string, uint32_t>::with<std::string>,
+    caf::reacts_to<migration_atom, uint64_t, std::string, std::string>,            // internal
     caf::replies_to<fault_hook_atom, std::string, uint32_t>::with<ack_atom>,  // test-only
     caf::reacts_to<guest_event_atom, std::string, uint32_t, std::string>,     // internal
     caf::reacts_to<cond_met_atom, std::string>>;                              // internal

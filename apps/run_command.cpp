@@ -13,6 +13,7 @@
 
 #include "apps/terminal.hpp"
 #include "devices/machine.hpp"
+#include "devices/machine_migration.hpp"
 #include "devices/machine_snapshot.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
@@ -32,6 +33,9 @@ struct RunOptions {
   std::optional<uint64_t> timeout_s;
   std::optional<std::string> save_file, restore_file;
   std::optional<double> save_after_s;
+  // Live migration: listen for one (incoming), or migrate to (migrate_to).
+  std::optional<std::pair<std::string, uint16_t>> incoming, migrate_to;
+  std::optional<double> migrate_after_s;
   std::vector<std::pair<std::string, bool>> disks;  // path, read-only
   bool rng = false;
   bool pc_testdev = false;
@@ -42,6 +46,25 @@ template <class T>
 bool parse_number(const std::string& s, T& out) {
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc() && p == s.data() + s.size();
+}
+
+// "HOST:PORT" (the last colon splits, so "[::1]:7000" and "::1:7000" work).
+std::optional<std::pair<std::string, uint16_t>> parse_endpoint(const std::string& v) {
+  const size_t colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  std::string host = v.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  uint32_t port = 0;
+  if (!parse_number(v.substr(colon + 1), port) || port > 65535) return std::nullopt;
+  return std::pair{host, static_cast<uint16_t>(port)};
+}
+
+bool parse_seconds(const std::string& v, std::optional<double>& out) {
+  char* end = nullptr;
+  const double s = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end || !(s >= 0) || s > 1e7) return false;
+  out = s;
+  return true;
 }
 
 // Returns an error message, or empty on success.
@@ -74,9 +97,19 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
     }
     if (a != "--spec" && a != "--kernel" && a != "--cmdline" && a != "--initrd" && a != "--guest" &&
         a != "--vcpus" && a != "--memory" && a != "--timeout" && a != "--save" && a != "--save-after" &&
-        a != "--restore")
+        a != "--restore" && a != "--incoming" && a != "--migrate-to" && a != "--migrate-after")
       return "unknown option: " + a;
     if (!value(v)) return a + " needs a value";
+    if (a == "--incoming" || a == "--migrate-to") {
+      auto e = parse_endpoint(v);
+      if (!e || (a == "--migrate-to" && e->second == 0)) return a + ": not HOST:PORT: " + v;
+      (a == "--incoming" ? o.incoming : o.migrate_to) = e;
+      continue;
+    }
+    if (a == "--migrate-after") {
+      if (!parse_seconds(v, o.migrate_after_s)) return "--migrate-after: not a number of seconds: " + v;
+      continue;
+    }
     if (a == "--save") {
       o.save_file = v;
       continue;
@@ -86,10 +119,7 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
       continue;
     }
     if (a == "--save-after") {
-      char* end = nullptr;
-      const double s = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(s >= 0) || s > 1e7) return "--save-after: not a number of seconds: " + v;
-      o.save_after_s = s;
+      if (!parse_seconds(v, o.save_after_s)) return "--save-after: not a number of seconds: " + v;
       continue;
     }
     if (a == "--spec") o.spec_file = v;
@@ -117,6 +147,12 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
                          !o.disks.empty() || o.rng || o.pc_testdev))
     return "--restore takes the whole machine from the snapshot: it cannot be combined with --spec, --kernel, "
            "--guest, --cmdline, --initrd, --vcpus, --memory, --disk, --rng or --pc-testdev";
+  if (o.incoming && (o.restore_file || o.spec_file || o.kernel || o.guest || o.cmdline || o.initrd || o.vcpus ||
+                     o.memory_mib || !o.disks.empty() || o.rng || o.pc_testdev))
+    return "--incoming takes the whole machine from the migration source: it cannot be combined with --restore, "
+           "--spec, --kernel, --guest, --cmdline, --initrd, --vcpus, --memory, --disk, --rng or --pc-testdev";
+  if (o.migrate_after_s && !o.migrate_to) return "--migrate-after needs --migrate-to HOST:PORT";
+  if (o.migrate_to && o.save_file) return "--migrate-to and --save are mutually exclusive";
   return {};
 }
 
@@ -215,6 +251,7 @@ class SignalWatcher {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);  // --save: save now
+    sigaddset(&set, SIGUSR2);  // --migrate-to: migrate now
     return set;
   }
 
@@ -250,9 +287,19 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
                                                          std::chrono::milliseconds(static_cast<int64_t>(
                                                              *opts.save_after_s * 1000)))
                                          : std::nullopt;
+  // --migrate-to: at the trigger (SIGUSR2 or --migrate-after), migrate; the
+  // VM then runs at the destination and this process ends.
+  std::atomic<bool> migrate_signal{false};
+  bool migrate_tried = false, migrated = false;
+  const auto migrate_at =
+      opts.migrate_after_s
+          ? std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(*opts.migrate_after_s * 1000))
+          : std::chrono::steady_clock::time_point::max();
   SignalWatcher watcher([&](int sig) {
     if (sig == SIGUSR1)
       save_signal = true;
+    else if (sig == SIGUSR2)
+      migrate_signal = true;
     else
       caf::anon_send(inst, poweroff_atom::value);
   });
@@ -286,6 +333,35 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
                 self->request(inst, reply_deadline, resume_atom::value).receive([](ack_atom) {}, [](caf::error&) {});
               });
     }
+  };
+
+  auto migrate_step = [&] {
+    if (!opts.migrate_to || migrate_tried || stopping || state != "run" || target != "run") return;
+    if (!migrate_signal.exchange(false) && std::chrono::steady_clock::now() < migrate_at) return;
+    migrate_tried = true;
+    const auto& [host, port] = *opts.migrate_to;
+    const std::string dest = host + ":" + std::to_string(port);
+    status("migrating to " + dest);
+    self->request(inst, std::chrono::minutes(30), migrate_atom::value, host, uint32_t{port})
+        .receive(
+            [&](const std::string& bytes) {
+              v1::MigrationStats m;
+              m.ParseFromString(bytes);
+              char line[256];
+              std::snprintf(line, sizeof line,
+                            "apiary: migrated to %s: total %.1f ms, downtime %.1f ms, %u rounds, %llu pages, %.1f MiB%s\n",
+                            dest.c_str(), m.total_ms(), m.downtime_ms(), m.rounds(),
+                            static_cast<unsigned long long>(m.pages()), m.bytes() / 1048576.0,
+                            m.converged() ? "" : " (did not converge: stopped after the round limit)");
+              std::cerr << line << std::flush;
+              migrated = stopping = true;
+            },
+            [&](caf::error& e) {
+              std::cerr << "apiary: migration failed: " << actors::describe(e)
+                        << (e.code() == static_cast<uint8_t>(ActorErrc::migrate_unknown)
+                                ? "; the VM stays paused here (it may run at the destination)\n"
+                                : "; the VM continues\n");
+            });
   };
 
   auto attach_console = [&] {
@@ -328,7 +404,11 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
           state = s;
           target = t;
           reason = why;
-          if (s == "boot" && !console) {
+          if (s == "boot" && !console && opts.incoming) {
+            status("migration source connected; the VM runs here once it commits");
+            if (tty_in) status(std::string("console on COM1; press ") + kDetachKeyName + " to detach");
+            attach_console();
+          } else if (s == "boot" && !console) {
             status(std::string(opts.restore_file ? "restored '" : "booting '") + spec.name() + "' (" +
                    std::to_string(spec.board().vcpus()) + " vCPU, " + std::to_string(spec.board().memory_mib()) +
                    " MiB)" + (opts.restore_file ? " from " + *opts.restore_file : ""));
@@ -340,6 +420,7 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
         },
         caf::after(std::chrono::milliseconds(200)) >> [] {});
     save_step();
+    migrate_step();
   }
   pump.reset();
   raw.reset();
@@ -354,6 +435,7 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
   diag.ParseFromString(diag_bytes);
   if (timed_out) return kExitTimeout;
   if (saved) return kExitSaved;
+  if (migrated) return kExitMigrated;
   if (exit_status >= 0) {
     status("guest debug exit: status " + std::to_string(exit_status));
     return exit_status & 0xff;
@@ -411,6 +493,18 @@ Options:
   --save-after SEC  trigger --save after SEC seconds (fractions allowed)
   --restore FILE    continue a VM saved with --save, where it stopped (the
                     machine, kernel and disks are the snapshot's)
+  --migrate-to HOST:PORT
+                    on SIGUSR2 (or after --migrate-after), live-migrate the
+                    running VM to `apiary run --incoming` there: pre-copy of
+                    RAM while it runs, a short stop, then it runs there and
+                    this process ends (exit status 13, with the total time
+                    and downtime on stderr); on failure the VM continues here
+  --migrate-after SEC
+                    trigger --migrate-to after SEC seconds
+  --incoming HOST:PORT
+                    wait on HOST:PORT (port 0: any; printed) for one VM
+                    migrated with --migrate-to, and run it (the machine,
+                    kernel and disks are the source's)
   -q, --quiet       no [apiary] status lines
 
 On a terminal, keys go to the guest; press Ctrl-] to detach (stop the VM).
@@ -419,7 +513,7 @@ With stdin/stdout on pipes, input lines are passed to the guest as typed.
 Exit status: the guest's debug-exit status ((v << 1) | 1) when it writes v
 to port 0xf4; 0 on guest poweroff; 2 usage; 4 bad spec, image or snapshot;
 6 no usable /dev/kvm; 8 guest fault (e.g. emulation failure); 10 detached;
-12 saved (--save); 124 timeout.
+12 saved (--save); 13 migrated (--migrate-to); 124 timeout.
 A guest reset (i8042, 0xCF9, triple fault) reboots the VM.
 
 Embedded guests: )" << names << "\n";
@@ -452,6 +546,23 @@ int run_command(const std::vector<std::string>& args) {
       std::cerr << "apiary: cannot restore: " << e.what() << "\n";
       return exit_code_for(e.code());
     }
+  } else if (opts.incoming) {
+    // The whole machine comes from the source: the spec only names it.
+    spec.emplace();
+    spec->set_name("migrated");
+    auto in = std::make_shared<actors::IncomingMigration>();
+    try {
+      in->listener = std::make_shared<devices::migration::Listener>(opts.incoming->first, opts.incoming->second);
+    } catch (const vmm::Error& e) {
+      std::cerr << "apiary: cannot wait for a migration: " << e.what() << "\n";
+      return kExitBadSpec;
+    }
+    // Wait for the source as long as --timeout allows (an hour without it).
+    in->accept_deadline = std::chrono::seconds(opts.timeout_s.value_or(3600));
+    if (!opts.quiet)
+      std::cerr << "[apiary] waiting for a migration on " << opts.incoming->first << ":" << in->listener->port()
+                << "\n" << std::flush;
+    icfg.incoming = std::move(in);
   } else {
     spec = build_spec(opts);
     if (!spec) return kExitBadSpec;
@@ -462,7 +573,7 @@ int run_command(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   icfg.name = spec->name();
-  if (!opts.restore_file) {
+  if (!opts.restore_file && !opts.incoming) {
     try {
       icfg.machine = machine_config(*spec);
     } catch (const vmm::Error& e) {

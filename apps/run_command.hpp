@@ -16,6 +16,7 @@ inline constexpr int kExitNoKvm = 6;
 inline constexpr int kExitGuestFault = 8;
 inline constexpr int kExitStopped = 10;
 inline constexpr int kExitSaved = 12;  // --save: the VM's state is in the file, the VM stopped
+inline constexpr int kExitMigrated = 13;  // --migrate-to: the VM runs on at the destination
 inline constexpr int kExitTimeout = 124;
 
 int run_command(const std::vector<std::string>& args);

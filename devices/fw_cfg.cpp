@@ -118,6 +118,7 @@ uint32_t FwCfg::dma_transfer(uint32_t control, uint32_t length, uint64_t address
     const uint64_t avail = offset_ < size ? std::min<uint64_t>(size - offset_, length) : 0;
     if (avail) std::memcpy(dst, it->data() + offset_, avail);
     std::memset(dst + avail, 0, length - avail);  // past the item's end reads as 0
+    memory_.note_written(address, length);
     offset_ = std::min<uint64_t>(offset_ + length, size);
     dma_bytes_ += length;
     return 0;
@@ -145,6 +146,7 @@ void FwCfg::dma(uint64_t gpa) {
   uint8_t out[4];
   put_be(out, result, 4);
   std::memcpy(access, out, sizeof out);
+  memory_.note_written(gpa, sizeof out);
 }
 
 uint64_t FwCfg::io_read(uint64_t offset, unsigned size) {

@@ -152,7 +152,7 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
   }
   for (Device* d : devices()) d->start();
   if (config_.restore) {
-    snapshot::load_into(*this, *config_.restore);
+    if (!config_.restore->incoming) snapshot::load_into(*this, *config_.restore);
     restored_ = true;
   }
 }

@@ -139,6 +139,11 @@ class Reader {
   uint64_t offset_ = 0;
 };
 
+void check_board(const v1::MachineSnapshot& s, const std::string& path) {
+  if (s.board() != board_name())
+    throw Error(Errc::snapshot_board, path + ": made for board '" + s.board() + "', this is '" + board_name() + "'");
+}
+
 // Reads the preamble and header from `in` (checking magic, version, board).
 v1::MachineSnapshot read_preamble_and_header(Reader& in, const std::string& path) {
   uint8_t pre[kPreambleBytes];
@@ -160,8 +165,7 @@ v1::MachineSnapshot read_preamble_and_header(Reader& in, const std::string& path
   in.read(header.data(), header.size(), "header");
   v1::MachineSnapshot s;
   if (!s.ParseFromString(header)) throw Error(Errc::snapshot_corrupt, path + ": the header does not parse");
-  if (s.board() != board_name())
-    throw Error(Errc::snapshot_board, path + ": made for board '" + s.board() + "', this is '" + board_name() + "'");
+  check_board(s, path);
   const auto& m = s.machine();
   if (m.vcpus() == 0 || static_cast<uint32_t>(s.vcpus_size()) != m.vcpus() || m.memory_bytes() == 0 ||
       m.memory_bytes() % (1ull << 20) != 0 || m.kernel().empty())
@@ -170,6 +174,8 @@ v1::MachineSnapshot read_preamble_and_header(Reader& in, const std::string& path
                                             std::to_string(m.memory_bytes()) + " bytes of RAM)");
   return s;
 }
+
+}  // namespace
 
 // Which pages of [host, host + bytes) the guest may have written: present in
 // RAM or swapped out, from /proc/self/pagemap (bits 63 and 62). A page never
@@ -202,8 +208,6 @@ bool page_is_zero(const uint8_t* p) {
     if (w[i]) return false;
   return true;
 }
-
-}  // namespace
 
 std::string board_name() { return "apiary-pc/" + std::to_string(layout::kBoardRevision) + "/x86_64-kvm"; }
 
@@ -267,10 +271,7 @@ SaveStats write_file(const std::string& path, const v1::MachineSnapshot& s, cons
   return stats;
 }
 
-SaveStats save(Machine& machine, const std::string& path, const std::string& instance_name) {
-  const auto started = std::chrono::steady_clock::now();
-  vmm::kvm::Vm* vm = machine.kvm_vm();
-  if (!vm) throw Error(Errc::snapshot_unsupported, "a simulated machine runs no guest and has no state to save");
+v1::MachineSnapshot capture_config(Machine& machine, const std::string& instance_name) {
   const MachineConfig& cfg = machine.config();
 
   v1::MachineSnapshot s;
@@ -295,6 +296,13 @@ SaveStats save(Machine& machine, const std::string& path, const std::string& ins
   m.set_rng(cfg.rng);
   m.set_pc_testdev(cfg.pc_testdev);
   m.set_console_history_bytes(cfg.console_history_bytes);
+  return s;
+}
+
+v1::MachineSnapshot capture(Machine& machine, const std::string& instance_name) {
+  vmm::kvm::Vm* vm = machine.kvm_vm();
+  if (!vm) throw Error(Errc::snapshot_unsupported, "a simulated machine runs no guest and has no state to save");
+  v1::MachineSnapshot s = capture_config(machine, instance_name);
 
   for (const auto& backend : machine.vcpus()) {
     auto* kvm_vcpu = dynamic_cast<vmm::KvmVcpuBackend*>(backend.get());
@@ -321,7 +329,12 @@ SaveStats save(Machine& machine, const std::string& path, const std::string& ins
   out_vm.set_clock(raw(vs.clock));
   for (Device* d : machine.devices()) *s.add_devices() = d->export_state();
   s.set_console_history(machine.console().history());
+  return s;
+}
 
+SaveStats save(Machine& machine, const std::string& path, const std::string& instance_name) {
+  const auto started = std::chrono::steady_clock::now();
+  const v1::MachineSnapshot s = capture(machine, instance_name);
   SaveStats stats = write_file(path, s, machine.memory());
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return stats;
@@ -397,15 +410,23 @@ void read_memory(const Header& header, vmm::GuestMemory& mem) {
 }
 
 void load_into(Machine& machine, const Header& header) {
-  const std::string& path = header.path;
-  vmm::kvm::Vm* vm = machine.kvm_vm();
-  if (!vm) throw Error(Errc::snapshot_unsupported, "a simulated machine cannot be restored from a snapshot");
-  const v1::MachineSnapshot& s = header.state;
+  check_fits(machine, header.state, header.path);
+  read_memory(header, machine.memory());
+  apply_state(machine, header.state, header.path);
+}
+
+void check_fits(Machine& machine, const v1::MachineSnapshot& s, const std::string& path) {
+  if (!machine.kvm_vm())
+    throw Error(Errc::snapshot_unsupported, "a simulated machine cannot be restored from a snapshot");
+  check_board(s, path);
   if (s.machine().memory_bytes() != machine.memory().size() || s.machine().vcpus() != machine.vcpus().size())
     throw Error(Errc::snapshot_board, path + ": saved with " + std::to_string(s.machine().vcpus()) + " vCPUs and " +
                                           std::to_string(s.machine().memory_bytes()) + " bytes of RAM");
+}
 
-  read_memory(header, machine.memory());
+void apply_state(Machine& machine, const v1::MachineSnapshot& s, const std::string& path) {
+  check_fits(machine, s, path);
+  vmm::kvm::Vm* vm = machine.kvm_vm();
 
   // The VM-wide devices first (vCPU LAPICs and device lines refer to them).
   vmm::kvm::VmState vs;

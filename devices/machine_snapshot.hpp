@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "proto/apiary/v1/snapshot.pb.h"
 #include "vmm-core/guest_memory.hpp"
@@ -46,6 +47,12 @@ inline constexpr uint64_t kPageSize = 4096;
 // Larger headers are refused as corrupt (kernel + initrd + state fit well below).
 inline constexpr uint32_t kMaxHeaderBytes = 512u << 20;
 
+// Which pages of the host range [host, host + bytes) the guest may have
+// written (present or swapped, from /proc/self/pagemap; all, when it cannot
+// be read), and whether a page is all zeros.
+std::vector<bool> touched_pages(const uint8_t* host, uint64_t bytes);
+bool page_is_zero(const uint8_t* page);
+
 // "apiary-pc/<layout::kBoardRevision>/x86_64-kvm".
 std::string board_name();
 
@@ -61,6 +68,13 @@ struct SaveStats {
 // size (checking the trailer and the checksum over the whole file).
 SaveStats write_file(const std::string& path, const v1::MachineSnapshot& header, const vmm::GuestMemory& memory);
 
+// The whole state of `machine` but its RAM (the header of a file, the last
+// message of a live migration). Same conditions as save().
+v1::MachineSnapshot capture(Machine& machine, const std::string& instance_name);
+// Only the board and the machine's configuration (shape, kernel, initrd,
+// disks, NICs): what a restore or a migration destination builds from.
+v1::MachineSnapshot capture_config(Machine& machine, const std::string& instance_name);
+
 // Saves `machine` to `path`. No vCPU may be running (the owner holds them)
 // and devices should be paused, so that nothing changes underneath.
 SaveStats save(Machine& machine, const std::string& path, const std::string& instance_name);
@@ -68,9 +82,13 @@ SaveStats save(Machine& machine, const std::string& path, const std::string& ins
 // A snapshot's header, read and checked (magic, version, board), without its
 // memory. Enough to build the MachineConfig to restore into.
 struct Header {
-  std::string path;
+  std::string path;  // in errors: the file, or where a migration came from
   v1::MachineSnapshot state;
   uint64_t memory_offset = 0;  // where the memory runs start
+  // A machine being migrated in: built from `state.machine()` alone; its
+  // RAM and the rest of its state arrive over the stream afterwards
+  // (devices/machine_migration.hpp), so nothing is loaded at construction.
+  bool incoming = false;
 };
 std::shared_ptr<const Header> read_header(const std::string& path);
 
@@ -85,6 +103,12 @@ void read_memory(const Header& header, vmm::GuestMemory& memory);
 // memory (verifying the checksum over the whole file), then the VM state,
 // the vCPUs and the devices.
 void load_into(Machine& machine, const Header& header);
+
+// The parts of load_into after RAM: refuses a state for another board or
+// size (check_fits), then sets the VM-wide devices, the vCPUs and the
+// devices from `state`. `where` names the source in errors.
+void check_fits(Machine& machine, const v1::MachineSnapshot& state, const std::string& where);
+void apply_state(Machine& machine, const v1::MachineSnapshot& state, const std::string& where);
 
 }  // namespace snapshot
 }  // namespace apiary::devices

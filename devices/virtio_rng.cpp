@@ -23,6 +23,7 @@ uint32_t VirtioRng::fill(const VirtqChain& chain) {
     if (!b.writable) continue;  // writable buffers come last; skip readable ones
     uint8_t* p = mem.host_range(b.gpa, b.len);
     if (!p) break;  // cannot happen: validated by the queue
+    mem.note_written(b.gpa, b.len);
     size_t left = std::min<uint64_t>(b.len, kMaxBytesPerChain - total);
     while (left > 0) {
       const ssize_t n = ::getrandom(p, left, 0);

@@ -93,6 +93,7 @@ size_t VirtqChain::write(const vmm::GuestMemory& mem, uint64_t offset, std::span
     if (!p) break;
     const size_t n = std::min<uint64_t>(b.len - offset, in.size() - done);
     std::memcpy(p + offset, in.data() + done, n);
+    mem.note_written(b.gpa + offset, n);
     done += n;
     offset = 0;
   }
@@ -113,6 +114,7 @@ size_t VirtqChain::iovecs(const vmm::GuestMemory& mem, bool writable, uint64_t o
     if (!p) break;
     const size_t n = std::min<uint64_t>(b.len - offset, len - done);
     out.push_back(iovec{p + offset, n});
+    if (writable) mem.note_written(b.gpa + offset, n);  // the device fills it next
     done += n;
     offset = 0;
   }
@@ -259,6 +261,7 @@ uint16_t Virtqueue::load_avail_idx() const noexcept {
 void Virtqueue::publish_avail_event() noexcept {
   // "Notify me once you make avail.idx pass last_avail_" (EVENT_IDX).
   ring_u16(used_ + 4 + 8 * uint64_t{size_}).store(last_avail_, std::memory_order_seq_cst);
+  mem_.note_written(used_gpa_ + 4 + 8 * uint64_t{size_}, 2);
 }
 
 VirtqPop Virtqueue::pop() noexcept {
@@ -367,6 +370,7 @@ QueueError Virtqueue::push_used(uint16_t head, uint32_t len) noexcept {
   // (release), and the index before we read the driver's suppression fields
   // in needs_notify() (seq_cst store + seq_cst load = store-load barrier).
   ring_u16(used_ + 2).store(used_idx_, std::memory_order_seq_cst);
+  mem_.note_written(used_gpa_, 4 + 8 * uint64_t{size_});
   return QueueError::none;
 }
 

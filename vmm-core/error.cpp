@@ -38,6 +38,12 @@ const char* to_string(Errc code) noexcept {
     case Errc::snapshot_board: return "snapshot_board";
     case Errc::snapshot_unsupported: return "snapshot_unsupported";
     case Errc::file_unwritable: return "file_unwritable";
+    case Errc::migration_unreachable: return "migration_unreachable";
+    case Errc::migration_peer_lost: return "migration_peer_lost";
+    case Errc::migration_timeout: return "migration_timeout";
+    case Errc::migration_protocol: return "migration_protocol";
+    case Errc::migration_refused: return "migration_refused";
+    case Errc::migration_cancelled: return "migration_cancelled";
   }
   return "unknown";
 }

@@ -54,6 +54,13 @@ enum class Errc {
   snapshot_board,        // made for another board, architecture or machine shape
   snapshot_unsupported,  // this machine's state cannot be saved (simulated, running)
   file_unwritable,
+  // Live migration (devices/machine_migration.hpp)
+  migration_unreachable,  // the destination could not be connected to, or no source came
+  migration_peer_lost,    // the other side closed or reset the stream
+  migration_timeout,      // the other side sent nothing within the deadline
+  migration_protocol,     // a frame that is not the protocol's (garbage, wrong order, too large)
+  migration_refused,      // the other side said no (its reason follows)
+  migration_cancelled,    // the source gave up (the instance was stopped meanwhile)
 };
 
 const char* to_string(Errc code) noexcept;

@@ -67,6 +67,42 @@ uint8_t* GuestMemory::checked(uint64_t gpa, uint64_t len) const {
 void GuestMemory::write(uint64_t gpa, std::span<const uint8_t> bytes) {
   uint8_t* p = checked(gpa, bytes.size());
   if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+  note_written(gpa, bytes.size());
+}
+
+void GuestMemory::start_write_tracking() {
+  if (written_.empty()) {
+    for (const auto& r : regions_) {
+      const uint64_t words = (r.size / 4096 + 63) / 64;
+      auto bits = std::make_unique<std::atomic<uint64_t>[]>(words);
+      for (uint64_t i = 0; i < words; ++i) bits[i].store(0, std::memory_order_relaxed);
+      written_.push_back(std::move(bits));
+    }
+  } else {
+    for (size_t i = 0; i < regions_.size(); ++i) take_written(i);  // forget an earlier run's pages
+  }
+  tracking_.store(true, std::memory_order_release);
+}
+
+std::vector<uint64_t> GuestMemory::take_written(size_t index) {
+  if (index >= written_.size()) return {};
+  const uint64_t words = (regions_[index].size / 4096 + 63) / 64;
+  std::vector<uint64_t> out(words);
+  for (uint64_t i = 0; i < words; ++i) out[i] = written_[index][i].exchange(0, std::memory_order_acq_rel);
+  return out;
+}
+
+void GuestMemory::note_written_slow(uint64_t gpa, uint64_t len) const noexcept {
+  if (len == 0) return;
+  for (size_t i = 0; i < regions_.size() && i < written_.size(); ++i) {
+    const Region& r = regions_[i];
+    if (gpa < r.gpa || gpa - r.gpa >= r.size) continue;
+    const uint64_t first = (gpa - r.gpa) / 4096;
+    const uint64_t last = (std::min(gpa - r.gpa + len, r.size) - 1) / 4096;
+    for (uint64_t p = first; p <= last; ++p)
+      written_[i][p / 64].fetch_or(1ull << (p % 64), std::memory_order_acq_rel);
+    return;
+  }
 }
 
 void GuestMemory::write(uint64_t gpa, std::string_view text) {
@@ -81,6 +117,7 @@ void GuestMemory::read(uint64_t gpa, std::span<uint8_t> out) const {
 void GuestMemory::fill(uint64_t gpa, uint64_t len, uint8_t value) {
   uint8_t* p = checked(gpa, len);
   std::memset(p, value, len);
+  note_written(gpa, len);
 }
 
 void GuestMemory::zero_all() {

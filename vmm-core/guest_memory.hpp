@@ -7,8 +7,10 @@
 // produce Errc::guest_address_out_of_range, never a host fault.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -52,6 +54,21 @@ class GuestMemory {
   // is touched, unlike a memset. Used for reboot.
   void zero_all();
 
+  // Writes by the VMM itself (devices' DMA: virtqueue rings and buffers,
+  // virtio-rng, fw_cfg DMA, the accessors above), recorded per 4 KiB page
+  // while tracking is on. KVM's dirty log sees only what vCPUs write; live
+  // migration needs both (devices/machine_migration.hpp). Off, a write costs
+  // one relaxed load. The bitmaps, once made, live as long as the memory, so
+  // a device thread never races their allocation.
+  void start_write_tracking();
+  void stop_write_tracking() noexcept { tracking_.store(false, std::memory_order_release); }
+  // The pages of region `index` written since the last call (bit i = page i
+  // of the region), cleared as they are taken. Empty when never started.
+  std::vector<uint64_t> take_written(size_t index);
+  void note_written(uint64_t gpa, uint64_t len) const noexcept {
+    if (tracking_.load(std::memory_order_acquire)) note_written_slow(gpa, len);
+  }
+
   template <class T>
   void write_obj(uint64_t gpa, const T& v) {
     static_assert(std::is_trivially_copyable_v<T>);
@@ -67,7 +84,11 @@ class GuestMemory {
 
  private:
   uint8_t* checked(uint64_t gpa, uint64_t len) const;
+  void note_written_slow(uint64_t gpa, uint64_t len) const noexcept;
   std::vector<Region> regions_;
+  std::atomic<bool> tracking_{false};
+  // One bitmap per region (1 bit per page), allocated on the first start.
+  std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> written_;
   uint64_t size_ = 0;
 };
 

@@ -148,12 +148,31 @@ Vm::Vm(const System& sys) : sys_(&sys) {
 void Vm::map_memory(const GuestMemory& mem) {
   for (const auto& r : mem.regions()) {
     kvm_userspace_memory_region region{};
-    region.slot = next_slot_++;
+    region.slot = static_cast<uint32_t>(slots_.size());
     region.guest_phys_addr = r.gpa;
     region.memory_size = r.size;
     region.userspace_addr = reinterpret_cast<uint64_t>(r.host);
     APIARY_KVM_IOCTL(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region);
+    slots_.push_back(region);
   }
+}
+
+void Vm::set_dirty_logging(bool on) {
+  for (auto& region : slots_) {
+    region.flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+    APIARY_KVM_IOCTL(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region);
+  }
+}
+
+std::vector<uint64_t> Vm::take_dirty_log(uint32_t slot) {
+  if (slot >= slots_.size()) throw Error(Errc::invalid_argument, "no memslot " + std::to_string(slot));
+  // KVM writes one bit per page, in whole longs.
+  std::vector<uint64_t> bits((slots_[slot].memory_size / 4096 + 63) / 64);
+  kvm_dirty_log log{};
+  log.slot = slot;
+  log.dirty_bitmap = bits.data();
+  APIARY_KVM_IOCTL(fd_.get(), KVM_GET_DIRTY_LOG, &log);
+  return bits;
 }
 
 void Vm::set_irq_line(uint32_t irq, bool level) {

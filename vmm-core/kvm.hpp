@@ -103,8 +103,15 @@ class Vm {
 
   int fd() const noexcept { return fd_.get(); }
   const System& system() const noexcept { return *sys_; }
-  // Registers every region of `mem` as a memslot.
+  // Registers every region of `mem` as a memslot (slot i = region i).
   void map_memory(const GuestMemory& mem);
+  // KVM's dirty page log on every memslot (KVM_MEM_LOG_DIRTY_PAGES), for
+  // live migration's pre-copy. take_dirty_log returns the pages vCPUs wrote
+  // in slot `slot` since the last call (bit i = page i of the region) and
+  // clears them (KVM_GET_DIRTY_LOG).
+  void set_dirty_logging(bool on);
+  std::vector<uint64_t> take_dirty_log(uint32_t slot);
+  size_t slots() const noexcept { return slots_.size(); }
   // Drives an irqchip input line (IRQ 0-23 of PIC/IOAPIC).
   void set_irq_line(uint32_t irq, bool level);
   // Registers an eventfd that raises `gsi` when signalled.
@@ -116,7 +123,7 @@ class Vm {
  private:
   const System* sys_;
   Fd fd_;
-  uint32_t next_slot_ = 0;
+  std::vector<kvm_userspace_memory_region> slots_;
 };
 
 class Vcpu {
