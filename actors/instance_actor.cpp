@@ -335,13 +335,20 @@ void transition(instance_pointer self, InstanceState next, std::function<void()>
     st.init_done = done;
     const uint64_t token = ++st.file_token;
     st.file_threads->emplace_back([me = caf::actor_cast<caf::actor>(self), slot = st.built, in = st.cfg.incoming,
-                                   kvm_path = st.cfg.machine.kvm_path, token] {
+                                   kvm_path = st.cfg.machine.kvm_path, nics = st.cfg.machine.nics, token] {
       try {
         in->stream = std::make_unique<devices::migration::Incoming>(
             in->listener->accept(in->accept_deadline, &in->cancelled), in->policy, &in->cancelled);
         in->listener.reset();  // one source per destination
         devices::MachineConfig cfg = in->stream->machine_config();
         cfg.kvm_path = kvm_path;
+        // The NICs' backends are this host's ports (the owner made them for
+        // the instance's spec); the source only knows their MACs.
+        if (cfg.nics.size() != nics.size())
+          throw vmm::Error(vmm::Errc::snapshot_board, "the source's machine has " + std::to_string(cfg.nics.size()) +
+                                                          " NICs, this destination prepared " +
+                                                          std::to_string(nics.size()));
+        for (size_t i = 0; i < nics.size(); ++i) cfg.nics[i].backend = nics[i].backend;
         slot->first = std::make_shared<devices::Machine>(std::move(cfg));
       } catch (const std::exception& e) {
         if (in->stream) in->stream->report_failure(e.what());

@@ -366,6 +366,9 @@ Response server_action(ControlPlaneApi& api, const Request& r, const std::string
     if (auto rot = str_field(arg, "rotation"); !rot.empty()) args["rotation"] = rot;
   } else if (key == "rescue") {
     if (auto img = str_field(arg, "rescue_image_ref"); !img.empty()) args["image"] = img;
+  } else if (key == "os-migrateLive" || key == "unshelve") {
+    // "host": null (or absent) lets the scheduler pick, as in Nova.
+    if (auto host = str_field(arg, "host"); !host.empty()) args["host"] = host;
   }
   return run_action(api, id, std::move(req), 202);
 }

@@ -313,6 +313,7 @@ int node_command(const std::vector<std::string>& args) {
       std::cout << R"(Usage: apiary node --controller HOST:PORT (--ca FILE --cert FILE --key FILE | --insecure)
                    [--name N] [--vcpus V] [--memory MIB] [--simulated yes] [--checkin-ms MS]
                    [--status-file F] [--save-dir DIR] [--vtep ADDR[:PORT] | --no-overlay] [--taps]
+                   [--migration-address ADDR] [--migration-kib-per-s N]
 
 A node: runs instances on this host's KVM for the controller at HOST:PORT,
 checks in with its capacity, and reconnects (re-registering) whenever the
@@ -331,6 +332,10 @@ controller's).
 Suspended instances (Nova's suspend) keep their whole state in
 DIR/<instance id>.snap (--save-dir; default: <temp dir>/apiary-saved-<name>)
 until they are resumed, also across a restart of the node.
+A live migration into this node listens on --migration-address (an address
+of this host the other nodes can reach; default 127.0.0.1) at a port picked
+for it; the source node connects there directly. --migration-kib-per-s
+limits the RAM an outgoing migration sends per second (default: no limit).
 Instance NICs are ports of their network's switch on this node. Networks
 reach across nodes over VXLAN (UDP): --vtep ADDR[:PORT] is this node's
 tunnel endpoint, an IPv4 address of this host the other nodes can reach
@@ -356,7 +361,8 @@ controller's log and the network's record).
   std::map<std::string, std::string> o;
   if (auto err = parse_options(rest, o,
                                {"--controller", "--name", "--vcpus", "--memory", "--simulated", "--checkin-ms", "--ca",
-                                "--cert", "--key", "--status-file", "--save-dir", "--vtep"});
+                                "--cert", "--key", "--status-file", "--save-dir", "--vtep",
+                                "--migration-address", "--migration-kib-per-s"});
       !err.empty()) {
     std::cerr << "apiary node: " << err << "\n";
     return 2;
@@ -402,6 +408,15 @@ controller's log and the network's record).
   n.checkin_interval = std::chrono::milliseconds(checkin_ms);
   if (o.count("--status-file")) n.status_file = o["--status-file"];
   if (o.count("--save-dir")) n.save_dir = o["--save-dir"];
+  if (o.count("--migration-address")) n.migration_host = o["--migration-address"];
+  if (o.count("--migration-kib-per-s")) {
+    uint64_t kib = 0;
+    if (!number(o["--migration-kib-per-s"], kib) || kib == 0 || kib > (1ull << 40)) {
+      std::cerr << "apiary node: --migration-kib-per-s: a number of KiB per second, 1 or more\n";
+      return 2;
+    }
+    n.migration_bytes_per_second = kib << 10;
+  }
   n.data_plane = !n.simulated;
   if (taps && !n.data_plane) {
     std::cerr << "apiary node: --taps: a simulated node has no data plane\n";

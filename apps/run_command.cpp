@@ -36,6 +36,7 @@ struct RunOptions {
   // Live migration: listen for one (incoming), or migrate to (migrate_to).
   std::optional<std::pair<std::string, uint16_t>> incoming, migrate_to;
   std::optional<double> migrate_after_s;
+  uint64_t migrate_kib_per_s = 0;
   std::vector<std::pair<std::string, bool>> disks;  // path, read-only
   bool rng = false;
   bool pc_testdev = false;
@@ -97,13 +98,19 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
     }
     if (a != "--spec" && a != "--kernel" && a != "--cmdline" && a != "--initrd" && a != "--guest" &&
         a != "--vcpus" && a != "--memory" && a != "--timeout" && a != "--save" && a != "--save-after" &&
-        a != "--restore" && a != "--incoming" && a != "--migrate-to" && a != "--migrate-after")
+        a != "--restore" && a != "--incoming" && a != "--migrate-to" && a != "--migrate-after" &&
+        a != "--migrate-kib-per-s")
       return "unknown option: " + a;
     if (!value(v)) return a + " needs a value";
     if (a == "--incoming" || a == "--migrate-to") {
       auto e = parse_endpoint(v);
       if (!e || (a == "--migrate-to" && e->second == 0)) return a + ": not HOST:PORT: " + v;
       (a == "--incoming" ? o.incoming : o.migrate_to) = e;
+      continue;
+    }
+    if (a == "--migrate-kib-per-s") {
+      if (!parse_number(v, o.migrate_kib_per_s) || o.migrate_kib_per_s == 0 || o.migrate_kib_per_s > (1ull << 40))
+        return "--migrate-kib-per-s: a number of KiB per second, 1 or more: " + v;
       continue;
     }
     if (a == "--migrate-after") {
@@ -151,7 +158,8 @@ std::string parse_args(const std::vector<std::string>& args, RunOptions& o) {
                      o.memory_mib || !o.disks.empty() || o.rng || o.pc_testdev))
     return "--incoming takes the whole machine from the migration source: it cannot be combined with --restore, "
            "--spec, --kernel, --guest, --cmdline, --initrd, --vcpus, --memory, --disk, --rng or --pc-testdev";
-  if (o.migrate_after_s && !o.migrate_to) return "--migrate-after needs --migrate-to HOST:PORT";
+  if ((o.migrate_after_s || o.migrate_kib_per_s) && !o.migrate_to)
+    return "--migrate-after and --migrate-kib-per-s need --migrate-to HOST:PORT";
   if (o.migrate_to && o.save_file) return "--migrate-to and --save are mutually exclusive";
   return {};
 }
@@ -501,6 +509,8 @@ Options:
                     and downtime on stderr); on failure the VM continues here
   --migrate-after SEC
                     trigger --migrate-to after SEC seconds
+  --migrate-kib-per-s N
+                    send at most N KiB of RAM per second (default: no limit)
   --incoming HOST:PORT
                     wait on HOST:PORT (port 0: any; printed) for one VM
                     migrated with --migrate-to, and run it (the machine,
@@ -581,6 +591,7 @@ int run_command(const std::vector<std::string>& args) {
       return exit_code_for(e.code());
     }
   }
+  icfg.migration_policy.max_bytes_per_second = opts.migrate_kib_per_s << 10;
   icfg.wait_for_console = spec->boot_conditions().wait_for_console();
   if (icfg.wait_for_console)
     icfg.console_wait = std::chrono::milliseconds(spec->boot_conditions().console_wait_timeout_ms());

@@ -479,6 +479,142 @@ static void dispatch_extended(controller_pointer self, Action a, const InstanceR
           });
 }
 
+// --- live migration -------------------------------------------------------------
+
+// The first line of a node's detail, for an event.
+static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// A migration whose end is not known (the source says commit went out but
+// the destination never confirmed, or the source's answer was lost): the
+// destination's power list decides. Running there: the switchover happened,
+// the source's paused copy goes. Not running: the destination's VMM goes
+// and the source resumes. Either way the guest ends up on exactly one node.
+static void settle_migration(controller_pointer self, const std::string& id, int64_t action_id,
+                             const std::string& source, const std::string& dest) {
+  auto& st = self->state;
+  if (!node_reachable(self, dest)) {
+    event(self, action_id, "migration_settle", "error", "node " + dest + " is not reachable; reconciliation decides");
+    finish(self, action_id, ActionResult::error);
+    return;
+  }
+  self->request(st.nodes.at(dest), st.cfg.node_deadline, power_list_atom::value)
+      .then(
+          [self, id, action_id, source, dest](const std::map<std::string, std::string>& power) {
+            auto& st = self->state;
+            auto p = power.find(id);
+            const bool runs_there = p != power.end() && p->second == kPowerRunning;
+            const std::string drop_on = runs_there ? source : dest;
+            event(self, action_id, "migration_settle", "success",
+                  runs_there ? "node " + dest + " runs the guest: switched over; the source's copy is dropped"
+                             : "node " + dest + " does not run the guest: it stays on node " + source);
+            if (runs_there) {
+              try {
+                set_node(self, id, dest);
+              } catch (const StoreError& e) {
+                event(self, action_id, "migration_settle", "error", std::string("store: ") + e.detail());
+                finish(self, action_id, ActionResult::error);
+                return;
+              }
+            }
+            if (node_reachable(self, drop_on))
+              self->request(st.nodes.at(drop_on), st.cfg.action_deadline, node_act_atom::value, id,
+                            std::string("delete"), std::string())
+                  .then([](const std::string&) {}, [](caf::error&) {});
+            if (runs_there) return finish(self, action_id, ActionResult::success);
+            if (!node_reachable(self, source)) return finish(self, action_id, ActionResult::error);
+            self->request(st.nodes.at(source), st.cfg.action_deadline, node_act_atom::value, id,
+                          std::string("unpause"), std::string())
+                .then(
+                    [self, action_id](const std::string& ps) {
+                      event(self, action_id, "migration_settle", "success", "the source resumed: " + ps);
+                      finish(self, action_id, ActionResult::reverted);
+                    },
+                    [self, action_id](caf::error& e) {
+                      event(self, action_id, "migration_settle", "error", "resume the source: " + describe(e));
+                      finish(self, action_id, ActionResult::error);
+                    });
+          },
+          [self, action_id](caf::error& e) {
+            event(self, action_id, "migration_settle", "error", "power list: " + describe(e));
+            finish(self, action_id, ActionResult::error);
+          });
+}
+
+// Nova's live migration: the destination the scheduler picks (or the named
+// host), a VMM there waiting for the stream, then the source node migrates
+// the guest to it. The record's node changes when the source reports that
+// the destination runs the guest, never before; a failure before the
+// commit leaves the guest running on its node and the action reverted.
+static void dispatch_live_migrate(controller_pointer self, const InstanceRecord& rec, int64_t action_id,
+                                  const Args& args) {
+  auto& st = self->state;
+  const std::string id = rec.id, source = rec.node;
+  std::string decision;
+  auto dest = choose_node(self, rec.spec, arg_of(args, "host"), decision, source);
+  if (!dest) {
+    event(self, action_id, "schedule", "error", decision);
+    finish(self, action_id, ActionResult::reverted);
+    return;
+  }
+  if (!node_reachable(self, source)) {
+    event(self, action_id, "live_migration", "error", "node " + source + " is not reachable");
+    finish(self, action_id, ActionResult::reverted);
+    return;
+  }
+  event(self, action_id, "schedule", "success", decision);
+  std::string bytes;
+  rec.spec.SerializeToString(&bytes);
+  const auto start = st.store->now();
+  self->request(st.nodes.at(*dest), st.cfg.action_deadline, node_act_atom::value, id, std::string("migratein"), bytes,
+                Args{})
+      .then(
+          [self, id, action_id, source, dest = *dest, bytes, start](const std::string&, const std::string& detail) {
+            auto& st = self->state;
+            const std::string line = first_line(detail);
+            const std::string prefix = "listening ";
+            if (line.compare(0, prefix.size(), prefix) != 0) {
+              event(self, action_id, "migration_prepare", "error", "node " + dest + " answered '" + line + "'", start);
+              finish(self, action_id, ActionResult::reverted);
+              return;
+            }
+            const std::string where = line.substr(prefix.size());
+            event(self, action_id, "migration_prepare", "success", "node " + dest + " listens on " + where, start);
+            if (!node_reachable(self, source)) {
+              event(self, action_id, "live_migration", "error", "node " + source + " is not reachable");
+              finish(self, action_id, ActionResult::reverted);
+              return;
+            }
+            const auto t1 = st.store->now();
+            self->request(st.nodes.at(source), st.cfg.migration_deadline, node_act_atom::value, id,
+                          std::string("migrateout"), bytes, Args{{"destination", where}})
+                .then(
+                    [self, id, action_id, dest, t1](const std::string&, const std::string& d) {
+                      event(self, action_id, "live_migration", "success", first_line(d), t1);
+                      try {
+                        set_node(self, id, dest);  // the switchover, now that the destination runs it
+                        finish(self, action_id, ActionResult::success);
+                      } catch (const StoreError& e) {
+                        event(self, action_id, "live_migration", "error", std::string("store: ") + e.detail());
+                        finish(self, action_id, ActionResult::error);
+                      }
+                    },
+                    [self, id, action_id, source, dest, t1](caf::error& e) {
+                      event(self, action_id, "live_migration", "error", describe(e), t1);
+                      if (!vm_left_intact(e)) return settle_migration(self, id, action_id, source, dest);
+                      // Nothing was committed: the guest runs on at the source.
+                      if (node_reachable(self, dest))
+                        self->request(self->state.nodes.at(dest), self->state.cfg.action_deadline,
+                                      node_act_atom::value, id, std::string("delete"), std::string())
+                            .then([](const std::string&) {}, [](caf::error&) {});
+                      finish(self, action_id, ActionResult::reverted);
+                    });
+          },
+          [self, action_id, dest = *dest, start](caf::error& e) {
+            event(self, action_id, "migration_prepare", "error", "node " + dest + ": " + describe(e), start);
+            finish(self, action_id, ActionResult::reverted);
+          });
+}
+
 // The act API: Nova's check, then the action runs asynchronously.
 caf::result<std::string> act(controller_pointer self, const std::string& id, const std::string& name,
                              const std::string& type, Args args) {
@@ -499,7 +635,11 @@ caf::result<std::string> act(controller_pointer self, const std::string& id, con
                                                                   ": not implemented, needs capability guest_agent");
     if (auto refusal = control::check(*a, rec->vm_state, rec->task_state, id)) return refusal_error(*refusal);
     const bool extended = extended_node_action(*a) != nullptr;
-    if (!node_work(*a) && !extended)
+    const bool migrate = *a == Action::live_migrate;
+    if (migrate && !arg_of(args, "host").empty() && arg_of(args, "host") == rec->node)
+      return make_control_error(ControlErrc::bad_request,
+                                "live_migrate: instance " + id + " is already on node " + rec->node);
+    if (!node_work(*a) && !extended && !migrate)
       return make_control_error(ControlErrc::not_implemented, std::string("Cannot '") + control::api_name(*a) +
                                                                   "' instance " + id +
                                                                   ": not implemented by this control plane");
@@ -522,7 +662,9 @@ caf::result<std::string> act(controller_pointer self, const std::string& id, con
       if (e.refusal()) return refusal_error(*e.refusal());
       throw;
     }
-    if (extended)
+    if (migrate)
+      dispatch_live_migrate(self, *rec, action_id, args);
+    else if (extended)
       dispatch_extended(self, *a, *rec, action_id, std::move(args), new_spec);
     else
       dispatch(self, *a, *rec, action_id);

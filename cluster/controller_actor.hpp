@@ -138,6 +138,9 @@ struct ControllerConfig {
   double cpu_allocation_ratio = 16.0;  // Nova's defaults
   double ram_allocation_ratio = 1.5;
   std::chrono::milliseconds action_deadline{60000};  // a node's answer to one action
+  // A live migration's source node answers once the destination runs the
+  // guest: pre-copy of a busy guest can take minutes.
+  std::chrono::milliseconds migration_deadline{10 * 60 * 1000};
   std::chrono::milliseconds node_deadline{10000};    // powerlist / drain round trips
   uint64_t id_seed = 0;                              // instance / request ids; 0 = random
   std::chrono::seconds cleaner_delay = control::Defaults::cleaner_delay;  // CLEANER_DELAY

@@ -224,8 +224,9 @@ struct Load {
 Load load_of(controller_pointer self, const std::string& node);
 // The scheduler's choice for `spec` now (only: that node or none), with the
 // decision (and every rejection) in `decision`. Writes nothing.
+// exclude: a node not to pick (a live migration's source).
 std::optional<std::string> choose_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only,
-                                       std::string& decision);
+                                       std::string& decision, const std::string& exclude = {});
 // preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
 // A placement that waits for nodes to connect stays in preflight and comes
 // back as replace_atom (in_preflight set).

@@ -18,6 +18,9 @@
 namespace apiary::actors::controller_detail {
 
 static bool expected_running(const InstanceRecord& r, const std::string& node) {
+  // A live migration runs the guest on its source and prepares it on the
+  // destination: neither is a stray until the action has ended.
+  if (r.task_state == TaskState::migrating) return true;
   if (r.node != node) return false;
   if (r.task_state != TaskState::none) return true;  // an action is on its way: leave it alone
   return r.sf_state == SfInstanceState::created &&

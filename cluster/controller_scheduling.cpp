@@ -44,7 +44,8 @@ struct Placement {
 
 // Filters and ranks the nodes. Writes nothing: the caller logs the outcome.
 // only: consider that node alone (an unshelve to a named host).
-static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only = {}) {
+static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only = {},
+                           const std::string& exclude = {}) {
   auto& st = self->state;
   const uint64_t want_v = spec.board().vcpus();
   const uint64_t want_m = spec.board().memory_mib();
@@ -58,6 +59,10 @@ static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec
   Placement p;
   for (const auto& n : st.store->list_nodes()) {
     if (!only.empty() && n.name != only) continue;
+    if (n.name == exclude) {
+      p.rejected.push_back("node " + n.name + ": the instance is already there");
+      continue;
+    }
     if (n.state != NodeState::created) {
       p.rejected.push_back("node " + n.name + ": state " + control::to_string(n.state));
       continue;
@@ -110,8 +115,8 @@ static Placement pick_node(controller_pointer self, const v1::InstanceSpec& spec
 }
 
 std::optional<std::string> choose_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only,
-                                       std::string& decision) {
-  Placement p = pick_node(self, spec, only);
+                                       std::string& decision, const std::string& exclude) {
+  Placement p = pick_node(self, spec, only, exclude);
   decision = p.decision;
   if (!p.node && !only.empty() && p.rejected.empty()) decision = "no valid host: node " + only + " is not known";
   for (const auto& r : p.rejected) decision += "; " + r;

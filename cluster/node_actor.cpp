@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <memory>
@@ -39,6 +40,7 @@
 #include "net/network_actor.hpp"
 #include "proto/spec.hpp"
 #include "proto/apiary/v1/instance.pb.h"
+#include "proto/apiary/v1/snapshot.pb.h"
 #include "vmm-core/boot.hpp"
 
 namespace apiary::actors {
@@ -175,6 +177,7 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
     c.console_wait = std::chrono::milliseconds(spec.boot_conditions().console_wait_timeout_ms());
   c.phase_deadline = node.phase_deadline;
   c.fan_out_latency = node.fan_out_latency;
+  c.migration_policy.max_bytes_per_second = node.migration_bytes_per_second;
   return c;
 }
 
@@ -219,7 +222,8 @@ void sync_networks(node_pointer self);
 // restore: the VMM is built from this saved state rather than booted (its
 // NICs still get their ports here: backends are the node's, not the file's).
 std::string spawn_vm(node_pointer self, const std::string& id, const std::string& spec_bytes,
-                     std::shared_ptr<const devices::snapshot::Header> restore = nullptr) {
+                     std::shared_ptr<const devices::snapshot::Header> restore = nullptr,
+                     std::shared_ptr<IncomingMigration> incoming = nullptr) {
   auto& st = self->state;
   v1::InstanceSpec spec;
   if (!spec.ParseFromString(spec_bytes)) return "instance " + id + ": the spec does not parse";
@@ -231,6 +235,10 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
       if (config.machine.nics.size() != static_cast<size_t>(spec.devices().nics_size()))
         return "instance " + id + ": the saved machine has " + std::to_string(config.machine.nics.size()) +
                " NICs, its spec " + std::to_string(spec.devices().nics_size());
+      config.wait_for_console = false;
+    }
+    if (incoming) {
+      config.incoming = std::move(incoming);
       config.wait_for_console = false;
     }
   } catch (const std::exception& e) {
@@ -969,6 +977,80 @@ void unshelve_vm(node_pointer self, const std::string& id, const std::string& sp
                });
 }
 
+// Live migration's destination: a VMM that waits for the source on a port
+// of its own and runs once the source commits. Answers at once with where
+// it listens; the instance actor does the waiting (off the actor thread).
+void migrate_in(node_pointer self, const std::string& id, const std::string& spec_bytes, Reply done) {
+  auto& st = self->state;
+  auto it = st.instances.find(id);
+  if (it != st.instances.end() && !is_down(it->second))
+    return done(kIntactPrefix + std::string("instance ") + id + " already has a VMM on node " + st.cfg.name, {});
+  if (st.cfg.simulated)
+    return done(kIntactPrefix + std::string("node ") + st.cfg.name +
+                    " runs simulated instances: no guest state to migrate into",
+                {});
+  auto in = std::make_shared<IncomingMigration>();
+  try {
+    in->listener = std::make_shared<devices::migration::Listener>(st.cfg.migration_host, 0);
+  } catch (const std::exception& e) {
+    return done(kIntactPrefix + std::string(e.what()), {});
+  }
+  in->accept_deadline = st.cfg.state_deadline;
+  in->total_deadline = st.cfg.migration_deadline;
+  const std::string where = st.cfg.migration_host + ":" + std::to_string(in->listener->port());
+  if (auto err = spawn_vm(self, id, spec_bytes, nullptr, in); !err.empty()) return done(kIntactPrefix + err, {});
+  auto& ni = st.instances[id];
+  ni.spec_bytes = spec_bytes;
+  self->request(ni.handle, st.cfg.phase_deadline, start_atom::value).then([](ack_atom) {}, [](caf::error&) {});
+  done({}, "listening " + where + "\n");
+}
+
+// Live migration's source: the instance actor migrates the running VM to
+// `destination`; once the destination runs it, this node forgets it.
+void migrate_out(node_pointer self, const std::string& id, const std::string& destination, Reply done) {
+  auto& st = self->state;
+  auto it = st.instances.find(id);
+  if (it == st.instances.end() || is_down(it->second) || !it->second.handle)
+    return done(kIntactPrefix + std::string("instance ") + id + " has no running VMM on node " + st.cfg.name, {});
+  if (power_state(it->second) != kPowerRunning)
+    return done(kIntactPrefix + std::string("only a running instance migrates live; this one is ") +
+                    power_state(it->second),
+                {});
+  const size_t colon = destination.rfind(':');
+  uint32_t port = 0;
+  try {
+    port = colon == std::string::npos ? 0 : static_cast<uint32_t>(std::stoul(destination.substr(colon + 1)));
+  } catch (const std::exception&) {
+  }
+  if (colon == std::string::npos || colon == 0 || port == 0 || port > 65535)
+    return done(kIntactPrefix + std::string("migrateout needs a destination HOST:PORT, got '") + destination + "'", {});
+  self->request(it->second.handle, st.cfg.migration_deadline, migrate_atom::value, destination.substr(0, colon), port)
+      .then(
+          [self, id, done](const std::string& bytes) {
+            v1::MigrationStats m;
+            m.ParseFromString(bytes);
+            char line[320];
+            std::snprintf(line, sizeof line,
+                          "migrated to %s: %u rounds, %llu pages (%llu while stopped), %.1f MiB, total %.1f ms, "
+                          "downtime %.1f ms%s\n",
+                          m.destination().c_str(), m.rounds(), static_cast<unsigned long long>(m.pages()),
+                          static_cast<unsigned long long>(m.final_pages()), m.bytes() / 1048576.0, m.total_ms(),
+                          m.downtime_ms(), m.converged() ? "" : " (did not converge: stopped after the round limit)");
+            // The guest runs at the destination: nothing of it is left here.
+            auto i = self->state.instances.find(id);
+            if (i != self->state.instances.end()) {
+              retire(self, i->second);
+              self->state.instances.erase(i);
+            }
+            done({}, line);
+          },
+          [done](caf::error& e) {
+            if (e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(ActorErrc::migrate_unknown))
+              return done("live migration: " + describe(e), {});
+            done(kIntactPrefix + std::string("live migration: ") + describe(e), {});
+          });
+}
+
 // The nodeact actions that take arguments or report files.
 void run_extended(node_pointer self, const std::string& id, const std::string& action, const std::string& spec_in,
                   const std::map<std::string, std::string>& args, Reply done) {
@@ -985,6 +1067,8 @@ void run_extended(node_pointer self, const std::string& id, const std::string& a
     return [done, detail](const std::string& err) { done(err, err.empty() ? detail : std::string()); };
   };
   if (action == "suspend") return suspend_vm(self, id, done);
+  if (action == "migratein") return migrate_in(self, id, spec_bytes, done);
+  if (action == "migrateout") return migrate_out(self, id, arg(args, "destination"), done);
   if (action == "resume") return resume_vm(self, id, spec_bytes, done);
   if (action == "shelve" || action == "unshelve") {
     const std::string shelf = arg(args, "shelf");

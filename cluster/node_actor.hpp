@@ -70,6 +70,19 @@
 //        unshelve      args shelf: the disks back from the shelf, the VM
 //                      restored from its state (or booted from the spec),
 //                      the shelf removed once it runs.
+//        migratein     live migration's destination: a VMM waiting on
+//                      <migration_host>:<a free port> for the source; the
+//                      detail is "listening HOST:PORT". It runs once the
+//                      source commits; nothing came within state_deadline:
+//                      it ends (init_failed).
+//        migrateout    args destination HOST:PORT: live-migrate the running
+//                      VM there (pre-copy, stop-and-copy, commit); once the
+//                      destination runs it, this node forgets the instance.
+//                      The detail names rounds, pages, bytes, total time
+//                      and downtime. A failure before the commit leaves the
+//                      VM running here (vm intact); migrate_unknown (the
+//                      destination never confirmed the commit) leaves it
+//                      paused here.
 //        Errors: a disk-file step that failed with the VM back as it was
 //        (resumed, or never paused) is invalid_argument with the errno text
 //        ("open <path>: No such file or directory"); every other failure
@@ -169,6 +182,12 @@ struct NodeConfig {
   // Where suspended instances' state files go (<save_dir>/<id>.snap).
   // Empty: <system temp dir>/apiary-saved-<name>.
   std::string save_dir;
+  // Live migration: the address this node's destinations listen on (a port
+  // is picked per migration) and how long one migration may take, pre-copy
+  // of a busy guest included.
+  std::string migration_host = "127.0.0.1";
+  std::chrono::milliseconds migration_deadline{10 * 60 * 1000};
+  uint64_t migration_bytes_per_second = 0;  // outgoing page data; 0: unlimited
 };
 
 using node_actor = caf::typed_actor<

@@ -181,7 +181,7 @@ struct CapabilitySet {
     return false;
   }
 };
-inline constexpr CapabilitySet kBuiltCapabilities{true, false};  // what Apiary can do today
+inline constexpr CapabilitySet kBuiltCapabilities{true, true};  // what Apiary can do today
 inline constexpr CapabilitySet kAllCapabilities{true, true};
 
 // Where an action lands on success.

@@ -11,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "devices/machine.hpp"
 #include "devices/machine_snapshot.hpp"
@@ -335,6 +336,8 @@ struct Outgoing::Impl {
   double sending_seconds = 0;  // time spent sending pages, for the bandwidth
   uint64_t page_bytes = 0;
   bool logging = false;
+  Clock::time_point throttle_start = Clock::now();
+  uint64_t throttled_bytes = 0;
 
   Impl(Machine& m, int fd, const std::string& peer, Policy p, const std::string& n, const std::atomic<bool>* c)
       : machine(m), stream(fd, p.io_deadline, c, peer), policy(p), name(n) {}
@@ -370,8 +373,14 @@ struct Outgoing::Impl {
     auto flush = [&] {
       if (frame.empty()) return;
       stream.send(Kind::pages, frame);
+      throttled_bytes += frame.size();
       frame.clear();
       in_frame = 0;
+      if (policy.max_bytes_per_second) {  // sleep until the average is within the limit
+        const auto due = throttle_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                                              static_cast<double>(throttled_bytes) / policy.max_bytes_per_second));
+        if (due > Clock::now()) std::this_thread::sleep_until(due);
+      }
     };
     const uint64_t pages = r.size / kPage;
     for (uint64_t p = 0; p < pages;) {

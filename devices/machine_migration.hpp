@@ -61,6 +61,9 @@ struct Policy {
   // The longest any one step may wait for the other side (connect, a frame,
   // the destination building its machine or applying the state).
   std::chrono::milliseconds io_deadline{30000};
+  // Page data per second at most (0: as fast as the stream takes it), as
+  // QEMU's max-bandwidth: a migration need not starve the host's network.
+  uint64_t max_bytes_per_second = 0;
 };
 
 struct Stats {
