@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <regex>
 #include <set>
 
 #include "cluster/nova_states.hpp"
@@ -50,8 +51,9 @@ struct ControlPlane {
   std::map<std::string, std::unique_ptr<ApiaryProcess>> nodes;
   int api = 0;
 
-  explicit ControlPlane(bool simulated_nodes, const std::string& checkin_max_ms = "1000")
-      : simulated(simulated_nodes), checkin_max(checkin_max_ms) {
+  explicit ControlPlane(bool simulated_nodes, const std::string& checkin_max_ms = "1000",
+                        std::vector<std::string> node_extra_args = {})
+      : simulated(simulated_nodes), checkin_max(checkin_max_ms), node_extra(std::move(node_extra_args)) {
     start_controller();
     start_node("n1");
     start_node("n2");
@@ -74,6 +76,7 @@ struct ControlPlane {
     std::vector<std::string> argv = {"node", "--insecure", "--controller", "127.0.0.1:" + node_port, "--name", name,
                                      "--checkin-ms", "200", "--vcpus", "16", "--memory", "4096"};
     if (simulated) argv.insert(argv.end(), {"--simulated", "yes"});
+    argv.insert(argv.end(), node_extra.begin(), node_extra.end());
     nodes[name] = std::make_unique<ApiaryProcess>(argv);
   }
 
@@ -115,6 +118,7 @@ struct ControlPlane {
   }
 
   std::string checkin_max;
+  std::vector<std::string> node_extra;
 };
 
 std::string action_body(control::Action a) {
@@ -130,6 +134,74 @@ std::string read_file(const std::string& path) {
 }
 
 }  // namespace
+
+// Every "tick N" of a console history as the API returns it (a JSON
+// string: the line ends are the escapes \r\n), in order.
+std::vector<long> ticks_in(const std::string& history) {
+  std::vector<long> v;
+  const std::regex re(R"(tick ([0-9]+)\\r\\n)");
+  for (auto it = std::sregex_iterator(history.begin(), history.end(), re); it != std::sregex_iterator(); ++it)
+    v.push_back(std::stol((*it)[1]));
+  return v;
+}
+bool consecutive_from_1(const std::vector<long>& v) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] != static_cast<long>(i) + 1) return false;
+  return !v.empty();
+}
+
+// Live migration between two node processes: a counting guest moves to the
+// other node and counts on there (its console, read through the controller,
+// shows no restart and no gap); the record's node changes; the action log
+// names the rounds and the downtime. Then the destination node process is
+// killed in the middle of a migration back (the nodes send at most 128 KiB
+// of RAM per second, so it takes a while): the guest runs on at its source
+// and the action ends reverted.
+BOOST_AUTO_TEST_CASE(a_running_vm_migrates_live_between_node_processes,
+                     *utf::precondition(apiary::test::kvm_available) * utf::label("kvm")) {
+  ControlPlane cp(false, "1000", {"--migration-kib-per-s", "128"});
+  const auto r = http_call(cp.api, http::verb::post, "/v1/instances",
+                           R"({"spec":{"name":"mover","board":{"vcpus":1,"memory_mib":64},)"
+                           R"("boot":{"embedded_guest":"spin","cmdline":"iters=20000000"}}})");
+  BOOST_REQUIRE_MESSAGE(r.status == 202, r.body);
+  const std::string id = json_field(r.body, "id");
+  BOOST_REQUIRE(eventually([&] { return cp.field(id, "vm_state") == "active"; }, 60s));
+  auto history = [&] {
+    return json_field(http_call(cp.api, http::verb::get, "/v1/instances/" + id + "/console/history").body, "data");
+  };
+  BOOST_REQUIRE(eventually([&] { return ticks_in(history()).size() >= 3; }, 60s));
+  const std::string source = cp.field(id, "node");
+  const std::string dest = source == "n1" ? "n2" : "n1";
+
+  // There (the scheduler picks the other node).
+  BOOST_TEST(cp.run(id, R"({"action":"live_migrate"})", 180s) == "active");
+  BOOST_TEST(cp.field(id, "node") == dest, cp.get(id).body);
+  const std::string log = cp.actions(id);
+  BOOST_TEST(log.find("\"action\":\"live_migrate\"") != std::string::npos);
+  BOOST_TEST(log.find("migrated to 127.0.0.1:") != std::string::npos, log);
+  BOOST_TEST(log.find("downtime") != std::string::npos, log);
+  const size_t moved_at = ticks_in(history()).size();
+  BOOST_TEST_REQUIRE(eventually([&] { return ticks_in(history()).size() >= moved_at + 5; }, 60s), history());
+  BOOST_TEST(consecutive_from_1(ticks_in(history())));
+  // Nothing of it is left on the source node.
+  BOOST_TEST(cp.field(id, "power_state") == "running");
+
+  // Back, with the destination killed in the middle.
+  const auto back = cp.act(id, R"({"action":"live_migrate","args":{"host":")" + source + R"("}})");
+  BOOST_REQUIRE_MESSAGE(back.status == 202, back.body);
+  // The destination is ready (its prepare logged): the source now streams.
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return ControlPlane::count(cp.actions(id), " listens on ") == 2; }, 60s),
+                        cp.actions(id));
+  cp.nodes.at(source).reset();  // SIGTERM-less: the process is killed
+  BOOST_REQUIRE_MESSAGE(eventually([&] { return cp.field(id, "task_state").empty(); }, 120s), cp.get(id).body);
+  BOOST_TEST(cp.field(id, "vm_state") == "active");
+  BOOST_TEST(cp.field(id, "node") == dest);
+  const std::string log2 = cp.actions(id);
+  BOOST_TEST(log2.rfind("\"result\":\"reverted\"") != std::string::npos, log2);
+  const size_t after_kill = ticks_in(history()).size();
+  BOOST_TEST(eventually([&] { return ticks_in(history()).size() >= after_kill + 5; }, 60s), history());
+  BOOST_TEST(consecutive_from_1(ticks_in(history())));
+}
 
 // Every action against a demo guest on KVM, checked from inside the guest
 // (its shell over the console websocket) or on the disk file.

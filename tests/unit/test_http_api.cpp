@@ -160,7 +160,9 @@ class FakeApi : public ControlPlaneApi {
     FakeInstance& f = it->second;
     auto action = control::action_from_api(request.action(), request.type());
     if (!action) return apps::api_error(400, "fake: unknown action");
-    if (auto refusal = control::check(*action, f.vm, f.task, id)) return apps::refusal_error(*refusal);
+    // As a control plane built without live migration: the 501 path.
+    if (auto refusal = control::check(*action, f.vm, f.task, id, control::CapabilitySet{true, false}))
+      return apps::refusal_error(*refusal);
     f.vm = control::success_state(*action, f.vm);
     sync(f);
     v1::ActionAccepted accepted;
@@ -670,7 +672,9 @@ BOOST_FIXTURE_TEST_CASE(refusals_pass_novas_message_through_verbatim, Fixture) {
   e = expect_error(call(http::verb::post, "/v1/instances/i-u/actions", R"({"action":"live_migrate"})"), 501);
   BOOST_TEST(e.title() == "Not Implemented");
   BOOST_TEST(e.message() ==
-             control::check(control::Action::live_migrate, VmState::active, TaskState::none, "i-u")->message);
+             control::check(control::Action::live_migrate, VmState::active, TaskState::none, "i-u",
+                            control::CapabilitySet{true, false})
+                 ->message);
   BOOST_TEST(e.message().starts_with("Cannot 'live_migrate' instance i-u: not implemented"));
   BOOST_TEST((api.vm_of("i-s") == VmState::stopped));
   BOOST_TEST((api.vm_of("i-u") == VmState::active));

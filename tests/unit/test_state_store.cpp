@@ -303,7 +303,9 @@ BOOST_AUTO_TEST_CASE(actions_follow_nova_and_are_logged) {
   e = expect_error(StoreErrc::action_refused, [&] { s.begin_action("i1", Action::start, "req-2"); });
   BOOST_TEST(e.refusal()->message == "Cannot 'start' instance i1 while it is in vm_state active");
   // Not built yet: 501 naming the capability; with it, accepted.
-  e = expect_error(StoreErrc::action_refused, [&] { s.begin_action("i1", Action::live_migrate, "req-3"); });
+  e = expect_error(StoreErrc::action_refused, [&] {
+    s.begin_action("i1", Action::live_migrate, "req-3", CapabilitySet{true, false});
+  });
   BOOST_TEST(e.refusal()->http_status == 501);
   BOOST_TEST(e.refusal()->message.find("needs capability migration") != std::string::npos);
   BOOST_TEST(s.list_actions("i1").size() == 1u);
