@@ -5,9 +5,17 @@ own kind on 127.0.0.1, in the same run on the same /dev/kvm.
 
 The guest is guest/linux (Debian's kernel as the bzImage, busybox
 initramfs, "console=ttyS0 quiet"), 1 vCPU, in four cases: idle and busy,
-with 128 and 256 MiB of RAM. Not 64 MiB: Debian's kernel alone takes 55 MiB
-(text, data, bss) and asks for 63.6 MiB to decompress into (the bzImage's
-init_size), so with 64 MiB QEMU's guest prints nothing at all.
+with 128 and 256 MiB of RAM. Not 64 MiB, with either image of the kernel:
+Debian's kernel alone takes 55 MiB (text, data, bss) and the bzImage asks
+for 63.6 MiB to decompress into (its init_size), so with 64 MiB QEMU's
+guest prints nothing at all; the ELF vmlinux inside it (the PVH image
+bench_linux_boot also boots, guest/linux-vmlinux) is linked to load at
+16 MiB and its last segment (init, bss, brk) ends at 74 MiB (0x4a00000).
+With 64 MiB Apiary refuses it (image_too_large: "ELF segment [0x3079000,
++0x1987000) does not fit in guest RAM below 0x4000000"), and QEMU loads
+what fits and starts it: under TCG the kernel warns in early_ioremap and
+panics in find_cpio_data ("Attempted to kill the idle task"), and under
+nested KVM in kvm-vm it froze the whole VM, twice (kvm-vm: vm_stalled).
 
 Per case and VMM: the source boots to the line "apiary-linux: ready" on its
 serial console and its shell answers; the destination is started and its
@@ -29,10 +37,15 @@ with other bytes. Not zeros (`dd if=/dev/zero`): both VMMs may send a zero
 page as a marker, which would make the busy guest cheap. The loop must be
 seen to advance (/tmp/pass read twice) before the migration starts, and
 again on the destination afterwards. The rate it dirtied memory at before
-the migration is printed (about 40-130 MiB/s in kvm-vm), not a figure:
-during the migration the one CPU also runs both VMMs and the stream, and
-the VMM's dirty logging traps the guest's first write to each page of a
-round, so the guest dirties less then.
+the migration is printed, not a figure: during the migration the one CPU
+also runs both VMMs and the stream, and the VMM's dirty logging traps the
+guest's first write to each page of a round, so the guest dirties less
+then. In kvm-vm (2026-12-05) the same loop dirtied 60-124 MiB/s under QEMU
+and 17-50 MiB/s under Apiary, with the vCPU thread about 95 % in guest mode
+and about 850 exits/s under both, the same CPU flags, clock source and
+mitigations in both guests and both VMMs' RAM in transparent huge pages;
+why Apiary's guest gets less done is not known. So the busy cases are the
+same loop, not the same dirty rate: QEMU's guest dirties 2-3x faster.
 
 QEMU: source `qemu-system-x86_64 -accel kvm -cpu host -machine pc -smp 1
 -m MiB -nodefaults -display none -serial stdio -kernel ... -initrd ...
@@ -53,7 +66,18 @@ MiB --vcpus 1 -q --migrate-to 127.0.0.1:PORT`, the migration started with
 SIGUSR2. The source's stderr line
     apiary: migrated to ADDR: total <ms> ms, downtime <ms> ms, <n> rounds, <pages> pages, <MiB> MiB
 (then exit status 13) gives the figures; "apiary: migration failed: <why>"
-is a failure.
+is a failure, printed with the end of both Apiary processes' console and
+stderr. Apiary's total runs from connecting to the destination until it
+reports that the guest runs, so unlike QEMU's it includes sending the
+kernel and initrd (the destination keeps them for reboots: 12.6 MiB of the
+"MiB" here) and the destination building its machine (QEMU's destination
+is built before the migration starts); its downtime runs from asking the
+vCPUs to stop until the destination reports that the guest runs, so it
+includes the destination's resume. "pages" counts every page sent, zero
+pages of the later rounds included (16-byte records; the first round
+skips never-touched and zero pages, as the destination's RAM starts zero).
+A run ended by the round limit has " (did not converge: stopped after the
+round limit)" after the MiB, printed as "did not converge".
 
 Convergence, the same bound for both: pre-copy rounds until what is left
 fits the 300 ms downtime target at the measured bandwidth, or at most 30
@@ -75,8 +99,8 @@ and MiB sent. A migration not completed within --deadline (default 300 s)
 fails.
 
 Prints one figure line per result (median of --runs, default 1: in
-kvm-vm, QEMU's half of the four cases took under 2 minutes with boots and
-checks, and Apiary's half comes on top), for CASE in
+kvm-vm one run of all four cases, both VMMs, boots and checks included,
+took 4.5 minutes), for CASE in
 idle_128, busy_128, idle_256, busy_256:
     figure: migration_CASE_total_ms_apiary <ms> ms
     figure: migration_CASE_total_ms_qemu <ms> ms
@@ -119,7 +143,7 @@ MAX_BANDWIDTH = 1 << 40                  # bytes/s: unthrottled
 APIARY_MIGRATED_STATUS = 13
 APIARY_MIGRATED = re.compile(
     rb"apiary: migrated to (\S+): total ([0-9.]+) ms, downtime ([0-9.]+) ms, (\d+) rounds?, (\d+) pages?, "
-    rb"([0-9.]+) MiB")
+    rb"([0-9.]+) MiB( \(did not converge[^)\n]*\))?")
 APIARY_FAILED = re.compile(rb"apiary: migration failed: ([^\n]*)")
 
 
@@ -448,9 +472,10 @@ def migrate_apiary(kernel, initrd, case, args):
         failed = APIARY_FAILED.match(m.group(0))
         if failed:
             raise Failure(f"apiary: migration failed: {failed.group(1).decode(errors='replace')}")
-        _, total, downtime, rounds, pages, sent = m.groups()[:6]
-        print(f"    apiary: total {float(total):.0f} ms, downtime {float(downtime):.0f} ms, {rounds.decode()} rounds, "
-              f"{pages.decode()} pages, {sent.decode()} MiB sent", flush=True)
+        _, total, downtime, rounds, pages, sent, unconverged = m.groups()[:7]
+        print(f"    apiary: total {float(total):.0f} ms, downtime {float(downtime):.0f} ms, {rounds.decode()} rounds"
+              f"{' (did not converge)' if unconverged else ''}, {pages.decode()} pages, {sent.decode()} MiB sent",
+              flush=True)
         try:
             status = src.p.wait(timeout=max(end - time.monotonic(), 30))
         except subprocess.TimeoutExpired:
@@ -461,6 +486,11 @@ def migrate_apiary(kernel, initrd, case, args):
         if busy:
             check_busy_resumed(dst, 60)
         return float(total), float(downtime)
+    except Failure as e:
+        # Both processes' own words: the source's report names the step, the
+        # destination's stderr often the reason.
+        time.sleep(0.5)
+        raise Failure(str(e) + "".join(f"\n  --- {v.name} (argv {' '.join(v.argv)}):\n{v.tail()}" for v in vmms))
     finally:
         for v in vmms:
             v.kill()

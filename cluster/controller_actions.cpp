@@ -489,8 +489,8 @@ static std::string first_line(const std::string& s) { return s.substr(0, s.find(
 // destination's power list decides. Running there: the switchover happened,
 // the source's paused copy goes. Not running: the destination's VMM goes
 // and the source resumes. Either way the guest ends up on exactly one node.
-static void settle_migration(controller_pointer self, const std::string& id, int64_t action_id,
-                             const std::string& source, const std::string& dest) {
+void settle_migration(controller_pointer self, const std::string& id, int64_t action_id, const std::string& source,
+                      const std::string& dest, bool source_paused) {
   auto& st = self->state;
   if (!node_reachable(self, dest)) {
     event(self, action_id, "migration_settle", "error", "node " + dest + " is not reachable; reconciliation decides");
@@ -499,7 +499,7 @@ static void settle_migration(controller_pointer self, const std::string& id, int
   }
   self->request(st.nodes.at(dest), st.cfg.node_deadline, power_list_atom::value)
       .then(
-          [self, id, action_id, source, dest](const std::map<std::string, std::string>& power) {
+          [self, id, action_id, source, dest, source_paused](const std::map<std::string, std::string>& power) {
             auto& st = self->state;
             auto p = power.find(id);
             const bool runs_there = p != power.end() && p->second == kPowerRunning;
@@ -521,6 +521,7 @@ static void settle_migration(controller_pointer self, const std::string& id, int
                             std::string("delete"), std::string())
                   .then([](const std::string&) {}, [](caf::error&) {});
             if (runs_there) return finish(self, action_id, ActionResult::success);
+            if (!source_paused) return finish(self, action_id, ActionResult::reverted);
             if (!node_reachable(self, source)) return finish(self, action_id, ActionResult::error);
             self->request(st.nodes.at(source), st.cfg.action_deadline, node_act_atom::value, id,
                           std::string("unpause"), std::string())

@@ -227,6 +227,11 @@ Load load_of(controller_pointer self, const std::string& node);
 // exclude: a node not to pick (a live migration's source).
 std::optional<std::string> choose_node(controller_pointer self, const v1::InstanceSpec& spec, const std::string& only,
                                        std::string& decision, const std::string& exclude = {});
+// A live migration whose end is not known (controller_actions.cpp): the
+// destination's power list decides which node keeps the guest; the action
+// ends success (switched over) or reverted (the source resumed).
+void settle_migration(controller_pointer self, const std::string& id, int64_t action_id, const std::string& source,
+                      const std::string& dest, bool source_paused = true);
 // preflight -> (scheduled) creating -> node starts it -> created / ACTIVE.
 // A placement that waits for nodes to connect stays in preflight and comes
 // back as replace_atom (in_preflight set).

@@ -200,6 +200,23 @@ static void settle(controller_pointer self, const control::ActionLogEntry& e, co
       }
       return;
     }
+    if (e.action == Action::live_migrate) {
+      // Where it was going is in the prepare event ("node N listens on ...").
+      std::string dest;
+      for (const auto& ev : e.events) {
+        const std::string tag = "node ";
+        if (ev.name == "migration_prepare" && ev.result == "success" && ev.detail.compare(0, tag.size(), tag) == 0)
+          dest = ev.detail.substr(tag.size(), ev.detail.find(' ', tag.size()) - tag.size());
+      }
+      if (dest.empty()) {  // nothing was prepared: the guest never left
+        event(self, e.id, "recover", "error", seen + ": no destination was prepared; the VM is as it was");
+        finish(self, e.id, ActionResult::reverted);
+        return;
+      }
+      event(self, e.id, "recover", "running", seen + "; asking node " + dest + " whether it runs the VM");
+      settle_migration(self, rec.id, e.id, rec.node, dest, power == kPowerPaused);
+      return;
+    }
     if (want && same_power(*want, power)) {
       event(self, e.id, "recover", "success", seen + ": the action took effect");
       const std::optional<VmState> to = node_work(e.action)          ? std::optional(node_work(e.action)->success)
