@@ -636,6 +636,7 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
             m.set_rounds(s.rounds);
             m.set_pages(s.pages);
             m.set_final_pages(s.final_pages);
+            m.set_disk_bytes(s.disk_bytes);
             m.set_bytes(s.bytes);
             m.set_converged(s.converged);
             m.set_precopy_ms(s.precopy_ms);

@@ -357,9 +357,11 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
               m.ParseFromString(bytes);
               char line[256];
               std::snprintf(line, sizeof line,
-                            "apiary: migrated to %s: total %.1f ms, downtime %.1f ms, %u rounds, %llu pages, %.1f MiB%s\n",
+                            "apiary: migrated to %s: total %.1f ms, downtime %.1f ms, %u rounds, %llu pages, %.1f MiB%s%s\n",
                             dest.c_str(), m.total_ms(), m.downtime_ms(), m.rounds(),
                             static_cast<unsigned long long>(m.pages()), m.bytes() / 1048576.0,
+                            m.disk_bytes() ? (", " + std::to_string(m.disk_bytes() >> 10) + " KiB of disk copied").c_str()
+                                           : "",
                             m.converged() ? "" : " (did not converge: stopped after the round limit)");
               std::cerr << line << std::flush;
               migrated = stopping = true;

@@ -348,7 +348,7 @@ def start_busy(vmm, mib, deadline):
     while time.monotonic() < end:
         v = shell_value(vmm, "cat /tmp/pass 2>/dev/null", deadline, "the busy loop's pass count")
         now = time.monotonic()
-        passes = int(v) if v.isdigit() else 0
+        passes = int(v) if v.isdigit() else 0  # empty: read between the loop's truncate and write
         if first is None and passes >= 1:
             first = (passes, now)
         elif first is not None and passes > first[0] and now - first[1] >= 2:
@@ -358,15 +358,21 @@ def start_busy(vmm, mib, deadline):
 
 
 def check_busy_resumed(vmm, deadline):
-    """The busy loop goes on on the destination: its pass count grows."""
-    first = shell_value(vmm, "cat /tmp/pass", deadline, "the busy loop's pass count")
+    """The busy loop goes on on the destination: its pass count grows. A
+    read can find /tmp/pass empty (the loop's `echo $i >/tmp/pass` truncates
+    it before it writes); such a read is not a count and is skipped."""
     end = time.monotonic() + deadline
+    first = None
     while time.monotonic() < end:
-        time.sleep(0.5)
         v = shell_value(vmm, "cat /tmp/pass", deadline, "the busy loop's pass count")
-        if v.isdigit() and first.isdigit() and int(v) > int(first):
-            return
-    raise Failure(f"{vmm.name}: the busy loop did not go on after the migration\n{vmm.tail()}")
+        if v.isdigit():
+            if first is None:
+                first = int(v)
+            elif int(v) > first:
+                return
+        time.sleep(0.5)
+    raise Failure(f"{vmm.name}: the busy loop did not go on after the migration (first count read: {first})\n"
+                  f"{vmm.tail()}")
 
 
 def boot_source(vmm, args, busy, mib):

@@ -1032,10 +1032,12 @@ void migrate_out(node_pointer self, const std::string& id, const std::string& de
             char line[320];
             std::snprintf(line, sizeof line,
                           "migrated to %s: %u rounds, %llu pages (%llu while stopped), %.1f MiB, total %.1f ms, "
-                          "downtime %.1f ms%s\n",
+                          "downtime %.1f ms%s%s\n",
                           m.destination().c_str(), m.rounds(), static_cast<unsigned long long>(m.pages()),
                           static_cast<unsigned long long>(m.final_pages()), m.bytes() / 1048576.0, m.total_ms(),
-                          m.downtime_ms(), m.converged() ? "" : " (did not converge: stopped after the round limit)");
+                          m.downtime_ms(), m.converged() ? "" : " (did not converge: stopped after the round limit)",
+                          m.disk_bytes() ? (", " + std::to_string(m.disk_bytes() >> 10) + " KiB of disk copied").c_str()
+                                         : "");
             // The guest runs at the destination: nothing of it is left here.
             auto i = self->state.instances.find(id);
             if (i != self->state.instances.end()) {

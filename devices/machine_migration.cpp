@@ -8,8 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <filesystem>
+#include <map>
 #include <cstring>
 #include <thread>
 
@@ -30,7 +33,8 @@ constexpr uint64_t kPage = snapshot::kPageSize;
 constexpr uint32_t kZeroPages = 1;
 constexpr auto kPollSlice = std::chrono::milliseconds(100);
 
-enum class Kind : uint32_t { hello = 1, built, pages, state, ready, commit, running, error };
+enum class Kind : uint32_t { hello = 1, built, pages, state, ready, commit, running, error, disk };
+constexpr uint64_t kDiskChunk = 1u << 20;
 
 const char* kind_name(Kind k) {
   switch (k) {
@@ -42,6 +46,7 @@ const char* kind_name(Kind k) {
     case Kind::commit: return "commit";
     case Kind::running: return "running";
     case Kind::error: return "error";
+    case Kind::disk: return "disk";
   }
   return "?";
 }
@@ -52,6 +57,7 @@ uint64_t max_payload(Kind k) {
     case Kind::hello: return snapshot::kMaxHeaderBytes;  // kernel and initrd included
     case Kind::state: return 64u << 20;
     case Kind::pages: return kPagesPerFrame * (kPage + 16);
+    case Kind::disk: return 16 + kDiskChunk;
     default: return 64u << 10;
   }
 }
@@ -115,7 +121,7 @@ class Stream {
     uint8_t h[16];
     read_all(h, sizeof h, deadline);
     const uint64_t raw_kind = get_le(h, 4), len = get_le(h + 8, 8);
-    if (raw_kind < static_cast<uint32_t>(Kind::hello) || raw_kind > static_cast<uint32_t>(Kind::error) ||
+    if (raw_kind < static_cast<uint32_t>(Kind::hello) || raw_kind > static_cast<uint32_t>(Kind::disk) ||
         get_le(h + 4, 4) != 0)
       throw Error(Errc::migration_protocol, peer_ + " sent a frame of unknown kind " + std::to_string(raw_kind));
     const auto kind = static_cast<Kind>(raw_kind);
@@ -338,6 +344,40 @@ struct Outgoing::Impl {
   bool logging = false;
   Clock::time_point throttle_start = Clock::now();
   uint64_t throttled_bytes = 0;
+  std::vector<uint32_t> copy_disks;  // disks the destination does not see
+
+  // A disk's whole contents, all-zero chunks left out (the destination
+  // created the file zero-filled). The guest is stopped: nothing changes it.
+  uint64_t send_disk(uint32_t index) {
+    const auto& d = machine.config().disks[index];
+    const int fd = ::open(d.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(Errc::file_unreadable, d.path + ": " + std::strerror(errno));
+    std::string buf(kDiskChunk, '\0');
+    uint64_t sent = 0;
+    try {
+      for (uint64_t off = 0;; off += kDiskChunk) {
+        const ssize_t n = ::pread(fd, buf.data(), kDiskChunk, static_cast<off_t>(off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw Error(Errc::file_unreadable, d.path + ": " + std::strerror(errno));
+        if (n == 0) break;
+        const auto len = static_cast<size_t>(n);
+        if (std::all_of(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(len), [](char c) { return c == 0; }))
+          continue;
+        std::string frame;
+        put_le(frame, index, 4);
+        put_le(frame, 0, 4);
+        put_le(frame, off, 8);
+        frame.append(buf.data(), len);
+        stream.send(Kind::disk, frame);
+        sent += len;
+      }
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+    return sent;
+  }
 
   Impl(Machine& m, int fd, const std::string& peer, Policy p, const std::string& n, const std::atomic<bool>* c)
       : machine(m), stream(fd, p.io_deadline, c, peer), policy(p), name(n) {}
@@ -445,7 +485,17 @@ Outgoing::Outgoing(Machine& machine, const std::string& host, uint16_t port, con
   // reloads them): what the destination builds before any RAM arrives.
   v1::MachineSnapshot hello = snapshot::capture_config(machine, instance_name);
   s.send(Kind::hello, hello.SerializeAsString());
-  s.expect(Kind::built, policy.io_deadline);
+  // The disks the destination does not see (u32 indices): their contents go
+  // with the stop-and-copy.
+  const Frame built = s.expect(Kind::built, policy.io_deadline);
+  if (built.payload.size() % 4) throw Error(Errc::migration_protocol, s.peer() + " sent a malformed built frame");
+  for (size_t i = 0; i < built.payload.size(); i += 4) {
+    const auto index = static_cast<uint32_t>(get_le(reinterpret_cast<const uint8_t*>(built.payload.data()) + i, 4));
+    if (index >= machine.config().disks.size())
+      throw Error(Errc::migration_protocol, s.peer() + " asked for disk " + std::to_string(index) + " of " +
+                                                std::to_string(machine.config().disks.size()));
+    impl_->copy_disks.push_back(index);
+  }
   for (const auto& r : machine.memory().regions()) impl_->pending.emplace_back((r.size / kPage + 63) / 64, 0);
 }
 
@@ -493,6 +543,7 @@ void Outgoing::stop_and_copy(Clock::time_point stopped_at) {
   m.collect_dirty();
   stats_.final_pages = m.send_pending();
   stats_.pages += stats_.final_pages;
+  for (uint32_t index : m.copy_disks) stats_.disk_bytes += m.send_disk(index);
   v1::MachineSnapshot state = snapshot::capture(m.machine, m.name);
   state.mutable_machine()->clear_kernel();  // hello carried them
   state.mutable_machine()->clear_initrd();
@@ -517,8 +568,57 @@ struct Incoming::Impl {
   Stream stream;
   Policy policy;
   v1::MachineSnapshot hello;
+  // Disks this host did not see, created here (index -> open file); removed
+  // again unless the migration committed.
+  std::map<uint32_t, int> created;
+  bool committed = false;
   Impl(int fd, const std::string& peer, Policy p, const std::atomic<bool>* c)
       : stream(fd, p.io_deadline, c, peer), policy(p) {}
+  ~Impl() {
+    for (auto& [index, fd] : created) {
+      ::close(fd);
+      if (!committed) ::unlink(hello.machine().disks(static_cast<int>(index)).path().c_str());
+    }
+  }
+
+  // Shared storage is used as it is; a disk whose path this host does not
+  // have is created at that path, as large as the source's, for its
+  // contents to arrive during the stop-and-copy.
+  void create_missing_disks() {
+    const auto& disks = hello.machine().disks();
+    for (int i = 0; i < disks.size(); ++i) {
+      const auto& d = disks[i];
+      if (d.path().empty() || d.path().front() != '/')
+        throw Error(Errc::migration_protocol, stream.peer() + ": disk " + std::to_string(i) + " has no absolute path");
+      if (::access(d.path().c_str(), F_OK) == 0) continue;
+      std::error_code ec;
+      std::filesystem::create_directories(std::filesystem::path(d.path()).parent_path(), ec);
+      const int fd = ::open(d.path().c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) throw Error(Errc::file_unwritable, d.path() + ": " + std::strerror(errno));
+      created[static_cast<uint32_t>(i)] = fd;
+      if (::ftruncate(fd, static_cast<off_t>(d.size_bytes())) != 0)
+        throw Error(Errc::file_unwritable, d.path() + ": " + std::strerror(errno));
+    }
+  }
+  void write_disk(const Frame& f) {
+    const auto* p = reinterpret_cast<const uint8_t*>(f.payload.data());
+    if (f.payload.size() < 16) throw Error(Errc::migration_protocol, stream.peer() + ": a torn disk frame");
+    const auto index = static_cast<uint32_t>(get_le(p, 4));
+    const uint64_t off = get_le(p + 8, 8), len = f.payload.size() - 16;
+    auto it = created.find(index);
+    if (it == created.end() || get_le(p + 4, 4) != 0 ||
+        off > hello.machine().disks(static_cast<int>(index)).size_bytes() ||
+        len > hello.machine().disks(static_cast<int>(index)).size_bytes() - off)
+      throw Error(Errc::migration_protocol, stream.peer() + ": disk data for disk " + std::to_string(index) +
+                                                " that was not asked for or lies past its end");
+    for (uint64_t done = 0; done < len;) {
+      const ssize_t w = ::pwrite(it->second, p + 16 + done, len - done, static_cast<off_t>(off + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) throw Error(Errc::file_unwritable, hello.machine().disks(static_cast<int>(index)).path() + ": " +
+                                                         std::strerror(errno));
+      done += static_cast<uint64_t>(w);
+    }
+  }
 };
 
 Incoming::Incoming(int fd, Policy policy, const std::atomic<bool>* cancelled) {
@@ -542,6 +642,12 @@ Incoming::Incoming(int fd, Policy policy, const std::atomic<bool>* cancelled) {
     report_failure(why);
     throw Error(Errc::snapshot_board, peer + ": " + why);
   }
+  try {
+    impl_->create_missing_disks();
+  } catch (const std::exception& e) {
+    report_failure(e.what());
+    throw;
+  }
 }
 
 Incoming::~Incoming() = default;
@@ -560,7 +666,9 @@ void Incoming::receive(Machine& machine) {
   auto& s = impl_->stream;
   try {
     snapshot::check_fits(machine, impl_->hello, s.peer());
-    s.send(Kind::built);
+    std::string wanted;
+    for (const auto& [index, fd] : impl_->created) put_le(wanted, index, 4);
+    s.send(Kind::built, wanted);
     for (;;) {
       Frame f = s.receive(impl_->policy.io_deadline);
       if (f.kind == Kind::pages) {
@@ -584,12 +692,19 @@ void Incoming::receive(Machine& machine) {
             off += n * kPage;
           }
         }
+      } else if (f.kind == Kind::disk) {
+        impl_->write_disk(f);
       } else if (f.kind == Kind::state) {
+        for (auto& [index, fd] : impl_->created)
+          if (::fsync(fd) != 0)
+            throw Error(Errc::file_unwritable, impl_->hello.machine().disks(static_cast<int>(index)).path() + ": " +
+                                                   std::strerror(errno));
         v1::MachineSnapshot state;
         if (!state.ParseFromString(f.payload)) throw Error(Errc::migration_protocol, s.peer() + ": malformed state");
         snapshot::apply_state(machine, state, s.peer());
         s.send(Kind::ready);
         s.expect(Kind::commit, impl_->policy.io_deadline);
+        impl_->committed = true;
         return;
       } else {
         throw Error(Errc::migration_protocol,

@@ -14,9 +14,16 @@
 // u64 payload length, payload:
 //   hello    src->dst  apiary.v1.MachineSnapshot: board and machine only
 //   built    dst->src  the destination's machine exists; send RAM
+//            (payload: u32 indices of the disks whose path the
+//            destination does not see: it created them, empty and as large
+//            as the source's; they are copied, all else is shared storage)
 //   pages    src->dst  records of u64 guest-physical address, u32 page
 //                      count, u32 flags (1 = the pages are zero, no bytes
 //                      follow), then count * 4 KiB bytes
+//   disk     src->dst  u32 disk index, u32 reserved, u64 offset, bytes
+//                      (stop-and-copy only: a copied disk's non-zero 1 MiB
+//                      chunks; no block dirty tracking, so a large local
+//                      disk lengthens the downtime)
 //   state    src->dst  apiary.v1.MachineSnapshot: vCPUs, VM, devices
 //                      (kernel and initrd left out: hello had them)
 //   ready    dst->src  the state is applied; waiting for commit
@@ -71,6 +78,7 @@ struct Stats {
   uint64_t pages = 0;         // pages sent, zero pages included
   uint64_t bytes = 0;         // bytes on the stream
   uint64_t final_pages = 0;   // pages sent while the guest was stopped
+  uint64_t disk_bytes = 0;    // disk contents copied (disks the destination did not see)
   bool converged = false;     // false: stopped after max_rounds
   double precopy_ms = 0;
   double total_ms = 0;        // connect to running on the destination

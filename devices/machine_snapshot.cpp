@@ -291,6 +291,8 @@ v1::MachineSnapshot capture_config(Machine& machine, const std::string& instance
     out->set_id(d.id);
     out->set_path(d.path);
     out->set_read_only(d.read_only);
+    struct stat st {};
+    if (::stat(d.path.c_str(), &st) == 0) out->set_size_bytes(static_cast<uint64_t>(st.st_size));
   }
   for (const auto& n : cfg.nics) m.add_nic_macs(std::string(n.mac.begin(), n.mac.end()));
   m.set_rng(cfg.rng);

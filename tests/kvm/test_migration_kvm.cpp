@@ -205,6 +205,45 @@ BOOST_AUTO_TEST_CASE(linux_dirtying_its_memory_migrates_with_its_disk) {
   BOOST_TEST(has(cat("/after"), "after-migration"));
 }
 
+// A disk the destination does not see (its directory is an empty tmpfs in
+// the destination's own mount namespace, as on another host with local
+// disks) is created there and copied during the stop-and-copy; a disk it
+// does see is shared (the tests above).
+BOOST_AUTO_TEST_CASE(a_local_disk_is_copied_to_a_destination_without_it) {
+  TempDir dir, out_dir;
+  const std::string disk = dir.file("disk.img"), copy = out_dir.file("copy.img");
+  { std::ofstream(disk) << std::string(64 * 1024, '\0'); }
+  const int port = test::free_port();
+  const std::string dst_log = out_dir.file("dst.log");
+  // The demo shell's commands reach the destination once the guest runs there.
+  const std::string script = "mount -t tmpfs none '" + dir.path.string() + "' && "
+                             "(sleep 14; printf 'disk read 1\\ndisk write 2 after-migration\\nexit 5\\n') | '" +
+                             std::string(APIARY_BINARY) + "' run --incoming 127.0.0.1:" + std::to_string(port) +
+                             " --timeout 60; s=$?; cp '" + disk + "' '" + copy + "'; exit $s";
+  const pid_t dst = test::spawn_logged({"/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", "-c", script},
+                                       dst_log, false);
+  BOOST_TEST_REQUIRE(dst > 0);
+  BOOST_TEST_REQUIRE(wait_for([&] { return has(slurp(dst_log), "waiting for a migration"); }, 30s), slurp(dst_log));
+  auto src = test::run_process({APIARY_BINARY, "run", "--disk", disk, "--migrate-to",
+                                "127.0.0.1:" + std::to_string(port), "--migrate-after", "4"},
+                               "disk write 1 before-migration\n", 120s);
+  BOOST_TEST_MESSAGE("source stderr:\n" << src.err);
+  BOOST_TEST(src.exit_code == apps::kExitMigrated);
+  BOOST_TEST(has(src.err, "KiB of disk copied"), src.err);
+  BOOST_TEST(reap(dst, 90s) == 11);  // (5 << 1) | 1: the same shell answering at the destination
+  const std::string out = slurp(dst_log);
+  BOOST_TEST_MESSAGE("destination:\n" << out.substr(out.size() > 1500 ? out.size() - 1500 : 0));
+  BOOST_TEST(has(out, ": before-migration"));
+  BOOST_TEST(out.find("Apiary demo guest") == out.rfind("Apiary demo guest"));  // no second boot
+  // The destination's copy has both writes; the source's file only its own.
+  const std::string copied = slurp(copy), original = slurp(disk);
+  BOOST_TEST_REQUIRE(copied.size() == 64u * 1024);
+  BOOST_TEST(copied.substr(512, 16) == "before-migration");
+  BOOST_TEST(copied.substr(1024, 15) == "after-migration");
+  BOOST_TEST(original.substr(512, 16) == "before-migration");
+  BOOST_TEST(original.substr(1024, 15) != "after-migration");
+}
+
 BOOST_AUTO_TEST_CASE(killing_the_destination_leaves_the_source_running) {
   TempDir dir;
   const int port = test::free_port();
