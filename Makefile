@@ -55,7 +55,7 @@ bench: build
 # virtqueue parser and every device's register file: FUZZ_SECONDS each
 # (default 60), from the seed corpora in tests/fuzz/corpus (docs/fuzzing.md).
 FUZZ_SECONDS ?= 60
-FUZZERS = loaders spec virtqueue snapshot uart i8042 rtc acpi_pm fw_cfg pci_host pc_testdev virtio_blk virtio_rng virtio_net
+FUZZERS = loaders spec virtqueue snapshot migration uart i8042 rtc acpi_pm fw_cfg pci_host pc_testdev virtio_blk virtio_rng virtio_net
 fuzz:
 	@scripts/setup-deps.sh
 	apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev >/dev/null

@@ -997,6 +997,13 @@ void migrate_in(node_pointer self, const std::string& id, const std::string& spe
   }
   in->accept_deadline = st.cfg.state_deadline;
   in->total_deadline = st.cfg.migration_deadline;
+  // Only the machine the controller asked for: a stray or hostile
+  // connection cannot make this node build another one or create files.
+  v1::InstanceSpec spec;
+  if (!spec.ParseFromString(spec_bytes)) return done(kIntactPrefix + std::string("the spec does not parse"), {});
+  devices::migration::Policy::Shape shape{spec.board().vcpus(), spec.board().memory_mib(), {}};
+  for (const auto& b : spec.devices().block()) shape.disk_paths.push_back(b.path());
+  in->policy.expect = std::move(shape);
   const std::string where = st.cfg.migration_host + ":" + std::to_string(in->listener->port());
   if (auto err = spawn_vm(self, id, spec_bytes, nullptr, in); !err.empty()) return done(kIntactPrefix + err, {});
   auto& ni = st.instances[id];

@@ -128,8 +128,16 @@ class Stream {
     if (len > max_payload(kind))
       throw Error(Errc::migration_protocol, peer_ + " sent a " + kind_name(kind) + " frame of " + std::to_string(len) +
                                                 " bytes, above its limit of " + std::to_string(max_payload(kind)));
-    Frame f{kind, std::string(len, '\0')};
-    read_all(f.payload.data(), len, deadline);
+    // Grown as the bytes arrive, never allocated from the claimed length
+    // alone: a peer that claims 512 MiB and sends nothing costs nothing.
+    Frame f{kind, {}};
+    constexpr uint64_t kChunk = 1u << 20;
+    while (f.payload.size() < len) {
+      const size_t at = f.payload.size();
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, len - at));
+      f.payload.resize(at + n);
+      read_all(f.payload.data() + at, n, deadline);
+    }
     if (kind == Kind::error)
       throw Error(Errc::migration_refused, peer_ + ": " + f.payload.substr(0, 1024));
     return f;
@@ -564,6 +572,28 @@ void Outgoing::commit() {
 
 // -------------------------------------------------------------- incoming --
 
+void apply_page_records(vmm::GuestMemory& memory, std::string_view payload, const std::string& peer) {
+  const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
+  size_t off = 0;
+  while (off < payload.size()) {
+    if (payload.size() - off < 16) throw Error(Errc::migration_protocol, peer + ": a torn page record");
+    const uint64_t gpa = get_le(p + off, 8), n = get_le(p + off + 8, 4), flags = get_le(p + off + 12, 4);
+    off += 16;
+    const bool zero = flags == kZeroPages;
+    uint8_t* host =
+        (n && n <= kPagesPerFrame && gpa % kPage == 0 && flags <= kZeroPages) ? memory.host_range(gpa, n * kPage) : nullptr;
+    if (!host || (!zero && payload.size() - off < n * kPage))
+      throw Error(Errc::migration_protocol, peer + ": a page record [" + std::to_string(gpa) + ", " +
+                                                std::to_string(n) + " pages) that is not guest RAM");
+    if (zero) {
+      std::memset(host, 0, n * kPage);
+    } else {
+      std::memcpy(host, p + off, n * kPage);
+      off += n * kPage;
+    }
+  }
+}
+
 struct Incoming::Impl {
   Stream stream;
   Policy policy;
@@ -642,6 +672,20 @@ Incoming::Incoming(int fd, Policy policy, const std::atomic<bool>* cancelled) {
     report_failure(why);
     throw Error(Errc::snapshot_board, peer + ": " + why);
   }
+  if (const auto& want = policy.expect) {
+    const auto& m = impl_->hello.machine();
+    std::vector<std::string> paths;
+    for (const auto& d : m.disks()) paths.push_back(d.path());
+    if (m.vcpus() != want->vcpus || m.memory_bytes() != want->memory_mib << 20 || paths != want->disk_paths) {
+      const std::string why = "the source sends a machine of " + std::to_string(m.vcpus()) + " vCPUs, " +
+                              std::to_string(m.memory_bytes() >> 20) + " MiB and " + std::to_string(paths.size()) +
+                              " disks; this destination expects " + std::to_string(want->vcpus) + " vCPUs, " +
+                              std::to_string(want->memory_mib) + " MiB and " +
+                              std::to_string(want->disk_paths.size()) + " disks at the instance's paths";
+      report_failure(why);
+      throw Error(Errc::snapshot_board, peer + ": " + why);
+    }
+  }
   try {
     impl_->create_missing_disks();
   } catch (const std::exception& e) {
@@ -672,26 +716,7 @@ void Incoming::receive(Machine& machine) {
     for (;;) {
       Frame f = s.receive(impl_->policy.io_deadline);
       if (f.kind == Kind::pages) {
-        const auto* p = reinterpret_cast<const uint8_t*>(f.payload.data());
-        size_t off = 0;
-        while (off < f.payload.size()) {
-          if (f.payload.size() - off < 16) throw Error(Errc::migration_protocol, s.peer() + ": a torn page record");
-          const uint64_t gpa = get_le(p + off, 8), n = get_le(p + off + 8, 4), flags = get_le(p + off + 12, 4);
-          off += 16;
-          const bool zero = flags == kZeroPages;
-          uint8_t* host = (n && n <= kPagesPerFrame && gpa % kPage == 0 && flags <= kZeroPages)
-                              ? machine.memory().host_range(gpa, n * kPage)
-                              : nullptr;
-          if (!host || (!zero && f.payload.size() - off < n * kPage))
-            throw Error(Errc::migration_protocol, s.peer() + ": a page record [" + std::to_string(gpa) + ", " +
-                                                      std::to_string(n) + " pages) that is not guest RAM");
-          if (zero) {
-            std::memset(host, 0, n * kPage);
-          } else {
-            std::memcpy(host, p + off, n * kPage);
-            off += n * kPage;
-          }
-        }
+        apply_page_records(machine.memory(), f.payload, s.peer());
       } else if (f.kind == Kind::disk) {
         impl_->write_disk(f);
       } else if (f.kind == Kind::state) {

@@ -47,10 +47,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proto/apiary/v1/snapshot.pb.h"
+#include "vmm-core/guest_memory.hpp"
 
 namespace apiary::devices {
 
@@ -71,6 +74,17 @@ struct Policy {
   // Page data per second at most (0: as fast as the stream takes it), as
   // QEMU's max-bandwidth: a migration need not starve the host's network.
   uint64_t max_bytes_per_second = 0;
+  // Destination: the machine it agreed to receive (a node: the instance's
+  // spec). A hello of another shape, or naming other disks, is refused
+  // (snapshot_board) before anything is built or created; only these disk
+  // paths may be created. Unset (`apiary run --incoming`): whatever the
+  // source sends.
+  struct Shape {
+    uint32_t vcpus = 0;
+    uint64_t memory_mib = 0;
+    std::vector<std::string> disk_paths;
+  };
+  std::optional<Shape> expect;
 };
 
 struct Stats {
@@ -84,6 +98,11 @@ struct Stats {
   double total_ms = 0;        // connect to running on the destination
   double downtime_ms = 0;     // vCPUs held on the source to running on the destination
 };
+
+// A pages frame's records written into `memory` (the destination's RAM).
+// A record outside RAM, torn, or of unknown flags is migration_protocol;
+// records before it have been written.
+void apply_page_records(vmm::GuestMemory& memory, std::string_view payload, const std::string& peer);
 
 // The destination's listening socket. Port 0 picks a free port.
 class Listener {
