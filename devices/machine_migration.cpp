@@ -387,8 +387,9 @@ struct Outgoing::Impl {
     return sent;
   }
 
+  const std::atomic<bool>* cancelled;
   Impl(Machine& m, int fd, const std::string& peer, Policy p, const std::string& n, const std::atomic<bool>* c)
-      : machine(m), stream(fd, p.io_deadline, c, peer), policy(p), name(n) {}
+      : machine(m), stream(fd, p.io_deadline, c, peer), policy(p), name(n), cancelled(c) {}
 
   // ORs what vCPUs (KVM) and devices (GuestMemory) wrote since the last
   // call into `pending`; returns how many pages are pending.
@@ -427,7 +428,11 @@ struct Outgoing::Impl {
       if (policy.max_bytes_per_second) {  // sleep until the average is within the limit
         const auto due = throttle_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
                                               static_cast<double>(throttled_bytes) / policy.max_bytes_per_second));
-        if (due > Clock::now()) std::this_thread::sleep_until(due);
+        while (Clock::now() < due) {  // in slices: a cancel does not wait for the limit
+          if (cancelled && cancelled->load())
+            throw Error(Errc::migration_cancelled, "the migration to " + stream.peer() + " was cancelled");
+          std::this_thread::sleep_for(std::min<Clock::duration>(due - Clock::now(), kPollSlice));
+        }
       }
     };
     const uint64_t pages = r.size / kPage;

@@ -250,10 +250,10 @@ BOOST_AUTO_TEST_CASE(killing_the_destination_leaves_the_source_running) {
   const std::string dst_log = dir.file("dst.log"), src_log = dir.file("src.log");
   const pid_t dst = spawn_destination(port, dst_log, "60");
   BOOST_TEST_REQUIRE(wait_for([&] { return has(slurp(dst_log), "waiting for a migration"); }, 30s));
-  // 8 KiB/s: the migration takes long enough to be interrupted.
+  // 32 KiB/s: the migration takes long enough to be interrupted.
   const pid_t src = test::spawn_logged({APIARY_BINARY, "run", "--guest", "spin", "--cmdline", "iters=20000000",
                                         "--migrate-to", "127.0.0.1:" + std::to_string(port), "--migrate-after", "2",
-                                        "--migrate-kib-per-s", "8", "--timeout", "12"},
+                                        "--migrate-kib-per-s", "32", "--timeout", "20"},
                                        src_log, false);
   BOOST_TEST_REQUIRE(wait_for([&] { return has(slurp(dst_log), "migration source connected"); }, 30s));
   ::kill(dst, SIGKILL);
