@@ -72,6 +72,9 @@ struct InstanceActorState {
   // so only the thread the actor is waiting for is listened to.
   std::shared_ptr<std::vector<std::thread>> file_threads = std::make_shared<std::vector<std::thread>>();
   uint64_t file_token = 0;
+  // Called when the actor ends, before the threads are joined: each cancels
+  // a migration thread's waits.
+  std::shared_ptr<std::vector<std::function<void()>>> cancels = std::make_shared<std::vector<std::function<void()>>>();
   // A restored machine being built off the actor's thread, and what the
   // Start -> Initialize transition does once it is there.
   std::shared_ptr<std::pair<std::shared_ptr<devices::Machine>, std::string>> built;
@@ -153,9 +156,14 @@ void on_migration_state(instance_pointer self, InstanceState next) {
   if (next == S::run && st.cfg.incoming && st.cfg.incoming->stream && !st.incoming_running_reported) {
     st.incoming_running_reported = true;
     try {
-      st.cfg.incoming->stream->report_running();  // one small frame on an idle socket
+      // Only a guest that really runs here: a resume fan-out that failed on
+      // the way (its target is now destroy) must not let the source go.
+      if (st.target == S::run && st.fault.empty())
+        st.cfg.incoming->stream->report_running();  // one small frame on an idle socket
+      else
+        st.cfg.incoming->stream->report_failure("the destination could not resume the guest: " + st.fault);
     } catch (const std::exception&) {
-      // The source then reports migrate_unknown; the guest runs here.
+      // The source then reports migrate_unknown and stays paused.
     }
     st.cfg.incoming->stream.reset();
   }
@@ -423,6 +431,9 @@ void transition(instance_pointer self, InstanceState next, std::function<void()>
 void drive(instance_pointer self) {
   auto& st = self->state;
   if (st.busy || !st.target || st.saving) return;
+  // The stop-and-copy reads the stopped machine: nothing else may touch it
+  // (a poweroff, halt or reset proceeds once the migration has ended).
+  if (st.migration && st.migration->stopping && st.state == S::quiesce) return;
   if (st.state == S::reboot && st.target == S::reboot) st.target = S::run;  // reboot reached: run again
   auto hop = next_hop(st.state, *st.target);
   if (!hop) return;
@@ -452,7 +463,9 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
   // Whatever ends the actor, its children go with it (links), and the
   // machine is freed by the last of them to let go. A snapshot file being
   // written or read is finished first (its thread is joined).
-  self->attach_functor([threads = self->state.file_threads] {
+  self->attach_functor([threads = self->state.file_threads, cancels = self->state.cancels, in = self->state.cfg.incoming] {
+    if (in) in->cancelled = true;  // a destination still waiting or receiving
+    for (auto& c : *cancels) c();    // a migration out
     for (auto& t : *threads)
       if (t.joinable()) t.join();
   });
@@ -464,14 +477,15 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       },
       [=](pause_atom) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if ((st.state != S::run && st.state != S::boot) || st.target != S::run || st.migration)
+        if ((st.state != S::run && st.state != S::boot) || st.target != S::run || st.migration ||
+            st.migration_in_pending)
           return refuse(self, "pause");
         set_target(self, S::quiesce, "pause requested");
         return ack_atom::value;
       },
       [=](resume_atom) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if (st.target != S::quiesce || st.migration) return refuse(self, "resume");
+        if (st.target != S::quiesce || st.migration || st.migration_in_pending) return refuse(self, "resume");
         set_target(self, S::run, "resume requested");
         return ack_atom::value;
       },
@@ -487,7 +501,8 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
       },
       [=](hard_reset_atom) -> caf::result<ack_atom> {
         auto& st = self->state;
-        if (st.state == S::destroy || st.target == S::destroy || st.state == S::start || st.migration)
+        if (st.state == S::destroy || st.target == S::destroy || st.state == S::start || st.migration ||
+            st.migration_in_pending || (st.cfg.incoming && !st.machine))
           return refuse(self, "reset");
         set_target(self, S::reboot, "forced reset");
         return ack_atom::value;
@@ -604,6 +619,10 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           return make_error(ActorErrc::migrate_failed,
                             vmm::Error(vmm::Errc::snapshot_unsupported, "a simulated machine cannot be migrated").what());
         auto job = std::make_shared<OutgoingJob>();
+        st.cancels->push_back([job] {
+          job->cancelled = true;
+          job->signal(OutgoingJob::Stop::abandoned);
+        });
         const uint64_t token = ++st.migration_token;
         const std::string destination = host + ":" + std::to_string(port);
         auto rp = self->make_response_promise<std::string>();
@@ -680,11 +699,15 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           m.reply.deliver(detail);
           set_target(self, S::destroy, "migrated to " + m.destination);
         } else if (step == "unknown") {
-          // Commit went out: the destination may run the guest. Never run it here too.
+          // Commit went out: the destination may run the guest. Never run it
+          // here too: a reset or resume asked meanwhile is dropped.
+          if (st.target != S::destroy && st.target != S::halt) st.target = S::quiesce;
           m.reply.deliver(make_error(ActorErrc::migrate_unknown, detail));
+          drive(self);
         } else {
           m.reply.deliver(make_error(ActorErrc::migrate_failed, detail));
           if (m.stopping && st.target == S::quiesce) set_target(self, S::run, "migration failed; resumed: " + detail);
+          else drive(self);  // a target set during the stop-and-copy proceeds now
         }
       },
       [=](fault_hook_atom, const std::string& hook, uint32_t index) -> caf::result<ack_atom> {

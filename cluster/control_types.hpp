@@ -82,6 +82,7 @@ inline constexpr const char* kPowerPaused = "paused";      // quiesced on purpos
 inline constexpr const char* kPowerShutdown = "shutdown";  // halt / destroy
 inline constexpr const char* kPowerDeleted = "deleted";    // the node no longer knows it
 inline constexpr const char* kPowerSuspended = "suspended";  // no VMM; its state saved on the node
+inline constexpr const char* kPowerMigrating = "migrating";  // a live migration's destination, the guest not yet there
 
 // --- payloads -----------------------------------------------------------------
 

@@ -140,7 +140,9 @@ struct ControllerConfig {
   std::chrono::milliseconds action_deadline{60000};  // a node's answer to one action
   // A live migration's source node answers once the destination runs the
   // guest: pre-copy of a busy guest can take minutes.
-  std::chrono::milliseconds migration_deadline{10 * 60 * 1000};
+  // Above the node's own migration deadline (10 min), so that the node
+  // answers (and cancels) before the controller gives up on it.
+  std::chrono::milliseconds migration_deadline{11 * 60 * 1000};
   std::chrono::milliseconds node_deadline{10000};    // powerlist / drain round trips
   uint64_t id_seed = 0;                              // instance / request ids; 0 = random
   std::chrono::seconds cleaner_delay = control::Defaults::cleaner_delay;  // CLEANER_DELAY

@@ -71,6 +71,7 @@ struct NodeInstance {
   // fallback that fires late (stop's forced power-off after the guest
   // ignored the power button) checks that no later action took over.
   uint64_t action_epoch = 0;
+  bool migrating_in = false;  // a live migration's destination (migratein)
   std::vector<Waiter> waiters;
 };
 
@@ -121,6 +122,10 @@ struct NodeState {
 using node_pointer = node_actor::stateful_pointer<NodeState>;
 
 std::string power_state(const NodeInstance& ni) {
+  // A migration's destination that has not run the guest yet runs nothing
+  // (the controller's settlement must not take it for the guest).
+  if (ni.migrating_in && ni.state != "run" && ni.state != "quiesce" && ni.state != "halt" && ni.state != "destroy")
+    return kPowerMigrating;
   if ((ni.state == "halt" || ni.state == "destroy") && !ni.saved_path.empty()) return kPowerSuspended;
   if (ni.state == "halt" || ni.state == "destroy") return kPowerShutdown;
   if (ni.state == "quiesce" && ni.target == "quiesce") return kPowerPaused;
@@ -1008,6 +1013,7 @@ void migrate_in(node_pointer self, const std::string& id, const std::string& spe
   if (auto err = spawn_vm(self, id, spec_bytes, nullptr, in); !err.empty()) return done(kIntactPrefix + err, {});
   auto& ni = st.instances[id];
   ni.spec_bytes = spec_bytes;
+  ni.migrating_in = true;
   self->request(ni.handle, st.cfg.phase_deadline, start_atom::value).then([](ack_atom) {}, [](caf::error&) {});
   done({}, "listening " + where + "\n");
 }
@@ -1476,6 +1482,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         const std::string power_before = power_state(it->second);
         const bool moved = it->second.state != state;
         it->second.state = state;
+        if (state == "run") it->second.migrating_in = false;  // the migrated guest runs here now
         it->second.target = target;
         it->second.reason = reason;
         if (moved || power_state(it->second) != power_before) report_vmm(self, id, it->second);

@@ -535,6 +535,8 @@ void Outgoing::precopy() {
     stats_.pages += m.send_pages(i, snapshot::touched_pages(regions[i].host, regions[i].size), true);
   stats_.rounds = 1;
   for (;;) {
+    if (m.cancelled && m.cancelled->load())
+      throw Error(Errc::migration_cancelled, "the migration to " + m.stream.peer() + " was cancelled");
     const size_t dirty = m.collect_dirty();
     const double bw = m.bandwidth();
     const double estimate_ms = dirty == 0 ? 0 : bw > 0 ? dirty * kPage / bw * 1000 : 1e9;

@@ -293,6 +293,7 @@ int VirtioBlk::do_io(bool write, const VirtqChain& chain, uint64_t chain_offset,
       left -= static_cast<size_t>(n);
     }
   }
+  if (!write) chain.note_written(ctx_->memory(), chain_offset, len);
   return 0;
 }
 

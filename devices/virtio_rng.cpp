@@ -23,7 +23,6 @@ uint32_t VirtioRng::fill(const VirtqChain& chain) {
     if (!b.writable) continue;  // writable buffers come last; skip readable ones
     uint8_t* p = mem.host_range(b.gpa, b.len);
     if (!p) break;  // cannot happen: validated by the queue
-    mem.note_written(b.gpa, b.len);
     size_t left = std::min<uint64_t>(b.len, kMaxBytesPerChain - total);
     while (left > 0) {
       const ssize_t n = ::getrandom(p, left, 0);
@@ -32,6 +31,7 @@ uint32_t VirtioRng::fill(const VirtqChain& chain) {
         ++errors_;
         return total;
       }
+      mem.note_written(b.gpa + (p - mem.host_range(b.gpa, b.len)), static_cast<uint64_t>(n));  // after the bytes land
       p += n;
       left -= static_cast<size_t>(n);
       total += static_cast<uint32_t>(n);

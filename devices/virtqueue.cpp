@@ -114,11 +114,26 @@ size_t VirtqChain::iovecs(const vmm::GuestMemory& mem, bool writable, uint64_t o
     if (!p) break;
     const size_t n = std::min<uint64_t>(b.len - offset, len - done);
     out.push_back(iovec{p + offset, n});
-    if (writable) mem.note_written(b.gpa + offset, n);  // the device fills it next
     done += n;
     offset = 0;
   }
   return done;
+}
+
+void VirtqChain::note_written(const vmm::GuestMemory& mem, uint64_t offset, uint64_t len) const noexcept {
+  uint64_t done = 0;
+  for (const auto& b : buffers) {
+    if (!b.writable) continue;
+    if (done == len) break;
+    if (offset >= b.len) {
+      offset -= b.len;
+      continue;
+    }
+    const uint64_t n = std::min<uint64_t>(b.len - offset, len - done);
+    mem.note_written(b.gpa + offset, n);
+    done += n;
+    offset = 0;
+  }
 }
 
 // ------------------------------------------------------------------ queue --

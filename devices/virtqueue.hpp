@@ -109,6 +109,10 @@ struct VirtqChain {
   // writable part; fewer bytes when the part is shorter. Appends to `out`.
   size_t iovecs(const vmm::GuestMemory& mem, bool writable, uint64_t offset, uint64_t len,
                 std::vector<iovec>& out) const;
+  // Records [offset, offset+len) of the writable part as written by the
+  // device (GuestMemory::note_written), after it wrote through iovecs():
+  // a live migration's log must see the write after its data landed.
+  void note_written(const vmm::GuestMemory& mem, uint64_t offset, uint64_t len) const noexcept;
 };
 
 // The result of Virtqueue::pop(): a chain, nothing (queue empty / not ready),
