@@ -18,6 +18,7 @@
 
 #include "devices/machine.hpp"
 #include "devices/machine_snapshot.hpp"
+#include "devices/le_bytes.hpp"
 #include "vmm-core/error.hpp"
 
 namespace apiary::devices::migration {
@@ -62,14 +63,6 @@ uint64_t max_payload(Kind k) {
   }
 }
 
-void put_le(std::string& out, uint64_t v, unsigned n) {
-  for (unsigned i = 0; i < n; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
-}
-uint64_t get_le(const uint8_t* p, unsigned n) {
-  uint64_t v = 0;
-  for (unsigned i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
 
 struct Frame {
   Kind kind;

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "devices/machine.hpp"
+#include "devices/le_bytes.hpp"
 #include "vmm-core/error.hpp"
 #include "vmm-core/layout.hpp"
 
@@ -29,14 +30,6 @@ constexpr char kEndMagic[8] = {'A', 'P', 'I', 'A', 'R', 'Y', 'N', 'D'};
 constexpr uint64_t kEndOfRuns = ~0ull;
 constexpr size_t kPreambleBytes = 16;
 
-void put_le(std::string& out, uint64_t v, unsigned n) {
-  for (unsigned i = 0; i < n; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
-}
-uint64_t get_le(const uint8_t* p, unsigned n) {
-  uint64_t v = 0;
-  for (unsigned i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
 
 template <class T>
 std::string raw(const T& v) {

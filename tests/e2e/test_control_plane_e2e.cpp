@@ -25,6 +25,7 @@
 #include <set>
 
 #include "cluster/nova_states.hpp"
+#include "tests/support/counter_output.hpp"
 #include "tests/support/e2e.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -137,18 +138,7 @@ std::string read_file(const std::string& path) {
 
 // Every "tick N" of a console history as the API returns it (a JSON
 // string: the line ends are the escapes \r\n), in order.
-std::vector<long> ticks_in(const std::string& history) {
-  std::vector<long> v;
-  const std::regex re(R"(tick ([0-9]+)\\r\\n)");
-  for (auto it = std::sregex_iterator(history.begin(), history.end(), re); it != std::sregex_iterator(); ++it)
-    v.push_back(std::stol((*it)[1]));
-  return v;
-}
-bool consecutive_from_1(const std::vector<long>& v) {
-  for (size_t i = 0; i < v.size(); ++i)
-    if (v[i] != static_cast<long>(i) + 1) return false;
-  return !v.empty();
-}
+std::vector<long> ticks_in(const std::string& history) { return numbers_after(history, "tick", R"(\\r\\n)"); }
 
 // Live migration between two node processes: a counting guest moves to the
 // other node and counts on there (its console, read through the controller,

@@ -24,6 +24,7 @@
 
 #include "apps/run_command.hpp"
 #include "proto/apiary/v1/snapshot.pb.h"
+#include "tests/support/counter_output.hpp"
 #include "tests/support/instance_driver.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -38,18 +39,8 @@ using test::TempDir;
 
 bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
-std::vector<long> numbers_after(const std::string& out, const std::string& word) {
-  std::vector<long> v;
-  const std::regex re(word + " ([0-9]+)\r?\n");
-  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator(); ++it)
-    v.push_back(std::stol((*it)[1]));
-  return v;
-}
-bool consecutive_from_1(const std::vector<long>& v) {
-  for (size_t i = 0; i < v.size(); ++i)
-    if (v[i] != static_cast<long>(i) + 1) return false;
-  return !v.empty();
-}
+using test::consecutive_from_1;
+using test::numbers_after;
 // A log with stdout and stderr in one file, without the status lines that
 // may land in the middle of a console line ("t[apiary] ...\nick 11").
 std::string console_only(std::string out) {

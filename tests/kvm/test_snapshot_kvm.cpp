@@ -17,6 +17,7 @@
 
 #include "apps/run_command.hpp"
 #include "devices/machine_snapshot.hpp"
+#include "tests/support/counter_output.hpp"
 #include "tests/support/instance_driver.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -41,20 +42,8 @@ test::ProcessResult apiary_run(std::vector<std::string> args, const std::string&
 }
 bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
-// Every number following `word ` in `out`, in order.
-std::vector<long> numbers_after(const std::string& out, const std::string& word) {
-  std::vector<long> v;
-  const std::regex re(word + " ([0-9]+)\r?\n");
-  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator(); ++it)
-    v.push_back(std::stol((*it)[1]));
-  return v;
-}
-// 1, 2, 3, ... with no gap, repeat or restart.
-bool consecutive_from_1(const std::vector<long>& v) {
-  for (size_t i = 0; i < v.size(); ++i)
-    if (v[i] != static_cast<long>(i) + 1) return false;
-  return !v.empty();
-}
+using test::consecutive_from_1;
+using test::numbers_after;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
