@@ -1,9 +1,23 @@
 #!/usr/bin/env python3
-"""bench_migration: total time and downtime of a live migration of the Linux
-guest, Apiary against QEMU (-accel kvm), each between two processes of its
-own kind on 127.0.0.1, in the same run on the same /dev/kvm.
+"""bench_migration: total time and downtime of a live migration, Apiary
+against QEMU (-accel kvm), each between two processes of its own kind on
+127.0.0.1, in the same run on the same /dev/kvm, with two guests: Linux
+(128 and 256 MiB) and memload (64 and 256 MiB).
 
-The guest is guest/linux (Debian's kernel as the bzImage, busybox
+memload (guest/memload, an in-tree guest both VMMs boot through PVH)
+fills a quarter of its RAM with a pattern it can check, counts seconds
+("tick <n>") on its PIT and, when busy, rewrites that region at a fixed
+rate (--memload-rate, default 64 MiB/s) paced by the PIT, so the two VMMs
+face the same dirty rate (the Linux loop below does not: its rate depends
+on the VMM). Each rewrite first compares the page with what was written
+there before. Per case: the source prints "memload: ready" and two ticks
+and answers a typed "check <token>" (the whole region read back) with ok;
+after the migration the destination must answer a check with ok (a busy
+guest: two checks 1.5 s apart, its position advanced), and its first tick
+must continue the source's count (no restart). Cases memload-idle-64,
+memload-busy-64, memload-idle-256, memload-busy-256.
+
+The Linux guest is guest/linux (Debian's kernel as the bzImage, busybox
 initramfs, "console=ttyS0 quiet"), 1 vCPU, in four cases: idle and busy,
 with 128 and 256 MiB of RAM. Not 64 MiB, with either image of the kernel:
 Debian's kernel alone takes 55 MiB (text, data, bss) and the bzImage asks
@@ -100,8 +114,9 @@ fails.
 
 Prints one figure line per result (median of --runs, default 1: in
 kvm-vm one run of all four cases, both VMMs, boots and checks included,
-took 4.5 minutes), for CASE in
-idle_128, busy_128, idle_256, busy_256:
+took 4.5 minutes for the Linux cases), for CASE in
+idle_128, busy_128, idle_256, busy_256, memload_idle_64, memload_busy_64,
+memload_idle_256, memload_busy_256:
     figure: migration_CASE_total_ms_apiary <ms> ms
     figure: migration_CASE_total_ms_qemu <ms> ms
     figure: migration_CASE_downtime_ms_apiary <ms> ms
@@ -135,7 +150,12 @@ APIARY = "@APIARY_BINARY@"
 GUEST_DIR = "@APIARY_GUEST_DIR@"
 MARKER = re.compile(rb"apiary-linux: ready")
 CMDLINE = "console=ttyS0 quiet"
-CASES = ["idle-128", "busy-128", "idle-256", "busy-256"]
+MEMLOAD_MARKER = re.compile(rb"memload: ready")
+MEMLOAD_TICK = re.compile(rb"tick (\d+)\r?\n")
+LINUX_CASES = ["idle-128", "busy-128", "idle-256", "busy-256"]
+MEMLOAD_CASES = ["memload-idle-64", "memload-busy-64", "memload-idle-256", "memload-busy-256"]
+CASES = LINUX_CASES + MEMLOAD_CASES
+MEMLOAD_BUSY_MIB_PER_S = 64              # what the memload guest rewrites when busy
 DOWNTIME_LIMIT_MS = 300                  # QEMU's default, and Apiary's target
 MAX_ROUNDS = 30                          # Apiary's pre-copy bound; QEMU's forced the same way
 FORCED_DOWNTIME_LIMIT_MS = 2000 * 1000   # QEMU's maximum downtime-limit (2000 s)
@@ -149,6 +169,33 @@ APIARY_FAILED = re.compile(rb"apiary: migration failed: ([^\n]*)")
 
 class Failure(Exception):
     pass
+
+
+class Case:
+    """One case: which guest (linux or memload), idle or busy, MiB of RAM,
+    and what each VMM boots for it."""
+
+    def __init__(self, name, args):
+        parts = name.split("-")
+        self.name = name
+        self.memload = parts[0] == "memload"
+        if self.memload:
+            parts = parts[1:]
+        self.busy, self.mib = parts[0] == "busy", int(parts[1])
+        if self.memload:
+            self.kernel, self.initrd = os.path.join(GUEST_DIR, "memload.elf"), None
+            self.cmdline = f"mib_per_s={args.memload_rate if self.busy else 0}"
+        else:
+            self.kernel = os.path.join(GUEST_DIR, "linux-vmlinuz")
+            self.initrd = os.path.join(GUEST_DIR, "linux-initramfs.cpio")
+            self.cmdline = CMDLINE
+
+    def qemu_boot_args(self):
+        return ["-kernel", self.kernel] + (["-initrd", self.initrd] if self.initrd else []) + ["-append", self.cmdline]
+
+    def apiary_boot_args(self):
+        return ["--kernel", self.kernel] + (["--initrd", self.initrd] if self.initrd else []) + \
+            ["--cmdline", self.cmdline]
 
 
 class Vmm:
@@ -375,7 +422,69 @@ def check_busy_resumed(vmm, deadline):
                   f"{vmm.tail()}")
 
 
-def boot_source(vmm, args, busy, mib):
+def last_tick(vmm):
+    ticks = MEMLOAD_TICK.findall(bytes(vmm.out))
+    return int(ticks[-1]) if ticks else 0
+
+
+def memload_check(vmm, deadline):
+    """Types `check <token>`: the guest reads its whole region against what
+    it wrote there and answers ok (with its pass and page) or FAILED."""
+    n = random.randrange(10 ** 6, 10 ** 7)
+    since = vmm.mark()
+    vmm.type(f"check {n}")
+    m = vmm.wait_for(re.compile(rb"memload: check %d (ok|FAILED)([^\r\n]*)\r?\n" % n), deadline,
+                     "memload's answer to check", since)
+    if m.group(1) != b"ok":
+        raise Failure(f"{vmm.name}: memload found its memory changed: {m.group(0).decode(errors='replace')}\n"
+                      f"{vmm.tail()}")
+    pos = re.search(rb"pass (\d+), page (\d+)", m.group(2))
+    return (int(pos.group(1)), int(pos.group(2))) if pos else (0, 0)
+
+
+def memload_alive(src, dst, replays_history, busy, deadline):
+    """On the destination: the memory is intact, the count goes on from the
+    source's without a restart, and a busy guest goes on rewriting.
+    Apiary's destination prints the console history first: what follows
+    the source's check line there is compared (QEMU's has no history)."""
+    src_out = bytes(src.out)
+    check_line = list(re.finditer(rb"memload: check \d+ ok[^\r\n]*\r?\n", src_out))[-1]
+    check_tick = ([0] + [int(t) for t in MEMLOAD_TICK.findall(src_out[:check_line.start()])])[-1]
+    source_tick = last_tick(src)
+    since = 0
+    if replays_history:
+        since = dst.wait_for(re.compile(re.escape(check_line.group(0))), deadline,
+                             "the source's console history").end()
+    first = memload_check(dst, deadline)
+    end = time.monotonic() + deadline
+    while True:
+        ticks = [int(t) for t in MEMLOAD_TICK.findall(bytes(dst.out[since:]))]
+        if ticks and ticks[-1] > source_tick:
+            break
+        if time.monotonic() > end:
+            raise Failure(f"{dst.name}: no count past the source's last ({source_tick}) within {deadline:.0f} s\n"
+                          f"{dst.tail()}")
+        time.sleep(0.2)
+    # A restart shows as a count below the one before the source's check, a
+    # count going back, or the ready line again.
+    if ticks[0] < check_tick or any(b <= a for a, b in zip(ticks, ticks[1:])) or \
+            MEMLOAD_MARKER.search(bytes(dst.out[since:])):
+        raise Failure(f"{dst.name}: the count restarted or went back after the migration (counts {ticks}, "
+                      f"the source's last {source_tick})\n{dst.tail()}")
+    if busy:
+        time.sleep(1.5)
+        if memload_check(dst, deadline) == first:
+            raise Failure(f"{dst.name}: memload stopped rewriting after the migration (at pass {first[0]}, "
+                          f"page {first[1]})\n{dst.tail()}")
+
+
+def boot_source(vmm, args, case):
+    if case.memload:
+        vmm.wait_for(MEMLOAD_MARKER, args.boot_deadline, "memload's ready line")
+        vmm.wait_for(re.compile(rb"tick 2\r?\n"), 30, "memload's second tick")
+        memload_check(vmm, 30)
+        return
+    busy, mib = case.busy, case.mib
     vmm.wait_for(MARKER, args.boot_deadline, "ready marker")
     # The shell answers once it is up (its prompt follows the marker).
     shell_value(vmm, "echo up", 60, "shell")
@@ -384,12 +493,20 @@ def boot_source(vmm, args, busy, mib):
         print(f"    busy loop: {rate:.1f} MiB/s dirtied before the migration", flush=True)
 
 
-def migrate_qemu(qemu, kernel, initrd, case, args, tmp):
-    busy, mib = case.startswith("busy"), int(case.split("-")[1])
+def check_destination(src, dst, case, replays_history):
+    if case.memload:
+        memload_alive(src, dst, replays_history, case.busy, 60)
+        return
+    check_alive(dst, 60)
+    if case.busy:
+        check_busy_resumed(dst, 60)
+
+
+def migrate_qemu(qemu, case, args, tmp):
     port = free_port()
-    common = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-smp", "1", "-m", str(mib),
-              "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-              "-kernel", kernel, "-initrd", initrd, "-append", CMDLINE]
+    common = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-smp", "1", "-m", str(case.mib),
+              "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"] + \
+        case.qemu_boot_args()
     src_sock, dst_sock = os.path.join(tmp, "src.qmp"), os.path.join(tmp, "dst.qmp")
     for p in (src_sock, dst_sock):
         if os.path.exists(p):
@@ -399,7 +516,7 @@ def migrate_qemu(qemu, kernel, initrd, case, args, tmp):
     try:
         src = Vmm("qemu source", common + ["-qmp", f"unix:{src_sock},server=on,wait=off"])
         vmms.append(src)
-        boot_source(src, args, busy, mib)
+        boot_source(src, args, case)
         dst = Vmm("qemu destination", common + ["-qmp", f"unix:{dst_sock},server=on,wait=off",
                                                 "-incoming", f"tcp:127.0.0.1:{port}"])
         vmms.append(dst)
@@ -447,9 +564,7 @@ def migrate_qemu(qemu, kernel, initrd, case, args, tmp):
                 dst_status = qd.cmd("query-status")
             if dst_status.get("status") != "running":
                 raise Failure(f"qemu destination: status {dst_status.get('status')} after the migration")
-        check_alive(dst, 60)
-        if busy:
-            check_busy_resumed(dst, 60)
+        check_destination(src, dst, case, False)
         return total, downtime
     finally:
         for q in qmps:
@@ -458,16 +573,15 @@ def migrate_qemu(qemu, kernel, initrd, case, args, tmp):
             v.kill()
 
 
-def migrate_apiary(kernel, initrd, case, args):
-    busy, mib = case.startswith("busy"), int(case.split("-")[1])
+def migrate_apiary(case, args):
     port = free_port()
     addr = f"127.0.0.1:{port}"
     vmms = []
     try:
-        src = Vmm("apiary source", [APIARY, "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", CMDLINE,
-                                    "--memory", str(mib), "--vcpus", "1", "-q", "--migrate-to", addr])
+        src = Vmm("apiary source", [APIARY, "run"] + case.apiary_boot_args() +
+                  ["--memory", str(case.mib), "--vcpus", "1", "-q", "--migrate-to", addr])
         vmms.append(src)
-        boot_source(src, args, busy, mib)
+        boot_source(src, args, case)
         dst = Vmm("apiary destination", [APIARY, "run", "--incoming", addr, "-q"])
         vmms.append(dst)
         wait_listening(dst, port, 60)
@@ -488,9 +602,7 @@ def migrate_apiary(kernel, initrd, case, args):
             raise Failure("apiary source: still running after its migration report")
         if status != APIARY_MIGRATED_STATUS:
             raise Failure(f"apiary source: exit status {status} after the migration, not {APIARY_MIGRATED_STATUS}")
-        check_alive(dst, 60)
-        if busy:
-            check_busy_resumed(dst, 60)
+        check_destination(src, dst, case, True)
         return float(total), float(downtime)
     except Failure as e:
         # Both processes' own words: the source's report names the step, the
@@ -509,6 +621,8 @@ def main():
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated, of " + ",".join(CASES))
     ap.add_argument("--deadline", type=float, default=300, help="seconds for one migration")
     ap.add_argument("--boot-deadline", type=float, default=180, help="seconds for the source to boot")
+    ap.add_argument("--memload-rate", type=int, default=MEMLOAD_BUSY_MIB_PER_S,
+                    help="MiB/s the busy memload guest rewrites")
     args, _ = ap.parse_known_args()  # run-benchmarks passes Google Benchmark flags to everyone
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -517,11 +631,12 @@ def main():
               file=sys.stderr)
         return 2
     vmms = [args.only] if args.only else ["qemu", "apiary"]
-    kernel = os.path.join(GUEST_DIR, "linux-vmlinuz")
-    initrd = os.path.join(GUEST_DIR, "linux-initramfs.cpio")
+    case_of = {c: Case(c, args) for c in cases}
     qemu = shutil.which("qemu-system-x86_64")
-    if not os.path.exists(initrd) or not os.path.exists(kernel) or ("qemu" in vmms and qemu is None):
-        print("bench_migration: needs the built Linux guest and qemu-system-x86_64", file=sys.stderr)
+    missing = sorted({f for c in case_of.values() for f in (c.kernel, c.initrd) if f and not os.path.exists(f)})
+    if missing or ("qemu" in vmms and qemu is None):
+        print(f"bench_migration: needs the built guests ({', '.join(missing) or 'present'}) and "
+              "qemu-system-x86_64", file=sys.stderr)
         return 1
 
     results = {(c, v): [] for c in cases for v in vmms}
@@ -534,9 +649,9 @@ def main():
                     t0 = time.monotonic()
                     try:
                         if vmm == "qemu":
-                            r = migrate_qemu(qemu, kernel, initrd, case, args, tmp)
+                            r = migrate_qemu(qemu, case_of[case], args, tmp)
                         else:
-                            r = migrate_apiary(kernel, initrd, case, args)
+                            r = migrate_apiary(case_of[case], args)
                         results[(case, vmm)].append(r)
                         print(f"    ({time.monotonic() - t0:.0f} s with boot and checks)", flush=True)
                     except (Failure, OSError, ValueError) as e:  # OSError, ValueError: QMP

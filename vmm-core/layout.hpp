@@ -64,6 +64,15 @@ inline constexpr uint64_t kMinMemoryMib = 4;
 inline constexpr uint64_t kMaxMemoryMib = 64 * 1024;
 
 // -------------------------------------------------------------- I/O ports --
+// KVM's in-kernel 8259 pair and 8254 PIT (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2):
+// the VMM registers nothing at these ports; guests program them directly.
+inline constexpr uint16_t kPic1Base = 0x20;      // command; data at +1
+inline constexpr uint16_t kPic2Base = 0xa0;
+inline constexpr uint8_t kPicCascadeIrq = 2;     // the slave PIC's line on the master
+inline constexpr uint16_t kPitChannel0 = 0x40;
+inline constexpr uint16_t kPitCommand = 0x43;
+inline constexpr uint8_t kPitIrq = 0;
+inline constexpr uint32_t kPitInputHz = 1193182;  // the 8254's input clock
 inline constexpr uint16_t kCom1Base = 0x3f8;     // 16550A, 8 registers
 inline constexpr uint16_t kCom1Size = 8;
 inline constexpr uint8_t kCom1Irq = 4;

@@ -15,12 +15,12 @@
 // in the UART and the VMM's host queue instead of being dropped.
 #include <stddef.h>
 
+#include "guest/lib/interrupts.hpp"
 #include "guest/lib/io.hpp"
 #include "guest/lib/runtime.hpp"
 #include "vmm-core/layout.hpp"
 
 extern "C" void uart_irq_entry();
-extern "C" void unexpected_vector_entry();
 extern "C" void uart_irq_handler();
 
 namespace apiary::guestlib {
@@ -36,19 +36,7 @@ constexpr uint8_t kMcrDtrRtsOut2 = 0x0b, kMcrLoop = 0x10;
 constexpr uint8_t kLsrDr = 0x01, kLsrTemt = 0x40;
 constexpr size_t kTxFifo = 16;
 
-constexpr uint16_t kPic1 = 0x20, kPic2 = 0xa0;
-constexpr uint8_t kPicEoi = 0x20, kVectorBase = 0x20;
-constexpr uint8_t kUartVector = kVectorBase + layout::kCom1Irq;  // 0x24
-constexpr uint16_t kCodeSelector = 0x08;                          // entry.S's 64-bit code segment
-
-struct IdtGate {
-  uint16_t offset_low, selector;
-  uint8_t ist, type_attr;  // 0x8e: present, DPL 0, 64-bit interrupt gate
-  uint16_t offset_mid;
-  uint32_t offset_high, reserved;
-};
-static_assert(sizeof(IdtGate) == 16);
-IdtGate idt[256];
+constexpr uint8_t kUartVector = kIrqVectorBase + layout::kCom1Irq;  // 0x24
 
 template <size_t N>
 struct Ring {
@@ -64,38 +52,6 @@ Ring<1024> tx;
 Ring<256> rx;
 uint8_t ier = kIerRda;
 uint64_t interrupts;
-
-void wait_for_interrupt() { asm volatile("sti; hlt; cli" ::: "memory"); }
-
-void set_gate(unsigned vector, void (*fn)()) {
-  const auto a = reinterpret_cast<uint64_t>(fn);
-  idt[vector] = {static_cast<uint16_t>(a), kCodeSelector, 0, 0x8e, static_cast<uint16_t>(a >> 16),
-                 static_cast<uint32_t>(a >> 32), 0};
-}
-
-void install_idt() {
-  for (unsigned v = 0; v < 256; ++v) set_gate(v, unexpected_vector_entry);
-  set_gate(kUartVector, uart_irq_entry);
-  struct [[gnu::packed]] {
-    uint16_t limit;
-    uint64_t base;
-  } idtr{sizeof(idt) - 1, reinterpret_cast<uint64_t>(idt)};
-  asm volatile("lidt %0" : : "m"(idtr));
-}
-
-// Both 8259s remapped to 0x20/0x28; only IRQ 4 unmasked.
-void init_pics() {
-  outb(kPic1, 0x11);
-  outb(kPic2, 0x11);
-  outb(kPic1 + 1, kVectorBase);
-  outb(kPic2 + 1, kVectorBase + 8);
-  outb(kPic1 + 1, 0x04);
-  outb(kPic2 + 1, 0x02);
-  outb(kPic1 + 1, 0x01);
-  outb(kPic2 + 1, 0x01);
-  outb(kPic1 + 1, static_cast<uint8_t>(~(1u << layout::kCom1Irq)));
-  outb(kPic2 + 1, 0xff);
-}
 
 void init_uart() {
   // runtime.cpp left COM1 at 115200 8N1, polled. Switching the FIFO on
@@ -179,7 +135,8 @@ extern "C" void uart_irq_handler() {
 
 int guest_main(const BootInfo&) {
   install_idt();
-  init_pics();
+  set_gate(kUartVector, uart_irq_entry);
+  init_pics(1u << layout::kCom1Irq);
   init_uart();
   put_str("uart-irq: ready\n");
   char line[128];

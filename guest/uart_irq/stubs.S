@@ -33,14 +33,4 @@ uart_irq_entry:
     pop %rax
     iretq
 
-// Every other vector: no output, debug-exit 0x3f (exit status 127).
-    .globl unexpected_vector_entry
-unexpected_vector_entry:
-    mov $0x3f, %eax
-    mov $APIARY_DEBUG_EXIT_PORT, %edx
-    outl %eax, %dx
-1:  cli
-    hlt
-    jmp 1b
-
     .section .note.GNU-stack, "", @progbits
