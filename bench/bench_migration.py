@@ -113,8 +113,8 @@ and MiB sent. A migration not completed within --deadline (default 300 s)
 fails.
 
 Prints one figure line per result (median of --runs, default 1: in
-kvm-vm one run of all four cases, both VMMs, boots and checks included,
-took 4.5 minutes for the Linux cases), for CASE in
+kvm-vm with two vCPUs one run of all eight cases, both VMMs, boots and
+checks included, took 5 minutes), for CASE in
 idle_128, busy_128, idle_256, busy_256, memload_idle_64, memload_busy_64,
 memload_idle_256, memload_busy_256:
     figure: migration_CASE_total_ms_apiary <ms> ms
