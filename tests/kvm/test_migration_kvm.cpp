@@ -130,12 +130,12 @@ BOOST_AUTO_TEST_CASE(a_guest_rewriting_its_memory_finds_every_page_intact_after_
   TempDir dir;
   const int port = test::free_port();
   const std::string dst_log = dir.file("dst.log");
-  const pid_t dst = spawn_destination(port, dst_log, "12");
+  const pid_t dst = spawn_destination(port, dst_log, "30");  // room for a slow source (ASan, one vCPU)
   BOOST_TEST_REQUIRE(dst > 0);
   BOOST_TEST_REQUIRE(wait_for([&] { return has(slurp(dst_log), "waiting for a migration"); }, 30s));
   auto src = test::run_process({APIARY_BINARY, "run", "--kernel", test::guest_path("memload.elf"), "--memory", "64",
                                 "--cmdline", "mib_per_s=256 check_every=1", "--migrate-to",
-                                "127.0.0.1:" + std::to_string(port), "--migrate-after", "3"},
+                                "127.0.0.1:" + std::to_string(port), "--migrate-after", "3", "--timeout", "60"},
                                "", 120s);
   BOOST_TEST_MESSAGE("source stderr:\n" << src.err);
   BOOST_TEST(src.exit_code == apps::kExitMigrated);
