@@ -350,7 +350,12 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
     const auto& [host, port] = *opts.migrate_to;
     const std::string dest = host + ":" + std::to_string(port);
     status("migrating to " + dest);
-    self->request(inst, std::chrono::minutes(30), migrate_atom::value, host, uint32_t{port})
+    // The migration is bounded by --timeout too: a stream that does not
+    // converge or a destination that stalls must not hold the process.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto wait = opts.timeout_s ? std::max(left, std::chrono::milliseconds(1000))
+                                     : std::chrono::milliseconds(std::chrono::minutes(30));
+    self->request(inst, wait, migrate_atom::value, host, uint32_t{port})
         .receive(
             [&](const std::string& bytes) {
               v1::MigrationStats m;
@@ -367,6 +372,11 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
               migrated = stopping = true;
             },
             [&](caf::error& e) {
+              if (e == caf::sec::request_timeout && opts.timeout_s) {
+                // The main loop stops the VM next; poweroff cancels the migration.
+                std::cerr << "apiary: migration failed: not done when --timeout passed; stopping the VM\n";
+                return;
+              }
               std::cerr << "apiary: migration failed: " << actors::describe(e)
                         << (e.code() == static_cast<uint8_t>(ActorErrc::migrate_unknown)
                                 ? "; the VM stays paused here (it may run at the destination)\n"
