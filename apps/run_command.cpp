@@ -373,8 +373,10 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
             },
             [&](caf::error& e) {
               if (e == caf::sec::request_timeout && opts.timeout_s) {
-                // The main loop stops the VM next; poweroff cancels the migration.
-                std::cerr << "apiary: migration failed: not done when --timeout passed; stopping the VM\n";
+                // The main loop stops the VM next; the poweroff cancels the
+                // migration unless its commit is already out (then the end
+                // state's reason says where the guest went).
+                std::cerr << "apiary: migration not done when --timeout passed; stopping the VM\n";
                 return;
               }
               std::cerr << "apiary: migration failed: " << actors::describe(e)
@@ -453,6 +455,13 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
                                                                [](caf::error&) {});
   v1::InstanceDiagnostics diag;
   diag.ParseFromString(diag_bytes);
+  // A migration that committed while --timeout stopped the VM: the guest
+  // runs at the destination, and this source ended as a migrated one.
+  const std::string& end_reason = diag.reason().empty() ? reason : diag.reason();
+  if (timed_out && opts.migrate_to && end_reason.rfind("migrated to ", 0) == 0) {
+    std::cerr << "apiary: " << end_reason << " as --timeout passed\n";
+    return kExitMigrated;
+  }
   if (timed_out) return kExitTimeout;
   if (saved) return kExitSaved;
   if (migrated) return kExitMigrated;
@@ -460,7 +469,7 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
     status("guest debug exit: status " + std::to_string(exit_status));
     return exit_status & 0xff;
   }
-  const std::string& why = diag.reason().empty() ? reason : diag.reason();
+  const std::string& why = end_reason;
   if (why.rfind("init_failed", 0) == 0 || why.rfind("fault: init_failed", 0) == 0) {
     std::cerr << "apiary: cannot start the VM: " << why << "\n";
     for (auto c : {vmm::Errc::kvm_unavailable, vmm::Errc::kvm_permission, vmm::Errc::kvm_api_version,

@@ -1,6 +1,7 @@
 // Compile-time proof that asm_abi.hpp (the numbers entry.S and bzimage.S
 // use) agrees with vmm-core, which owns them. Generates no code.
 #include "guest/lib/asm_abi.hpp"
+#include "guest/lib/interrupts.hpp"
 #include "vmm-core/boot_protocols.hpp"
 #include "vmm-core/layout.hpp"
 
@@ -14,6 +15,8 @@ static_assert(APIARY_CMDLINE_MAX == layout::kCmdlineMax);
 static_assert(APIARY_DEBUG_EXIT_PORT == layout::kDebugExitPort);
 static_assert(APIARY_AP_TRAMPOLINE == layout::kApTrampoline);
 static_assert(APIARY_MAX_VCPUS == layout::kMaxVcpus);
+static_assert(APIARY_PIC1_COMMAND == layout::kPic1Base);
+static_assert(APIARY_PIC_EOI == kPicEoi);
 static_assert(APIARY_XEN_ELFNOTE_PHYS32_ENTRY == bp::kXenElfNotePhys32Entry);
 static_assert(APIARY_MB_HEADER_MAGIC == bp::kMultibootHeaderMagic);
 static_assert(APIARY_MB_BOOTLOADER_MAGIC == bp::kMultibootBootloaderMagic);

@@ -35,6 +35,8 @@
 #define APIARY_DEBUG_EXIT_PORT 0xf4              // layout::kDebugExitPort
 #define APIARY_AP_TRAMPOLINE 0x10000             // layout::kApTrampoline (smp guest)
 #define APIARY_MAX_VCPUS 64                      // layout::kMaxVcpus
+#define APIARY_PIC1_COMMAND 0x20                 // layout::kPic1Base (interrupt stubs' EOI)
+#define APIARY_PIC_EOI 0x20                      // guestlib::kPicEoi (OCW2 non-specific EOI)
 
 // ------------------------------------------- the bzImage header we emit --
 #define APIARY_LINUX_BOOT_VERSION 0x020f   // protocol 2.15

@@ -28,6 +28,7 @@ void set_gate(unsigned vector, void (*fn)()) {
 
 void install_idt() {
   for (unsigned v = 0; v < 256; ++v) set_gate(v, unexpected_vector_entry);
+  set_gate(kIrqVectorBase + kSpuriousIrq, spurious_irq7_entry);
   struct [[gnu::packed]] {
     uint16_t limit;
     uint64_t base;

@@ -14,14 +14,17 @@
 #include "vmm-core/layout.hpp"
 
 extern "C" void unexpected_vector_entry();
+extern "C" void spurious_irq7_entry();
 
 namespace apiary::guestlib {
 
 // IRQ n of the master PIC arrives as vector kIrqVectorBase + n.
 inline constexpr uint8_t kIrqVectorBase = 0x20;
 inline constexpr uint8_t kPicEoi = 0x20;  // OCW2: non-specific end of interrupt
+inline constexpr uint8_t kSpuriousIrq = 7;  // the master 8259's spurious interrupt line
 
-// Fills the IDT with unexpected_vector_entry and loads it.
+// Fills the IDT with unexpected_vector_entry (IRQ 7, the 8259's spurious
+// vector, with spurious_irq7_entry, which ignores it) and loads it.
 void install_idt();
 // Points one vector at fn (a 64-bit interrupt gate, DPL 0).
 void set_gate(unsigned vector, void (*fn)());

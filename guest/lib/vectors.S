@@ -15,4 +15,11 @@ unexpected_vector_entry:
     hlt
     jmp 1b
 
+// IRQ 7 of the master PIC when nothing is in service there: the 8259's
+// spurious interrupt (a line that dropped before the acknowledge). It takes
+// no EOI, so it is simply ignored.
+    .globl spurious_irq7_entry
+spurious_irq7_entry:
+    iretq
+
     .section .note.GNU-stack, "", @progbits

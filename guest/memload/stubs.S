@@ -1,4 +1,6 @@
 // memload's timer interrupt (see main.cpp).
+#include "guest/lib/asm_abi.hpp"
+
     .text
     .code64
 
@@ -8,8 +10,8 @@
 memload_timer_entry:
     push %rax
     incq memload_ticks(%rip)
-    mov $0x20, %al
-    out %al, $0x20
+    mov $APIARY_PIC_EOI, %al
+    out %al, $APIARY_PIC1_COMMAND
     pop %rax
     iretq
 

@@ -7,7 +7,8 @@
 // Prints "uart-irq: ready", echoes each input line as "echo: <line>" (CR or
 // LF ends a line, empty lines are skipped), and on "quit" prints
 // "uart-irq: <n> interrupts, bye", waits for the transmitter to drain and
-// debug-exits 0. Any other vector (exception, stray IRQ) debug-exits 0x3f.
+// debug-exits 0. Any other vector (an exception, a stray IRQ other than
+// the 8259's spurious IRQ 7, which is ignored) debug-exits 0x3f.
 //
 // Main code runs with IF=0 except inside `sti; hlt`, so it never races the
 // handler and the rings need no locking. A full input ring switches the RDA

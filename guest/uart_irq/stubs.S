@@ -20,8 +20,8 @@ uart_irq_entry:
     push %r11
     cld
     call uart_irq_handler
-    mov $0x20, %al              // non-specific EOI to the master PIC
-    out %al, $0x20
+    mov $APIARY_PIC_EOI, %al    // non-specific EOI to the master PIC
+    out %al, $APIARY_PIC1_COMMAND
     pop %r11
     pop %r10
     pop %r9

@@ -384,7 +384,7 @@ BOOST_AUTO_TEST_CASE(a_migration_still_streaming_at_the_timeout_is_cancelled) {
   BOOST_TEST(took < 40s, std::chrono::duration_cast<std::chrono::seconds>(took).count() << " s");
   const std::string out = slurp(src_log);
   BOOST_TEST_MESSAGE("source (tail):\n" << out.substr(out.size() > 1500 ? out.size() - 1500 : 0));
-  BOOST_TEST(has(out, "apiary: migration failed: not done when --timeout passed; stopping the VM"), out);
+  BOOST_TEST(has(out, "apiary: migration not done when --timeout passed; stopping the VM"), out);
   // The destination saw the source go; it never ran the guest: no tick.
   const std::string dst_out = slurp(dst_log);
   ::kill(dst, SIGKILL);
