@@ -89,6 +89,17 @@ pid_t spawn_destination(int port, const std::string& log, const std::string& tim
                             log, false);
 }
 
+// An instance actor waiting for a migration on a free port of 127.0.0.1;
+// its machine comes from the source.
+actors::InstanceConfig destination_config(const std::string& name) {
+  actors::InstanceConfig dc;
+  dc.name = name;
+  dc.phase_deadline = 20000ms;
+  dc.incoming = std::make_shared<actors::IncomingMigration>();
+  dc.incoming->listener = std::make_shared<devices::migration::Listener>("127.0.0.1", 0);
+  return dc;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(migration_kvm)
@@ -178,11 +189,7 @@ BOOST_AUTO_TEST_CASE(linux_dirtying_its_memory_migrates_with_its_disk) {
   c.machine.memory_mib = 256;
   c.machine.disks.push_back({"disk0", disk, false});
   c.phase_deadline = 20000ms;
-  actors::InstanceConfig dc;  // the destination's machine comes from the source
-  dc.name = "linux-destination";
-  dc.phase_deadline = 20000ms;
-  dc.incoming = std::make_shared<actors::IncomingMigration>();
-  dc.incoming->listener = std::make_shared<devices::migration::Listener>("127.0.0.1", 0);
+  actors::InstanceConfig dc = destination_config("linux-destination");
   const uint32_t port = dc.incoming->listener->port();
 
   test::InstanceDriver s(c);
@@ -257,11 +264,7 @@ BOOST_AUTO_TEST_CASE(a_migrating_instance_refuses_what_would_change_it_and_compl
   c.machine.memory_mib = 64;
   c.phase_deadline = 20000ms;
   c.migration_policy.max_bytes_per_second = 4u << 20;
-  actors::InstanceConfig dc;
-  dc.name = "memload-destination";
-  dc.phase_deadline = 20000ms;
-  dc.incoming = std::make_shared<actors::IncomingMigration>();
-  dc.incoming->listener = std::make_shared<devices::migration::Listener>("127.0.0.1", 0);
+  actors::InstanceConfig dc = destination_config("memload-destination");
   const uint32_t port = dc.incoming->listener->port();
 
   test::InstanceDriver s(c);
