@@ -36,16 +36,14 @@ uint32_t checked_size32(size_t n, const char* what) {
 }  // namespace
 
 FwCfg::FwCfg(std::string name, vmm::GuestMemory& memory, uint32_t cpus, uint64_t ram_bytes,
-             std::span<const uint8_t> kernel, std::span<const uint8_t> initrd, std::string_view cmdline)
-    : Device(std::move(name)), memory_(memory) {
+             vmm::SharedBytes kernel, vmm::SharedBytes initrd, std::string_view cmdline)
+    : Device(std::move(name)), memory_(memory), kernel_(std::move(kernel)), initrd_(std::move(initrd)) {
   items_[kSignature] = {'Q', 'E', 'M', 'U'};
   items_[kId] = le(kIdTraditional | kIdDma, 4);
   items_[kRamSize] = le(ram_bytes, 8);
   items_[kNbCpus] = le(std::min<uint32_t>(cpus, 0xffff), 2);
-  items_[kKernelSize] = le(checked_size32(kernel.size(), "kernel"), 4);
-  items_[kKernelData].assign(kernel.begin(), kernel.end());
-  items_[kInitrdSize] = le(checked_size32(initrd.size(), "initrd"), 4);
-  items_[kInitrdData].assign(initrd.begin(), initrd.end());
+  items_[kKernelSize] = le(checked_size32(kernel_.size(), "kernel"), 4);
+  items_[kInitrdSize] = le(checked_size32(initrd_.size(), "initrd"), 4);
   std::vector<uint8_t> cmd(cmdline.begin(), cmdline.end());
   cmd.push_back(0);
   items_[kCmdlineSize] = le(checked_size32(cmd.size(), "command line"), 4);
@@ -91,6 +89,8 @@ void FwCfg::reset() {
 }
 
 const std::vector<uint8_t>* FwCfg::item(uint16_t key) const {
+  if (key == kKernelData) return &kernel_.vector();
+  if (key == kInitrdData) return &initrd_.vector();
   auto it = items_.find(key);
   return it == items_.end() ? nullptr : &it->second;
 }
@@ -200,7 +200,7 @@ v1::DeviceState FwCfg::export_state() const {
   r["offset"] = offset_;
   r["dma_address"] = get_be(dma_reg_, 8);
   auto& c = *s.mutable_counters();
-  c["items"] = items_.size();
+  c["items"] = items_.size() + 2;  // with the kernel and the initrd
   c["files"] = file_names_.size();
   c["data_reads"] = data_reads_;
   c["dma_ops"] = dma_ops_;

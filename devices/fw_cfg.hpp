@@ -40,6 +40,7 @@
 
 #include "devices/device.hpp"
 #include "vmm-core/guest_memory.hpp"
+#include "vmm-core/shared_bytes.hpp"
 
 namespace apiary::devices {
 
@@ -68,7 +69,7 @@ inline constexpr uint64_t kDmaSignature = 0x51454d5520434647ull;  // "QEMU CFG",
 class FwCfg final : public Device {
  public:
   FwCfg(std::string name, vmm::GuestMemory& memory, uint32_t cpus, uint64_t ram_bytes,
-        std::span<const uint8_t> kernel, std::span<const uint8_t> initrd, std::string_view cmdline);
+        vmm::SharedBytes kernel, vmm::SharedBytes initrd, std::string_view cmdline);
   const char* kind() const noexcept override { return "fw_cfg"; }
 
   uint64_t io_read(uint64_t offset, unsigned size) override;
@@ -95,6 +96,7 @@ class FwCfg final : public Device {
   vmm::GuestMemory& memory_;
   mutable std::mutex mutex_;
   std::map<uint16_t, std::vector<uint8_t>> items_;
+  vmm::SharedBytes kernel_, initrd_;  // kKernelData, kInitrdData: the machine's own, not copies
   std::vector<std::string> file_names_;  // index i -> selector kFileFirst + i
   uint16_t selector_ = fw_cfg::kSignature;
   uint64_t offset_ = 0;

@@ -206,7 +206,7 @@ class SimulatedBootPlans {
     uint32_t vcpus;
     size_t virtio_slots;
     std::string cmdline;
-    std::vector<uint8_t> kernel, initrd;
+    vmm::SharedBytes kernel, initrd;
   };
   std::mutex mutex_;
   std::vector<std::pair<Key, vmm::BootPlan>> plans_;

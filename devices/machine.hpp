@@ -37,6 +37,7 @@
 #include "vmm-core/bus.hpp"
 #include "vmm-core/guest_memory.hpp"
 #include "vmm-core/kvm.hpp"
+#include "vmm-core/shared_bytes.hpp"
 #include "vmm-core/sim_vcpu.hpp"
 #include "vmm-core/vcpu.hpp"
 
@@ -54,9 +55,10 @@ enum class VcpuBackendKind { kvm, simulated };
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 64;
-  std::vector<uint8_t> kernel;
+  // Shared, not copied, with every copy of the config (vmm/shared_bytes.hpp).
+  vmm::SharedBytes kernel;
   std::string cmdline;
-  std::vector<uint8_t> initrd;
+  vmm::SharedBytes initrd;
   size_t console_history_bytes = 64 * 1024;
   // virtio-mmio devices, in slot order: block devices first, then NICs,
   // then rng (as proto/apiary/v1/instance.proto lists them).

@@ -247,7 +247,9 @@ class Fd {
   throw Error(code, path + ": " + op + ": " + std::strerror(err));
 }
 
-constexpr size_t kReadChunk = 64 * 1024;
+// Large reads: a kernel comes over 9p in the nested-KVM VM, where every
+// read is a round trip to QEMU.
+constexpr size_t kReadChunk = 1 << 20;
 
 }  // namespace
 
@@ -259,21 +261,29 @@ std::vector<uint8_t> read_file(const std::string& path) {
   if (::fstat(fd.get(), &st) != 0) throw_file_error(path, "fstat", errno);
   if (S_ISDIR(st.st_mode)) throw_file_error(path, "read", EISDIR);
 
+  // A regular file is read straight into a buffer of its size (each page
+  // touched once, no reallocation); past that size, or for anything else,
+  // reads go through a small buffer and are appended.
   std::vector<uint8_t> data;
-  if (S_ISREG(st.st_mode)) data.reserve(static_cast<size_t>(st.st_size) + kReadChunk);
+  if (S_ISREG(st.st_mode)) data.resize(static_cast<size_t>(st.st_size));
+  size_t used = 0;
+  uint8_t spill[64 * 1024];
   for (;;) {
-    const size_t used = data.size();
-    data.resize(used + kReadChunk);
-    const ssize_t n = ::read(fd.get(), data.data() + used, kReadChunk);
+    const bool inside = used < data.size();
+    uint8_t* into = inside ? data.data() + used : spill;
+    const size_t want = inside ? std::min(kReadChunk, data.size() - used) : sizeof spill;
+    const ssize_t n = ::read(fd.get(), into, want);
     if (n < 0) {
       const int err = errno;
-      data.resize(used);
       if (err == EINTR) continue;
       throw_file_error(path, "read", err);
     }
-    data.resize(used + static_cast<size_t>(n));
-    if (n == 0) return data;
+    if (n == 0) break;
+    if (!inside) data.insert(data.end(), spill, spill + n);
+    used += static_cast<size_t>(n);
   }
+  data.resize(used);  // a file that shrank while it was read
+  return data;
 }
 
 }  // namespace apiary::vmm

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "vmm-core/boot.hpp"
@@ -28,6 +29,7 @@
 #include "vmm-core/guest_memory.hpp"
 #include "vmm-core/layout.hpp"
 #include "vmm-core/loader_internal.hpp"
+#include "vmm-core/shared_bytes.hpp"
 
 namespace vmm = apiary::vmm;
 namespace bp = apiary::bootproto;
@@ -465,7 +467,7 @@ BOOST_AUTO_TEST_CASE(read_file_contents_and_errors) {
   char dir[] = "/tmp/apiary-test-loaders-XXXXXX";
   BOOST_REQUIRE(::mkdtemp(dir) != nullptr);
   const std::string path = std::string(dir) + "/kernel";
-  const Image data = pattern(200000, 9);  // more than one read chunk
+  const Image data = pattern(2500000, 9);  // more than two read chunks of 1 MiB
   {
     std::FILE* f = std::fopen(path.c_str(), "wb");
     BOOST_REQUIRE(f != nullptr);
@@ -473,6 +475,24 @@ BOOST_AUTO_TEST_CASE(read_file_contents_and_errors) {
     std::fclose(f);
   }
   BOOST_CHECK(vmm::read_file(path) == data);
+  // Not a regular file (no size to go by): a pipe is read to its end.
+  {
+    int fds[2];
+    BOOST_REQUIRE(::pipe(fds) == 0);
+    std::thread writer([&] {
+      size_t off = 0;
+      while (off < data.size()) {
+        const ssize_t n = ::write(fds[1], data.data() + off, data.size() - off);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+      }
+      ::close(fds[1]);
+    });
+    const Image piped = vmm::read_file("/proc/self/fd/" + std::to_string(fds[0]));
+    writer.join();
+    ::close(fds[0]);
+    BOOST_CHECK(piped == data);
+  }
   const std::string empty = std::string(dir) + "/empty";
   std::fclose(std::fopen(empty.c_str(), "wb"));
   BOOST_CHECK(vmm::read_file(empty).empty());
@@ -483,6 +503,29 @@ BOOST_AUTO_TEST_CASE(read_file_contents_and_errors) {
   ::unlink(path.c_str());
   ::unlink(empty.c_str());
   ::rmdir(dir);
+}
+
+BOOST_AUTO_TEST_CASE(shared_bytes_are_shared_by_copies_and_compared_by_content) {
+  vmm::SharedBytes none;
+  BOOST_TEST(none.empty());
+  BOOST_TEST(none.span().empty());
+  Image raw = pattern(10000, 3);
+  const uint8_t* buffer = raw.data();
+  const vmm::SharedBytes a(std::move(raw));
+  BOOST_TEST(a.data() == buffer);  // moved in, not copied
+  const vmm::SharedBytes b = a;    // NOLINT: the copy under test
+  BOOST_TEST(b.data() == a.data());
+  BOOST_TEST(b.shares_with(a));
+  const vmm::SharedBytes c(pattern(10000, 3));
+  BOOST_TEST(!c.shares_with(a));
+  BOOST_TEST((c == a));  // same contents
+  BOOST_TEST(!(vmm::SharedBytes(pattern(10000, 4)) == a));
+  BOOST_TEST(!(none == a));
+  BOOST_TEST((vmm::SharedBytes{} == vmm::SharedBytes(Image{})));  // empty either way
+  vmm::SharedBytes d;
+  d.assign(a.begin() + 1, a.begin() + 3);
+  BOOST_TEST(d.size() == 2u);
+  BOOST_TEST(d.vector()[0] == a.vector()[1]);
 }
 
 BOOST_AUTO_TEST_CASE(detect_protocol_by_magic) {

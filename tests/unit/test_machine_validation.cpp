@@ -187,3 +187,17 @@ BOOST_AUTO_TEST_CASE(the_virtio_slot_limit_counts_nics) {
   BOOST_TEST((failure(c, what) == vmm::Errc::invalid_argument), what);
   BOOST_TEST(what.find("virtio") != std::string::npos, what);
 }
+
+// A machine keeps its boot image for reboots and fw_cfg serves it, but a
+// 65 MB vmlinux is not copied for either: every copy of the configuration
+// and the machine's own share one buffer (vmm-core/shared_bytes.hpp).
+BOOST_AUTO_TEST_CASE(a_machine_shares_its_boot_image_with_its_config) {
+  devices::MachineConfig c = no_kvm_config();
+  c.backend = devices::VcpuBackendKind::simulated;
+  c.initrd = std::vector<uint8_t>(5000, 0x42);
+  const devices::MachineConfig kept = c;  // what the instance actor keeps
+  devices::Machine m(kept);
+  BOOST_TEST(m.config().kernel.shares_with(c.kernel));
+  BOOST_TEST(m.config().initrd.shares_with(c.initrd));
+  BOOST_TEST(m.config().kernel.size() == test::guest_image("hello.elf").size());
+}
