@@ -270,14 +270,25 @@ void VirtioMmio::write_status(uint32_t value) {
     }
     if ((added & kStatusDriverOk) && (s & kStatusFeaturesOk)) {
       s |= kStatusDriverOk;
-      activate = true;
+      // A queue that failed to enable set NEEDS_RESET: the driver must reset
+      // first, and until then the device serves nothing (its model would
+      // otherwise fill the other queues while every notify is ignored).
+      activate = !(status_ & kStatusNeedsReset);
       features = driver_features_;
     }
     if (added & kStatusFailed) s |= kStatusFailed;
     if ((s | kStatusNeedsReset) != (status_ | value | kStatusNeedsReset)) ++status_refused_;
     status_ = s;
   }
-  if (activate) device_->activate(features);
+  if (!activate) return;
+  device_->activate(features);
+  // A notify the driver wrote before DRIVER_OK was ignored, and with
+  // EVENT_IDX it does not write another until the device has consumed what
+  // it offered: look at every queue once now (a notify with nothing new is
+  // harmless). Linux sets DRIVER_OK before it uses a queue, but a driver
+  // that does not would otherwise wait forever.
+  for (size_t i = 0; i < queues_.size(); ++i)
+    if (queues_[i]->ready()) device_->on_notify(static_cast<uint16_t>(i));
 }
 
 void VirtioMmio::device_reset() {

@@ -363,16 +363,21 @@ QueueError Virtqueue::walk(uint16_t head, VirtqChain& out) const noexcept {
 }
 
 QueueError Virtqueue::push_used(const VirtqChain& chain, uint32_t len) noexcept {
-  {
-    std::lock_guard lock(mutex_);
-    if (chain.generation != generation_) return QueueError::bad_used_head;
-  }
+  // The generation is checked in the same critical section as the push: a
+  // queue disabled and enabled again in between must not take a chain of
+  // its earlier life.
+  std::lock_guard lock(mutex_);
+  if (chain.generation != generation_) return QueueError::bad_used_head;
   // A device never reports more than the chain could hold.
-  return push_used(chain.head, std::min(len, chain.writable_bytes));
+  return push_used_locked(chain.head, std::min(len, chain.writable_bytes));
 }
 
 QueueError Virtqueue::push_used(uint16_t head, uint32_t len) noexcept {
   std::lock_guard lock(mutex_);
+  return push_used_locked(head, len);
+}
+
+QueueError Virtqueue::push_used_locked(uint16_t head, uint32_t len) noexcept {
   if (!ready_ || head >= size_ || !outstanding_[head]) return QueueError::bad_used_head;
   outstanding_[head] = false;
   uint8_t* elem = used_ + 4 + 8 * uint64_t{static_cast<uint16_t>(used_idx_ % size_)};

@@ -182,6 +182,7 @@ class Virtqueue {
   uint16_t used_idx() const noexcept;
 
  private:
+  QueueError push_used_locked(uint16_t head, uint32_t len) noexcept;  // mutex_ held
   struct Desc {
     uint64_t addr;
     uint32_t len;

@@ -438,6 +438,50 @@ BOOST_AUTO_TEST_CASE(frames_before_driver_ok_are_dropped) {
   BOOST_TEST(n.drv->used_idx(kRx) == 0);
 }
 
+// A notify before DRIVER_OK is ignored; with EVENT_IDX the driver does not
+// write another until the device consumed what it offered. So the device
+// looks at its queues once when the driver is ready, or the frame would
+// wait forever (a dead transmit direction).
+BOOST_AUTO_TEST_CASE(a_frame_offered_before_driver_ok_is_sent_once_the_driver_is_ready) {
+  Nic n;
+  BOOST_REQUIRE(n.drv->negotiate(kVersion1 | kNetFeatures | virtio::feature_bit(virtq::kFeatureEventIdx)));
+  BOOST_REQUIRE(n.drv->setup_queue(kRx, net::kQueueSize, kRxRings));
+  BOOST_REQUIRE(n.drv->setup_queue(kTx, net::kQueueSize, kTxRings));
+  const auto f = frame(60, 7);
+  n.send(0, f);
+  n.drv->kick(kTx);  // too early: ignored
+  BOOST_TEST(n.dev->export_state().counters().at("ignored_notifies") == 1u);
+  BOOST_TEST(n.backend->frames().empty());
+  BOOST_REQUIRE(n.drv->driver_ok());
+  BOOST_REQUIRE(n.backend->frames().size() == 1u);  // no second kick
+  BOOST_TEST(n.backend->frames()[0] == f);
+  BOOST_TEST(n.drv->used_idx(kTx) == 1);
+}
+
+// A queue whose rings are not guest RAM fails to enable and sets
+// NEEDS_RESET. DRIVER_OK written after that does not bring the device into
+// service: the other queue stays untouched until the driver resets it.
+BOOST_AUTO_TEST_CASE(a_queue_that_failed_to_enable_keeps_the_device_out_of_service_until_reset) {
+  Nic n;
+  BOOST_REQUIRE(n.drv->negotiate(kVersion1 | kNetFeatures));
+  BOOST_REQUIRE(n.drv->setup_queue(kRx, net::kQueueSize, kRxRings));
+  n.drv->wr(mmio::kQueueSel, kTx);
+  n.drv->wr(mmio::kQueueNum, net::kQueueSize);
+  n.drv->wr(mmio::kQueueDescLow, static_cast<uint32_t>(kRam + 0x1000));  // not guest RAM
+  n.drv->wr(mmio::kQueueReady, 1);
+  BOOST_TEST(n.drv->rd(mmio::kQueueReady) == 0u);
+  BOOST_TEST(n.needs_reset());
+  n.drv->driver_ok();
+  n.post_rx(0);
+  BOOST_TEST(!n.net->deliver(frame(60)));
+  BOOST_TEST(n.drv->used_idx(kRx) == 0);  // the rx ring was not written
+  n.bring_up();                           // reset, and everything right this time
+  BOOST_TEST(!n.needs_reset());
+  n.post_rx(0);
+  BOOST_TEST(n.net->deliver(frame(60)));
+  BOOST_TEST(n.drv->used_idx(kRx) == 1);
+}
+
 BOOST_AUTO_TEST_CASE(without_rx_buffers_frames_queue_up_to_the_bound_then_drop) {
   Nic n;
   n.bring_up(kEventIdx);
