@@ -55,7 +55,7 @@ enum class VcpuBackendKind { kvm, simulated };
 struct MachineConfig {
   uint32_t vcpus = 1;
   uint64_t memory_mib = 64;
-  // Shared, not copied, with every copy of the config (vmm/shared_bytes.hpp).
+  // Shared, not copied, with every copy of the config (vmm-core/shared_bytes.hpp).
   vmm::SharedBytes kernel;
   std::string cmdline;
   vmm::SharedBytes initrd;

@@ -242,7 +242,7 @@ void VirtioMmio::write_status(uint32_t value) {
     device_reset();
     return;
   }
-  bool activate = false;
+  bool activate = false, config_irq_pending = false;
   uint64_t features = 0;
   {
     std::lock_guard lock(irq_mutex_);
@@ -275,10 +275,17 @@ void VirtioMmio::write_status(uint32_t value) {
       // otherwise fill the other queues while every notify is ignored).
       activate = !(status_ & kStatusNeedsReset);
       features = driver_features_;
+      if (!activate) {
+        // NEEDS_RESET came before DRIVER_OK, so it was not announced then
+        // (§2.1.2): announce it now that the driver is listening.
+        interrupt_status_ |= kIntConfigChange;
+        config_irq_pending = true;
+      }
     }
     if (added & kStatusFailed) s |= kStatusFailed;
     if ((s | kStatusNeedsReset) != (status_ | value | kStatusNeedsReset)) ++status_refused_;
     status_ = s;
+    if (config_irq_pending) update_line();
   }
   if (!activate) return;
   device_->activate(features);
@@ -287,8 +294,13 @@ void VirtioMmio::write_status(uint32_t value) {
   // it offered: look at every queue once now (a notify with nothing new is
   // harmless). Linux sets DRIVER_OK before it uses a queue, but a driver
   // that does not would otherwise wait forever.
-  for (size_t i = 0; i < queues_.size(); ++i)
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    {
+      std::lock_guard lock(irq_mutex_);  // a queue served just before may have failed
+      if ((status_ & kStatusNeedsReset) || halted_) return;
+    }
     if (queues_[i]->ready()) device_->on_notify(static_cast<uint16_t>(i));
+  }
 }
 
 void VirtioMmio::device_reset() {

@@ -113,10 +113,14 @@ class VirtioDevice {
 
   // Called once by the transport's constructor.
   virtual void attach(VirtioContext& ctx) = 0;
-  // DRIVER_OK was set with these negotiated features.
+  // DRIVER_OK was set with these negotiated features (not while NEEDS_RESET
+  // is set: such a device stays out of service until the driver resets it).
   virtual void activate(uint64_t /*features*/) noexcept {}
-  // The driver notified `queue` (ready, DRIVER_OK, no NEEDS_RESET). Runs on
-  // the vCPU thread: pop chains and hand slow work to a worker.
+  // `queue` may have new buffers (ready, DRIVER_OK, no NEEDS_RESET): the
+  // driver notified it, or the transport looks at every queue once after
+  // activate() and after a restore, for notifies it had to ignore. A call
+  // with nothing new must be harmless. Runs on the vCPU thread: pop chains
+  // and hand slow work to a worker.
   virtual void on_notify(uint16_t queue) noexcept = 0;
   // Device reset (Status = 0, or lifecycle reset): finish in-flight requests,
   // forget pending notifications, back to power-on state. The transport

@@ -250,6 +250,8 @@ class Fd {
 // Large reads: a kernel comes over 9p in the nested-KVM VM, where every
 // read is a round trip to QEMU.
 constexpr size_t kReadChunk = 1 << 20;
+// Reads past a regular file's size, and of files without one (pipes, /proc).
+constexpr size_t kSpillBytes = 64 * 1024;
 
 }  // namespace
 
@@ -261,13 +263,13 @@ std::vector<uint8_t> read_file(const std::string& path) {
   if (::fstat(fd.get(), &st) != 0) throw_file_error(path, "fstat", errno);
   if (S_ISDIR(st.st_mode)) throw_file_error(path, "read", EISDIR);
 
-  // A regular file is read straight into a buffer of its size (each page
-  // touched once, no reallocation); past that size, or for anything else,
-  // reads go through a small buffer and are appended.
+  // A regular file is read straight into a buffer of its size (one
+  // allocation, faulted in once, never reallocated); past that size, or for
+  // anything else, reads go through a small buffer and are appended.
   std::vector<uint8_t> data;
   if (S_ISREG(st.st_mode)) data.resize(static_cast<size_t>(st.st_size));
   size_t used = 0;
-  uint8_t spill[64 * 1024];
+  uint8_t spill[kSpillBytes];
   for (;;) {
     const bool inside = used < data.size();
     uint8_t* into = inside ? data.data() + used : spill;

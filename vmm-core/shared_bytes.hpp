@@ -9,6 +9,7 @@
 // Copies of a SharedBytes share one buffer; nobody can change it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>

@@ -471,7 +471,11 @@ BOOST_AUTO_TEST_CASE(a_queue_that_failed_to_enable_keeps_the_device_out_of_servi
   n.drv->wr(mmio::kQueueReady, 1);
   BOOST_TEST(n.drv->rd(mmio::kQueueReady) == 0u);
   BOOST_TEST(n.needs_reset());
+  BOOST_TEST(!n.irq.level.load());  // not announced before DRIVER_OK
   n.drv->driver_ok();
+  // Announced once the driver is listening (§2.1.2).
+  BOOST_TEST((n.drv->rd(mmio::kInterruptStatus) & virtio::kIntConfigChange) != 0u);
+  BOOST_TEST(n.irq.level.load());
   n.post_rx(0);
   BOOST_TEST(!n.net->deliver(frame(60)));
   BOOST_TEST(n.drv->used_idx(kRx) == 0);  // the rx ring was not written
