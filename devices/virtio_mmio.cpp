@@ -291,12 +291,9 @@ void VirtioMmio::write_status(uint32_t value) {
   device_->activate(features);
   // A notify the driver wrote before DRIVER_OK was ignored, and with
   // EVENT_IDX it does not write another until the device has consumed what
-  // it offered. Linux sets DRIVER_OK before it uses a queue, but a driver
+  // it offered: look at every queue once now (a notify with nothing new is
+  // harmless). Linux sets DRIVER_OK before it uses a queue, but a driver
   // that does not would otherwise wait forever.
-  look_at_every_queue();
-}
-
-void VirtioMmio::look_at_every_queue() {
   for (size_t i = 0; i < queues_.size(); ++i) {
     {
       std::lock_guard lock(irq_mutex_);  // a queue served just before may have failed
@@ -460,8 +457,10 @@ void VirtioMmio::import_state(const v1::DeviceState& state) {
   if (!live) return;
   device_->activate(features);
   // Requests the driver made available while the device was paused for the
-  // snapshot were remembered only in the old process.
-  look_at_every_queue();
+  // snapshot were remembered only in the old process: look at every queue
+  // once (a notify with nothing new is harmless).
+  for (size_t i = 0; i < queues_.size(); ++i)
+    if (queues_[i]->ready()) device_->on_notify(static_cast<uint16_t>(i));
 }
 
 }  // namespace apiary::devices

@@ -167,10 +167,6 @@ class VirtioMmio final : public Device, private VirtioContext {
   bool irq_level() const;
 
  private:
-  // After activation and restore: on_notify for every ready queue, for the
-  // notifies that could not be served when they came (harmless when there
-  // is nothing new); stops once the device needs a reset or is halted.
-  void look_at_every_queue();
   // VirtioContext
   vmm::GuestMemory& memory() noexcept override { return memory_; }
   Virtqueue& queue(uint16_t index) noexcept override { return *queues_[index]; }
