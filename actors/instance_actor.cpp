@@ -98,8 +98,11 @@ void set_state(instance_pointer self, InstanceState next) {
   ++st.generation;
   on_migration_state(self, next);
   const std::string target = st.target ? to_string(*st.target) : "";
+  // Sent as the instance actor (the sender tells one VMM from the next);
+  // a typed actor may not send() to an untyped one in CAF 0.17.
+  const auto me = caf::actor_cast<caf::actor>(self);
   for (auto& sub : st.subscribers)
-    caf::anon_send(sub, state_atom::value, std::string(to_string(next)), st.generation, target, st.reason);
+    caf::send_as(me, sub, state_atom::value, st.cfg.name, std::string(to_string(next)), st.generation, target, st.reason);
   auto& w = st.waiters;
   for (auto it = w.begin(); it != w.end();) {
     if (st.generation > it->first) {

@@ -75,7 +75,9 @@ struct InstanceConfig {
 //   softoff    -> ack                 ACPI power button; wrong_state unless Run
 //   getstate   -> (state, generation, target)   target "" when none
 //   waitstate G -> (state, generation)          the first state with generation > G
-//   subscribe A -> ack; A then gets (state_atom, state, generation, target, reason)
+//   subscribe A -> ack; A then gets (state_atom, name, state, generation, target, reason)
+//                 from the instance actor (the sender): `name` is InstanceConfig::name, so
+//                 one subscriber can follow many instances without a relay per instance
 //   diag       -> serialized apiary.v1.InstanceDiagnostics from the last Halt ("" if none)
 //   console    -> the console actor (invalid handle before Initialize)
 //   exitstat   -> the guest's debug-exit status, -1 if none

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <thread>
 
+#include "apps/actor_runtime.hpp"
 #include "apps/controller_watch.hpp"
 #include "vmm-core/kvm.hpp"
 #include "cluster/controller_actor.hpp"
@@ -110,6 +111,7 @@ int cluster_command(const std::vector<std::string>& args) {
 
   caf::actor_system_config cfg;
   cfg.set("logger.verbosity", caf::atom("quiet"));
+  configure_scheduler(cfg);
   actors::register_control_types(cfg);
   caf::actor_system sys{cfg};
 
@@ -145,10 +147,7 @@ int cluster_command(const std::vector<std::string>& args) {
     // with a tunnel endpoint on a port the kernel picks.
     n.data_plane = !o.simulated;
     if (n.data_plane) n.tunnel = std::make_shared<net::VxlanTunnel>(net::Endpoint{htonl(INADDR_LOOPBACK), 0});
-    n.embedded_guest = [](const std::string& name) {
-      const auto* g = guest::find_embedded(name);
-      return g ? std::vector<uint8_t>(g->image.begin(), g->image.end()) : std::vector<uint8_t>{};
-    };
+    n.embedded_guest = embedded_guest_image;
     nodes.emplace(n.name, actors::spawn_node(sys, n));
   }
 

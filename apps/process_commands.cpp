@@ -18,6 +18,7 @@
 #include "cluster/node_actor.hpp"
 #include "api/actor_control_plane.hpp"
 #include "api/http_api.hpp"
+#include "apps/actor_runtime.hpp"
 #include "apps/controller_watch.hpp"
 #include "apps/http_front.hpp"
 #include "api/token_file.hpp"
@@ -85,6 +86,7 @@ void configure_network(caf::actor_system_config& cfg, const std::optional<TlsFil
     cfg.openssl_cafile = tls->ca;
   }
   cfg.set("logger.verbosity", caf::atom("quiet"));
+  configure_scheduler(cfg);
   cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
   cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
   actors::register_control_types(cfg);
@@ -396,10 +398,7 @@ controller's log and the network's record).
     std::cerr << "apiary node: " << n.name << " cannot run instances (" << n.cannot_run
               << "); it checks in, and the scheduler will not place instances on it. "
                  "Run it where /dev/kvm works, inside scripts/kvm-vm, or with --simulated\n";
-  n.embedded_guest = [](const std::string& name) {
-    const auto* g = guest::find_embedded(name);
-    return g ? std::vector<uint8_t>(g->image.begin(), g->image.end()) : std::vector<uint8_t>{};
-  };
+  n.embedded_guest = embedded_guest_image;
   uint64_t checkin_ms = 2000;
   if (o.count("--checkin-ms") && (!number(o["--checkin-ms"], checkin_ms) || checkin_ms < 50)) {
     std::cerr << "apiary node: --checkin-ms: at least 50\n";

@@ -11,6 +11,7 @@
 
 #include <caf/all.hpp>
 
+#include "apps/actor_runtime.hpp"
 #include "apps/terminal.hpp"
 #include "devices/machine.hpp"
 #include "devices/machine_migration.hpp"
@@ -422,7 +423,7 @@ int drive_instance(caf::actor_system& sys, const actors::instance_actor& inst, c
         [&](output_atom, const std::string& bytes) {
           [[maybe_unused]] auto n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
         },
-        [&](state_atom, const std::string& s, uint64_t, const std::string& t, const std::string& why) {
+        [&](state_atom, const std::string&, const std::string& s, uint64_t, const std::string& t, const std::string& why) {
           state = s;
           target = t;
           reason = why;
@@ -624,6 +625,7 @@ int run_command(const std::vector<std::string>& args) {
 
   caf::actor_system_config cfg;
   cfg.set("logger.verbosity", caf::atom("quiet"));
+  configure_scheduler(cfg);
   caf::actor_system sys{cfg};
   auto inst = actors::spawn_instance(sys, std::move(icfg));
   int code = drive_instance(sys, inst, *spec, opts, tty_in, status);

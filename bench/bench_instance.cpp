@@ -138,7 +138,7 @@ struct Driven {
     while (!pred()) {
       if (Clock::now() >= end) return false;
       self->receive(
-          [&](actors::state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+          [&](actors::state_atom, const std::string&, const std::string& s, uint64_t, const std::string&, const std::string&) {
             last_state = s;
           },
           [&](actors::output_atom, const std::string& bytes) { output += bytes; },

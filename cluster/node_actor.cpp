@@ -8,11 +8,13 @@
 // instance went somewhere else, e.g. destroy while booting) and "deadline"
 // resolves it, exactly once. Nothing waits forever.
 //
-// The instance actor publishes its states with anonymous messages, so each
-// instance gets a tiny relay actor (linked to it) that tags every event with
-// the instance id and its incarnation (a stopped instance is started again
-// as a new VMM; late events of the old one are ignored). The node links to
-// its instances: when the node ends, so do they.
+// The node subscribes itself to each instance actor it spawns. A state event
+// names its instance and comes from the instance actor: an event whose sender
+// is not the instance's current VMM is a late one from an earlier VMM (a
+// stopped instance is started again as a new one) and is ignored. (Until
+// 2026-12-05 a relay actor per instance tagged the events: an actor and a
+// message hop per instance, for what the sender says already.) The node
+// links to its instances: when the node ends, so do they.
 #include "cluster/node_actor.hpp"
 
 #include <fcntl.h>
@@ -62,7 +64,6 @@ struct NodeInstance {
   std::string old_spec;      // resize: the spec before it, until confirm / revert
   std::string running_spec;  // what the current VMM was built from (the rescue spec while rescued)
   instance_actor handle;
-  uint64_t incarnation = 0;
   std::string state = "destroy";  // no VMM until spawn_vm
   std::string target;
   std::string reason;  // why the instance is in `state` (its fault, when it failed)
@@ -107,7 +108,6 @@ struct NodeState {
   std::map<uint64_t, FileJob> jobs;
   uint64_t next_job = 1;
   uint64_t next_waiter = 1;
-  uint64_t next_incarnation = 1;
   bool draining = false;
   bool stopped = false;
   bool partitioned = false;
@@ -187,16 +187,6 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
 }
 
 // Forwards one instance's state events to its node, tagged.
-caf::behavior relay_impl(caf::event_based_actor* self, instance_actor inst, node_actor node, std::string id,
-                         uint64_t incarnation) {
-  self->link_to(inst);
-  return {
-      [=](state_atom, const std::string& state, uint64_t, const std::string& target, const std::string& reason) {
-        self->send(node, inst_ev_atom::value, id, incarnation, state, target, reason);
-      },
-  };
-}
-
 void retire(node_pointer self, NodeInstance& ni) {
   if (!ni.handle) return;
   self->unlink_from(ni.handle);
@@ -263,11 +253,9 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
   ni.running_spec = spec_bytes;
   ni.state = "start";
   ni.target.clear();
-  ni.incarnation = st.next_incarnation++;
   ni.handle = spawn_instance(self->system(), std::move(config));
   self->link_to(ni.handle);
-  auto relay = self->system().spawn(relay_impl, ni.handle, caf::actor_cast<node_actor>(self), id, ni.incarnation);
-  self->request(ni.handle, st.cfg.phase_deadline, subscribe_atom::value, relay)
+  self->request(ni.handle, st.cfg.phase_deadline, subscribe_atom::value, caf::actor_cast<caf::actor>(self))
       .then([](ack_atom) {}, [](caf::error&) {});
   if (new_network) sync_networks(self);  // peers now, not at the next tick
   return {};
@@ -1474,11 +1462,13 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
       [=](wait_dl_atom, const std::string& id, uint64_t no) {
         resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state");
       },
-      [=](inst_ev_atom, const std::string& id, uint64_t incarnation, const std::string& state,
-          const std::string& target, const std::string& reason) {
+      [=](state_atom, const std::string& id, const std::string& state, uint64_t, const std::string& target,
+          const std::string& reason) {
         auto& st = self->state;
         auto it = st.instances.find(id);
-        if (it == st.instances.end() || it->second.incarnation != incarnation) return;  // replaced or forgotten
+        if (it == st.instances.end() || !it->second.handle ||
+            caf::actor_cast<caf::strong_actor_ptr>(it->second.handle) != self->current_sender())
+          return;  // replaced or forgotten, or not from an instance actor
         const std::string power_before = power_state(it->second);
         const bool moved = it->second.state != state;
         it->second.state = state;

@@ -126,6 +126,7 @@
 #include "cluster/control_types.hpp"
 #include "actors/metrics.hpp"
 #include "net/vxlan.hpp"
+#include "vmm-core/shared_bytes.hpp"
 
 namespace apiary::actors {
 
@@ -142,9 +143,10 @@ struct NodeConfig {
   // answered to any place request.
   std::string cannot_run;
   // Resolves an embedded guest name to its image. Empty: embedded guests
-  // cannot be started here (the apiary binary passes guest::find_embedded;
+  // cannot be started here (the apiary binary passes embedded_guest_image,
+  // one shared buffer per guest;
   // apiary_actors itself does not link the embedded images).
-  std::function<std::vector<uint8_t>(const std::string& name)> embedded_guest;
+  std::function<vmm::SharedBytes(const std::string& name)> embedded_guest;
   std::chrono::milliseconds phase_deadline{5000};     // per instance fan-out phase
   std::chrono::milliseconds state_deadline{30000};    // how long an action waits for its state
   std::chrono::milliseconds soft_reboot_grace{10000};  // before a soft reboot turns hard
@@ -207,7 +209,7 @@ using node_actor = caf::typed_actor<
     caf::reacts_to<tick_atom>,
     caf::reacts_to<wait_dl_atom, std::string, uint64_t>,
     caf::reacts_to<file_poll_atom, uint64_t>,
-    caf::reacts_to<inst_ev_atom, std::string, uint64_t, std::string, std::string, std::string>>;  // internal
+    caf::reacts_to<state_atom, std::string, std::string, uint64_t, std::string, std::string>>;  // from its instances
 
 node_actor spawn_node(caf::actor_system& sys, NodeConfig config);
 

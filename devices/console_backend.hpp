@@ -7,11 +7,12 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <span>
 #include <string>
+
+#include "devices/fifo.hpp"
 
 namespace apiary::devices {
 
@@ -19,7 +20,7 @@ class ConsoleBackend {
  public:
   using Listener = std::function<void(std::span<const uint8_t>)>;
 
-  explicit ConsoleBackend(size_t history_bytes = 64 * 1024) : capacity_(history_bytes) {}
+  explicit ConsoleBackend(size_t history_bytes = 64 * 1024) : capacity_(history_bytes), history_(history_bytes) {}
 
   void write(std::span<const uint8_t> bytes);
   void set_listener(Listener l);
@@ -35,7 +36,7 @@ class ConsoleBackend {
  private:
   const size_t capacity_;
   mutable std::mutex mutex_;
-  std::deque<uint8_t> history_;
+  LazyFifo<uint8_t> history_;
   uint64_t dropped_ = 0;
   uint64_t total_ = 0;
   Listener listener_;

@@ -84,10 +84,15 @@ void I8042::refill() {
     return;
   }
   if (ram_[0] & kCfgKbdDisable) return;  // the keyboard's clock is held low: it waits
-  std::deque<uint8_t>& q = !kbd_reply_.empty() ? kbd_reply_ : kbd_queue_;
-  if (q.empty()) return;
-  out_byte_ = q.front();
-  q.pop_front();
+  if (!kbd_reply_.empty()) {
+    out_byte_ = kbd_reply_.front();
+    kbd_reply_.pop_front();
+  } else if (!kbd_queue_.empty()) {
+    out_byte_ = kbd_queue_.front();
+    kbd_queue_.pop_front();
+  } else {
+    return;
+  }
   kbd_last_sent_ = out_byte_;
   obf_ = true;
 }
@@ -379,9 +384,8 @@ v1::DeviceState I8042::export_state() const {
 void I8042::import_state(const v1::DeviceState& state) {
   StateReader r(*this, state);
   OpaqueReader o(r);
-  constexpr size_t kQueueMax = 4096;
-  const std::string ram = o.bytes(i8042::kRamSize), ctrl = o.bytes(kQueueMax), reply = o.bytes(kQueueMax),
-                    kbd = o.bytes(kQueueMax);
+  const std::string ram = o.bytes(i8042::kRamSize), ctrl = o.bytes(ctrl_queue_.capacity()),
+                    reply = o.bytes(kbd_reply_.capacity()), kbd = o.bytes(kbd_queue_.capacity());
   o.expect_end();
   if (ram.size() != i8042::kRamSize) r.fail("controller RAM has " + std::to_string(ram.size()) + " bytes");
   std::lock_guard lock(mutex_);

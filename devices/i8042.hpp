@@ -34,11 +34,11 @@
 // (0 = data, 4 = status/command); other offsets read as all-ones.
 #pragma once
 
-#include <deque>
 #include <mutex>
 #include <span>
 
 #include "devices/device.hpp"
+#include "devices/fifo.hpp"
 #include "devices/offset_port.hpp"
 
 namespace apiary::devices {
@@ -136,9 +136,9 @@ class I8042 final : public Device {
   int kbd_pending_ = -1;               // keyboard command awaiting its argument
   bool kbd_scanning_ = true;
   uint8_t kbd_leds_ = 0, kbd_scanset_ = 2, kbd_typematic_ = 0, kbd_last_sent_ = 0;
-  std::deque<uint8_t> ctrl_queue_;  // controller replies: first
-  std::deque<uint8_t> kbd_reply_;   // keyboard replies: next
-  std::deque<uint8_t> kbd_queue_;   // host scancodes: last
+  InlineFifo<uint8_t, i8042::kCtrlQueueSize> ctrl_queue_;  // controller replies: first
+  InlineFifo<uint8_t, i8042::kCtrlQueueSize> kbd_reply_;   // keyboard replies: next
+  LazyFifo<uint8_t> kbd_queue_{i8042::kKbdQueueSize};      // host scancodes: last
   bool irq_level_ = false;
   uint64_t irqs_ = 0, commands_ = 0, kbd_commands_ = 0, unknown_commands_ = 0, injected_ = 0,
            input_dropped_ = 0, input_discarded_disabled_ = 0, reset_requests_ = 0, data_reads_ = 0,

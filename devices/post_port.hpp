@@ -5,11 +5,11 @@
 #pragma once
 
 #include <chrono>
-#include <deque>
 #include <mutex>
 #include <vector>
 
 #include "devices/device.hpp"
+#include "devices/fifo.hpp"
 
 namespace apiary::devices {
 
@@ -34,7 +34,7 @@ class PostPort final : public Device {
  private:
   DeviceEvents& events_;
   mutable std::mutex mutex_;
-  std::deque<ProgressRecord> records_;
+  LazyFifo<ProgressRecord> records_{kMaxRecords};
   uint8_t last_ = 0;
   uint64_t dropped_ = 0, total_ = 0;
 };

@@ -10,11 +10,11 @@
 // irqchip (ISA lines are edge-triggered on the PIC).
 #pragma once
 
-#include <deque>
 #include <mutex>
 
 #include "devices/console_backend.hpp"
 #include "devices/device.hpp"
+#include "devices/fifo.hpp"
 
 namespace apiary::devices {
 
@@ -70,8 +70,8 @@ class Uart16550 final : public Device {
   uint8_t ier_ = 0, lcr_ = 0, mcr_ = 0, lsr_ = 0, msr_ = 0, scr_ = 0, fcr_ = 0;
   uint16_t divisor_ = uart::kResetDivisor;
   bool thre_pending_ = false;  // THRE interrupt condition (cleared by IIR read / THR write)
-  std::deque<uint8_t> rx_fifo_;
-  std::deque<uint8_t> host_queue_;
+  InlineFifo<uint8_t, uart::kFifoSize> rx_fifo_;
+  LazyFifo<uint8_t> host_queue_{uart::kHostQueueSize};
   bool irq_level_ = false;
   uint64_t tx_bytes_ = 0, rx_bytes_ = 0, input_dropped_ = 0, overruns_ = 0, irqs_ = 0;
 };

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "proto/apiary/v1/scenario.pb.h"
+#include "vmm-core/shared_bytes.hpp"
 
 namespace apiary::sim {
 
@@ -54,6 +55,6 @@ std::string render_json(const v1::SimReport& report);
 
 // The tiny multiboot image every simulated instance boots (the simulated
 // backend runs no guest code; the loader still checks and loads an image).
-const std::vector<uint8_t>& tiny_guest_image();
+const vmm::SharedBytes& tiny_guest_image();  // one buffer, shared by every simulated machine
 
 }  // namespace apiary::sim

@@ -341,7 +341,7 @@ BOOST_FIXTURE_TEST_CASE(actions_drive_the_instance_actor_lifecycle, Cluster) {
   take([](ack_atom) {});
   BOOST_REQUIRE(act(id, "reboot", "HARD"));
   std::vector<std::string> seen;
-  while (take([&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+  while (take([&](state_atom, const std::string&, const std::string& s, uint64_t, const std::string&, const std::string&) {
     seen.push_back(s);
   })) {
   }

@@ -48,7 +48,7 @@ struct Fixture : test::SimHarness {
   }
   // Collects state events (and nothing else) waiting in the mailbox.
   void drain_states() {
-    while (take([&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+    while (take([&](state_atom, const std::string&, const std::string& s, uint64_t, const std::string&, const std::string&) {
       seen.push_back(s);
     })) {
     }
@@ -81,7 +81,7 @@ struct Fixture : test::SimHarness {
         out = {s, g, t};
         got_reply = true;
       },
-           [&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+           [&](state_atom, const std::string&, const std::string& s, uint64_t, const std::string&, const std::string&) {
              seen.push_back(s);
            });
       if (got_reply) return out;
@@ -97,7 +97,7 @@ struct Fixture : test::SimHarness {
         d.ParseFromString(bytes);
         done = true;
       },
-           [&](state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+           [&](state_atom, const std::string&, const std::string& s, uint64_t, const std::string&, const std::string&) {
              seen.push_back(s);
            });
     }
@@ -329,7 +329,7 @@ BOOST_FIXTURE_TEST_CASE(wait_state_answers_after_a_generation, Fixture) {
   uint64_t g = 0;
   for (int i = 0; i < 10 && g == 0; ++i)
     take([&](const std::string& st, uint64_t gen) { s = st; g = gen; }, [](ack_atom) {},
-         [&](state_atom, const std::string& st, uint64_t, const std::string&, const std::string&) { seen.push_back(st); });
+         [&](state_atom, const std::string&, const std::string& st, uint64_t, const std::string&, const std::string&) { seen.push_back(st); });
   BOOST_TEST(g == 3u);
   BOOST_TEST(s == "run");
 }

@@ -55,7 +55,7 @@ struct InstanceDriver {
     while (!pred()) {
       if (std::chrono::steady_clock::now() >= end) return false;
       self->receive(
-          [&](actors::state_atom, const std::string& s, uint64_t, const std::string&, const std::string&) {
+          [&](actors::state_atom, const std::string&, const std::string& s, uint64_t, const std::string&, const std::string&) {
             states.push_back(s);
           },
           [&](actors::output_atom, const std::string& bytes) { output += bytes; },

@@ -216,6 +216,16 @@ BOOST_AUTO_TEST_CASE(bad_device_states_are_refused_by_name) {
   BOOST_TEST((failure([&] { com1.import_state(s); }, what) == Errc::snapshot_corrupt), what);
   s.set_opaque(std::string("\x05\x00", 2));
   BOOST_TEST((failure([&] { com1.import_state(s); }, what) == Errc::snapshot_corrupt), what);
+  // Keyboard-controller queues longer than the controller keeps (16 bytes of
+  // replies, 256 of scancodes): refused, not taken beyond the device's bound.
+  auto kbd = t.a->i8042().export_state();
+  for (size_t which = 0; which < 3; ++which) {
+    devices::OpaqueWriter kw;
+    kw.bytes(std::string(devices::i8042::kRamSize, '\0'));
+    for (size_t q = 0; q < 3; ++q) kw.bytes(std::string(q == which ? (q == 2 ? 257 : 17) : 0, 'k'));
+    kbd.set_opaque(kw.take());
+    BOOST_TEST((failure([&] { t.b->i8042().import_state(kbd); }, what) == Errc::snapshot_corrupt), what);
+  }
   // CMOS RAM of the wrong size.
   auto rtc = t.a->rtc().export_state();
   rtc.set_opaque("short");
