@@ -311,6 +311,35 @@ BOOST_FIXTURE_TEST_CASE(create_places_on_the_least_loaded_node_and_walks_the_rec
   BOOST_TEST(!instance("node-a", ids[1]));
 }
 
+BOOST_FIXTURE_TEST_CASE(a_state_event_not_from_the_instances_vmm_changes_nothing, Cluster) {
+  // A node takes an instance's state events only from the instance actor it
+  // runs for it (the sender): a forged one, or a late one from a VMM it has
+  // replaced, must not move its view of the instance nor the record.
+  boot();
+  const std::string id = create("forged");
+  const std::string node = get(id).node;
+  auto power = [&] {
+    auto r = ask<std::map<std::string, std::string>>(nodes.at(node), power_list_atom::value);
+    BOOST_REQUIRE(r);
+    return r->count(id) ? r->at(id) : std::string("(none)");
+  };
+  const std::string before = power();
+  BOOST_TEST(before == "running");
+  caf::anon_send(nodes.at(node), state_atom::value, id, std::string("destroy"), uint64_t{99}, std::string(),
+                 std::string("forged"));
+  self->send(nodes.at(node), state_atom::value, id, std::string("destroy"), uint64_t{99}, std::string(),
+             std::string("forged"));
+  run();
+  pass(2s, 500ms);
+  BOOST_TEST(power() == before);
+  BOOST_TEST(get(id).vm_state == "active");
+  BOOST_TEST(vm(node, id).first == "run");
+  // The real instance's events still count: a stop is seen by the node.
+  BOOST_REQUIRE(act(id, "stop"));
+  BOOST_TEST(power() == "shutdown");
+  BOOST_TEST(get(id).vm_state == "stopped");
+}
+
 BOOST_FIXTURE_TEST_CASE(actions_drive_the_instance_actor_lifecycle, Cluster) {
   boot();
   const std::string id = create("life");
