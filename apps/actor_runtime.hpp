@@ -15,8 +15,10 @@
 // 0.27 s with work sharing, and instances reached ACTIVE at 318/s against
 // 474/s; an idle controller used 1.2 % of a core against 0.1 %. Work
 // sharing's workers block on a condition variable and are woken per job.
-// vCPU threads are not scheduler threads (they are detached actors), so
-// guest execution is not affected either way.
+// KVM_RUN and the port and MMIO emulation run on each vCPU's own thread,
+// not on a scheduler worker, so guest execution is not affected either way;
+// the vCPU actors themselves (their lifecycle acks) are scheduled as all
+// others.
 #pragma once
 
 #include <caf/actor_system_config.hpp>

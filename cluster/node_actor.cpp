@@ -186,7 +186,6 @@ InstanceConfig instance_config(const NodeConfig& node, const std::string& id, co
   return c;
 }
 
-// Forwards one instance's state events to its node, tagged.
 void retire(node_pointer self, NodeInstance& ni) {
   if (!ni.handle) return;
   self->unlink_from(ni.handle);

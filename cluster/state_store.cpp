@@ -593,7 +593,13 @@ void StateStore::read_snapshot(const std::function<void()>& fn) {
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
-  exec(db, "COMMIT");  // ends the read: a reader holding its snapshot would pin the WAL
+  try {
+    exec(db, "COMMIT");  // ends the read: a reader holding its snapshot would pin the WAL
+  } catch (...) {
+    // Never left inside the read: every later read would see this snapshot.
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 void StateStore::with_transaction(const std::function<void()>& fn) {

@@ -14,7 +14,9 @@
 #include <boost/circular_buffer.hpp>
 #include <boost/container/static_vector.hpp>
 
+#include <algorithm>
 #include <cstddef>
+#include <iterator>
 #include <stdexcept>
 
 namespace apiary::devices {
@@ -46,35 +48,40 @@ class InlineFifo {
   boost::container::static_vector<T, N> items_;
 };
 
-// Up to `bound` elements, in memory allocated as they arrive (and given back
-// as they leave): for queues that may hold kilobytes but are usually empty.
+// Up to `bound` elements, in memory allocated as they arrive: for queues
+// that may hold kilobytes but are usually empty. The buffer doubles (from
+// 16) as the queue grows and is not given back as it drains, so popping
+// never allocates nor frees (it runs on vCPU threads, in noexcept I/O
+// handlers); clear() gives it back (a device reset).
 template <class T>
 class LazyFifo {
-  using Buffer = boost::circular_buffer_space_optimized<T>;
-
  public:
-  explicit LazyFifo(size_t bound) : bound_(bound), items_(typename Buffer::capacity_type(bound, 0)) {}
+  explicit LazyFifo(size_t bound) : bound_(bound) {}
   bool empty() const { return items_.empty(); }
   size_t size() const { return items_.size(); }
   size_t capacity() const { return bound_; }
   const T& front() const { return items_.front(); }
   void push_back(const T& v) {
     if (items_.size() == bound_) throw std::length_error("FIFO full");
+    if (items_.full()) items_.set_capacity(std::min(bound_, std::max<size_t>(16, items_.capacity() * 2)));
     items_.push_back(v);
   }
   void pop_front() { items_.pop_front(); }
-  void clear() { items_.clear(); }
+  void clear() { items_.set_capacity(0); }
   template <class It>
   void assign(It first, It last) {
-    if (static_cast<size_t>(std::distance(first, last)) > bound_) throw std::length_error("FIFO bound exceeded");
-    items_.assign(typename Buffer::capacity_type(bound_, 0), first, last);
+    const auto n = static_cast<size_t>(std::distance(first, last));
+    if (n > bound_) throw std::length_error("FIFO bound exceeded");
+    boost::circular_buffer<T> fresh(n);
+    fresh.insert(fresh.end(), first, last);
+    items_.swap(fresh);
   }
   auto begin() const { return items_.begin(); }
   auto end() const { return items_.end(); }
 
  private:
   size_t bound_;
-  Buffer items_;
+  boost::circular_buffer<T> items_;  // capacity 0 (no allocation) until the first push
 };
 
 }  // namespace apiary::devices

@@ -335,9 +335,20 @@ BOOST_FIXTURE_TEST_CASE(a_state_event_not_from_the_instances_vmm_changes_nothing
   BOOST_TEST(get(id).vm_state == "active");
   BOOST_TEST(vm(node, id).first == "run");
   // The real instance's events still count: a stop is seen by the node.
+  const auto old = instance(node, id);
   BOOST_REQUIRE(act(id, "stop"));
   BOOST_TEST(power() == "shutdown");
   BOOST_TEST(get(id).vm_state == "stopped");
+  // A start makes a new VMM; a late event of the one it replaced is ignored.
+  BOOST_REQUIRE(act(id, "start"));
+  BOOST_TEST(power() == "running");
+  BOOST_REQUIRE(instance(node, id).address() != old.address());
+  caf::send_as(caf::actor_cast<caf::actor>(old), nodes.at(node), state_atom::value, id, std::string("destroy"),
+               uint64_t{99}, std::string(), std::string("late"));
+  run();
+  pass(2s, 500ms);
+  BOOST_TEST(power() == "running");
+  BOOST_TEST(get(id).vm_state == "active");
 }
 
 BOOST_FIXTURE_TEST_CASE(actions_drive_the_instance_actor_lifecycle, Cluster) {
