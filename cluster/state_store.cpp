@@ -589,14 +589,10 @@ void StateStore::read_snapshot(const std::function<void()>& fn) {
   exec(db, "BEGIN");
   try {
     fn();
-  } catch (...) {
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
-  try {
     exec(db, "COMMIT");  // ends the read: a reader holding its snapshot would pin the WAL
   } catch (...) {
-    // Never left inside the read: every later read would see this snapshot.
+    // Never left inside the read (also when COMMIT fails): every later read
+    // would see this snapshot.
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }

@@ -8,11 +8,11 @@ void ConsoleBackend::write(std::span<const uint8_t> bytes) {
     std::lock_guard lock(mutex_);
     total_ += bytes.size();
     for (uint8_t b : bytes) {
-      if (capacity_ == 0) {
+      if (history_.capacity() == 0) {
         ++dropped_;
         continue;
       }
-      if (history_.size() == capacity_) {
+      if (history_.size() == history_.capacity()) {
         history_.pop_front();
         ++dropped_;
       }

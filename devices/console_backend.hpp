@@ -20,7 +20,7 @@ class ConsoleBackend {
  public:
   using Listener = std::function<void(std::span<const uint8_t>)>;
 
-  explicit ConsoleBackend(size_t history_bytes = 64 * 1024) : capacity_(history_bytes), history_(history_bytes) {}
+  explicit ConsoleBackend(size_t history_bytes = 64 * 1024) : history_(history_bytes) {}
 
   void write(std::span<const uint8_t> bytes);
   void set_listener(Listener l);
@@ -31,10 +31,9 @@ class ConsoleBackend {
   std::string history(uint64_t& total) const;
   uint64_t dropped() const;
   uint64_t total_bytes() const;
-  size_t capacity() const noexcept { return capacity_; }
+  size_t capacity() const noexcept { return history_.capacity(); }
 
  private:
-  const size_t capacity_;
   mutable std::mutex mutex_;
   LazyFifo<uint8_t> history_;
   uint64_t dropped_ = 0;

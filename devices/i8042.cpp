@@ -84,15 +84,13 @@ void I8042::refill() {
     return;
   }
   if (ram_[0] & kCfgKbdDisable) return;  // the keyboard's clock is held low: it waits
-  if (!kbd_reply_.empty()) {
-    out_byte_ = kbd_reply_.front();
-    kbd_reply_.pop_front();
-  } else if (!kbd_queue_.empty()) {
-    out_byte_ = kbd_queue_.front();
-    kbd_queue_.pop_front();
-  } else {
-    return;
-  }
+  auto take = [this](auto& q) {
+    out_byte_ = q.front();
+    q.pop_front();
+  };
+  if (!kbd_reply_.empty()) take(kbd_reply_);
+  else if (!kbd_queue_.empty()) take(kbd_queue_);
+  else return;
   kbd_last_sent_ = out_byte_;
   obf_ = true;
 }

@@ -1269,77 +1269,75 @@ void Simulator::checkpoint(bool final_check) {
 }
 
 void Simulator::checkpoint_reads(uint64_t now, int64_t snow, bool final_check) {
-  {
-    // Nodes: changes, the node machine, and the error fan-out rule.
-    for (const auto& n : reader_->list_nodes()) {
-      const std::string st = control::to_string(n.state);
-      auto it = node_states_.find(n.name);
-      if (it == node_states_.end() || it->second != st) {
-        if (it != node_states_.end()) {
-          auto from = control::node_state_from_string(it->second);
-          if (from && !reachable(control::node_transitions(), *from, n.state))
-            violation(kRecordTable, {n.name}, "node " + n.name + ": " + it->second + " -> " + st + " is not in the node table");
-        }
-        timeline("node_state", "node " + n.name + ": " + (it == node_states_.end() ? "(new)" : it->second) + " -> " + st);
-        node_states_[n.name] = st;
+  // Nodes: changes, the node machine, and the error fan-out rule.
+  for (const auto& n : reader_->list_nodes()) {
+    const std::string st = control::to_string(n.state);
+    auto it = node_states_.find(n.name);
+    if (it == node_states_.end() || it->second != st) {
+      if (it != node_states_.end()) {
+        auto from = control::node_state_from_string(it->second);
+        if (from && !reachable(control::node_transitions(), *from, n.state))
+          violation(kRecordTable, {n.name}, "node " + n.name + ": " + it->second + " -> " + st + " is not in the node table");
       }
-      if (n.state == NodeState::error) {
-        error_since_.try_emplace(n.name, now);
-      } else {
-        error_since_.erase(n.name);
-        error_checked_.erase(n.name);
-      }
+      timeline("node_state", "node " + n.name + ": " + (it == node_states_.end() ? "(new)" : it->second) + " -> " + st);
+      node_states_[n.name] = st;
     }
-    for (const auto& [name, since] : error_since_) {
-      if (error_checked_.count(name) || now - since < sc_.invariants().error_fanout_ms()) continue;
-      error_checked_.insert(name);
-      std::vector<std::string> live;
-      for (const auto& r : reader_->list_instances_on_node(name))
-        if (r.sf_state == SfInstanceState::initial || r.sf_state == SfInstanceState::preflight ||
-            r.sf_state == SfInstanceState::creating || r.sf_state == SfInstanceState::created)
-          live.push_back(r.id);
-      if (!live.empty()) {
-        std::vector<std::string> who{name};
-        for (size_t k = 0; k < live.size() && k < 5; ++k) who.push_back(live[k]);
-        violation(kErrorFanout, who,
-                  "node " + name + " is in error since " + std::to_string(since) + " ms, but " +
-                      std::to_string(live.size()) + " of its instances are not errored (first: " + live.front() + ")");
-      }
+    if (n.state == NodeState::error) {
+      error_since_.try_emplace(n.name, now);
+    } else {
+      error_since_.erase(n.name);
+      error_checked_.erase(n.name);
     }
-    // Instance records: the Shaken Fist machine (small runs only: this lists them all).
-    if (acked_.size() <= 5000 || final_check) {
-      const bool log = acked_.size() <= 2000;
-      for (const auto& r : reader_->list_instances()) {
-        auto it = sf_states_.find(r.id);
-        if (it != sf_states_.end() && it->second == r.sf_state) continue;
-        if (it != sf_states_.end() && !reachable(control::sf_instance_transitions(), it->second, r.sf_state))
-          violation(kRecordTable, {r.id},
-                    "instance " + label_of_instance(r.id) + ": sf_state " + control::to_string(it->second) + " -> " +
-                        control::to_string(r.sf_state) + " is not in the instance table");
-        if (log)
-          timeline("instance_state", label_of_instance(r.id) + ": " +
-                                         (it == sf_states_.end() ? std::string("(new)") : control::to_string(it->second)) +
-                                         " -> " + control::to_string(r.sf_state) + ", vm_state " +
-                                         control::to_string(r.vm_state) + (r.node.empty() ? "" : ", node " + r.node));
-        sf_states_[r.id] = r.sf_state;
-      }
+  }
+  for (const auto& [name, since] : error_since_) {
+    if (error_checked_.count(name) || now - since < sc_.invariants().error_fanout_ms()) continue;
+    error_checked_.insert(name);
+    std::vector<std::string> live;
+    for (const auto& r : reader_->list_instances_on_node(name))
+      if (r.sf_state == SfInstanceState::initial || r.sf_state == SfInstanceState::preflight ||
+          r.sf_state == SfInstanceState::creating || r.sf_state == SfInstanceState::created)
+        live.push_back(r.id);
+    if (!live.empty()) {
+      std::vector<std::string> who{name};
+      for (size_t k = 0; k < live.size() && k < 5; ++k) who.push_back(live[k]);
+      violation(kErrorFanout, who,
+                "node " + name + " is in error since " + std::to_string(since) + " ms, but " +
+                    std::to_string(live.size()) + " of its instances are not errored (first: " + live.front() + ")");
     }
-    // Accepted actions end within their deadline.
-    const int64_t limit =
-        static_cast<int64_t>(sc_.controller().action_deadline_ms() + sc_.invariants().action_grace_ms());
-    for (const auto& a : reader_->list_running_actions()) {
-      if (snow - a.start <= limit || late_actions_.count(a.id)) continue;
-      late_actions_.insert(a.id);
-      violation(kActionDeadline, {"controller", a.instance_id},
-                "action " + std::string(control::to_string(a.action)) + " " + a.request_id + " on " +
-                    label_of_instance(a.instance_id) + " still running " + std::to_string(snow - a.start) +
-                    " ms after it was accepted (deadline " + std::to_string(limit) + " ms)");
+  }
+  // Instance records: the Shaken Fist machine (small runs only: this lists them all).
+  if (acked_.size() <= 5000 || final_check) {
+    const bool log = acked_.size() <= 2000;
+    for (const auto& r : reader_->list_instances()) {
+      auto it = sf_states_.find(r.id);
+      if (it != sf_states_.end() && it->second == r.sf_state) continue;
+      if (it != sf_states_.end() && !reachable(control::sf_instance_transitions(), it->second, r.sf_state))
+        violation(kRecordTable, {r.id},
+                  "instance " + label_of_instance(r.id) + ": sf_state " + control::to_string(it->second) + " -> " +
+                      control::to_string(r.sf_state) + " is not in the instance table");
+      if (log)
+        timeline("instance_state", label_of_instance(r.id) + ": " +
+                                       (it == sf_states_.end() ? std::string("(new)") : control::to_string(it->second)) +
+                                       " -> " + control::to_string(r.sf_state) + ", vm_state " +
+                                       control::to_string(r.vm_state) + (r.node.empty() ? "" : ", node " + r.node));
+      sf_states_[r.id] = r.sf_state;
     }
-    if (sc_.invariants().creates_succeed()) check_creates();
-    if ((check_acked_ && ctl_up_) || final_check) {
-      check_acked();
-      check_acked_ = false;
-    }
+  }
+  // Accepted actions end within their deadline.
+  const int64_t limit =
+      static_cast<int64_t>(sc_.controller().action_deadline_ms() + sc_.invariants().action_grace_ms());
+  for (const auto& a : reader_->list_running_actions()) {
+    if (snow - a.start <= limit || late_actions_.count(a.id)) continue;
+    late_actions_.insert(a.id);
+    violation(kActionDeadline, {"controller", a.instance_id},
+              "action " + std::string(control::to_string(a.action)) + " " + a.request_id + " on " +
+                  label_of_instance(a.instance_id) + " still running " + std::to_string(snow - a.start) +
+                  " ms after it was accepted (deadline " + std::to_string(limit) + " ms)");
+  }
+  if (sc_.invariants().creates_succeed()) check_creates();
+  if ((check_acked_ && ctl_up_) || final_check) {
+    check_acked();
+    check_acked_ = false;
   }
 }
 
@@ -1371,24 +1369,22 @@ void Simulator::finish_report(bool) {
 
 // The final state tables, from the store, into the report's counters.
 void Simulator::final_counts(control::StateStore& store, google::protobuf::Map<std::string, uint64_t>& c) {
-  {
-    const auto instances = store.list_instances();
-    c["instances.total"] = instances.size();
-    for (const auto& r : instances) {
-      ++c[std::string("instances.sf_state.") + control::to_string(r.sf_state)];
-      ++c[std::string("instances.vm_state.") + control::to_string(r.vm_state)];
-      ++c[std::string("instances.task_state.") + control::to_string(r.task_state)];
-    }
-    if (instances.size() <= 20000)
-      for (const auto& r : instances)
-        for (const auto& a : store.list_actions(r.id)) {
-          ++c[std::string("actions.result.") + control::to_string(a.result)];
-          ++c[std::string("actions.") + control::to_string(a.action) + "." + control::to_string(a.result)];
-        }
-    for (const auto& n : store.list_nodes()) {
-      ++c[std::string("nodes.state.") + control::to_string(n.state)];
-      report_.add_nodes(n.name + " " + control::to_string(n.state) + " " + std::to_string(n.instances) + " instance(s)");
-    }
+  const auto instances = store.list_instances();
+  c["instances.total"] = instances.size();
+  for (const auto& r : instances) {
+    ++c[std::string("instances.sf_state.") + control::to_string(r.sf_state)];
+    ++c[std::string("instances.vm_state.") + control::to_string(r.vm_state)];
+    ++c[std::string("instances.task_state.") + control::to_string(r.task_state)];
+  }
+  if (instances.size() <= 20000)
+    for (const auto& r : instances)
+      for (const auto& a : store.list_actions(r.id)) {
+        ++c[std::string("actions.result.") + control::to_string(a.result)];
+        ++c[std::string("actions.") + control::to_string(a.action) + "." + control::to_string(a.result)];
+      }
+  for (const auto& n : store.list_nodes()) {
+    ++c[std::string("nodes.state.") + control::to_string(n.state)];
+    report_.add_nodes(n.name + " " + control::to_string(n.state) + " " + std::to_string(n.instances) + " instance(s)");
   }
 }
 
