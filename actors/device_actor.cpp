@@ -15,14 +15,30 @@ struct DeviceActorState {
 };
 using device_pointer = device_actor::stateful_pointer<DeviceActorState>;
 
-template <class F>
-caf::result<ack_atom> lifecycle(device_pointer self, const char* what, F&& f) {
-  try {
-    f(*self->state.device);
-  } catch (const std::exception& e) {
-    return make_error(ActorErrc::invalid_argument, self->state.device->name() + ": " + what + " failed: " + e.what());
+// The lifecycle operations a device actor accepts, by the atom that names each.
+struct LifecycleOp {
+  caf::atom_value op;
+  const char* name;
+  void (devices::Device::*call)();
+};
+constexpr LifecycleOp kLifecycleOps[] = {
+    {start_atom{}, "start", &devices::Device::start},   {pause_atom{}, "pause", &devices::Device::pause},
+    {resume_atom{}, "resume", &devices::Device::resume}, {reset_atom{}, "reset", &devices::Device::reset},
+    {halt_atom{}, "halt", &devices::Device::halt},
+};
+
+caf::result<ack_atom> lifecycle(device_pointer self, caf::atom_value op) {
+  auto& d = *self->state.device;
+  for (const auto& l : kLifecycleOps) {
+    if (l.op != op) continue;
+    try {
+      (d.*l.call)();
+    } catch (const std::exception& e) {
+      return make_error(ActorErrc::invalid_argument, d.name() + ": " + l.name + " failed: " + e.what());
+    }
+    return ack_atom::value;
   }
-  return ack_atom::value;
+  return make_error(ActorErrc::invalid_argument, d.name() + ": unknown lifecycle operation " + to_string(op));
 }
 
 device_actor::behavior_type device_impl(device_pointer self, std::shared_ptr<devices::Machine> machine,
@@ -30,17 +46,13 @@ device_actor::behavior_type device_impl(device_pointer self, std::shared_ptr<dev
   self->state.machine = std::move(machine);
   self->state.device = device;
   return {
-      [=](start_atom) { return lifecycle(self, "start", [](devices::Device& d) { d.start(); }); },
-      [=](pause_atom) -> caf::result<ack_atom> {
-        if (self->state.ignore_pause) {
+      [=](lifecycle_atom, caf::atom_value op) -> caf::result<ack_atom> {
+        if (op == pause_atom::value && self->state.ignore_pause) {
           self->state.swallowed.push_back(self->make_response_promise<ack_atom>());
           return self->state.swallowed.back();
         }
-        return lifecycle(self, "pause", [](devices::Device& d) { d.pause(); });
+        return lifecycle(self, op);
       },
-      [=](resume_atom) { return lifecycle(self, "resume", [](devices::Device& d) { d.resume(); }); },
-      [=](reset_atom) { return lifecycle(self, "reset", [](devices::Device& d) { d.reset(); }); },
-      [=](halt_atom) { return lifecycle(self, "halt", [](devices::Device& d) { d.halt(); }); },
       [=](dump_atom) -> std::string { return self->state.device->export_state().SerializeAsString(); },
       [=](fault_hook_atom, const std::string& hook) -> caf::result<ack_atom> {
         if (hook == "ignore_pause") self->state.ignore_pause = true;

@@ -14,16 +14,16 @@
 
 namespace apiary::actors {
 
-// Control messages answer ack_atom when the device has reached the state
-// (pause: in-flight work finished or parked). `dump` answers the serialized
+// (lifecycle, op) with op one of start, pause, resume, reset, halt (the
+// atoms' values) answers ack_atom when the device has reached the state
+// (pause: in-flight work finished or parked); any other op is
+// invalid_argument. One handler for the five, not one each: an instance has
+// ten device actors and each handler is a match case in every one of them
+// (docs/simulation.md, "Scale"). `dump` answers the serialized
 // apiary.v1.DeviceState. fault_hook "ignore_pause" (tests and simulation):
 // pause requests are never acknowledged.
 using device_actor = caf::typed_actor<
-    caf::replies_to<start_atom>::with<ack_atom>,
-    caf::replies_to<pause_atom>::with<ack_atom>,
-    caf::replies_to<resume_atom>::with<ack_atom>,
-    caf::replies_to<reset_atom>::with<ack_atom>,
-    caf::replies_to<halt_atom>::with<ack_atom>,
+    caf::replies_to<lifecycle_atom, caf::atom_value>::with<ack_atom>,
     caf::replies_to<dump_atom>::with<std::string>,
     caf::replies_to<fault_hook_atom, std::string>::with<ack_atom>>;
 

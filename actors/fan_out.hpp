@@ -2,13 +2,25 @@
 // its deadline has passed — CAF 0.17 has no fan_out_request. The callback
 // gets the names of the participants that failed (timeout or error), in
 // the order given, so the caller can name who did not answer.
+//
+// One deadline per fan-out, not one per request. CAF 0.17 files a timeout
+// with the actor clock for every request that carries one (waking the clock
+// thread of a real process each time) and keeps it until it fires, answered
+// or not: a phase to an instance's twelve children filed twelve, the largest
+// single item of a simulated instance's memory after its actors. Here the
+// requests go out without a timeout and the owner sends itself one delayed
+// (fan_out_deadline_atom, id); FanOuts::expire fails whoever has not
+// answered by then with request_timeout. The owner's typed interface must
+// accept that message and hand it to expire().
 #pragma once
 
 #include <caf/all.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/atoms.hpp"
@@ -27,35 +39,81 @@ struct FanOutResult {
   bool ok() const noexcept { return failed.empty(); }
 };
 
-template <class Self, class Handle, class... Ts>
-void fan_out(Self* self, const std::vector<Participant<Handle>>& targets, std::chrono::milliseconds deadline,
+// The fan-outs under way in one actor (a member of its state; used only on
+// the actor's own thread).
+class FanOuts {
+ public:
+  // Sends msg... to every target; `done` runs once each has answered or
+  // `deadline` has passed (never before start() returns when targets exist).
+  template <class Self, class Handle, class... Ts>
+  void start(Self* self, const std::vector<Participant<Handle>>& targets, std::chrono::milliseconds deadline,
              std::function<void(FanOutResult)> done, Ts... msg) {
+    if (targets.empty()) {
+      done({});
+      return;
+    }
+    const uint64_t id = ++last_id_;
+    auto p = std::make_shared<Pending>();
+    p->names.reserve(targets.size());
+    for (const auto& t : targets) p->names.push_back(t.name);
+    p->failures.resize(targets.size());
+    p->answered.resize(targets.size(), false);
+    p->remaining = targets.size();
+    p->done = std::move(done);
+    pending_.emplace(id, p);
+    for (size_t i = 0; i < targets.size(); ++i) {
+      self->request(targets[i].handle, caf::infinite, msg...)
+          .then([this, id, i](ack_atom) { answer(id, i, {}); },
+                [this, id, i](caf::error& e) { answer(id, i, describe(e)); });
+    }
+    self->delayed_send(self, deadline, fan_out_deadline_atom::value, id);
+  }
+
+  // Fan-out `id`'s deadline has passed: whoever has not answered failed
+  // with request_timeout. Unknown ids (already complete) are ignored.
+  void expire(uint64_t id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    auto p = it->second;
+    pending_.erase(it);
+    for (size_t i = 0; i < p->answered.size(); ++i)
+      if (!p->answered[i]) p->failures[i] = describe(caf::make_error(caf::sec::request_timeout));
+    finish(*p);
+  }
+
+  size_t under_way() const noexcept { return pending_.size(); }
+
+ private:
   struct Pending {
-    size_t remaining;
-    std::vector<std::string> failed_by_index;
+    std::vector<std::string> names;     // participant i
+    std::vector<std::string> failures;  // participant i's error; "" if it acknowledged
+    std::vector<bool> answered;
+    size_t remaining = 0;
     std::function<void(FanOutResult)> done;
   };
-  if (targets.empty()) {
-    done({});
-    return;
+
+  // An answer after the deadline (or for a finished fan-out) is dropped.
+  void answer(uint64_t id, size_t i, std::string failure) {
+    auto it = pending_.find(id);
+    if (it == pending_.end() || it->second->answered[i]) return;
+    auto& p = *it->second;
+    p.answered[i] = true;
+    p.failures[i] = std::move(failure);
+    if (--p.remaining > 0) return;
+    auto keep = it->second;
+    pending_.erase(it);  // before done(): it may start the next fan-out
+    finish(*keep);
   }
-  auto st = std::make_shared<Pending>(Pending{targets.size(), std::vector<std::string>(targets.size()), std::move(done)});
-  auto finish_one = [st] {
-    if (--st->remaining > 0) return;
+
+  static void finish(Pending& p) {
     FanOutResult r;
-    for (auto& f : st->failed_by_index)
-      if (!f.empty()) r.failed.push_back(f);
-    st->done(std::move(r));
-  };
-  for (size_t i = 0; i < targets.size(); ++i) {
-    const std::string name = targets[i].name;
-    self->request(targets[i].handle, deadline, msg...)
-        .then([finish_one](ack_atom) { finish_one(); },
-              [st, finish_one, i, name](caf::error& e) {
-                st->failed_by_index[i] = name + ": " + describe(e);
-                finish_one();
-              });
+    for (size_t i = 0; i < p.failures.size(); ++i)
+      if (!p.failures[i].empty()) r.failed.push_back(p.names[i] + ": " + p.failures[i]);
+    p.done(std::move(r));
   }
-}
+
+  std::unordered_map<uint64_t, std::shared_ptr<Pending>> pending_;
+  uint64_t last_id_ = 0;
+};
 
 }  // namespace apiary::actors

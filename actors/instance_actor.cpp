@@ -61,6 +61,7 @@ struct InstanceActorState {
   int32_t exit_status = -1;
   std::vector<Participant<vcpu_actor>> vcpus;
   std::vector<Participant<device_actor>> devices;
+  FanOuts fan_outs;  // the phase under way (one deadline message each)
   console_actor console;
   std::vector<caf::actor> subscribers;
   std::vector<std::pair<uint64_t, caf::typed_response_promise<std::string, uint64_t>>> waiters;
@@ -204,12 +205,13 @@ void run_phases(instance_pointer self, std::vector<std::pair<std::string, Phase>
 
 Phase vcpu_phase(instance_pointer self, auto atom) {
   return [self, atom](std::function<void(FanOutResult)> done) {
-    fan_out(self, self->state.vcpus, self->state.cfg.phase_deadline, std::move(done), atom);
+    self->state.fan_outs.start(self, self->state.vcpus, self->state.cfg.phase_deadline, std::move(done), atom);
   };
 }
 Phase device_phase(instance_pointer self, auto atom) {
   return [self, atom](std::function<void(FanOutResult)> done) {
-    fan_out(self, self->state.devices, self->state.cfg.phase_deadline, std::move(done), atom);
+    self->state.fan_outs.start(self, self->state.devices, self->state.cfg.phase_deadline, std::move(done),
+                               lifecycle_atom::value, static_cast<caf::atom_value>(atom));
   };
 }
 
@@ -742,6 +744,7 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           set_target(self, S::halt, "guest_fault: " + detail);
         }
       },
+      [=](fan_out_deadline_atom, uint64_t id) { self->state.fan_outs.expire(id); },
       [=](cond_met_atom, const std::string& which) {
         auto& st = self->state;
         if (which == "console") st.conditions_met = true;

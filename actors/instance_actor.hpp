@@ -124,7 +124,8 @@ using instance_actor = caf::typed_actor<
     caf::reacts_to<migration_atom, uint64_t, std::string, std::string>,            // internal
     caf::replies_to<fault_hook_atom, std::string, uint32_t>::with<ack_atom>,  // test-only
     caf::reacts_to<guest_event_atom, std::string, uint32_t, std::string>,     // internal
-    caf::reacts_to<cond_met_atom, std::string>>;                              // internal
+    caf::reacts_to<cond_met_atom, std::string>,                               // internal
+    caf::reacts_to<fan_out_deadline_atom, uint64_t>>;                         // internal (fan_out.hpp)
 
 instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config);
 

@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE instance_sim
 #include <boost/algorithm/string/join.hpp>
 
+#include "actors/device_actor.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
@@ -264,6 +265,29 @@ BOOST_FIXTURE_TEST_CASE(a_device_that_never_acks_pause_is_a_named_fault, Fixture
   BOOST_TEST_MESSAGE("reason: " << d.reason());
   BOOST_TEST(d.reason().find("ack_timeout in device pause: device com1: ") == 0);
   BOOST_TEST(d.reason().find("request_timeout") != std::string::npos);
+  // Only the silent device is named: the others answered before the deadline.
+  BOOST_TEST(d.reason().find("device ", d.reason().find("com1")) == std::string::npos, d.reason());
+}
+
+// A device actor takes its five lifecycle operations as one message; any
+// other operation is refused by name and changes nothing.
+BOOST_FIXTURE_TEST_CASE(a_device_actor_refuses_an_unknown_lifecycle_operation, test::SimHarness) {
+  auto machine = std::make_shared<devices::Machine>(sim_config().machine);
+  devices::Device& com1 = *machine->devices().front();
+  auto dev = spawn_device(sys, machine, com1);
+  const auto before = com1.run_state();
+  auto bad = ask<ack_atom>(dev, lifecycle_atom::value, caf::atom("reboot"));
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST(describe(bad.error()).find("invalid_argument") != std::string::npos, describe(bad.error()));
+  BOOST_TEST(describe(bad.error()).find("unknown lifecycle operation reboot") != std::string::npos);
+  BOOST_TEST(static_cast<int>(com1.run_state()) == static_cast<int>(before));
+  for (caf::atom_value op : std::initializer_list<caf::atom_value>{start_atom::value, pause_atom::value,
+                                                                   resume_atom::value, reset_atom::value,
+                                                                   halt_atom::value})
+    BOOST_TEST(static_cast<bool>(ask<ack_atom>(dev, lifecycle_atom::value, op)), to_string(op));
+  BOOST_TEST(static_cast<int>(com1.run_state()) == static_cast<int>(devices::DeviceRunState::halted));
+  self->send_exit(dev, caf::exit_reason::user_shutdown);
+  run();
 }
 
 BOOST_FIXTURE_TEST_CASE(a_vcpu_that_ignores_kicks_is_a_named_fault, Fixture) {
