@@ -22,7 +22,7 @@ using exit_atom = caf::atom_constant<caf::atom("exit")>;
 using step_atom = caf::atom_constant<caf::atom("step")>;        // internal: one simulated step
 using thread_ack_atom = caf::atom_constant<caf::atom("thr_ack")>;  // internal: vCPU thread -> actor
 using fault_hook_atom = caf::atom_constant<caf::atom("faulthook")>;  // test-only fault injection
-using lifecycle_atom = caf::atom_constant<caf::atom("lifecycle")>;  // device: (lifecycle, start|pause|resume|reset|halt)
+using device_op_atom = caf::atom_constant<caf::atom("deviceop")>;  // device: (deviceop, start|pause|resume|reset|halt)
 using fan_out_deadline_atom = caf::atom_constant<caf::atom("fodeadline")>;  // internal: a fan-out's deadline passed
 
 // Instance API

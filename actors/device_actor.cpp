@@ -46,7 +46,7 @@ device_actor::behavior_type device_impl(device_pointer self, std::shared_ptr<dev
   self->state.machine = std::move(machine);
   self->state.device = device;
   return {
-      [=](lifecycle_atom, caf::atom_value op) -> caf::result<ack_atom> {
+      [=](device_op_atom, caf::atom_value op) -> caf::result<ack_atom> {
         if (op == pause_atom::value && self->state.ignore_pause) {
           self->state.swallowed.push_back(self->make_response_promise<ack_atom>());
           return self->state.swallowed.back();

@@ -14,7 +14,7 @@
 
 namespace apiary::actors {
 
-// (lifecycle, op) with op one of start, pause, resume, reset, halt (the
+// (deviceop, op) with op one of start, pause, resume, reset, halt (the
 // atoms' values) answers ack_atom when the device has reached the state
 // (pause: in-flight work finished or parked); any other op is
 // invalid_argument. One handler for the five, not one each: an instance has
@@ -23,7 +23,7 @@ namespace apiary::actors {
 // apiary.v1.DeviceState. fault_hook "ignore_pause" (tests and simulation):
 // pause requests are never acknowledged.
 using device_actor = caf::typed_actor<
-    caf::replies_to<lifecycle_atom, caf::atom_value>::with<ack_atom>,
+    caf::replies_to<device_op_atom, caf::atom_value>::with<ack_atom>,
     caf::replies_to<dump_atom>::with<std::string>,
     caf::replies_to<fault_hook_atom, std::string>::with<ack_atom>>;
 

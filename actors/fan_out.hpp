@@ -6,12 +6,19 @@
 // One deadline per fan-out, not one per request. CAF 0.17 files a timeout
 // with the actor clock for every request that carries one (waking the clock
 // thread of a real process each time) and keeps it until it fires, answered
-// or not: a phase to an instance's twelve children filed twelve, the largest
-// single item of a simulated instance's memory after its actors. Here the
-// requests go out without a timeout and the owner sends itself one delayed
-// (fan_out_deadline_atom, id); FanOuts::expire fails whoever has not
-// answered by then with request_timeout. The owner's typed interface must
-// accept that message and hand it to expire().
+// or not, then delivers it as a message: a phase to an instance's ten
+// devices filed ten, the largest single item of a simulated instance's
+// memory after its actors. Here the requests go out without a timeout and
+// the owner sends itself one delayed (fan_out_deadline_atom, id);
+// FanOuts::expire fails whoever has not answered by then with
+// request_timeout. The owner's typed interface must accept that message
+// (from itself only) and hand it to expire().
+//
+// The cost: CAF 0.17 cannot cancel a response handler, so the handler of a
+// request that is never answered (a participant that swallows it: the
+// ignore_pause / ignore_kicks fault hooks, a wedged vCPU thread) stays with
+// the owner until the owner ends. A failed phase drives the instance to
+// Destroy, so that is at most one phase's handlers per instance.
 #pragma once
 
 #include <caf/all.hpp>
@@ -43,6 +50,11 @@ struct FanOutResult {
 // the actor's own thread).
 class FanOuts {
  public:
+  FanOuts() = default;
+  // Response handlers hold `this`: a FanOuts stays where it was built.
+  FanOuts(const FanOuts&) = delete;
+  FanOuts& operator=(const FanOuts&) = delete;
+
   // Sends msg... to every target; `done` runs once each has answered or
   // `deadline` has passed (never before start() returns when targets exist).
   template <class Self, class Handle, class... Ts>
@@ -80,8 +92,6 @@ class FanOuts {
       if (!p->answered[i]) p->failures[i] = describe(caf::make_error(caf::sec::request_timeout));
     finish(*p);
   }
-
-  size_t under_way() const noexcept { return pending_.size(); }
 
  private:
   struct Pending {

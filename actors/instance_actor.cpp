@@ -4,6 +4,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "actors/device_actor.hpp"
 #include "actors/errors.hpp"
@@ -208,10 +209,15 @@ Phase vcpu_phase(instance_pointer self, auto atom) {
     self->state.fan_outs.start(self, self->state.vcpus, self->state.cfg.phase_deadline, std::move(done), atom);
   };
 }
-Phase device_phase(instance_pointer self, auto atom) {
+// A device phase sends (deviceop, op); only the five Lifecycle operations are ops.
+template <class Op>
+Phase device_phase(instance_pointer self, Op atom) {
+  static_assert(std::is_same_v<Op, start_atom> || std::is_same_v<Op, pause_atom> || std::is_same_v<Op, resume_atom> ||
+                    std::is_same_v<Op, reset_atom> || std::is_same_v<Op, halt_atom>,
+                "a device phase is one of start, pause, resume, reset, halt");
   return [self, atom](std::function<void(FanOutResult)> done) {
     self->state.fan_outs.start(self, self->state.devices, self->state.cfg.phase_deadline, std::move(done),
-                               lifecycle_atom::value, static_cast<caf::atom_value>(atom));
+                               device_op_atom::value, static_cast<caf::atom_value>(atom));
   };
 }
 
@@ -744,7 +750,10 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           set_target(self, S::halt, "guest_fault: " + detail);
         }
       },
-      [=](fan_out_deadline_atom, uint64_t id) { self->state.fan_outs.expire(id); },
+      [=](fan_out_deadline_atom, uint64_t id) {
+        if (self->current_sender() != self->ctrl()) return;  // only the instance's own deadline message counts
+        self->state.fan_outs.expire(id);
+      },
       [=](cond_met_atom, const std::string& which) {
         auto& st = self->state;
         if (which == "console") st.conditions_met = true;

@@ -21,7 +21,7 @@
 
 namespace apiary::actors {
 
-// Every control message answers ack_atom once done (so fan_out can collect
+// Every control message answers ack_atom once done (so a fan-out can collect
 // them); `dump` answers the serialized apiary.v1.VcpuState.
 using vcpu_actor = caf::typed_actor<
     caf::replies_to<hold_atom>::with<ack_atom>,             // leave guest context and park

@@ -276,7 +276,7 @@ BOOST_FIXTURE_TEST_CASE(a_device_actor_refuses_an_unknown_lifecycle_operation, t
   devices::Device& com1 = *machine->devices().front();
   auto dev = spawn_device(sys, machine, com1);
   const auto before = com1.run_state();
-  auto bad = ask<ack_atom>(dev, lifecycle_atom::value, caf::atom("reboot"));
+  auto bad = ask<ack_atom>(dev, device_op_atom::value, caf::atom("reboot"));
   BOOST_REQUIRE(!bad);
   BOOST_TEST(describe(bad.error()).find("invalid_argument") != std::string::npos, describe(bad.error()));
   BOOST_TEST(describe(bad.error()).find("unknown lifecycle operation reboot") != std::string::npos);
@@ -284,7 +284,7 @@ BOOST_FIXTURE_TEST_CASE(a_device_actor_refuses_an_unknown_lifecycle_operation, t
   for (caf::atom_value op : std::initializer_list<caf::atom_value>{start_atom::value, pause_atom::value,
                                                                    resume_atom::value, reset_atom::value,
                                                                    halt_atom::value})
-    BOOST_TEST(static_cast<bool>(ask<ack_atom>(dev, lifecycle_atom::value, op)), to_string(op));
+    BOOST_TEST(static_cast<bool>(ask<ack_atom>(dev, device_op_atom::value, op)), to_string(op));
   BOOST_TEST(static_cast<int>(com1.run_state()) == static_cast<int>(devices::DeviceRunState::halted));
   self->send_exit(dev, caf::exit_reason::user_shutdown);
   run();
