@@ -133,14 +133,18 @@ BOOST_AUTO_TEST_CASE(usage_errors_are_named) {
 namespace {
 // Connects to 127.0.0.1:port and reads until the peer closes; "" when the
 // connection fails or nothing comes (QEMU's forward accepts before the
-// service inside listens, then closes).
+// service inside listens, then closes). The read waits up to 30 s: QEMU may
+// hand a connection made just before the service listens to it late (the
+// VM's kernel is emulated), and the one-shot service then answers that
+// connection and exits; with 5 s the test gave up on it once (2026-12-05)
+// and found nothing.
 std::string read_from(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{5, 0};
+  timeval tv{30, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string out;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
