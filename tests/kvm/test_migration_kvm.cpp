@@ -208,8 +208,12 @@ BOOST_AUTO_TEST_CASE(linux_dirtying_its_memory_migrates_with_its_disk) {
   s.type("(p=0; while :; do dd if=/tmp/dirty of=/tmp/dirty bs=64k skip=1 conv=notrunc 2>/dev/null; "
          "p=$((p+1)); echo $p > /tmp/pass; done) & echo dirtying-$((3+3))\n");
   BOOST_TEST_REQUIRE(s.wait_output("dirtying-6", 60s));
-  s.type("sleep 2; echo passes-$(cat /tmp/pass)-so-far\n");
-  BOOST_TEST_REQUIRE(s.wait_output("-so-far", 60s));
+  // Migrate only once a pass has been counted: on a slow day in the nested
+  // VM a pass of 64 MiB takes longer than a fixed sleep (2026-12-05: the
+  // first pass was not done after 2 s, and the check on the destination
+  // then had no count to compare).
+  s.type("while [ ! -s /tmp/pass ]; do sleep 1; done; echo passes-$(cat /tmp/pass)-so-far\n");
+  BOOST_TEST_REQUIRE(s.wait_output("-so-far", 120s), s.output.substr(s.output.size() > 800 ? s.output.size() - 800 : 0));
 
   test::InstanceDriver d(dc);
   BOOST_TEST(d.call(actors::start_atom::value) == "");
@@ -234,8 +238,9 @@ BOOST_AUTO_TEST_CASE(linux_dirtying_its_memory_migrates_with_its_disk) {
   BOOST_TEST(s.wait_state("destroy", 60s));
   BOOST_TEST_REQUIRE(d.wait_state("run", 60s));
   d.attach_console();
-  d.type("p1=$(cat /tmp/pass); sleep 2; p2=$(cat /tmp/pass); [ $p2 -gt $p1 ] && echo still-dirty-$((4+4))\n");
-  BOOST_TEST(d.wait_output("still-dirty-8", 60s), d.output.substr(d.output.size() > 800 ? d.output.size() - 800 : 0));
+  // The loop runs on: another pass is counted here (however long one takes).
+  d.type("p1=$(cat /tmp/pass); while [ $(cat /tmp/pass) -le $p1 ]; do sleep 1; done; echo still-dirty-$((4+4))\n");
+  BOOST_TEST(d.wait_output("still-dirty-8", 120s), d.output.substr(d.output.size() > 800 ? d.output.size() - 800 : 0));
   d.type("kill %1; cat /mnt/before; echo after-migration > /mnt/after; umount /mnt && echo unmounted-$((2+2))\n");
   BOOST_TEST(d.wait_output("unmounted-4", 60s));
   BOOST_TEST(has(d.output.substr(d.output.rfind("kill %1")), "\nbefore-migration"));
