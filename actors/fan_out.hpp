@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -68,8 +69,7 @@ class FanOuts {
     auto p = std::make_shared<Pending>();
     p->names.reserve(targets.size());
     for (const auto& t : targets) p->names.push_back(t.name);
-    p->failures.resize(targets.size());
-    p->answered.resize(targets.size(), false);
+    p->outcomes.resize(targets.size());
     p->remaining = targets.size();
     p->done = std::move(done);
     pending_.emplace(id, p);
@@ -88,16 +88,16 @@ class FanOuts {
     if (it == pending_.end()) return;
     auto p = it->second;
     pending_.erase(it);
-    for (size_t i = 0; i < p->answered.size(); ++i)
-      if (!p->answered[i]) p->failures[i] = describe(caf::make_error(caf::sec::request_timeout));
+    const std::string timeout = describe(caf::make_error(caf::sec::request_timeout));
+    for (auto& o : p->outcomes)
+      if (!o) o = timeout;
     finish(*p);
   }
 
  private:
   struct Pending {
-    std::vector<std::string> names;     // participant i
-    std::vector<std::string> failures;  // participant i's error; "" if it acknowledged
-    std::vector<bool> answered;
+    std::vector<std::string> names;                   // participant i
+    std::vector<std::optional<std::string>> outcomes;  // i's error, "" if it acknowledged, none while waiting
     size_t remaining = 0;
     std::function<void(FanOutResult)> done;
   };
@@ -105,10 +105,9 @@ class FanOuts {
   // An answer after the deadline (or for a finished fan-out) is dropped.
   void answer(uint64_t id, size_t i, std::string failure) {
     auto it = pending_.find(id);
-    if (it == pending_.end() || it->second->answered[i]) return;
+    if (it == pending_.end() || it->second->outcomes[i]) return;
     auto& p = *it->second;
-    p.answered[i] = true;
-    p.failures[i] = std::move(failure);
+    p.outcomes[i] = std::move(failure);
     if (--p.remaining > 0) return;
     auto keep = it->second;
     pending_.erase(it);  // before done(): it may start the next fan-out
@@ -117,8 +116,8 @@ class FanOuts {
 
   static void finish(Pending& p) {
     FanOutResult r;
-    for (size_t i = 0; i < p.failures.size(); ++i)
-      if (!p.failures[i].empty()) r.failed.push_back(p.names[i] + ": " + p.failures[i]);
+    for (size_t i = 0; i < p.outcomes.size(); ++i)
+      if (!p.outcomes[i]->empty()) r.failed.push_back(p.names[i] + ": " + *p.outcomes[i]);
     p.done(std::move(r));
   }
 
