@@ -269,6 +269,29 @@ BOOST_FIXTURE_TEST_CASE(a_device_that_never_acks_pause_is_a_named_fault, Fixture
   BOOST_TEST(d.reason().find("device ", d.reason().find("com1")) == std::string::npos, d.reason());
 }
 
+// A phase's deadline is the instance's own delayed message: the same
+// message from anyone else (any fan-out id) expires nothing.
+BOOST_FIXTURE_TEST_CASE(a_forged_fan_out_deadline_changes_nothing, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  self->send(inst, fault_hook_atom::value, std::string("ignore_pause"), 0u);
+  run();
+  expect_ack();
+  call(pause_atom::value);
+  expect_ack();
+  drain_states();
+  for (uint64_t id = 0; id < 64; ++id) self->send(inst, fan_out_deadline_atom::value, id);
+  run();
+  drain_states();
+  BOOST_TEST(current() == "run");  // the device pause phase still waits for com1
+  advance(2500ms);                 // its real deadline
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+  BOOST_TEST(diagnostics().reason().find("ack_timeout in device pause: device com1: ") == 0);
+}
+
 // A device actor takes its five lifecycle operations as one message; any
 // other operation is refused by name and changes nothing.
 BOOST_FIXTURE_TEST_CASE(a_device_actor_refuses_an_unknown_lifecycle_operation, test::SimHarness) {
