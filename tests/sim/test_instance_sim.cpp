@@ -246,17 +246,23 @@ BOOST_FIXTURE_TEST_CASE(guest_fault_halts_and_keeps_diagnostics, Fixture) {
   BOOST_TEST(current() == "destroy");
 }
 
+// A running instance whose pause is under way and stuck: com1 (device 0)
+// swallows its pause request.
+void pause_with_com1_silent(Fixture& f) {
+  f.spawn(sim_config());
+  f.call(start_atom::value);
+  f.expect_ack();
+  f.drain_states();
+  f.self->send(f.inst, fault_hook_atom::value, std::string("ignore_pause"), 0u);  // device 0 = com1
+  f.run();
+  f.expect_ack();
+  f.call(pause_atom::value);
+  f.expect_ack();
+  f.drain_states();
+}
+
 BOOST_FIXTURE_TEST_CASE(a_device_that_never_acks_pause_is_a_named_fault, Fixture) {
-  spawn(sim_config());
-  call(start_atom::value);
-  expect_ack();
-  drain_states();
-  self->send(inst, fault_hook_atom::value, std::string("ignore_pause"), 0u);  // device 0 = com1
-  run();
-  expect_ack();
-  call(pause_atom::value);
-  expect_ack();
-  drain_states();
+  pause_with_com1_silent(*this);
   BOOST_TEST(current() == "run");  // the device pause phase is still waiting
   advance(2500ms);                 // past the phase deadline, in simulated time
   drain_states();
@@ -272,16 +278,7 @@ BOOST_FIXTURE_TEST_CASE(a_device_that_never_acks_pause_is_a_named_fault, Fixture
 // A phase's deadline is the instance's own delayed message: the same
 // message from anyone else (any fan-out id) expires nothing.
 BOOST_FIXTURE_TEST_CASE(a_forged_fan_out_deadline_changes_nothing, Fixture) {
-  spawn(sim_config());
-  call(start_atom::value);
-  expect_ack();
-  drain_states();
-  self->send(inst, fault_hook_atom::value, std::string("ignore_pause"), 0u);
-  run();
-  expect_ack();
-  call(pause_atom::value);
-  expect_ack();
-  drain_states();
+  pause_with_com1_silent(*this);
   for (uint64_t id = 0; id < 64; ++id) self->send(inst, fan_out_deadline_atom::value, id);
   run();
   drain_states();
