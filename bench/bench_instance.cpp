@@ -54,6 +54,7 @@
 
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
+#include "apps/actor_runtime.hpp"
 #include "bench/bench_support.hpp"
 #include "bench/raw_kvm.hpp"
 #include "devices/machine.hpp"
@@ -169,8 +170,11 @@ actors::instance_actor spawn_subscribed(caf::actor_system& sys, caf::scoped_acto
   return inst;
 }
 
+// The scheduler `apiary run` and the nodes use (apps/actor_runtime.hpp), so
+// the figures are the product's and not those of CAF's default policy.
 caf::actor_system_config& quiet(caf::actor_system_config& c) {
   c.set("logger.verbosity", caf::atom("quiet"));
+  apps::configure_scheduler(c);
   return c;
 }
 
