@@ -23,7 +23,7 @@ using step_atom = caf::atom_constant<caf::atom("step")>;        // internal: one
 using thread_ack_atom = caf::atom_constant<caf::atom("thr_ack")>;  // internal: vCPU thread -> actor
 using fault_hook_atom = caf::atom_constant<caf::atom("faulthook")>;  // test-only fault injection
 using device_op_atom = caf::atom_constant<caf::atom("deviceop")>;  // device: (deviceop, start|pause|resume|reset|halt)
-using fan_out_deadline_atom = caf::atom_constant<caf::atom("fodeadline")>;  // internal: a fan-out's deadline passed
+using fan_out_deadline_atom = caf::atom_constant<caf::atom("fodeadline")>;  // internal: the fan-out timer fired (fan_out.hpp)
 
 // Instance API
 using poweroff_atom = caf::atom_constant<caf::atom("poweroff")>;     // forced poweroff

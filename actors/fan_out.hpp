@@ -3,16 +3,24 @@
 // gets the names of the participants that failed (timeout or error), in
 // the order given, so the caller can name who did not answer.
 //
-// One deadline per fan-out, not one per request. CAF 0.17 files a timeout
-// with the actor clock for every request that carries one (waking the clock
-// thread of a real process each time) and keeps it until it fires, answered
-// or not, then delivers it as a message: a phase to an instance's ten
-// devices filed ten, the largest single item of a simulated instance's
-// memory after its actors. Here the requests go out without a timeout and
-// the owner sends itself one delayed (fan_out_deadline_atom, id);
-// FanOuts::expire fails whoever has not answered by then with
-// request_timeout. The owner's typed interface must accept that message
-// (from itself only) and hand it to expire().
+// Deadlines without a clock entry per request, nor one per fan-out. CAF 0.17
+// files a timeout with the actor clock for every request that carries one
+// (waking the clock thread of a real process each time) and keeps it until
+// it fires, answered or not, then delivers it as a message. Here the
+// requests go out without a timeout; each fan-out records its own deadline,
+// and the owner keeps at most one timer for all of them: a delayed
+// (fan_out_deadline_atom, generation) to itself, set for the earliest
+// deadline of the fan-outs under way. A fan-out that starts while the timer
+// would fire no later than its deadline files nothing; when the timer fires
+// it fails, with request_timeout, whoever has not answered in each fan-out
+// whose deadline has passed, and is set again for the earliest one left.
+// Phases that follow each other within a deadline (a pause and its resume
+// are four) share one timer, where each used to wake the clock thread and
+// be delivered as a message, mostly for nothing. Every fan-out still fails
+// at its own deadline, never earlier. The owner's typed interface must
+// accept the timer message (from itself only) and hand it to expire();
+// a message whose generation is not the timer's (a superseded timer) is
+// ignored.
 //
 // The cost: CAF 0.17 cannot cancel a response handler, so the handler of a
 // request that is never answered (a participant that swallows it: the
@@ -23,6 +31,8 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -71,6 +81,7 @@ class FanOuts {
     for (const auto& t : targets) p->names.push_back(t.name);
     p->outcomes.resize(targets.size());
     p->remaining = targets.size();
+    p->deadline = self->clock().now() + deadline;
     p->done = std::move(done);
     pending_.emplace(id, p);
     for (size_t i = 0; i < targets.size(); ++i) {
@@ -78,29 +89,65 @@ class FanOuts {
           .then([this, id, i](ack_atom) { answer(id, i, {}); },
                 [this, id, i](caf::error& e) { answer(id, i, describe(e)); });
     }
-    self->delayed_send(self, deadline, fan_out_deadline_atom::value, id);
+    arm(self);
   }
 
-  // Fan-out `id`'s deadline has passed: whoever has not answered failed
-  // with request_timeout. Unknown ids (already complete) are ignored.
-  void expire(uint64_t id) {
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;
-    auto p = it->second;
-    pending_.erase(it);
+  // The timer of generation `generation` fired: every fan-out whose
+  // deadline has passed fails whoever in it has not answered with
+  // request_timeout; the timer is set again for the earliest one left.
+  // A superseded timer's message changes nothing.
+  template <class Self>
+  void expire(Self* self, uint64_t generation) {
+    if (!armed_ || generation != generation_) return;
+    armed_.reset();
+    const auto now = self->clock().now();
+    std::vector<std::shared_ptr<Pending>> expired;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second->deadline <= now) {
+        expired.push_back(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // Oldest first, so that callbacks run in the order the fan-outs started.
+    std::sort(expired.begin(), expired.end(), [](const auto& a, const auto& b) { return a->deadline < b->deadline; });
     const std::string timeout = describe(caf::make_error(caf::sec::request_timeout));
-    for (auto& o : p->outcomes)
-      if (!o) o = timeout;
-    finish(*p);
+    for (auto& p : expired) {
+      for (auto& o : p->outcomes)
+        if (!o) o = timeout;
+      finish(*p);  // may start the next fan-out (which arms the timer)
+    }
+    arm(self);
   }
+
+  // Fan-outs under way, and whether a timer is set (for tests).
+  size_t under_way() const noexcept { return pending_.size(); }
+  bool timer_set() const noexcept { return armed_.has_value(); }
 
  private:
   struct Pending {
     std::vector<std::string> names;                   // participant i
     std::vector<std::optional<std::string>> outcomes;  // i's error, "" if it acknowledged, none while waiting
     size_t remaining = 0;
+    caf::actor_clock::time_point deadline;
     std::function<void(FanOutResult)> done;
   };
+
+  // Makes sure a timer fires no later than the earliest deadline under way:
+  // a new one (a new generation) only if none is set or the set one is late.
+  template <class Self>
+  void arm(Self* self) {
+    if (pending_.empty()) return;
+    auto earliest = pending_.begin()->second->deadline;
+    for (const auto& [id, p] : pending_) earliest = std::min(earliest, p->deadline);
+    if (armed_ && *armed_ <= earliest) return;
+    armed_ = earliest;
+    ++generation_;
+    const auto now = self->clock().now();
+    self->delayed_send(self, earliest > now ? earliest - now : caf::actor_clock::duration_type{0},
+                       fan_out_deadline_atom::value, generation_);
+  }
 
   // An answer after the deadline (or for a finished fan-out) is dropped.
   void answer(uint64_t id, size_t i, std::string failure) {
@@ -123,6 +170,8 @@ class FanOuts {
 
   std::unordered_map<uint64_t, std::shared_ptr<Pending>> pending_;
   uint64_t last_id_ = 0;
+  std::optional<caf::actor_clock::time_point> armed_;  // when the timer set last fires, while it is set
+  uint64_t generation_ = 0;                           // of the timer set last
 };
 
 }  // namespace apiary::actors

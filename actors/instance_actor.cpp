@@ -62,7 +62,7 @@ struct InstanceActorState {
   int32_t exit_status = -1;
   std::vector<Participant<vcpu_actor>> vcpus;
   std::vector<Participant<device_actor>> devices;
-  FanOuts fan_outs;  // the phase under way (one deadline message each)
+  FanOuts fan_outs;  // the phases under way (one timer for their deadlines)
   console_actor console;
   std::vector<caf::actor> subscribers;
   std::vector<std::pair<uint64_t, caf::typed_response_promise<std::string, uint64_t>>> waiters;
@@ -750,9 +750,9 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
           set_target(self, S::halt, "guest_fault: " + detail);
         }
       },
-      [=](fan_out_deadline_atom, uint64_t id) {
-        if (self->current_sender() != self->ctrl()) return;  // only the instance's own deadline message counts
-        self->state.fan_outs.expire(id);
+      [=](fan_out_deadline_atom, uint64_t generation) {
+        if (self->current_sender() != self->ctrl()) return;  // only the instance's own timer counts
+        self->state.fan_outs.expire(self, generation);
       },
       [=](cond_met_atom, const std::string& which) {
         auto& st = self->state;

@@ -275,8 +275,8 @@ BOOST_FIXTURE_TEST_CASE(a_device_that_never_acks_pause_is_a_named_fault, Fixture
   BOOST_TEST(d.reason().find("device ", d.reason().find("com1")) == std::string::npos, d.reason());
 }
 
-// A phase's deadline is the instance's own delayed message: the same
-// message from anyone else (any fan-out id) expires nothing.
+// The fan-out timer is the instance's own delayed message: the same
+// message from anyone else (any generation) expires nothing.
 BOOST_FIXTURE_TEST_CASE(a_forged_fan_out_deadline_changes_nothing, Fixture) {
   pause_with_com1_silent(*this);
   for (uint64_t id = 0; id < 64; ++id) self->send(inst, fan_out_deadline_atom::value, id);
@@ -284,6 +284,52 @@ BOOST_FIXTURE_TEST_CASE(a_forged_fan_out_deadline_changes_nothing, Fixture) {
   drain_states();
   BOOST_TEST(current() == "run");  // the device pause phase still waits for com1
   advance(2500ms);                 // its real deadline
+  drain_states();
+  BOOST_TEST(current() == "destroy");
+  BOOST_TEST(diagnostics().reason().find("ack_timeout in device pause: device com1: ") == 0);
+}
+
+// One timer serves every phase under way: pauses and resumes that follow
+// the start within its deadline file nothing more with the clock.
+BOOST_FIXTURE_TEST_CASE(phases_within_a_deadline_share_one_timer, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);
+  expect_ack();
+  drain_states();
+  BOOST_REQUIRE(current() == "run");
+  const size_t filed = sched.clock().schedule().size();  // the start phases' timer among them
+  for (int i = 0; i < 3; ++i) {
+    call(pause_atom::value);
+    expect_ack();
+    call(resume_atom::value);
+    expect_ack();
+  }
+  drain_states();
+  BOOST_TEST(current() == "run");
+  BOOST_TEST(sched.clock().schedule().size() == filed);  // twelve phases, no new clock entry
+}
+
+// A phase that starts while the timer is set for an earlier phase's deadline
+// fails at its own deadline: not when that timer fires, and not never.
+BOOST_FIXTURE_TEST_CASE(a_later_phase_fails_at_its_own_deadline_not_the_shared_timers, Fixture) {
+  spawn(sim_config());
+  call(start_atom::value);  // t = 0: the start phases set the timer for t = 2.0 s
+  expect_ack();
+  drain_states();
+  advance(1500ms);  // t = 1.5 s: a pause whose device phase com1 never answers (deadline 3.5 s)
+  self->send(inst, fault_hook_atom::value, std::string("ignore_pause"), 0u);
+  run();
+  expect_ack();
+  call(pause_atom::value);
+  expect_ack();
+  drain_states();
+  advance(600ms);  // t = 2.1 s: the shared timer has fired; the pause is not due yet
+  drain_states();
+  BOOST_TEST(current() == "run");
+  advance(1300ms);  // t = 3.4 s
+  drain_states();
+  BOOST_TEST(current() == "run");
+  advance(200ms);  // t = 3.6 s: past the pause's own deadline
   drain_states();
   BOOST_TEST(current() == "destroy");
   BOOST_TEST(diagnostics().reason().find("ack_timeout in device pause: device com1: ") == 0);
