@@ -101,29 +101,25 @@ class FanOuts {
     if (!armed_ || generation != generation_) return;
     armed_.reset();
     const auto now = self->clock().now();
-    std::vector<std::shared_ptr<Pending>> expired;
+    std::vector<std::pair<uint64_t, std::shared_ptr<Pending>>> expired;
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->second->deadline <= now) {
-        expired.push_back(it->second);
+        expired.emplace_back(it->first, it->second);
         it = pending_.erase(it);
       } else {
         ++it;
       }
     }
-    // Oldest first, so that callbacks run in the order the fan-outs started.
-    std::sort(expired.begin(), expired.end(), [](const auto& a, const auto& b) { return a->deadline < b->deadline; });
+    // In the order the fan-outs started (ids grow), whatever the map's order.
+    std::sort(expired.begin(), expired.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     const std::string timeout = describe(caf::make_error(caf::sec::request_timeout));
-    for (auto& p : expired) {
+    for (auto& [id, p] : expired) {
       for (auto& o : p->outcomes)
         if (!o) o = timeout;
       finish(*p);  // may start the next fan-out (which arms the timer)
     }
     arm(self);
   }
-
-  // Fan-outs under way, and whether a timer is set (for tests).
-  size_t under_way() const noexcept { return pending_.size(); }
-  bool timer_set() const noexcept { return armed_.has_value(); }
 
  private:
   struct Pending {
