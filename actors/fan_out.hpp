@@ -35,10 +35,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "actors/atoms.hpp"
@@ -101,19 +101,17 @@ class FanOuts {
     if (!armed_ || generation != generation_) return;
     armed_.reset();
     const auto now = self->clock().now();
-    std::vector<std::pair<uint64_t, std::shared_ptr<Pending>>> expired;
+    std::vector<std::shared_ptr<Pending>> expired;  // in the order they started: pending_ is ordered by id
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->second->deadline <= now) {
-        expired.emplace_back(it->first, it->second);
+        expired.push_back(it->second);
         it = pending_.erase(it);
       } else {
         ++it;
       }
     }
-    // In the order the fan-outs started (ids grow), whatever the map's order.
-    std::sort(expired.begin(), expired.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     const std::string timeout = describe(caf::make_error(caf::sec::request_timeout));
-    for (auto& [id, p] : expired) {
+    for (auto& p : expired) {
       for (auto& o : p->outcomes)
         if (!o) o = timeout;
       finish(*p);  // may start the next fan-out (which arms the timer)
@@ -164,7 +162,7 @@ class FanOuts {
     p.done(std::move(r));
   }
 
-  std::unordered_map<uint64_t, std::shared_ptr<Pending>> pending_;
+  std::map<uint64_t, std::shared_ptr<Pending>> pending_;  // by id: the order they started
   uint64_t last_id_ = 0;
   std::optional<caf::actor_clock::time_point> armed_;  // when the timer set last fires, while it is set
   uint64_t generation_ = 0;                           // of the timer set last
