@@ -27,20 +27,6 @@ constexpr LifecycleOp kLifecycleOps[] = {
     {halt_atom{}, "halt", &devices::Device::halt},
 };
 
-caf::result<ack_atom> lifecycle(device_pointer self, caf::atom_value op) {
-  auto& d = *self->state.device;
-  for (const auto& l : kLifecycleOps) {
-    if (l.op != op) continue;
-    try {
-      (d.*l.call)();
-    } catch (const std::exception& e) {
-      return make_error(ActorErrc::invalid_argument, d.name() + ": " + l.name + " failed: " + e.what());
-    }
-    return ack_atom::value;
-  }
-  return make_error(ActorErrc::invalid_argument, d.name() + ": unknown lifecycle operation " + to_string(op));
-}
-
 device_actor::behavior_type device_impl(device_pointer self, std::shared_ptr<devices::Machine> machine,
                                         devices::Device* device) {
   self->state.machine = std::move(machine);
@@ -51,7 +37,8 @@ device_actor::behavior_type device_impl(device_pointer self, std::shared_ptr<dev
           self->state.swallowed.push_back(self->make_response_promise<ack_atom>());
           return self->state.swallowed.back();
         }
-        return lifecycle(self, op);
+        if (auto err = run_device_lifecycle(*self->state.device, op)) return err;
+        return ack_atom::value;
       },
       [=](dump_atom) -> std::string { return self->state.device->export_state().SerializeAsString(); },
       [=](fault_hook_atom, const std::string& hook) -> caf::result<ack_atom> {
@@ -63,6 +50,19 @@ device_actor::behavior_type device_impl(device_pointer self, std::shared_ptr<dev
 }
 
 }  // namespace
+
+caf::error run_device_lifecycle(devices::Device& d, caf::atom_value op) {
+  for (const auto& l : kLifecycleOps) {
+    if (l.op != op) continue;
+    try {
+      (d.*l.call)();
+    } catch (const std::exception& e) {
+      return make_error(ActorErrc::invalid_argument, d.name() + ": " + l.name + " failed: " + e.what());
+    }
+    return caf::none;
+  }
+  return make_error(ActorErrc::invalid_argument, d.name() + ": unknown lifecycle operation " + to_string(op));
+}
 
 device_actor spawn_device(caf::actor_system& sys, std::shared_ptr<devices::Machine> machine, devices::Device& device) {
   return sys.spawn(device_impl, std::move(machine), &device);

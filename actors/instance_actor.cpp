@@ -1,5 +1,6 @@
 #include "actors/instance_actor.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -61,7 +62,11 @@ struct InstanceActorState {
   std::string fault;           // first named fault on the error path
   int32_t exit_status = -1;
   std::vector<Participant<vcpu_actor>> vcpus;
+  // Device actors (instance_actor.hpp, "Device actors"): `devices` are the
+  // spawned ones, in the machine's order; `direct` the devices the instance
+  // still drives itself (none once `devices` has them all).
   std::vector<Participant<device_actor>> devices;
+  std::vector<devices::Device*> direct;
   FanOuts fan_outs;  // the phases under way (one timer for their deadlines)
   console_actor console;
   std::vector<caf::actor> subscribers;
@@ -209,15 +214,53 @@ Phase vcpu_phase(instance_pointer self, auto atom) {
     self->state.fan_outs.start(self, self->state.vcpus, self->state.cfg.phase_deadline, std::move(done), atom);
   };
 }
-// A device phase sends (deviceop, op); only the five Lifecycle operations are ops.
+device_actor spawn_device_actor(instance_pointer self, devices::Device& d) {
+  auto a = spawn_device(self->system(), self->state.machine, d);
+  self->link_to(a);
+  return a;
+}
+
+// Every device gets its actor (the first pause, resume, reset or device
+// fault hook of the instance); the order stays the machine's.
+void give_devices_actors(instance_pointer self) {
+  auto& st = self->state;
+  if (st.direct.empty()) return;
+  std::vector<Participant<device_actor>> all;
+  size_t spawned = 0;  // st.devices: the ones with an actor already, in machine order
+  for (devices::Device* d : st.machine->devices()) {
+    if (std::find(st.direct.begin(), st.direct.end(), d) != st.direct.end())
+      all.push_back({"device " + d->name(), spawn_device_actor(self, *d)});
+    else
+      all.push_back(std::move(st.devices.at(spawned++)));
+  }
+  st.devices = std::move(all);
+  st.direct.clear();
+}
+
+// A device phase sends (deviceop, op) to the device actors; only the five
+// Lifecycle operations are ops. Start and halt run on the devices without an
+// actor directly, on this thread: no vCPU runs guest code then (before the
+// first release; after every vCPU thread has exited), and such a device's
+// calls only change its registers. Pause, resume and reset first give every
+// device its actor. A direct call's failure is named like an actor's.
 template <class Op>
 Phase device_phase(instance_pointer self, Op atom) {
   static_assert(std::is_same_v<Op, start_atom> || std::is_same_v<Op, pause_atom> || std::is_same_v<Op, resume_atom> ||
                     std::is_same_v<Op, reset_atom> || std::is_same_v<Op, halt_atom>,
                 "a device phase is one of start, pause, resume, reset, halt");
   return [self, atom](std::function<void(FanOutResult)> done) {
-    self->state.fan_outs.start(self, self->state.devices, self->state.cfg.phase_deadline, std::move(done),
-                               device_op_atom::value, static_cast<caf::atom_value>(atom));
+    auto& st = self->state;
+    if constexpr (!std::is_same_v<Op, start_atom> && !std::is_same_v<Op, halt_atom>) give_devices_actors(self);
+    std::vector<std::string> failed;
+    for (devices::Device* d : st.direct)
+      if (auto err = run_device_lifecycle(*d, atom)) failed.push_back("device " + d->name() + ": " + describe(err));
+    auto finish = [failed = std::move(failed), done = std::move(done)](FanOutResult r) mutable {
+      failed.insert(failed.end(), r.failed.begin(), r.failed.end());
+      r.failed = std::move(failed);
+      done(std::move(r));
+    };
+    st.fan_outs.start(self, st.devices, st.cfg.phase_deadline, std::move(finish), device_op_atom::value,
+                      static_cast<caf::atom_value>(atom));
   };
 }
 
@@ -227,6 +270,7 @@ void collect_diagnostics(instance_pointer self, std::function<void()> then) {
   diag->set_instance(st.cfg.name);
   diag->set_reason(st.fault.empty() ? st.reason : st.fault);
   diag->set_generation(st.generation);
+  for (devices::Device* d : st.direct) *diag->add_devices() = d->export_state();
   const size_t total = st.vcpus.size() + st.devices.size();
   if (total == 0) {
     st.diagnostics = diag->SerializeAsString();
@@ -287,9 +331,10 @@ bool spawn_children(instance_pointer self) {
     st.vcpus.push_back({"vcpu-" + std::to_string(i), v});
   }
   for (devices::Device* d : st.machine->devices()) {
-    auto a = spawn_device(sys, st.machine, *d);
-    self->link_to(a);
-    st.devices.push_back({"device " + d->name(), a});
+    if (d->lifecycle_may_wait())
+      st.devices.push_back({"device " + d->name(), spawn_device_actor(self, *d)});
+    else
+      st.direct.push_back(d);
   }
   st.console = spawn_console(sys, st.machine, me);
   self->link_to(st.console);
@@ -339,6 +384,7 @@ void destroy_children(instance_pointer self) {
   }
   st.vcpus.clear();
   st.devices.clear();
+  st.direct.clear();
   st.console = nullptr;
   st.machine.reset();  // freed once the last child has let go (threads joined)
 }
@@ -728,6 +774,7 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
               .then([](ack_atom) {}, [](caf::error&) {});
           return ack_atom::value;
         }
+        if (hook == "ignore_pause" && st.machine) give_devices_actors(self);
         if (hook == "ignore_pause" && index < st.devices.size()) {
           self->request(st.devices[index].handle, st.cfg.phase_deadline, fault_hook_atom::value, hook)
               .then([](ack_atom) {}, [](caf::error&) {});

@@ -4,7 +4,7 @@
 //
 // It owns the Machine (shared with its vCPU, device and console actors so
 // memory outlives every thread that touches it), spawns one actor per vCPU
-// and per device, and runs every phase as a fan-out with a deadline:
+// and per device (see "Device actors" below), and runs every phase as a fan-out with a deadline:
 //   pause:   vCPUs hold (acks), then devices pause (acks)
 //   resume:  devices resume (acks), then vCPUs release (acks)
 //   reboot:  RAM cleared and kernel reloaded, devices reset (acks), vCPUs reset (acks)
@@ -12,6 +12,16 @@
 // A missing ack is the named fault ack_timeout naming the silent actor; the
 // instance then takes its error path (target Destroy, through Halt so the
 // diagnostics are kept).
+//
+// Device actors. A device whose lifecycle calls may wait (in-flight I/O, a
+// worker thread: Device::lifecycle_may_wait) gets its actor at Initialize, so
+// a stuck call holds only that actor and the phase's deadline names it.
+// Every other device gets its actor at the instance's first pause, resume,
+// reset or device fault hook; until then the instance calls its start (Boot
+// -> Run, before any vCPU is released) and halt (after every vCPU thread has
+// exited) itself. Most instances of a scale run are never paused: ten actors
+// fewer each, and twenty messages fewer per boot (docs/simulation.md,
+// "Scale").
 //
 // API calls only set the target (or inject an event) and answer at once;
 // progress is observed through the generation-numbered state stream

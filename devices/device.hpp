@@ -55,6 +55,14 @@ class Device : public vmm::IoHandler {
   virtual void resume() { state_ = DeviceRunState::running; }
   virtual void reset() = 0;
   virtual void halt() { state_ = DeviceRunState::halted; }
+  // Whether a lifecycle call may wait for something outside the device's
+  // own registers: in-flight I/O, a worker thread, another thread's lock
+  // held across I/O. The owner runs such a device's lifecycle where a stuck
+  // call cannot hold anything else up and is named by a deadline (its own
+  // actor); a device that only flips register state under a short lock may
+  // be started and halted by the owner directly (actors/instance_actor.hpp,
+  // "Device actors").
+  virtual bool lifecycle_may_wait() const noexcept { return false; }
   virtual v1::DeviceState export_state() const = 0;
   // Puts back the guest-visible state export_state() wrote (a snapshot
   // being restored), on a device that is not running: nothing else touches

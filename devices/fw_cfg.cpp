@@ -38,17 +38,26 @@ uint32_t checked_size32(size_t n, const char* what) {
 FwCfg::FwCfg(std::string name, vmm::GuestMemory& memory, uint32_t cpus, uint64_t ram_bytes,
              vmm::SharedBytes kernel, vmm::SharedBytes initrd, std::string_view cmdline)
     : Device(std::move(name)), memory_(memory), kernel_(std::move(kernel)), initrd_(std::move(initrd)) {
-  items_[kSignature] = {'Q', 'E', 'M', 'U'};
-  items_[kId] = le(kIdTraditional | kIdDma, 4);
-  items_[kRamSize] = le(ram_bytes, 8);
-  items_[kNbCpus] = le(std::min<uint32_t>(cpus, 0xffff), 2);
-  items_[kKernelSize] = le(checked_size32(kernel_.size(), "kernel"), 4);
-  items_[kInitrdSize] = le(checked_size32(initrd_.size(), "initrd"), 4);
+  items_.reserve(9);  // the fixed items and the directory
+  set_item(kSignature, {'Q', 'E', 'M', 'U'});
+  set_item(kId, le(kIdTraditional | kIdDma, 4));
+  set_item(kRamSize, le(ram_bytes, 8));
+  set_item(kNbCpus, le(std::min<uint32_t>(cpus, 0xffff), 2));
+  set_item(kKernelSize, le(checked_size32(kernel_.size(), "kernel"), 4));
+  set_item(kInitrdSize, le(checked_size32(initrd_.size(), "initrd"), 4));
   std::vector<uint8_t> cmd(cmdline.begin(), cmdline.end());
   cmd.push_back(0);
-  items_[kCmdlineSize] = le(checked_size32(cmd.size(), "command line"), 4);
-  items_[kCmdlineData] = std::move(cmd);
+  set_item(kCmdlineSize, le(checked_size32(cmd.size(), "command line"), 4));
+  set_item(kCmdlineData, std::move(cmd));
   rebuild_dir();
+}
+
+void FwCfg::set_item(uint16_t key, std::vector<uint8_t> bytes) {
+  auto it = std::lower_bound(items_.begin(), items_.end(), key, [](const auto& e, uint16_t k) { return e.first < k; });
+  if (it != items_.end() && it->first == key)
+    it->second = std::move(bytes);
+  else
+    items_.emplace(it, key, std::move(bytes));
 }
 
 void FwCfg::rebuild_dir() {
@@ -57,12 +66,12 @@ void FwCfg::rebuild_dir() {
   for (size_t i = 0; i < file_names_.size(); ++i) {
     uint8_t* e = dir.data() + 4 + i * kFileEntrySize;
     const auto sel = static_cast<uint16_t>(kFileFirst + i);
-    put_be(e, items_[sel].size(), 4);
+    put_be(e, item(sel)->size(), 4);
     put_be(e + 4, sel, 2);
     // e + 6: be16 reserved, left 0; then the NUL-padded name.
     std::memcpy(e + 8, file_names_[i].data(), file_names_[i].size());
   }
-  items_[kFileDir] = std::move(dir);
+  set_item(kFileDir, std::move(dir));
 }
 
 uint16_t FwCfg::add_file(std::string_view name, std::vector<uint8_t> bytes) {
@@ -76,7 +85,7 @@ uint16_t FwCfg::add_file(std::string_view name, std::vector<uint8_t> bytes) {
   checked_size32(bytes.size(), "file");
   const auto sel = static_cast<uint16_t>(kFileFirst + file_names_.size());
   file_names_.emplace_back(name);
-  items_[sel] = std::move(bytes);
+  set_item(sel, std::move(bytes));
   rebuild_dir();
   return sel;
 }
@@ -91,8 +100,8 @@ void FwCfg::reset() {
 const std::vector<uint8_t>* FwCfg::item(uint16_t key) const {
   if (key == kKernelData) return &kernel_.vector();
   if (key == kInitrdData) return &initrd_.vector();
-  auto it = items_.find(key);
-  return it == items_.end() ? nullptr : &it->second;
+  auto it = std::lower_bound(items_.begin(), items_.end(), key, [](const auto& e, uint16_t k) { return e.first < k; });
+  return it == items_.end() || it->first != key ? nullptr : &it->second;
 }
 
 void FwCfg::select(uint16_t selector) {

@@ -155,6 +155,9 @@ class VirtioMmio final : public Device, private VirtioContext {
   void resume() override;
   void reset() override;
   void halt() override;
+  // Pause and halt drain in-flight requests (a disk's worker thread, a
+  // NIC's delivery into the rings).
+  bool lifecycle_may_wait() const noexcept override { return true; }
   v1::DeviceState export_state() const override;
   void import_state(const v1::DeviceState& state) override;
 

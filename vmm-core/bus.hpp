@@ -41,7 +41,12 @@ class Bus {
   // Throws bus_bad_range (empty or wrapping), bus_overlap (names both
   // claimants), or invalid_argument once frozen.
   void add(AddressSpace space, uint64_t base, uint64_t size, IoHandler* handler, std::string name);
-  void freeze() noexcept { frozen_ = true; }
+  // No more ranges: the maps give back their growth slack (a machine's
+  // maps are a few hundred bytes of every simulated instance).
+  void freeze() {
+    frozen_ = true;
+    for (auto& m : maps_) m.shrink_to_fit();
+  }
 
   // Dispatch. Returns false when unclaimed (reads then yield all-ones).
   bool read(AddressSpace space, uint64_t addr, unsigned size, uint64_t& value) noexcept;

@@ -142,6 +142,43 @@ BOOST_FIXTURE_TEST_CASE(start_runs_then_pause_resume_and_poweroff, Fixture) {
   BOOST_TEST(d.reason() == "forced poweroff");
 }
 
+// Device actors on demand (instance_actor.hpp, "Device actors"): a running
+// instance whose devices only hold register state has actors for itself,
+// its vCPUs and its console; its first pause gives every device one, and the
+// pause reaches each (diagnostics at Halt show every device paused). A
+// virtio device, whose pause waits for in-flight requests, has its actor
+// from the start.
+BOOST_FIXTURE_TEST_CASE(devices_get_their_actors_at_the_first_pause, Fixture) {
+  for (bool rng : {false, true}) {
+    auto c = sim_config();
+    c.machine.rng = rng;
+    const size_t devices = devices::Machine(c.machine).devices().size();
+    const size_t before = sys.registry().running();
+    spawn(c);
+    call(start_atom::value);
+    expect_ack();
+    BOOST_TEST(current() == "run");
+    // The instance, two vCPUs, the console, and the virtio-rng if any.
+    BOOST_TEST(sys.registry().running() - before == 4u + (rng ? 1u : 0u), "rng " << rng);
+    call(halt_atom::value);
+    expect_ack();
+    drain_states();
+    BOOST_TEST(current() == "halt");
+    BOOST_TEST(sys.registry().running() - before == 4u + devices, "rng " << rng);
+    auto d = diagnostics();
+    BOOST_TEST(static_cast<size_t>(d.devices_size()) == devices);
+    for (const auto& dev : d.devices())
+      BOOST_TEST(dev.counters().at("run_state") == static_cast<uint64_t>(devices::DeviceRunState::paused), dev.device());
+    call(poweroff_atom::value);
+    expect_ack();
+    drain_states();
+    BOOST_TEST(current() == "destroy");
+    BOOST_TEST(sys.registry().running() - before == 1u);  // the instance itself, destroyed
+    self->send_exit(inst, caf::exit_reason::user_shutdown);
+    run();
+  }
+}
+
 BOOST_FIXTURE_TEST_CASE(forced_reset_reboots_back_to_run, Fixture) {
   spawn(sim_config());
   call(start_atom::value);
