@@ -59,9 +59,12 @@ struct IncomingMigration {
   std::unique_ptr<devices::migration::Incoming> stream;  // once accepted
 };
 
-struct InstanceConfig {
+// Everything about an instance but its machine: what the instance actor
+// keeps for its whole life. The machine's config is needed only until the
+// machine is built, and the actor drops it then (it is most of the config:
+// a simulated run keeps 100,000 instance actors).
+struct InstanceOptions {
   std::string name = "instance";
-  devices::MachineConfig machine;
   bool wait_for_console = false;
   std::chrono::milliseconds console_wait{30000};
   std::chrono::milliseconds phase_deadline{5000};  // per fan-out phase
@@ -72,6 +75,10 @@ struct InstanceConfig {
   std::shared_ptr<IncomingMigration> incoming;
   // How this instance migrates out (migrate).
   devices::migration::Policy migration_policy;
+};
+
+struct InstanceConfig : InstanceOptions {
+  devices::MachineConfig machine;
 };
 
 // Replies and errors (ActorErrc, category "apiary"):

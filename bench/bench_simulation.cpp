@@ -54,7 +54,12 @@
 // same scenario with a tenth of the nodes (every expected counter scaled
 // alike; a temp copy written through the Scenario proto) and a tenth of the
 // baseline's actors (as many messages); its figures end in "_quick" and it
-// has no wall-time requirement. --bare_actors=N and --bare_messages=N size the
+// has no wall-time requirement. --large runs the second scenario,
+// scale_10000x100 (1,000,000 instances; requirements kLargeWallRequirement
+// and kLargeRssRequirementMib, killed after kLargeChildDeadline) against a
+// ring of kLargeBareActors; its figures end in "_large". It needs about
+// 16 GiB and several minutes, so `make bench` does not run it.
+// --bare_actors=N and --bare_messages=N size the
 // baseline. The --benchmark_* flags are Google Benchmark's
 // (--benchmark_filter=Bare runs the baseline alone); any other argument is
 // ignored with a note. Takes about a minute and 4 GiB for the child at full
@@ -112,12 +117,16 @@ using namespace std::chrono_literals;
 
 // --- the simulation -----------------------------------------------------------
 constexpr const char* kScenarioFile = "scale_1000x100.textproto";
+constexpr const char* kLargeScenarioFile = "scale_10000x100.textproto";  // --large
 constexpr const char* kSeed = "1";
 constexpr const char* kEventsCounter = "sim.events";  // delivered messages
 constexpr auto kChildDeadline = 300s;                  // then SIGKILL: the run failed
+constexpr auto kLargeChildDeadline = 1200s;            // --large
 constexpr auto kReapPollPause = 10ms;                  // between wait4(WNOHANG) polls
 constexpr auto kWallRequirement = 15s;                 // the scale run, start to exit
 constexpr double kRssRequirementMib = 1536;            // its peak RSS
+constexpr auto kLargeWallRequirement = 150s;           // --large: 1,000,000 instances
+constexpr double kLargeRssRequirementMib = 16384;
 constexpr double kRatioRequirement = 0.25;             // sim_vs_bare_caf_ratio
 constexpr uint32_t kQuickDivisor = 10;                 // --quick: a tenth of the nodes
 constexpr size_t kTailBytes = 3000;                    // of the child's stderr, shown on failure
@@ -125,6 +134,7 @@ constexpr double kKibPerMib = 1024.0;
 
 // --- the baseline ---------------------------------------------------------------
 constexpr uint64_t kBareActors = 100'000;       // one per simulated instance
+constexpr uint64_t kLargeBareActors = 1'000'000;  // --large
 constexpr uint64_t kBareTokens = 1'000;         // messages in flight at once
 constexpr uint64_t kBareMessages = 5'000'000;   // about the scale run's 4.9 M events
 constexpr uint64_t kMaxBareActors = 10'000'000;
@@ -134,6 +144,7 @@ using hop_atom = caf::atom_constant<caf::atom("hop")>;
 
 struct Settings {
   bool quick = false;
+  bool large = false;  // scale_10000x100 instead of scale_1000x100
   uint64_t bare_actors = kBareActors;
   uint64_t bare_messages = kBareMessages;
   bool bare_actors_set = false;
@@ -198,7 +209,8 @@ std::string quick_scenario(const std::string& full_path, const std::string& dir)
 
 SimRun run_simulation(bool quick) {
   TempDir dir("apiary-bench-sim");  // the child's output (and --quick's scenario)
-  const std::string full = std::string(APIARY_SCENARIO_DIR) + "/" + kScenarioFile;
+  const std::string full =
+      std::string(APIARY_SCENARIO_DIR) + "/" + (g_settings.large ? kLargeScenarioFile : kScenarioFile);
   const std::string scenario = quick ? quick_scenario(full, dir.path) : full;
   const std::string out_path = dir.path + "/report.json", err_path = dir.path + "/stderr.log";
 
@@ -233,7 +245,8 @@ SimRun run_simulation(bool quick) {
     const pid_t r = ::wait4(pid, &status, WNOHANG, &ru);
     if (r == pid) break;
     if (r < 0 && errno != EINTR) throw std::runtime_error(std::string("wait4: ") + std::strerror(errno));
-    if (Clock::now() - t0 > kChildDeadline) {
+    const auto deadline = g_settings.large ? kLargeChildDeadline : kChildDeadline;
+    if (Clock::now() - t0 > deadline) {
       ::kill(pid, SIGKILL);
       while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
       }
@@ -256,7 +269,9 @@ SimRun run_simulation(bool quick) {
   };
   if (killed)
     throw fail("apiary simulate did not finish within " +
-               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kChildDeadline).count()) +
+               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                  g_settings.large ? kLargeChildDeadline : kChildDeadline)
+                                  .count()) +
                " s and was killed");
 
   // The report first: on a violation the exit status is 1 and the report
@@ -424,7 +439,7 @@ void print_details(FILE* out) {
 
 // One figure per line. Returns false when the wall-time requirement failed.
 bool print_figures(FILE* out) {
-  const std::string q = g_settings.quick ? "_quick" : "";
+  const std::string q = g_settings.quick ? "_quick" : g_settings.large ? "_large" : "";
   auto name = [&](const char* base) { return std::string(base) + q; };
   std::fprintf(out, "\n");
   double bare = 0;
@@ -449,7 +464,15 @@ bool print_figures(FILE* out) {
       std::fprintf(out, "figure: %s %.3f x\n", name("sim_vs_bare_caf_ratio").c_str(), loop_rate / bare);
       std::fprintf(out, "figure: %s %.3f x\n", name("sim_vs_bare_caf_ratio_wall").c_str(), wall_rate / bare);
     }
-    if (!g_settings.quick) {
+    if (g_settings.large) {
+      g_requirements.check(out, "sim_scale_large_under_150s", "sim_scale_wall_large", s.wall_s, false,
+                           seconds(kLargeWallRequirement), "s");
+      g_requirements.check(out, "sim_scale_large_under_16gib", "sim_scale_peak_rss_large", s.peak_rss_mib, false,
+                           kLargeRssRequirementMib, "MiB");
+      if (bare > 0)
+        g_requirements.check(out, "sim_ratio_large_at_least_0_25", "sim_vs_bare_caf_ratio_large", loop_rate / bare,
+                             true, kRatioRequirement, "x");
+    } else if (!g_settings.quick) {
       g_requirements.check(out, "sim_scale_under_15s", "sim_scale_wall", s.wall_s, false, seconds(kWallRequirement),
                            "s");
       g_requirements.check(out, "sim_scale_under_1536mib", "sim_scale_peak_rss", s.peak_rss_mib, false,
@@ -486,6 +509,8 @@ int main(int argc, char** argv) {
     const std::string_view arg = argv[i];
     if (arg == "--quick") {
       g_settings.quick = true;
+    } else if (arg == "--large") {
+      g_settings.large = true;
     } else if (parse_count(arg, "--bare_actors=", kMaxBareActors, g_settings.bare_actors)) {
       g_settings.bare_actors_set = true;
     } else if (!parse_count(arg, "--bare_messages=", kMaxBareMessages, g_settings.bare_messages)) {
@@ -494,11 +519,18 @@ int main(int argc, char** argv) {
   }
   // --quick: a tenth of the actors, as many messages (fewer would make a
   // round a tenth of a second, too short to stand out of a shared host's noise).
+  if (g_settings.quick && g_settings.large) {
+    std::fprintf(stderr, "bench_simulation: --quick and --large exclude each other\n");
+    return 2;
+  }
   if (g_settings.quick && !g_settings.bare_actors_set) g_settings.bare_actors = kBareActors / kQuickDivisor;
+  // --large: one bare actor per simulated instance, as in the default run.
+  if (g_settings.large && !g_settings.bare_actors_set) g_settings.bare_actors = kLargeBareActors;
   std::fprintf(stderr,
                "bench_simulation: %s%s (seed %s) through %s; baseline: %llu bare CAF actors, %llu messages, before "
                "and after\n",
-               kScenarioFile, g_settings.quick ? " with a tenth of the nodes" : "", kSeed, APIARY_BINARY,
+               g_settings.large ? kLargeScenarioFile : kScenarioFile,
+               g_settings.quick ? " with a tenth of the nodes" : "", kSeed, APIARY_BINARY,
                static_cast<unsigned long long>(g_settings.bare_actors),
                static_cast<unsigned long long>(g_settings.bare_messages));
 
