@@ -120,6 +120,7 @@ class Simulator {
       : sc_(s), opt_(o), sched_rng_(o.seed), draw_rng_(o.seed * 0x9E3779B97F4A7C15ull + 1), trace_(o.trace_path, o.keep_trace) {}
 
   ~Simulator() {
+    if (sys_) abandon_system();
     reader_.reset();
     if (!dir_.empty()) {
       std::error_code ec;
@@ -128,6 +129,14 @@ class Simulator {
   }
 
   SimResult run();
+  // Exit messages to every actor the simulator started, delivered in FIFO
+  // order until nothing is left to run.
+  void stop_actors();
+  // run() threw before its own shutdown: stop the actors, then let go of the
+  // actor system. CAF's destructor waits until no actor is left, and under
+  // the test scheduler a leftover one never ends: then the system is leaked
+  // on purpose, so that the error reaches the caller instead of a hang.
+  void abandon_system() noexcept;
 
   // --- called by the client actors ---
   caf::actor proxy() const { return proxy_; }
@@ -934,19 +943,8 @@ SimResult Simulator::run() {
   checkpoint(true);
 
   // Shutdown: every actor must go away, and with the system every thread.
-  for (auto& n : nodes_)
-    if (n.up) caf::anon_send_exit(n.handle, caf::exit_reason::user_shutdown);
-  if (ctl_up_) caf::anon_send_exit(ctl_, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(proxy_, caf::exit_reason::user_shutdown);
-  for (auto& c : clients_) caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
-  *ctl_target_ = nullptr;
-  // Shutdown is not traced (it is the same for every run of a scenario and,
-  // at scale, a million exit messages): FIFO order to quiescence. Timers of
-  // dead actors may still be scheduled; they fall through.
   line("shutdown");
-  sched().run();
-  sched().trigger_timeouts();
-  sched().run();
+  stop_actors();
   const size_t left = sys_->registry().running();
   if (left > baseline_actors_)
     violation(kActorLeak, {}, std::to_string(left - baseline_actors_) + " actor(s) still running after shutdown");
@@ -976,6 +974,44 @@ SimResult Simulator::run() {
   out.report = std::move(report_);
   out.trace = trace_.lines();
   return out;
+}
+
+void Simulator::stop_actors() {
+  for (auto& n : nodes_)
+    if (n.up && n.handle) caf::anon_send_exit(n.handle, caf::exit_reason::user_shutdown);
+  if (ctl_up_ && ctl_) caf::anon_send_exit(ctl_, caf::exit_reason::user_shutdown);
+  if (proxy_) caf::anon_send_exit(proxy_, caf::exit_reason::user_shutdown);
+  for (auto& c : clients_) caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+  if (ctl_target_) *ctl_target_ = nullptr;
+  // Not traced (it is the same for every run of a scenario and, at scale, a
+  // million exit messages): FIFO order to quiescence. Timers of dead actors
+  // may still be scheduled; they fall through.
+  sched().run();
+  sched().trigger_timeouts();
+  sched().run();
+}
+
+void Simulator::abandon_system() noexcept {
+  try {
+    stop_actors();
+    const bool leftover = sys_->registry().running() > baseline_actors_;
+    ctl_ = nullptr;
+    proxy_ = nullptr;
+    client_ = nullptr;
+    clients_.clear();
+    for (auto& n : nodes_) {
+      n.handle = nullptr;
+      n.cfg.controller = nullptr;
+    }
+    if (leftover) {
+      std::fprintf(stderr, "apiary simulate: actors left after a failed run; the actor system is abandoned\n");
+      (void)sys_.release();
+      return;
+    }
+    sys_.reset();
+  } catch (...) {
+    (void)sys_.release();
+  }
 }
 
 // --- faults ---------------------------------------------------------------------------------
