@@ -244,8 +244,9 @@ void give_devices_actors(instance_pointer self) {
 
 // A device phase sends (deviceop, op) to the device actors; only the five
 // Lifecycle operations are ops. Start and halt run on the devices without an
-// actor directly, on this thread: no vCPU runs guest code then (before the
-// first release; after every vCPU thread has exited), and such a device's
+// actor directly, on this thread: that is only ever before the first vCPU
+// release (Boot -> Run, and Initialize -> Destroy: every other way to
+// Destroy pauses first, which gives the devices actors), and such a device's
 // calls only change its registers. Pause, resume and reset first give every
 // device its actor. A direct call's failure is named like an actor's.
 template <class Op>

@@ -18,10 +18,12 @@
 // a stuck call holds only that actor and the phase's deadline names it.
 // Every other device gets its actor at the instance's first pause, resume,
 // reset or device fault hook; until then the instance calls its start (Boot
-// -> Run, before any vCPU is released) and halt (after every vCPU thread has
-// exited) itself. Most instances of a scale run are never paused: ten actors
-// fewer each, and twenty messages fewer per boot (docs/simulation.md,
-// "Scale").
+// -> Run, before any vCPU is released) itself, and its halt too if it is
+// destroyed straight from Initialize (no vCPU ever released). Every other
+// way to Destroy passes through Quiesce, whose pause gives the devices their
+// actors. A running instance that is never stopped has ten actors fewer and
+// sends twenty messages fewer to boot (docs/simulation.md, "Scale"): most
+// of a scale run's instances, which end with their node.
 //
 // API calls only set the target (or inject an event) and answer at once;
 // progress is observed through the generation-numbered state stream

@@ -137,6 +137,9 @@ class Simulator {
   // the test scheduler a leftover one never ends: then the system is leaked
   // on purpose, so that the error reaches the caller instead of a hang.
   void abandon_system() noexcept;
+  // Lets go of the handles, then of the actor system: destroyed, or, with
+  // actors left over (run() reports them as a leak), leaked on purpose.
+  void drop_system(bool leftover);
 
   // --- called by the client actors ---
   caf::actor proxy() const { return proxy_; }
@@ -950,15 +953,7 @@ SimResult Simulator::run() {
     violation(kActorLeak, {}, std::to_string(left - baseline_actors_) + " actor(s) still running after shutdown");
   const auto wall = duration_cast<std::chrono::duration<double>>(steady_clock::now() - wall_start).count();
   report_.set_wall_seconds(wall);
-  ctl_ = nullptr;
-  proxy_ = nullptr;
-  client_ = nullptr;
-  clients_.clear();
-  for (auto& n : nodes_) {
-    n.handle = nullptr;
-    n.cfg.controller = nullptr;
-  }
-  sys_.reset();
+  drop_system(left > baseline_actors_);  // a leak is reported, not waited for
   const int threads_after = count_threads();
   if (threads_after > threads_before)
     violation(kThreadLeak, {}, std::to_string(threads_after - threads_before) + " thread(s) left after shutdown");
@@ -991,24 +986,27 @@ void Simulator::stop_actors() {
   sched().run();
 }
 
+void Simulator::drop_system(bool leftover) {
+  ctl_ = nullptr;
+  proxy_ = nullptr;
+  client_ = nullptr;
+  clients_.clear();
+  for (auto& n : nodes_) {
+    n.handle = nullptr;
+    n.cfg.controller = nullptr;
+  }
+  if (leftover)
+    (void)sys_.release();  // CAF's destructor would wait for the leftover actors for ever
+  else
+    sys_.reset();
+}
+
 void Simulator::abandon_system() noexcept {
   try {
     stop_actors();
     const bool leftover = sys_->registry().running() > baseline_actors_;
-    ctl_ = nullptr;
-    proxy_ = nullptr;
-    client_ = nullptr;
-    clients_.clear();
-    for (auto& n : nodes_) {
-      n.handle = nullptr;
-      n.cfg.controller = nullptr;
-    }
-    if (leftover) {
-      std::fprintf(stderr, "apiary simulate: actors left after a failed run; the actor system is abandoned\n");
-      (void)sys_.release();
-      return;
-    }
-    sys_.reset();
+    if (leftover) std::fprintf(stderr, "apiary simulate: actors left after a failed run; the actor system is abandoned\n");
+    drop_system(leftover);
   } catch (...) {
     (void)sys_.release();
   }
