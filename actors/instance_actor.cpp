@@ -219,10 +219,13 @@ Phase vcpu_phase(instance_pointer self, auto atom) {
     self->state.fan_outs.start(self, self->state.vcpus, self->state.cfg.phase_deadline, std::move(done), atom);
   };
 }
-device_actor spawn_device_actor(instance_pointer self, devices::Device& d) {
+// A device's name in phase failures, whether it has an actor or not.
+std::string participant_name(const devices::Device& d) { return "device " + d.name(); }
+
+Participant<device_actor> spawn_device_actor(instance_pointer self, devices::Device& d) {
   auto a = spawn_device(self->system(), self->state.machine, d);
   self->link_to(a);
-  return a;
+  return {participant_name(d), a};
 }
 
 // Every device gets its actor (the first pause, resume, reset or device
@@ -234,7 +237,7 @@ void give_devices_actors(instance_pointer self) {
   size_t spawned = 0;  // st.devices: the ones with an actor already, in machine order
   for (devices::Device* d : st.machine->devices()) {
     if (std::find(st.direct.begin(), st.direct.end(), d) != st.direct.end())
-      all.push_back({"device " + d->name(), spawn_device_actor(self, *d)});
+      all.push_back(spawn_device_actor(self, *d));
     else
       all.push_back(std::move(st.devices.at(spawned++)));
   }
@@ -259,7 +262,7 @@ Phase device_phase(instance_pointer self, Op atom) {
     if constexpr (!std::is_same_v<Op, start_atom> && !std::is_same_v<Op, halt_atom>) give_devices_actors(self);
     std::vector<std::string> failed;
     for (devices::Device* d : st.direct)
-      if (auto err = run_device_lifecycle(*d, atom)) failed.push_back("device " + d->name() + ": " + describe(err));
+      if (auto err = run_device_lifecycle(*d, atom)) failed.push_back(participant_name(*d) + ": " + describe(err));
     auto finish = [failed = std::move(failed), done = std::move(done)](FanOutResult r) mutable {
       failed.insert(failed.end(), r.failed.begin(), r.failed.end());
       r.failed = std::move(failed);
@@ -338,7 +341,7 @@ bool spawn_children(instance_pointer self) {
   }
   for (devices::Device* d : st.machine->devices()) {
     if (d->lifecycle_may_wait())
-      st.devices.push_back({"device " + d->name(), spawn_device_actor(self, *d)});
+      st.devices.push_back(spawn_device_actor(self, *d));
     else
       st.direct.push_back(d);
   }

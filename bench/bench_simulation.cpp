@@ -151,6 +151,9 @@ struct Settings {
 };
 Settings g_settings;
 
+const char* scenario_file() { return g_settings.large ? kLargeScenarioFile : kScenarioFile; }
+std::chrono::seconds child_deadline() { return g_settings.large ? kLargeChildDeadline : kChildDeadline; }
+
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 double thread_cpu_seconds() {
@@ -210,7 +213,7 @@ std::string quick_scenario(const std::string& full_path, const std::string& dir)
 SimRun run_simulation(bool quick) {
   TempDir dir("apiary-bench-sim");  // the child's output (and --quick's scenario)
   const std::string full =
-      std::string(APIARY_SCENARIO_DIR) + "/" + (g_settings.large ? kLargeScenarioFile : kScenarioFile);
+      std::string(APIARY_SCENARIO_DIR) + "/" + scenario_file();
   const std::string scenario = quick ? quick_scenario(full, dir.path) : full;
   const std::string out_path = dir.path + "/report.json", err_path = dir.path + "/stderr.log";
 
@@ -245,8 +248,7 @@ SimRun run_simulation(bool quick) {
     const pid_t r = ::wait4(pid, &status, WNOHANG, &ru);
     if (r == pid) break;
     if (r < 0 && errno != EINTR) throw std::runtime_error(std::string("wait4: ") + std::strerror(errno));
-    const auto deadline = g_settings.large ? kLargeChildDeadline : kChildDeadline;
-    if (Clock::now() - t0 > deadline) {
+    if (Clock::now() - t0 > child_deadline()) {
       ::kill(pid, SIGKILL);
       while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
       }
@@ -269,9 +271,7 @@ SimRun run_simulation(bool quick) {
   };
   if (killed)
     throw fail("apiary simulate did not finish within " +
-               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                  g_settings.large ? kLargeChildDeadline : kChildDeadline)
-                                  .count()) +
+               std::to_string(child_deadline().count()) +
                " s and was killed");
 
   // The report first: on a violation the exit status is 1 and the report
@@ -529,8 +529,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "bench_simulation: %s%s (seed %s) through %s; baseline: %llu bare CAF actors, %llu messages, before "
                "and after\n",
-               g_settings.large ? kLargeScenarioFile : kScenarioFile,
-               g_settings.quick ? " with a tenth of the nodes" : "", kSeed, APIARY_BINARY,
+               scenario_file(), g_settings.quick ? " with a tenth of the nodes" : "", kSeed, APIARY_BINARY,
                static_cast<unsigned long long>(g_settings.bare_actors),
                static_cast<unsigned long long>(g_settings.bare_messages));
 

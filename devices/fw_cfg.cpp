@@ -52,8 +52,14 @@ FwCfg::FwCfg(std::string name, vmm::GuestMemory& memory, uint32_t cpus, uint64_t
   rebuild_dir();
 }
 
+// The first item whose selector is not below `key` (items_ is sorted).
+template <class Items>
+static auto lower_item(Items& items, uint16_t key) {
+  return std::lower_bound(items.begin(), items.end(), key, [](const auto& e, uint16_t k) { return e.first < k; });
+}
+
 void FwCfg::set_item(uint16_t key, std::vector<uint8_t> bytes) {
-  auto it = std::lower_bound(items_.begin(), items_.end(), key, [](const auto& e, uint16_t k) { return e.first < k; });
+  auto it = lower_item(items_, key);
   if (it != items_.end() && it->first == key)
     it->second = std::move(bytes);
   else
@@ -100,7 +106,7 @@ void FwCfg::reset() {
 const std::vector<uint8_t>* FwCfg::item(uint16_t key) const {
   if (key == kKernelData) return &kernel_.vector();
   if (key == kInitrdData) return &initrd_.vector();
-  auto it = std::lower_bound(items_.begin(), items_.end(), key, [](const auto& e, uint16_t k) { return e.first < k; });
+  auto it = lower_item(items_, key);
   return it == items_.end() || it->first != key ? nullptr : &it->second;
 }
 
