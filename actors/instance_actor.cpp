@@ -527,7 +527,8 @@ caf::error refuse(instance_pointer self, const char* action) {
                                                 (st.migration ? " during a migration to " + st.migration->destination : ""));
 }
 
-instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfig cfg) {
+instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfig cfg, caf::actor subscriber) {
+  if (subscriber) self->state.subscribers.push_back(std::move(subscriber));
   self->state.machine_cfg = std::make_unique<devices::MachineConfig>(std::move(cfg.machine));
   self->state.cfg = std::move(static_cast<InstanceOptions&>(cfg));
   // Whatever ends the actor, its children go with it (links), and the
@@ -841,7 +842,11 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
 }  // namespace
 
 instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config) {
-  return sys.spawn(instance_impl, std::move(config));
+  return sys.spawn(instance_impl, std::move(config), caf::actor{});
+}
+
+instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config, caf::actor subscriber) {
+  return sys.spawn(instance_impl, std::move(config), std::move(subscriber));
 }
 
 }  // namespace apiary::actors

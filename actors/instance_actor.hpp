@@ -147,5 +147,9 @@ using instance_actor = caf::typed_actor<
     caf::reacts_to<fan_out_deadline_atom, uint64_t>>;                         // internal (fan_out.hpp)
 
 instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config);
+// The same, with `subscriber` subscribed from the actor's first moment (as
+// by subscribe, without its request, reply and timeout): it sees every
+// state, and the spawner needs no round trip before it sends start.
+instance_actor spawn_instance(caf::actor_system& sys, InstanceConfig config, caf::actor subscriber);
 
 }  // namespace apiary::actors

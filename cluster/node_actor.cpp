@@ -8,7 +8,8 @@
 // instance went somewhere else, e.g. destroy while booting) and "deadline"
 // resolves it, exactly once. Nothing waits forever.
 //
-// The node subscribes itself to each instance actor it spawns. A state event
+// The node is subscribed to each instance actor it spawns from the actor's
+// first moment (spawn_instance's subscriber: no subscribe round trip). A state event
 // names its instance and comes from the instance actor: an event whose sender
 // is not the instance's current VMM is a late one from an earlier VMM (a
 // stopped instance is started again as a new one) and is ignored. (Until
@@ -252,10 +253,8 @@ std::string spawn_vm(node_pointer self, const std::string& id, const std::string
   ni.running_spec = spec_bytes;
   ni.state = "start";
   ni.target.clear();
-  ni.handle = spawn_instance(self->system(), std::move(config));
+  ni.handle = spawn_instance(self->system(), std::move(config), caf::actor_cast<caf::actor>(self));
   self->link_to(ni.handle);
-  self->request(ni.handle, st.cfg.phase_deadline, subscribe_atom::value, caf::actor_cast<caf::actor>(self))
-      .then([](ack_atom) {}, [](caf::error&) {});
   if (new_network) sync_networks(self);  // peers now, not at the next tick
   return {};
 }

@@ -852,6 +852,37 @@ void StateStore::put_instance(const InstanceRecord& r) {
   });
 }
 
+void StateStore::import_running_instance(const InstanceRecord& r, const std::string& request_id) {
+  require_key(r.id, "instance");
+  if (r.sf_state != SfInstanceState::created || r.vm_state != VmState::active || r.task_state != TaskState::none ||
+      r.node.empty())
+    throw StoreError(StoreErrc::invalid_record,
+                     "imported instance " + r.id + " must be sf_state created, vm_state active, task_state none, on a node (got " +
+                         to_string(r.sf_state) + ", " + to_string(r.vm_state) + ", " + to_string(r.task_state) +
+                         (r.node.empty() ? ", no node)" : ", node " + r.node + ")"));
+  const std::string spec = spec_bytes(r);
+  with_transaction([&] {
+    if (Stmt(db_->get(), "SELECT 1 FROM instances WHERE id = ?1").bind(1, r.id).step())
+      throw StoreError(StoreErrc::invalid_record, "imported instance " + r.id + " has a record already");
+    const UnixMillis t = now();
+    Stmt s(db_->get(),
+           "INSERT INTO instances (id, name, spec, sf_state, vm_state, task_state, node, created_at, updated_at,"
+           " deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?7, NULL)");
+    s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
+    s.bind(6, r.node).bind(7, t);
+    s.run();
+    Stmt a(db_->get(),
+           "INSERT INTO action_log (instance_id, request_id, action, start, finish, result, events)"
+           " VALUES (?1, ?2, ?3, ?4, ?4, ?5, '[]')");
+    a.bind(1, r.id).bind(2, request_id).bind(3, to_string(Action::create)).bind(4, t);
+    a.bind(5, to_string(ActionResult::success));
+    a.run();
+    account(nullptr, &r);
+    changed('i', r.id, "record_state", to_string(r.sf_state));
+    changed('i', r.id, "vm_state", to_string(r.vm_state));
+  });
+}
+
 bool StateStore::delete_instance(const std::string& id) {
   bool deleted = false;
   with_transaction([&] {

@@ -296,6 +296,16 @@ class StateStore {
   // must not change (use begin_action / finish_action).
   void put_instance(const InstanceRecord& r);
   std::optional<InstanceRecord> get_instance(const std::string& id);
+  // Records an instance that already runs on r.node: sf_state created,
+  // vm_state active, no task, with a finished, successful create action
+  // (request_id) in its log, in one transaction. What put_instance,
+  // begin_action, three record_transitions and finish_action would leave,
+  // in two inserts: for adopting VMs the store has no record of, and the
+  // simulator's preplaced instances. r.sf_state, vm_state and task_state
+  // must say so (created, active, none) and r.node must be set; throws
+  // invalid_record otherwise, or when a record with r.id exists (nothing
+  // written).
+  void import_running_instance(const InstanceRecord& r, const std::string& request_id);
   std::vector<InstanceRecord> list_instances();  // ordered by id
   std::vector<InstanceRecord> list_instances_on_node(const std::string& node);
   bool delete_instance(const std::string& id);  // hard delete (with attachments, action log)

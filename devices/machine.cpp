@@ -57,7 +57,10 @@ Machine::Machine(MachineConfig config) : config_(std::move(config)), console_(co
                                             " MiB of RAM)");
   if (config_.kernel.empty()) throw Error(Errc::invalid_argument, "no kernel image");
 
-  memory_ = std::make_unique<vmm::GuestMemory>(config_.memory_mib << 20);
+  // A simulated machine's RAM is mapped only if something reads or writes
+  // it (a snapshot, a device driven by a test): see GuestMemory::Backing.
+  memory_ = std::make_unique<vmm::GuestMemory>(
+      config_.memory_mib << 20, simulated() ? vmm::GuestMemory::Backing::on_first_use : vmm::GuestMemory::Backing::mapped);
 
   IrqLine& irq = *this;
   DeviceEvents& events = *this;

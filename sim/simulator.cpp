@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -239,13 +240,37 @@ class Simulator {
     return it == names_.end() ? id : it->second + " (" + id + ")";
   }
   std::string label(caf::actor_id id, const char* fallback) const {
-    auto it = labels_.find(id);
-    if (it != labels_.end()) return it->second;
-    return std::string(fallback) + "#" + std::to_string(id);
+    std::string out;
+    append_label(out, id, fallback);
+    return out;
   }
-  std::string summarize(const caf::type_erased_tuple& m);
-  struct Seen;
-  Seen describe_element(caf::scheduled_actor* a, const caf::mailbox_element& e);
+  // Appends: the trace describes every delivered message, so its text is
+  // built in buffers that keep their capacity from one message to the next.
+  void append_label(std::string& out, caf::actor_id id, const char* fallback) const {
+    auto it = labels_.find(id);
+    if (it != labels_.end()) {
+      out += it->second;
+      return;
+    }
+    out += fallback;
+    out += '#';
+    append_number(out, id);
+  }
+  static void append_number(std::string& out, uint64_t v) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+  }
+  void summarize(const caf::type_erased_tuple& m, std::string& out);
+  // One message as the trace shows it, read before the actor runs (it is
+  // gone afterwards), with what the per-message invariants need.
+  struct Seen {
+    std::string text;
+    bool inst_ev = false;
+    std::string id, state;
+    uint64_t inc = 0;
+  };
+  void describe_element(caf::scheduled_actor* a, const caf::mailbox_element& e, Seen& out);
   void step(caf::resumable* job);
 
   // --- setup ---
@@ -331,6 +356,14 @@ class Simulator {
   size_t runnable_jobs(std::vector<size_t>& out);
   void hold_node(size_t i, bool on);
   uint64_t events_delivered_ = 0;
+  uint64_t steps_ = 0;  // counters' sim.steps
+  // The messages a step describes before its round: kept from step to step
+  // with their strings, so describing allocates nothing once they have grown.
+  struct Heads {
+    std::vector<Seen> seen;
+    size_t count = 0;
+  };
+  Heads heads_[2];
   bool force_checkpoint_ = false;
 
   std::map<std::string, std::string> ids_;    // instance name -> id
@@ -447,22 +480,26 @@ uint64_t Simulator::checkin_delay(size_t node, const caf::type_erased_tuple& m) 
 
 // --- trace lines --------------------------------------------------------------------
 
-std::string Simulator::summarize(const caf::type_erased_tuple& m) {
-  std::string out;
+void Simulator::summarize(const caf::type_erased_tuple& m, std::string& out) {
   for (size_t i = 0; i < m.size(); ++i) {
     if (i) out += ' ';
     if (m.match_element<caf::atom_value>(i)) {
       out += caf::to_string(m.get_as<caf::atom_value>(i));
     } else if (m.match_element<std::string>(i)) {
       const auto& s = m.get_as<std::string>(i);
-      if (s.size() <= 96 && printable(s))
-        out += '"' + s + '"';
-      else
-        out += "<" + std::to_string(s.size()) + " bytes>";
+      if (s.size() <= 96 && printable(s)) {
+        out += '"';
+        out += s;
+        out += '"';
+      } else {
+        out += '<';
+        append_number(out, s.size());
+        out += " bytes>";
+      }
     } else if (m.match_element<uint64_t>(i)) {
-      out += std::to_string(m.get_as<uint64_t>(i));
+      append_number(out, m.get_as<uint64_t>(i));
     } else if (m.match_element<uint32_t>(i)) {
-      out += std::to_string(m.get_as<uint32_t>(i));
+      append_number(out, m.get_as<uint32_t>(i));
     } else if (m.match_element<int32_t>(i)) {
       out += std::to_string(m.get_as<int32_t>(i));
     } else if (m.match_element<int64_t>(i)) {
@@ -478,34 +515,40 @@ std::string Simulator::summarize(const caf::type_erased_tuple& m) {
       out += "down";
     } else if (m.match_element<caf::actor>(i)) {
       const auto& a = m.get_as<caf::actor>(i);
-      out += a ? "@" + label(a.id(), "actor") : "@none";
+      if (a) {
+        out += '@';
+        append_label(out, a.id(), "actor");
+      } else {
+        out += "@none";
+      }
     } else if (m.match_element<std::map<std::string, std::string>>(i)) {
       out += "{" + std::to_string(m.get_as<std::map<std::string, std::string>>(i).size()) + "}";
     } else {
       out += "_";
     }
   }
-  return out;
 }
 
-// One message as the trace shows it, read before the actor runs (it is
-// gone afterwards), with what the per-message invariants need.
-struct Simulator::Seen {
-  std::string text;
-  bool inst_ev = false;
-  std::string id, state;
-  uint64_t inc = 0;
-};
-
-Simulator::Seen Simulator::describe_element(caf::scheduled_actor* a, const caf::mailbox_element& e) {
-  Seen out;
+void Simulator::describe_element(caf::scheduled_actor* a, const caf::mailbox_element& e, Seen& out) {
   const caf::type_erased_tuple& m = e.content();
-  std::string from = "-";
+  out.text.clear();
+  append_label(out.text, a->id(), a->name());
+  out.text += " <- ";
   if (e.sender) {
-    auto* s = dynamic_cast<caf::local_actor*>(caf::actor_cast<caf::abstract_actor*>(e.sender));
-    from = label(e.sender->id(), s ? s->name() : "actor");
+    // The actor's name is needed only for a sender without a label.
+    const caf::actor_id sid = e.sender->id();
+    if (auto it = labels_.find(sid); it != labels_.end()) {
+      out.text += it->second;
+    } else {
+      auto* s = dynamic_cast<caf::local_actor*>(caf::actor_cast<caf::abstract_actor*>(e.sender));
+      append_label(out.text, sid, s ? s->name() : "actor");
+    }
+  } else {
+    out.text += '-';
   }
-  out.text = label(a->id(), a->name()) + " <- " + from + (e.mid.is_response() ? " reply " : " ") + summarize(m);
+  out.text += e.mid.is_response() ? " reply " : " ";
+  summarize(m, out.text);
+  out.inst_ev = false;
   // An instance's state event (to a node: the caller checks). The sender is
   // the VMM; its actor id tells one VMM of the instance from the next.
   if (e.sender && m.size() == 6 && m.match_element<caf::atom_value>(0) &&
@@ -516,7 +559,6 @@ Simulator::Seen Simulator::describe_element(caf::scheduled_actor* a, const caf::
     out.inc = e.sender->id();
     out.state = m.get_as<std::string>(2);
   }
-  return out;
 }
 
 // Whether CAF will drop `e` unread when `a` takes it: a response nobody
@@ -555,28 +597,30 @@ void Simulator::step(caf::resumable* job) {
   auto& urgent = std::get<caf::scheduled_actor::urgent_queue_index>(box.queue().queues());
   auto& normal = std::get<caf::scheduled_actor::normal_queue_index>(box.queue().queues());
   constexpr size_t kHeads = 1;
-  std::vector<Seen> heads_u, heads_n;
-  auto collect = [&](auto& q, std::vector<Seen>& out) {
+  // heads_[0] urgent, heads_[1] normal; described in place (see Heads).
+  auto collect = [&](auto& q, Heads& out) {
     // Only the heads: walking a long mailbox on every step would make the
     // run quadratic in mailbox length. Droppable responses do not count
     // towards kHeads: the round consumes all of them it meets.
+    out.count = 0;
     const auto size = static_cast<size_t>(q.total_task_size());
     const caf::mailbox_element* e = size ? q.peek() : nullptr;
     for (size_t k = 0, kept = 0; e && k < size && kept < kHeads; ++k) {
-      out.push_back(describe_element(a, *e));
+      if (out.count == out.seen.size()) out.seen.emplace_back();
+      describe_element(a, *e, out.seen[out.count++]);
       if (!PendingResponses::droppable(a, *e)) ++kept;
       e = static_cast<const caf::mailbox_element*>(e->next);
     }
     return size;
   };
-  const size_t before_u = collect(urgent, heads_u);
-  const size_t before_n = collect(normal, heads_n);
-  const std::string who = label(a->id(), a->name());
+  const size_t before_u = collect(urgent, heads_[0]);
+  const size_t before_n = collect(normal, heads_[1]);
+  auto who = [&] { return label(a->id(), a->name()); };
   // run_once() drops the scheduler's reference when the actor finishes; keep
   // one so the actor can still be asked about itself below.
   caf::strong_actor_ptr keep{a->ctrl()};
   sched().run_once();
-  ++counters_["sim.steps"];
+  ++steps_;
   size_t used_u, used_n;
   if (a->getf(caf::abstract_actor::is_terminated_flag)) {
     // The rest of its mailbox was bounced: only the message it ended on counts.
@@ -588,12 +632,12 @@ void Simulator::step(caf::resumable* job) {
   }
   events_delivered_ += used_u + used_n;
   if (used_u + used_n == 0) {
-    line(who + " resumes");
+    line(who() + " resumes");
     return;
   }
-  auto deliver = [&](const std::vector<Seen>& heads, size_t used) {
-    for (size_t k = 0; k < used && k < heads.size(); ++k) {
-      const Seen& s = heads[k];
+  auto deliver = [&](const Heads& heads, size_t used) {
+    for (size_t k = 0; k < used && k < heads.count; ++k) {
+      const Seen& s = heads.seen[k];
       line(s.text);
       if (!s.inst_ev) continue;
       auto n = node_of_actor_.find(a->id());
@@ -603,10 +647,10 @@ void Simulator::step(caf::resumable* job) {
       if (auto f = placement_->observe(n->second, node_names_[n->second], s.id, s.inc, s.state, node_names_))
         violation(f->invariant, f->actors, f->detail);
     }
-    if (used > heads.size()) line(who + " (+" + std::to_string(used - heads.size()) + " more)");
+    if (used > heads.count) line(who() + " (+" + std::to_string(used - heads.count) + " more)");
   };
-  deliver(heads_u, used_u);
-  deliver(heads_n, used_n);
+  deliver(heads_[0], used_u);
+  deliver(heads_[1], used_n);
 }
 
 // --- setup ----------------------------------------------------------------------------
@@ -755,12 +799,9 @@ void Simulator::preplace() {
         r.name = buf;
         r.node = nodes_[i].name;
         r.spec.ParseFromString(spec_bytes(buf, 1, 4, ""));
-        store.put_instance(r);
-        const int64_t aid = store.begin_action(r.id, control::Action::create, std::string("req-") + buf);
-        store.record_transition(r.id, SfInstanceState::preflight);
-        store.record_transition(r.id, SfInstanceState::creating);
-        store.record_transition(r.id, SfInstanceState::created);
-        store.finish_action(aid, control::ActionResult::success, control::VmState::active);
+        r.sf_state = SfInstanceState::created;
+        r.vm_state = control::VmState::active;
+        store.import_running_instance(r, std::string("req-") + buf);
         ids_[buf] = r.id;
         names_[r.id] = buf;
         acked_.push_back(r.id);
@@ -1389,6 +1430,7 @@ void Simulator::finish_report(bool) {
   auto& c = *report_.mutable_counters();
   for (const auto& [k, v] : counters_) c[k] = v;
   c["sim.events"] = events_delivered_;
+  c["sim.steps"] = steps_;
   // Final state tables, from the store (reopened: the controller is gone).
   try {
     control::StoreOptions ro;

@@ -10,35 +10,49 @@
 namespace apiary::vmm {
 
 namespace {
-uint8_t* map_anonymous(uint64_t bytes) {
+// nullptr (and why in `error`) when the kernel refuses.
+uint8_t* map_anonymous(uint64_t bytes, std::string& error) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED)
-    throw Error(Errc::host_out_of_memory,
-                "mmap of " + std::to_string(bytes >> 20) + " MiB guest RAM failed: " +
-                    std::strerror(errno));
-  return static_cast<uint8_t*>(p);
+  if (p != MAP_FAILED) return static_cast<uint8_t*>(p);
+  error = "mmap of " + std::to_string(bytes >> 20) + " MiB guest RAM failed: " + std::strerror(errno);
+  return nullptr;
 }
 }  // namespace
 
-GuestMemory::GuestMemory(uint64_t bytes) {
+GuestMemory::GuestMemory(uint64_t bytes, Backing backing) {
   if (bytes == 0 || bytes % 4096 != 0)
     throw Error(Errc::invalid_argument, "guest memory size must be a non-zero multiple of 4 KiB");
   const uint64_t low = bytes < layout::kMmioHoleStart ? bytes : layout::kMmioHoleStart;
-  regions_.push_back({0, low, map_anonymous(low)});
-  if (bytes > low) {
-    try {
-      regions_.push_back({layout::kMmioHoleEnd, bytes - low, map_anonymous(bytes - low)});
-    } catch (...) {
-      ::munmap(regions_.front().host, low);
-      throw;
-    }
-  }
+  regions_.push_back({0, low, nullptr});
+  if (bytes > low) regions_.push_back({layout::kMmioHoleEnd, bytes - low, nullptr});
   size_ = bytes;
+  if (backing == Backing::mapped && !map()) throw Error(Errc::host_out_of_memory, map_error_);
+}
+
+bool GuestMemory::map() const noexcept {
+  if (mapped()) return true;
+  std::call_once(map_once_, [this] {
+    for (auto& r : regions_) {
+      r.host = map_anonymous(r.size, map_error_);
+      if (r.host) continue;
+      for (auto& m : regions_)
+        if (m.host) ::munmap(m.host, m.size), m.host = nullptr;
+      return;
+    }
+    mapped_.store(true, std::memory_order_release);
+  });
+  return mapped();
+}
+
+const std::vector<GuestMemory::Region>& GuestMemory::regions() const {
+  if (!map()) throw Error(Errc::host_out_of_memory, map_error_);
+  return regions_;
 }
 
 GuestMemory::~GuestMemory() {
-  for (auto& r : regions_) ::munmap(r.host, r.size);
+  for (auto& r : regions_)
+    if (r.host) ::munmap(r.host, r.size);
 }
 
 bool GuestMemory::contains(uint64_t gpa, uint64_t len) const noexcept {
@@ -46,6 +60,7 @@ bool GuestMemory::contains(uint64_t gpa, uint64_t len) const noexcept {
 }
 
 uint8_t* GuestMemory::host_range(uint64_t gpa, uint64_t len) const noexcept {
+  if (!map()) return nullptr;
   for (const auto& r : regions_) {
     if (gpa >= r.gpa && gpa - r.gpa <= r.size && len <= r.size - (gpa - r.gpa))
       return r.host + (gpa - r.gpa);
@@ -56,6 +71,7 @@ uint8_t* GuestMemory::host_range(uint64_t gpa, uint64_t len) const noexcept {
 uint8_t* GuestMemory::checked(uint64_t gpa, uint64_t len) const {
   uint8_t* p = host_range(gpa, len);
   if (!p) {
+    if (!mapped()) throw Error(Errc::host_out_of_memory, map_error_);
     char buf[96];
     std::snprintf(buf, sizeof buf, "[%#llx, +%#llx) is not guest RAM",
                   static_cast<unsigned long long>(gpa), static_cast<unsigned long long>(len));
@@ -121,6 +137,7 @@ void GuestMemory::fill(uint64_t gpa, uint64_t len, uint8_t value) {
 }
 
 void GuestMemory::zero_all() {
+  if (!mapped()) return;  // never mapped: every page reads as zero already
   for (auto& r : regions_) {
     if (::madvise(r.host, r.size, MADV_DONTNEED) != 0) std::memset(r.host, 0, r.size);
   }

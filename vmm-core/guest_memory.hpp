@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <span>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
@@ -28,21 +30,36 @@ class GuestMemory {
     uint8_t* host;   // host mapping of the whole region
   };
 
+  // mapped: the RAM is mapped by the constructor.
+  // on_first_use: mapped by the first access that needs host memory
+  // (host_range, the copies, regions()); until then the memory costs no
+  // mapping and no system call. For simulated machines, whose RAM no guest
+  // code touches: a node process with a million of them would otherwise
+  // hold a million mappings, and unmapping some of them splits the rest
+  // past the kernel's limit on mappings per process (vm.max_map_count,
+  // 65,530 by default), after which every mmap fails, the allocator's too.
+  enum class Backing { mapped, on_first_use };
+
   // Maps `bytes` of anonymous RAM: [0, min(bytes, hole)) and, for the rest,
   // [4 GiB, ...). Throws Errc::host_out_of_memory or invalid_argument.
-  explicit GuestMemory(uint64_t bytes);
+  explicit GuestMemory(uint64_t bytes, Backing backing = Backing::mapped);
   ~GuestMemory();
   GuestMemory(const GuestMemory&) = delete;
   GuestMemory& operator=(const GuestMemory&) = delete;
 
-  const std::vector<Region>& regions() const noexcept { return regions_; }
+  // Maps on_first_use memory first (throws Errc::host_out_of_memory when
+  // that fails).
+  const std::vector<Region>& regions() const;
+  // Whether the RAM is mapped (always, unless on_first_use and not used yet).
+  bool mapped() const noexcept { return mapped_.load(std::memory_order_acquire); }
   uint64_t size() const noexcept { return size_; }
   // Highest RAM address + 1 below the MMIO hole.
   uint64_t low_end() const noexcept { return regions_.front().size; }
 
   // True iff [gpa, gpa+len) lies within a single RAM region.
   bool contains(uint64_t gpa, uint64_t len) const noexcept;
-  // Host pointer for [gpa, gpa+len), or nullptr when out of range.
+  // Host pointer for [gpa, gpa+len), or nullptr when out of range (or when
+  // on_first_use memory cannot be mapped: checked() then names that).
   uint8_t* host_range(uint64_t gpa, uint64_t len) const noexcept;
 
   // Bounds-checked copies; throw Errc::guest_address_out_of_range.
@@ -85,7 +102,13 @@ class GuestMemory {
  private:
   uint8_t* checked(uint64_t gpa, uint64_t len) const;
   void note_written_slow(uint64_t gpa, uint64_t len) const noexcept;
-  std::vector<Region> regions_;
+  bool map() const noexcept;  // maps on_first_use memory once; false if that failed
+  // The host pointers are filled in by map() (under map_once_) for
+  // on_first_use memory; gpa and size are set from the start.
+  mutable std::vector<Region> regions_;
+  mutable std::once_flag map_once_;
+  mutable std::atomic<bool> mapped_{false};
+  mutable std::string map_error_;  // why map() failed, once it has
   std::atomic<bool> tracking_{false};
   // One bitmap per region (1 bit per page), allocated on the first start.
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> written_;

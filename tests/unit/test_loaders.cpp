@@ -464,6 +464,43 @@ BOOST_AUTO_TEST_CASE(memory_map_guest_below_1m) {
   check_map(vmm::memory_map(mem), {{0x0, 512 * kKiB, 1}, {0x9fc00, 0x60400, 2}});
 }
 
+// on_first_use RAM (simulated machines): no mapping until something needs
+// host memory; then it is ordinary RAM. A mapping the kernel refuses is
+// host_out_of_memory on the access that needed it, and the memory stays
+// unmapped.
+BOOST_AUTO_TEST_CASE(first_use_memory_is_mapped_by_its_first_access) {
+  vmm::GuestMemory mem(kBigGuest, vmm::GuestMemory::Backing::on_first_use);
+  BOOST_TEST(!mem.mapped());
+  BOOST_TEST(mem.size() == kBigGuest);
+  BOOST_TEST(mem.low_end() == 3 * kGiB);
+  mem.zero_all();  // nothing to drop
+  mem.start_write_tracking();
+  BOOST_TEST(!mem.mapped());
+  BOOST_TEST(mem.read_obj<uint64_t>(4 * kGiB + 8) == 0u);
+  BOOST_TEST(mem.mapped());
+  mem.write_obj<uint32_t>(0x1000, 0xfeedbeef);
+  BOOST_TEST(mem.read_obj<uint32_t>(0x1000) == 0xfeedbeefu);
+  BOOST_TEST(mem.take_written(0)[0] == 2u);  // page 1
+  BOOST_REQUIRE(mem.regions().size() == 2u);
+  BOOST_TEST(mem.regions()[1].host != nullptr);
+  check_map(vmm::memory_map(mem), kMap5G);
+
+  // A region no host can map (1 PiB): refused when first used, by name.
+  vmm::GuestMemory huge(uint64_t{1} << 50, vmm::GuestMemory::Backing::on_first_use);
+  BOOST_TEST(huge.host_range(0, 8) == nullptr);
+  try {
+    (void)huge.read_obj<uint64_t>(0);
+    BOOST_FAIL("no error");
+  } catch (const vmm::Error& e) {
+    BOOST_TEST((e.code() == vmm::Errc::host_out_of_memory), e.what());
+    BOOST_TEST(std::string(e.what()).find("guest RAM failed") != std::string::npos, e.what());
+  }
+  BOOST_CHECK_THROW(huge.regions(), vmm::Error);
+  BOOST_TEST(!huge.mapped());
+  // Mapped memory that cannot be had fails at construction, as before.
+  BOOST_CHECK_THROW(vmm::GuestMemory(uint64_t{1} << 50), vmm::Error);
+}
+
 BOOST_AUTO_TEST_CASE(read_file_contents_and_errors) {
   char dir[] = "/tmp/apiary-test-loaders-XXXXXX";
   BOOST_REQUIRE(::mkdtemp(dir) != nullptr);

@@ -364,6 +364,19 @@ BOOST_AUTO_TEST_CASE(corrupt_truncated_and_foreign_files_are_refused) {
              what);
 }
 
+// Nothing of a simulated machine touches its RAM until a device does:
+// the mapping is made then (GuestMemory::Backing::on_first_use).
+BOOST_AUTO_TEST_CASE(a_simulated_machine_maps_its_ram_only_when_used) {
+  TwoMachines t;
+  BOOST_TEST(!t.a->memory().mapped());
+  t.a->memory().write(0x2000, std::string_view("ram"));
+  BOOST_TEST(t.a->memory().mapped());
+  std::array<uint8_t, 3> back{};
+  t.a->memory().read(0x2000, back);
+  BOOST_TEST(std::string(back.begin(), back.end()) == "ram");
+  BOOST_TEST(!t.b->memory().mapped());
+}
+
 BOOST_AUTO_TEST_CASE(a_simulated_machine_has_no_state_to_save) {
   TwoMachines t;
   std::string what;

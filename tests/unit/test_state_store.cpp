@@ -362,6 +362,63 @@ BOOST_AUTO_TEST_CASE(actions_follow_nova_and_are_logged) {
 
 // The power sync's forced stop of a PAUSED instance whose VM is gone: one
 // finished stop row with its event, vm_state stopped; never under a task.
+// An imported instance reads back as one created the long way (put,
+// create action, preflight -> creating -> created, finish ACTIVE), and
+// anything but a running instance on a node is refused without a write.
+BOOST_AUTO_TEST_CASE(an_imported_running_instance_is_what_a_finished_create_leaves) {
+  auto s = open();
+  s.put_instance(new_instance("long", "node-1"));
+  const int64_t create = s.begin_action("long", Action::create, "req-long");
+  for (auto to : {SfInstanceState::preflight, SfInstanceState::creating, SfInstanceState::created})
+    s.record_transition("long", to);
+  s.finish_action(create, ActionResult::success, VmState::active);
+
+  auto r = new_instance("imported", "node-1");
+  r.sf_state = SfInstanceState::created;
+  r.vm_state = VmState::active;
+  s.import_running_instance(r, "req-imported");
+  const auto a = *s.get_instance("long");
+  auto b = *s.get_instance("imported");
+  BOOST_TEST((b.sf_state == a.sf_state && b.vm_state == a.vm_state && b.task_state == a.task_state));
+  BOOST_TEST(b.node == "node-1");
+  BOOST_TEST(b.spec.SerializeAsString() == r.spec.SerializeAsString());
+  BOOST_TEST(b.created_at == *clock);
+  const auto log = s.list_actions("imported");
+  BOOST_REQUIRE(log.size() == 1u);
+  BOOST_TEST((log[0].action == Action::create && log[0].result == ActionResult::success));
+  BOOST_TEST(log[0].request_id == "req-imported");
+  BOOST_TEST((log[0].finish == std::optional<UnixMillis>(*clock)));
+  BOOST_TEST(s.node_usage("node-1").instances == 2u);
+  BOOST_TEST(s.node_usage("node-1").vcpus == 4u);
+  // The next action sees an ACTIVE instance with no task.
+  BOOST_TEST(s.begin_action("imported", Action::pause, "req-p") > 0);
+
+  auto refused = [&](InstanceRecord x) {
+    expect_error(StoreErrc::invalid_record, [&] { s.import_running_instance(x, "req-x"); });
+    BOOST_TEST(!s.get_instance(x.id).has_value());
+    BOOST_TEST(s.list_actions(x.id).empty());
+  };
+  auto x = r;
+  x.id = "x1";
+  x.node.clear();
+  refused(x);  // not on a node
+  x.node = "node-1";
+  x.vm_state = VmState::building;
+  refused(x);
+  x.vm_state = VmState::active;
+  x.sf_state = SfInstanceState::creating;
+  refused(x);
+  x.sf_state = SfInstanceState::created;
+  x.task_state = TaskState::spawning;
+  refused(x);
+  // A record that exists is not replaced.
+  const auto before = *s.get_instance("imported");
+  expect_error(StoreErrc::invalid_record, [&] { s.import_running_instance(r, "req-again"); });
+  BOOST_TEST(same(*s.get_instance("imported"), before));
+  BOOST_TEST(s.list_actions("imported").size() == 2u);
+  BOOST_TEST(s.node_usage("node-1").instances == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(a_forced_stop_records_a_paused_instance_stopped) {
   auto s = open();
   s.put_instance(new_instance("i1"));
