@@ -136,10 +136,14 @@ std::string power_state(const NodeInstance& ni) {
 bool is_down(const NodeInstance& ni) { return ni.state == "halt" || ni.state == "destroy"; }
 
 // Tells the controller an instance's VMM state (the dashboard shows it live):
-// one message per lifecycle step, never per guest event.
+// one message per lifecycle step, never per guest event. Nothing until the
+// controller has acknowledged a check-in (vmm_reported): that
+// acknowledgement re-sends every instance's state, which supersedes
+// whatever was reported before it (instances started with the node sent
+// each of their steps and then all of them again).
 void report_vmm(node_pointer self, const std::string& id, const NodeInstance& ni) {
   auto& st = self->state;
-  if (!st.cfg.controller || st.partitioned) return;
+  if (!st.cfg.controller || st.partitioned || !st.vmm_reported) return;
   self->send(caf::actor_cast<controller_actor>(st.cfg.controller), lifecycle_atom::value, st.cfg.name, id, ni.state,
              power_state(ni));
 }
