@@ -116,6 +116,9 @@ struct NodeState {
   // until a check-in is acknowledged after the start, a failed check-in or
   // a partition; the acknowledgement then re-sends them all.
   bool vmm_reported = false;
+  // The controller has acknowledged a check-in since the node started: until
+  // then report_vmm sends nothing (that acknowledgement sends every state).
+  bool acknowledged_once = false;
   bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
   std::map<std::string, net::SpawnedNetwork> networks;  // network id -> its actor and switch here
   static inline const char* name = "node";
@@ -137,13 +140,15 @@ bool is_down(const NodeInstance& ni) { return ni.state == "halt" || ni.state == 
 
 // Tells the controller an instance's VMM state (the dashboard shows it live):
 // one message per lifecycle step, never per guest event. Nothing until the
-// controller has acknowledged a check-in (vmm_reported): that
-// acknowledgement re-sends every instance's state, which supersedes
-// whatever was reported before it (instances started with the node sent
-// each of their steps and then all of them again).
+// controller has acknowledged the node's first check-in: that
+// acknowledgement sends every instance's state, which supersedes whatever
+// was reported before it (instances started with the node sent each of
+// their steps and then all of them again). Later, a failed check-in does
+// not hold reports back: an instance removed meanwhile would otherwise
+// never have its last state sent.
 void report_vmm(node_pointer self, const std::string& id, const NodeInstance& ni) {
   auto& st = self->state;
-  if (!st.cfg.controller || st.partitioned || !st.vmm_reported) return;
+  if (!st.cfg.controller || st.partitioned || !st.acknowledged_once) return;
   self->send(caf::actor_cast<controller_actor>(st.cfg.controller), lifecycle_atom::value, st.cfg.name, id, ni.state,
              power_state(ni));
 }
@@ -1268,6 +1273,7 @@ void check_in(node_pointer self) {
                 st.cfg.cannot_run)
       .then(
           [self](ack_atom) {
+            self->state.acknowledged_once = true;
             if (self->state.vmm_reported) return;
             self->state.vmm_reported = true;
             for (const auto& [id, ni] : self->state.instances) report_vmm(self, id, ni);

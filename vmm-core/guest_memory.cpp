@@ -32,16 +32,26 @@ GuestMemory::GuestMemory(uint64_t bytes, Backing backing) {
 
 bool GuestMemory::map() const noexcept {
   if (mapped()) return true;
-  std::call_once(map_once_, [this] {
-    for (auto& r : regions_) {
-      r.host = map_anonymous(r.size, map_error_);
-      if (r.host) continue;
-      for (auto& m : regions_)
-        if (m.host) ::munmap(m.host, m.size), m.host = nullptr;
-      return;
-    }
-    mapped_.store(true, std::memory_order_release);
-  });
+  // noexcept: the message is built when the host is short of mappings and
+  // perhaps of memory; if that (or call_once) throws, the mapping simply
+  // failed, with whatever message there is.
+  try {
+    std::call_once(map_once_, [this] {
+      for (auto& r : regions_) {
+        try {
+          r.host = map_anonymous(r.size, map_error_);
+        } catch (...) {
+          r.host = nullptr;
+        }
+        if (r.host) continue;
+        for (auto& m : regions_)
+          if (m.host) ::munmap(m.host, m.size), m.host = nullptr;
+        return;
+      }
+      mapped_.store(true, std::memory_order_release);
+    });
+  } catch (...) {
+  }
   return mapped();
 }
 

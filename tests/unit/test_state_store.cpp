@@ -360,8 +360,6 @@ BOOST_AUTO_TEST_CASE(actions_follow_nova_and_are_logged) {
   expect_error(StoreErrc::not_found, [&] { s.finish_action(12345, ActionResult::success); });
 }
 
-// The power sync's forced stop of a PAUSED instance whose VM is gone: one
-// finished stop row with its event, vm_state stopped; never under a task.
 // An imported instance reads back as one created the long way (put,
 // create action, preflight -> creating -> created, finish ACTIVE), and
 // anything but a running instance on a node is refused without a write.
@@ -372,6 +370,8 @@ BOOST_AUTO_TEST_CASE(an_imported_running_instance_is_what_a_finished_create_leav
   for (auto to : {SfInstanceState::preflight, SfInstanceState::creating, SfInstanceState::created})
     s.record_transition("long", to);
   s.finish_action(create, ActionResult::success, VmState::active);
+  // Read now, so that the import must keep the usage in memory up to date.
+  BOOST_TEST(s.node_usage("node-1").instances == 1u);
 
   auto r = new_instance("imported", "node-1");
   r.sf_state = SfInstanceState::created;
@@ -419,6 +419,8 @@ BOOST_AUTO_TEST_CASE(an_imported_running_instance_is_what_a_finished_create_leav
   BOOST_TEST(s.node_usage("node-1").instances == 2u);
 }
 
+// The power sync's forced stop of a PAUSED instance whose VM is gone: one
+// finished stop row with its event, vm_state stopped; never under a task.
 BOOST_AUTO_TEST_CASE(a_forced_stop_records_a_paused_instance_stopped) {
   auto s = open();
   s.put_instance(new_instance("i1"));
