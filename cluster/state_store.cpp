@@ -819,15 +819,7 @@ void StateStore::put_instance(const InstanceRecord& r) {
                              "none (got " +
                              to_string(r.sf_state) + ", " + to_string(r.vm_state) + ", " + to_string(r.task_state) +
                              ")");
-      Stmt s(db_->get(),
-             "INSERT INTO instances (id, name, spec, sf_state, vm_state, task_state, node, created_at, updated_at,"
-             " deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?7, NULL)");
-      s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
-      s.bind_text_or_null(6, r.node).bind(7, t);
-      s.run();
-      account(nullptr, &r);
-      changed('i', r.id, "record_state", to_string(r.sf_state));
-      changed('i', r.id, "vm_state", to_string(r.vm_state));
+      insert_instance(r, spec, t);
       return;
     }
     if (r.sf_state != cur->sf_state && !transition_allowed(cur->sf_state, r.sf_state))
@@ -865,22 +857,26 @@ void StateStore::import_running_instance(const InstanceRecord& r, const std::str
     if (Stmt(db_->get(), "SELECT 1 FROM instances WHERE id = ?1").bind(1, r.id).step())
       throw StoreError(StoreErrc::invalid_record, "imported instance " + r.id + " has a record already");
     const UnixMillis t = now();
-    Stmt s(db_->get(),
-           "INSERT INTO instances (id, name, spec, sf_state, vm_state, task_state, node, created_at, updated_at,"
-           " deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?7, NULL)");
-    s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
-    s.bind(6, r.node).bind(7, t);
-    s.run();
+    insert_instance(r, spec, t);
     Stmt a(db_->get(),
            "INSERT INTO action_log (instance_id, request_id, action, start, finish, result, events)"
            " VALUES (?1, ?2, ?3, ?4, ?4, ?5, '[]')");
     a.bind(1, r.id).bind(2, request_id).bind(3, to_string(Action::create)).bind(4, t);
     a.bind(5, to_string(ActionResult::success));
     a.run();
-    account(nullptr, &r);
-    changed('i', r.id, "record_state", to_string(r.sf_state));
-    changed('i', r.id, "vm_state", to_string(r.vm_state));
   });
+}
+
+void StateStore::insert_instance(const InstanceRecord& r, const std::string& spec, UnixMillis t) {
+  Stmt s(db_->get(),
+         "INSERT INTO instances (id, name, spec, sf_state, vm_state, task_state, node, created_at, updated_at,"
+         " deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?7, NULL)");
+  s.bind(1, r.id).bind(2, r.name).bind_blob(3, spec).bind(4, to_string(r.sf_state)).bind(5, to_string(r.vm_state));
+  s.bind_text_or_null(6, r.node).bind(7, t);
+  s.run();
+  account(nullptr, &r);
+  changed('i', r.id, "record_state", to_string(r.sf_state));
+  changed('i', r.id, "vm_state", to_string(r.vm_state));
 }
 
 bool StateStore::delete_instance(const std::string& id) {

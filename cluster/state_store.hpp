@@ -404,6 +404,8 @@ class StateStore {
   // Moves an instance's share of the node usage from `before` to `after`
   // (either may be absent: a new or a removed record).
   void account(const InstanceRecord* before, const InstanceRecord* after);
+  // A new record's row, usage and change-feed entries (put_instance, import_running_instance).
+  void insert_instance(const InstanceRecord& r, const std::string& spec, UnixMillis t);
   struct Db;
   std::unique_ptr<Db> db_;
   std::string path_;
