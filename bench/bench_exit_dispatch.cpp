@@ -9,9 +9,18 @@
 // steady_clock around the run loop only, plus the thread's CPU time over the
 // same span as the counter cpu_ns_per_exit).
 //
-//   BM_RawKvmLoop      baseline: raw ioctls, one memslot, and the minimal
-//                      hand-written `while (KVM_RUN) switch (exit_reason)`
-//                      loop that only counts noop-port exits.
+//   BM_RawKvmLoop      baseline: raw ioctls, one memslot, the guest state
+//                      devices::Machine gives the BSP (bench/raw_kvm.hpp),
+//                      and the minimal hand-written
+//                      `while (KVM_RUN) switch (exit_reason)` loop that
+//                      only counts noop-port exits.
+//   BM_RawKvmLoopResetXcr0  the same loop on a VM whose vCPU keeps KVM's
+//                      reset XCR0 (x87 alone) instead of Apiary's boot XCR0
+//                      (x86::boot_xcr0, PKRU included): what that guest
+//                      state costs per exit by itself. It is not Apiary's
+//                      dispatch, but it was the whole gap between the two
+//                      loops until 2026-12-06, when the baseline still kept
+//                      the reset value (docs/benchmarks.md).
 //   BM_ApiaryDispatch  devices::Machine + KvmVcpuBackend::run() on this
 //                      thread: every exit goes through decode_exit and the
 //                      Bus to the NoopPort device, exactly as in production.
@@ -19,8 +28,8 @@
 //                      (decode, bus lookup, NoopPort) on a simulated-backend
 //                      Machine's bus, in ns.
 //
-// The two are registered as alternating rounds (raw, apiary, raw, apiary,
-// ...) so slow drift of the host affects both equally. A reporter collects
+// The three are registered as alternating rounds (raw, raw with the reset
+// XCR0, apiary, raw, ...) so slow drift of the host affects both equally. A reporter collects
 // every round's per-exit cost; after the Google Benchmark output the program
 // prints medians and their ratio as `figure:` lines (scripts/run-benchmarks.sh
 // gathers them). The figures use CPU time, which on a shared host is immune
@@ -77,6 +86,7 @@ using namespace apiary;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kRawName = "BM_RawKvmLoop";
+constexpr const char* kRawResetXcr0Name = "BM_RawKvmLoopResetXcr0";
 constexpr const char* kApiaryName = "BM_ApiaryDispatch";
 constexpr const char* kUserspaceName = "BM_UserspaceDispatch";
 constexpr uint64_t kMemoryMib = 64;  // MachineConfig's default, used by both
@@ -111,7 +121,9 @@ double thread_cpu_seconds() {
 using bench::RawVm;
 using bench::fail;
 
-void build_raw_vm(RawVm& r) { bench::build_raw_vm(r, g_image, guest_cmdline(), kMemoryMib); }
+void build_raw_vm(RawVm& r, bench::RawXcr0 xcr0) {
+  bench::build_raw_vm(r, g_image, guest_cmdline(), kMemoryMib, xcr0);
+}
 
 // The baseline loop: nothing but KVM_RUN and a switch on the exit reason.
 RunSample run_raw(RawVm& r) {
@@ -222,7 +234,15 @@ void run_round(benchmark::State& state, OneRun one_run) {
 void BM_RawKvmLoop(benchmark::State& state) {
   run_round(state, [] {
     RawVm vm;
-    build_raw_vm(vm);
+    build_raw_vm(vm, bench::RawXcr0::boot);
+    return run_raw(vm);
+  });
+}
+
+void BM_RawKvmLoopResetXcr0(benchmark::State& state) {
+  run_round(state, [] {
+    RawVm vm;
+    build_raw_vm(vm, bench::RawXcr0::reset);
     return run_raw(vm);
   });
 }
@@ -368,15 +388,15 @@ void print_figures(const Samples& samples, FILE* out) {
     double raw = 0, apiary = 0;
   };
   std::map<std::string, Medians> medians;
+  auto us = [](const std::vector<double>& v) {
+    std::vector<double> r;
+    for (double x : v) r.push_back(x / 1000);
+    return r;
+  };
   for (const char* counter : {"ns_per_exit", "cpu_ns_per_exit"}) {
     const bool cpu = counter[0] == 'c';
     const auto* raw = find(kRawName, counter);
     const auto* apiary = find(kApiaryName, counter);
-    auto us = [](const std::vector<double>& v) {
-      std::vector<double> r;
-      for (double x : v) r.push_back(x / 1000);
-      return r;
-    };
     if (raw) spread(cpu ? "raw loop, thread CPU time" : "raw loop, wall time", us(*raw));
     if (apiary) spread(cpu ? "apiary, thread CPU time" : "apiary, wall time", us(*apiary));
     if (raw && apiary && raw->size() == apiary->size()) {
@@ -400,6 +420,13 @@ void print_figures(const Samples& samples, FILE* out) {
   }
   if (auto it = medians.find("ns_per_exit"); it != medians.end())
     std::fprintf(out, "figure: exit_dispatch_ratio_wall %.2f x\n", it->second.apiary / it->second.raw);
+  // The boot XCR0's own cost: the raw loop with it over the raw loop without.
+  const auto* raw = find(kRawName, "cpu_ns_per_exit");
+  if (const auto* reset = find(kRawResetXcr0Name, "cpu_ns_per_exit")) {
+    spread("raw loop, reset XCR0, thread CPU", us(*reset));
+    std::fprintf(out, "figure: raw_pio_exit_reset_xcr0_ns %.0f ns\n", median(*reset));
+    if (raw) std::fprintf(out, "figure: boot_xcr0_exit_cost_ratio %.2f x\n", median(*raw) / median(*reset));
+  }
   // CPU time as well: a ~20 ns loop is the most exposed to preemption.
   if (const auto* user = find(kUserspaceName, "cpu_ns"))
     std::fprintf(out, "figure: apiary_userspace_dispatch_ns %.1f ns\n", median(*user));
@@ -483,7 +510,8 @@ int main(int argc, char** argv) {
                  g_settings.iterations);
     for (int round = 1; round <= g_settings.rounds; ++round) {
       const std::string suffix = "/round:" + std::to_string(round);
-      for (auto [name, fn] : {std::pair{kRawName, &BM_RawKvmLoop}, std::pair{kApiaryName, &BM_ApiaryDispatch}}) {
+      for (auto [name, fn] : {std::pair{kRawName, &BM_RawKvmLoop}, std::pair{kRawResetXcr0Name, &BM_RawKvmLoopResetXcr0},
+                              std::pair{kApiaryName, &BM_ApiaryDispatch}}) {
         benchmark::RegisterBenchmark((name + suffix).c_str(), fn)
             ->Iterations(g_settings.iterations)
             ->UseManualTime()

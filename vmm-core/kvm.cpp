@@ -263,9 +263,13 @@ void Vcpu::set_fpu(const kvm_fpu& f) { APIARY_KVM_IOCTL(fd_.get(), KVM_SET_FPU, 
 void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
   auto buf = var_buffer(entries.data(), static_cast<uint32_t>(entries.size()));
   checked_ioctl(fd_.get(), kSetCpuid2, "KVM_SET_CPUID2", buf.data());
-  cpuid_xcr0_ = 0;
+  cpuid_xcr0_ = kvm::cpuid_xcr0(entries);
+}
+
+uint64_t cpuid_xcr0(const std::vector<kvm_cpuid_entry2>& entries) noexcept {
   for (const auto& e : entries)
-    if (e.function == 0xd && e.index == 0) cpuid_xcr0_ = e.eax | (static_cast<uint64_t>(e.edx) << 32);
+    if (e.function == 0xd && e.index == 0) return e.eax | (static_cast<uint64_t>(e.edx) << 32);
+  return 0;
 }
 
 void Vcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {

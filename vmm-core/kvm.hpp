@@ -126,6 +126,10 @@ class Vm {
   std::vector<kvm_userspace_memory_region> slots_;
 };
 
+// The state components (XCR0 bits) a CPUID offers: leaf 0xD, subleaf 0,
+// EDX:EAX; 0 when it has no such leaf.
+uint64_t cpuid_xcr0(const std::vector<kvm_cpuid_entry2>& entries) noexcept;
+
 class Vcpu {
  public:
   Vcpu(const Vm& vm, uint32_t id);

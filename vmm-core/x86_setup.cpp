@@ -158,6 +158,13 @@ void set_lvt(kvm_lapic_state& l, uint32_t reg, uint32_t mode) {
 }
 }  // namespace
 
+uint64_t boot_xcr0(uint64_t cpuid_xcr0) noexcept { return (cpuid_xcr0 & kXcr0Supported) | kXcr0X87; }
+
+void wire_lints(kvm_lapic_state& lapic) noexcept {
+  set_lvt(lapic, kApicLvtLint0, kApicDeliveryExtInt);
+  set_lvt(lapic, kApicLvtLint1, kApicDeliveryNmi);
+}
+
 void set_vcpu_cpuid(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count) {
   vcpu.set_cpuid(vcpu_cpuid(sys.supported_cpuid(), vcpu.id(), vcpu_count,
                             sys.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0));
@@ -167,8 +174,7 @@ void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan) {
   vcpu.set_msrs(boot_msrs());
   vcpu.set_fpu(boot_fpu());
   kvm_lapic_state lapic = vcpu.get_lapic();
-  set_lvt(lapic, kApicLvtLint0, kApicDeliveryExtInt);
-  set_lvt(lapic, kApicLvtLint1, kApicDeliveryNmi);
+  wire_lints(lapic);
   vcpu.set_lapic(lapic);
   // XCR0 starts with every state component the CPUID offers instead of x87
   // alone. Why: under SVM emulated by QEMU's TCG (scripts/kvm-vm) a guest's
@@ -177,9 +183,9 @@ void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan) {
   // call trace. A kernel sets XCR0 itself either way; with this start value
   // KVM's view and the guest's agree.
   // A host that refuses (no XSAVE) leaves XCR0 as KVM reset it.
-  if (const uint64_t xcr0 = vcpu.cpuid_xcr0() & kXcr0Supported; xcr0 & ~kXcr0X87) {
+  if (const uint64_t xcr0 = boot_xcr0(vcpu.cpuid_xcr0()); xcr0 != kXcr0X87) {
     try {
-      vcpu.set_xcr0(xcr0 | kXcr0X87);
+      vcpu.set_xcr0(xcr0);
     } catch (const Error&) {
     }
   }

@@ -60,6 +60,18 @@ std::vector<kvm_cpuid_entry2> vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& su
 std::vector<kvm_msr_entry> boot_msrs();
 kvm_fpu boot_fpu();
 
+// The XCR0 a vCPU boots with, given the components its CPUID offers
+// (kvm::cpuid_xcr0): every one of them Apiary supports (x87, SSE, AVX,
+// AVX-512, PKRU), and x87 always. Why not KVM's reset value (x87 alone): see
+// reset_vcpu. Not free: with PKRU enabled KVM switches the PKRU register on
+// every guest entry and exit, which under the nested-KVM VM (QEMU's TCG
+// flushes its TLB on every PKRU write) costs about 9 us per exit
+// (bench_exit_dispatch's raw loop, 2026-12-06); on hardware a few cycles.
+uint64_t boot_xcr0(uint64_t cpuid_xcr0) noexcept;
+// LAPIC LINT0 delivers the 8259's interrupts (ExtINT) and LINT1 NMIs, as
+// firmware leaves them for a PC guest.
+void wire_lints(kvm_lapic_state& lapic) noexcept;
+
 // CPUID, once per vCPU before it first runs (KVM refuses changes after that).
 void set_vcpu_cpuid(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count);
 // Programs a vCPU for (re)boot: MSRs, FPU, LAPIC LINT0=ExtINT/LINT1=NMI,

@@ -4,6 +4,9 @@
 #define BOOST_TEST_MODULE x86_setup
 #include <boost/test/unit_test.hpp>
 
+#include <cstring>
+
+#include "vmm-core/kvm.hpp"
 #include "vmm-core/layout.hpp"
 #include "vmm-core/x86.hpp"
 #include "vmm-core/x86_setup.hpp"
@@ -166,4 +169,38 @@ BOOST_AUTO_TEST_CASE(every_feature_kvm_supports_reaches_the_guest) {
     BOOST_TEST(out[i].edx == supported[i].edx);
   }
   BOOST_TEST((out[0].ebx & (1u << 10)) != 0u);  // INVPCID
+}
+
+// The boot XCR0 (reset_vcpu, and the benchmarks' raw baseline, which must
+// give its vCPU the same state): what the CPUID's leaf 0xD offers and Apiary
+// supports, x87 always; a CPUID without the leaf leaves x87 alone.
+BOOST_AUTO_TEST_CASE(boot_xcr0_is_what_the_cpuid_offers_and_apiary_supports) {
+  kvm_cpuid_entry2 d{};
+  d.function = 0xd;
+  d.index = 0;
+  d.eax = 0x2e7;  // x87 SSE AVX, AVX-512 (3 bits), PKRU; bit 8 (PT) is not supported
+  d.edx = 0x1;    // bit 32: not supported
+  kvm_cpuid_entry2 other = d;
+  other.index = 1;
+  other.eax = 0xffffffff;
+  BOOST_TEST(vmm::kvm::cpuid_xcr0({other, d}) == 0x1000002e7ull);
+  BOOST_TEST(vmm::kvm::cpuid_xcr0({other}) == 0u);
+  BOOST_TEST(x86::boot_xcr0(0x1000002e7ull) == 0x2e7u);
+  BOOST_TEST(x86::boot_xcr0(0) == x86::kXcr0X87);
+  BOOST_TEST(x86::boot_xcr0(0x6) == 0x7u);  // x87 even when not offered
+}
+
+// LINT0 delivers the 8259 (ExtINT) and LINT1 NMIs, both unmasked; the rest of
+// each LVT entry (the vector, trigger and polarity bits) is kept.
+BOOST_AUTO_TEST_CASE(lints_are_wired_as_firmware_leaves_them) {
+  kvm_lapic_state l{};
+  const uint32_t reset = x86::kApicLvtMasked | 0x8000u | 0x31u;  // masked, level, vector 0x31
+  std::memcpy(l.regs + x86::kApicLvtLint0, &reset, 4);
+  std::memcpy(l.regs + x86::kApicLvtLint1, &reset, 4);
+  x86::wire_lints(l);
+  uint32_t lint0 = 0, lint1 = 0;
+  std::memcpy(&lint0, l.regs + x86::kApicLvtLint0, 4);
+  std::memcpy(&lint1, l.regs + x86::kApicLvtLint1, 4);
+  BOOST_TEST(lint0 == (x86::kApicDeliveryExtInt | 0x8000u | 0x31u));
+  BOOST_TEST(lint1 == (x86::kApicDeliveryNmi | 0x8000u | 0x31u));
 }
