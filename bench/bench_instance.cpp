@@ -340,7 +340,7 @@ void BM_CafRoundTrip(benchmark::State& state) {
 // register (DLAB clear), close everything.
 void raw_cycle(const std::vector<uint8_t>& image) {
   bench::RawVm vm;
-  bench::build_raw_vm(vm, image, "", kMemoryMib);
+  bench::build_raw_vm(vm, image, "", kMemoryMib, bench::RawXcr0::boot);
   bool dlab = false;
   for (;;) {
     if (::ioctl(vm.vcpu, KVM_RUN, 0) != 0) bench::fail("KVM_RUN");

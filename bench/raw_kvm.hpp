@@ -82,13 +82,15 @@ enum class RawXcr0 {
   reset,  // KVM's reset value, x87 alone: what that state itself costs per exit
 };
 
-// Same guest state as devices::Machine gives the BSP: memory image, boot
-// tables, CPUID, MSRs, FPU, LAPIC LINT wiring, XCR0 (unless `xcr0` says
-// reset), segment and general registers. Why XCR0 matters: with PKRU in it
-// KVM switches the PKRU register on every entry and exit, which the nested-KVM
-// VM makes about 9 us per exit dearer (x86_setup.hpp, boot_xcr0); until
-// 2026-12-06 this baseline kept KVM's reset XCR0, and that difference, not
-// Apiary's dispatch, was its gap to devices::Machine (docs/benchmarks.md).
+// Same guest state as devices::Machine gives the BSP: the kernel image and
+// boot tables (Machine also writes ACPI tables, which this guest never
+// reads), CPUID (the TSC-deadline bit included), MSRs, FPU, LAPIC LINT
+// wiring, XCR0 (unless `xcr0` says reset), segment and general registers.
+// Why XCR0 matters: with PKRU in it KVM switches the PKRU register on every
+// entry and exit, which the nested-KVM VM makes about 9 us per exit dearer
+// (x86_setup.hpp, boot_xcr0). Until 2026-12-06 this baseline kept KVM's
+// reset XCR0, and that difference, not Apiary's dispatch, was most of its
+// gap to devices::Machine (docs/benchmarks.md).
 inline void build_raw_vm(RawVm& r, const std::vector<uint8_t>& image, const std::string& cmdline,
                          uint64_t memory_mib, RawXcr0 xcr0 = RawXcr0::boot) {
   r.kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -113,7 +115,7 @@ inline void build_raw_vm(RawVm& r, const std::vector<uint8_t>& image, const std:
   xioctl(r.vm, KVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION", &slot);
 
   const vmm::BootPlan plan = vmm::load_kernel(*r.memory, vmm::BootInputs{image, cmdline, {}});
-  vmm::x86::write_boot_tables(*r.memory);
+  vmm::x86::write_boot_tables(*r.memory, plan.mode);
 
   r.vcpu = xioctl(r.vm, KVM_CREATE_VCPU, "KVM_CREATE_VCPU", 0ul);
   r.run_size = static_cast<size_t>(xioctl(r.kvm, KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE"));
@@ -124,8 +126,9 @@ inline void build_raw_vm(RawVm& r, const std::vector<uint8_t>& image, const std:
   auto supported = std::make_unique<VarBuf<kvm_cpuid_entry2, 256>>();
   supported->count = 256;
   xioctl(r.kvm, kGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID", supported.get());
+  const bool tsc_deadline = ::ioctl(r.kvm, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   const auto cpuid = vmm::x86::vcpu_cpuid(
-      std::vector<kvm_cpuid_entry2>(supported->entries, supported->entries + supported->count), 0, 1);
+      std::vector<kvm_cpuid_entry2>(supported->entries, supported->entries + supported->count), 0, 1, tsc_deadline);
   auto cpuid_buf = std::make_unique<VarBuf<kvm_cpuid_entry2, 256>>();
   cpuid_buf->count = static_cast<uint32_t>(std::min<size_t>(cpuid.size(), 256));
   std::copy_n(cpuid.begin(), cpuid_buf->count, cpuid_buf->entries);

@@ -66,7 +66,8 @@ kvm_fpu boot_fpu();
 // reset_vcpu. Not free: with PKRU enabled KVM switches the PKRU register on
 // every guest entry and exit, which under the nested-KVM VM (QEMU's TCG
 // flushes its TLB on every PKRU write) costs about 9 us per exit
-// (bench_exit_dispatch's raw loop, 2026-12-06); on hardware a few cycles.
+// (bench_exit_dispatch's raw loop, 2026-12-06); on hardware a WRPKRU is
+// some tens of cycles.
 uint64_t boot_xcr0(uint64_t cpuid_xcr0) noexcept;
 // LAPIC LINT0 delivers the 8259's interrupts (ExtINT) and LINT1 NMIs, as
 // firmware leaves them for a PC guest.
@@ -75,7 +76,7 @@ void wire_lints(kvm_lapic_state& lapic) noexcept;
 // CPUID, once per vCPU before it first runs (KVM refuses changes after that).
 void set_vcpu_cpuid(kvm::Vcpu& vcpu, const kvm::System& sys, uint32_t vcpu_count);
 // Programs a vCPU for (re)boot: MSRs, FPU, LAPIC LINT0=ExtINT/LINT1=NMI,
-// and — for the bootstrap processor — the plan's registers. Application
+// XCR0 (boot_xcr0), and — for the bootstrap processor — the plan's registers. Application
 // processors are left for INIT/SIPI by the caller.
 void reset_vcpu(kvm::Vcpu& vcpu, const BootPlan* plan);
 

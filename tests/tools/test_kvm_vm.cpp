@@ -223,6 +223,31 @@ BOOST_AUTO_TEST_CASE(a_vm_kernel_failure_is_named_at_once_and_retried_on_request
   ::rmdir(tmpl);
 }
 
+// A VM that resets itself (seen under TCG's nested SVM while a guest runs:
+// QEMU exits 0 with an empty console, a triple fault of the VM's kernel
+// under -no-reboot) ended as no_exit_status and was not retried; it is
+// vm_reset now, retried like a kernel failure. The reset is the kernel's
+// own immediate reboot (sysrq "b"), inside the VM only.
+BOOST_AUTO_TEST_CASE(a_vm_that_resets_itself_is_named_and_retried_on_request) {
+  auto r = kvm_vm({"--timeout", "120", "--", "sh", "-c", "echo b > /proc/sysrq-trigger; sleep 300"});
+  BOOST_TEST(r.exit_code == 125, r.err);
+  BOOST_TEST(has(r.err, "kvm-vm: vm_reset: the VM reset itself"), r.err);
+  BOOST_TEST(r.out.empty());
+
+  char tmpl[] = "/tmp/kvm-vm-reset-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(tmpl));
+  const std::string marker = std::string(tmpl) + "/reset";
+  r = kvm_vm({"--retries", "1", "--", "sh", "-c",
+              "if [ -e " + marker + " ]; then echo second-vm; else touch " + marker +
+                  "; sync; echo b > /proc/sysrq-trigger; sleep 300; fi"});
+  BOOST_TEST(r.exit_code == 0, r.err);
+  BOOST_TEST(r.out == "second-vm\n");
+  BOOST_TEST(has(r.err, "kvm-vm: vm_reset: "), r.err);
+  BOOST_TEST(has(r.err, "kvm-vm: running the command again in a new VM (retry 1 of 1)"), r.err);
+  ::unlink(marker.c_str());
+  ::rmdir(tmpl);
+}
+
 // A VM that stops running its own kernel (seen under TCG's nested SVM: a
 // CPU left in the nested guest for good) is named within the stall limit,
 // not at --timeout, and retried like a kernel failure. Stopping the init's

@@ -178,14 +178,14 @@ BOOST_AUTO_TEST_CASE(boot_xcr0_is_what_the_cpuid_offers_and_apiary_supports) {
   kvm_cpuid_entry2 d{};
   d.function = 0xd;
   d.index = 0;
-  d.eax = 0x2e7;  // x87 SSE AVX, AVX-512 (3 bits), PKRU; bit 8 (PT) is not supported
+  d.eax = 0x3e7;  // x87 SSE AVX, AVX-512 (3 bits), bit 8 (PT: not supported), PKRU
   d.edx = 0x1;    // bit 32: not supported
   kvm_cpuid_entry2 other = d;
   other.index = 1;
   other.eax = 0xffffffff;
-  BOOST_TEST(vmm::kvm::cpuid_xcr0({other, d}) == 0x1000002e7ull);
+  BOOST_TEST(vmm::kvm::cpuid_xcr0({other, d}) == 0x1000003e7ull);
   BOOST_TEST(vmm::kvm::cpuid_xcr0({other}) == 0u);
-  BOOST_TEST(x86::boot_xcr0(0x1000002e7ull) == 0x2e7u);
+  BOOST_TEST(x86::boot_xcr0(0x1000003e7ull) == 0x2e7u);
   BOOST_TEST(x86::boot_xcr0(0) == x86::kXcr0X87);
   BOOST_TEST(x86::boot_xcr0(0x6) == 0x7u);  // x87 even when not offered
 }
