@@ -33,9 +33,9 @@
 // affects all equally and each raw/apiary pair runs back to back. A reporter
 // collects every round's per-exit cost; after the Google Benchmark output the
 // program prints medians and their ratios as `figure:` lines
-// (scripts/run-benchmarks.sh gathers them). The figures use CPU time, which on a shared host is immune
-// to other processes' time slices; the wall-time ratio is printed too. See
-// docs/benchmarks.md.
+// (scripts/run-benchmarks.sh gathers them). The figures use CPU time, which
+// on a shared host is immune to other processes' time slices; the wall-time
+// ratio is printed too. See docs/benchmarks.md.
 //
 // Own flags (the rest are Google Benchmark's --benchmark_* flags):
 //   --exits=N        noop exits per guest run        (default 20000)
@@ -512,8 +512,8 @@ int main(int argc, char** argv) {
                  "here (%s); run through scripts/kvm-vm\n", reason.c_str());
   } else {
     std::fprintf(stderr, "bench_exit_dispatch: %llu noop exits per guest run, %d rounds x %d runs each, raw "
-                 "(reset XCR0), raw and apiary alternating\n", static_cast<unsigned long long>(g_settings.exits), g_settings.rounds,
-                 g_settings.iterations);
+                 "(reset XCR0), raw and apiary alternating\n",
+                 static_cast<unsigned long long>(g_settings.exits), g_settings.rounds, g_settings.iterations);
     for (int round = 1; round <= g_settings.rounds; ++round) {
       const std::string suffix = "/round:" + std::to_string(round);
       for (auto [name, fn] : {std::pair{kRawResetXcr0Name, &BM_RawKvmLoopResetXcr0},

@@ -193,6 +193,21 @@ BOOST_AUTO_TEST_CASE(a_boot_that_never_starts_the_command_is_retried_once_then_n
   BOOST_TEST(r.out.empty());
 }
 
+// kvm-vm --retries 1 with a command that runs `fail_vm` (a sysrq that ends
+// the VM) in the first VM only: a marker in the shared temporary directory
+// tells the second VM, which prints "second-vm" and exits 0.
+ProcessResult fail_the_first_vm_only(const std::string& fail_vm) {
+  char tmpl[] = "/tmp/kvm-vm-retry-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(tmpl));
+  const std::string marker = std::string(tmpl) + "/first-vm";
+  auto r = kvm_vm({"--retries", "1", "--", "sh", "-c",
+                   "if [ -e " + marker + " ]; then echo second-vm; else touch " + marker + "; sync; " + fail_vm +
+                       "; sleep 300; fi"});
+  ::unlink(marker.c_str());
+  ::rmdir(tmpl);
+  return r;
+}
+
 // The VM's own kernel failing is kvm-vm's failure, named, at once (not at
 // --timeout); with --retries the command runs again in a new VM. The crash
 // is the kernel's own (sysrq "c"), inside the VM only: kvm_vm() forces one.
@@ -204,14 +219,7 @@ BOOST_AUTO_TEST_CASE(a_vm_kernel_failure_is_named_at_once_and_retried_on_request
   BOOST_TEST(has(r.err, "Kernel panic - not syncing: sysrq triggered crash"), r.err);
   BOOST_TEST((std::chrono::steady_clock::now() - start < 60s), "named at once, not at --timeout");
 
-  // Crashes the first VM only (the marker is in the shared temporary
-  // directory); the second runs the command to its end.
-  char tmpl[] = "/tmp/kvm-vm-retry-XXXXXX";
-  BOOST_REQUIRE(::mkdtemp(tmpl));
-  const std::string marker = std::string(tmpl) + "/crashed";
-  r = kvm_vm({"--retries", "1", "--", "sh", "-c",
-              "if [ -e " + marker + " ]; then echo second-vm; else touch " + marker +
-                  "; echo c > /proc/sysrq-trigger; sleep 300; fi"});
+  r = fail_the_first_vm_only("echo c > /proc/sysrq-trigger");
   BOOST_TEST(r.exit_code == 0, r.err);
   BOOST_TEST(r.out == "second-vm\n");
   BOOST_TEST(has(r.err, "kvm-vm: running the command again in a new VM (retry 1 of 1)"), r.err);
@@ -219,8 +227,6 @@ BOOST_AUTO_TEST_CASE(a_vm_kernel_failure_is_named_at_once_and_retried_on_request
   r = kvm_vm({"--retries", "1", "--", "sh", "-c", "echo once; exit 3"});
   BOOST_TEST(r.exit_code == 3);
   BOOST_TEST(r.out == "once\n");
-  ::unlink(marker.c_str());
-  ::rmdir(tmpl);
 }
 
 // A VM that resets itself (seen under TCG's nested SVM while a guest runs:
@@ -234,18 +240,11 @@ BOOST_AUTO_TEST_CASE(a_vm_that_resets_itself_is_named_and_retried_on_request) {
   BOOST_TEST(has(r.err, "kvm-vm: vm_reset: the VM reset itself"), r.err);
   BOOST_TEST(r.out.empty());
 
-  char tmpl[] = "/tmp/kvm-vm-reset-XXXXXX";
-  BOOST_REQUIRE(::mkdtemp(tmpl));
-  const std::string marker = std::string(tmpl) + "/reset";
-  r = kvm_vm({"--retries", "1", "--", "sh", "-c",
-              "if [ -e " + marker + " ]; then echo second-vm; else touch " + marker +
-                  "; sync; echo b > /proc/sysrq-trigger; sleep 300; fi"});
+  r = fail_the_first_vm_only("echo b > /proc/sysrq-trigger");
   BOOST_TEST(r.exit_code == 0, r.err);
   BOOST_TEST(r.out == "second-vm\n");
   BOOST_TEST(has(r.err, "kvm-vm: vm_reset: "), r.err);
   BOOST_TEST(has(r.err, "kvm-vm: running the command again in a new VM (retry 1 of 1)"), r.err);
-  ::unlink(marker.c_str());
-  ::rmdir(tmpl);
 }
 
 // A VM that stops running its own kernel (seen under TCG's nested SVM: a
