@@ -8,7 +8,8 @@
 // (waking the clock thread of a real process each time) and keeps it until
 // it fires, answered or not, then delivers it as a message. Here the
 // requests go out without a timeout; each fan-out records its own deadline,
-// and the owner keeps at most one timer for all of them: a delayed
+// and the owner keeps at most one timer for all of them (a DeadlineTimer,
+// deadline_timer.hpp): a delayed
 // (fan_out_deadline_atom, generation) to itself, set for the earliest
 // deadline of the fan-outs under way. A fan-out that starts while the timer
 // would fire no later than its deadline files nothing; when the timer fires
@@ -42,6 +43,7 @@
 #include <vector>
 
 #include "actors/atoms.hpp"
+#include "actors/deadline_timer.hpp"
 #include "actors/errors.hpp"
 
 namespace apiary::actors {
@@ -98,8 +100,7 @@ class FanOuts {
   // A superseded timer's message changes nothing.
   template <class Self>
   void expire(Self* self, uint64_t generation) {
-    if (!armed_ || generation != generation_) return;
-    armed_.reset();
+    if (!timer_.fired(generation)) return;
     const auto now = self->clock().now();
     std::vector<std::shared_ptr<Pending>> expired;  // in the order they started: pending_ is ordered by id
     for (auto it = pending_.begin(); it != pending_.end();) {
@@ -135,12 +136,7 @@ class FanOuts {
     if (pending_.empty()) return;
     auto earliest = pending_.begin()->second->deadline;
     for (const auto& [id, p] : pending_) earliest = std::min(earliest, p->deadline);
-    if (armed_ && *armed_ <= earliest) return;
-    armed_ = earliest;
-    ++generation_;
-    const auto now = self->clock().now();
-    self->delayed_send(self, earliest > now ? earliest - now : caf::actor_clock::duration_type{0},
-                       fan_out_deadline_atom::value, generation_);
+    timer_.arm(self, earliest, fan_out_deadline_atom::value);
   }
 
   // An answer after the deadline (or for a finished fan-out) is dropped.
@@ -164,8 +160,7 @@ class FanOuts {
 
   std::map<uint64_t, std::shared_ptr<Pending>> pending_;  // by id: the order they started
   uint64_t last_id_ = 0;
-  std::optional<caf::actor_clock::time_point> armed_;  // when the timer set last fires, while it is set
-  uint64_t generation_ = 0;                           // of the timer set last
+  DeadlineTimer timer_;  // for the earliest deadline under way
 };
 
 }  // namespace apiary::actors

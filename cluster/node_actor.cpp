@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <map>
 #include <exception>
 #include <filesystem>
 #include <memory>
@@ -35,6 +36,7 @@
 #include <thread>
 #include <utility>
 
+#include "actors/deadline_timer.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
 #include "cluster/controller_actor.hpp"
@@ -54,10 +56,17 @@ enum class Verdict { pending, done, failed };
 using Check = std::function<Verdict(const std::string& state, const std::string& target)>;
 using Done = std::function<void(const std::string& error)>;  // "" = success
 
+// The state waits' deadlines, earliest first: (instance id, waiter no).
+// One timer for all of them (actors/deadline_timer.hpp): a node starting a
+// hundred instances used to file a hundred delayed messages that fired
+// after the waits were long over.
+using WaitDeadlines = std::multimap<caf::actor_clock::time_point, std::pair<std::string, uint64_t>>;
+
 struct Waiter {
   uint64_t no = 0;
   Check check;
   Done done;
+  WaitDeadlines::iterator deadline;  // its entry, erased when it resolves
 };
 
 struct NodeInstance {
@@ -109,6 +118,9 @@ struct NodeState {
   std::map<uint64_t, FileJob> jobs;
   uint64_t next_job = 1;
   uint64_t next_waiter = 1;
+  // Waiters of instances since forgotten stay until their deadline passes.
+  WaitDeadlines wait_deadlines;
+  DeadlineTimer wait_timer;
   bool draining = false;
   bool stopped = false;
   bool partitioned = false;
@@ -275,23 +287,42 @@ void add_waiter(node_pointer self, const std::string& id, Check check, std::chro
     done("instance " + id + " is not on node " + self->state.cfg.name);
     return;
   }
-  const uint64_t no = self->state.next_waiter++;
-  it->second.waiters.push_back(Waiter{no, std::move(check), std::move(done)});
-  self->delayed_send(self, deadline, wait_dl_atom::value, id, no);
+  auto& st = self->state;
+  const uint64_t no = st.next_waiter++;
+  auto entry = st.wait_deadlines.emplace(self->clock().now() + deadline, std::pair{id, no});
+  it->second.waiters.push_back(Waiter{no, std::move(check), std::move(done), entry});
+  st.wait_timer.arm(self, st.wait_deadlines.begin()->first, wait_dl_atom::value);
 }
 
-// Resolves one waiter (if still pending) with `error` ("" = success).
-void resolve(node_pointer self, const std::string& id, uint64_t no, const std::string& error) {
+// Resolves one waiter (if still pending) with `error` ("" = success);
+// false if there is no such waiter (resolved, or its instance forgotten).
+bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::string& error) {
   auto it = self->state.instances.find(id);
-  if (it == self->state.instances.end()) return;
+  if (it == self->state.instances.end()) return false;
   auto& ws = it->second.waiters;
   for (auto w = ws.begin(); w != ws.end(); ++w) {
     if (w->no != no) continue;
     Done done = std::move(w->done);
+    self->state.wait_deadlines.erase(w->deadline);
     ws.erase(w);
     done(error);
-    return;
+    return true;
   }
+  return false;
+}
+
+// The wait timer fired: every wait whose deadline has passed fails.
+void expire_waits(node_pointer self, uint64_t generation) {
+  auto& st = self->state;
+  if (!st.wait_timer.fired(generation)) return;
+  const auto now = self->clock().now();
+  while (!st.wait_deadlines.empty() && st.wait_deadlines.begin()->first <= now) {
+    auto [id, no] = st.wait_deadlines.begin()->second;
+    // resolve() erases the entry; a forgotten waiter's is erased here.
+    if (!resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state"))
+      st.wait_deadlines.erase(st.wait_deadlines.begin());
+  }
+  if (!st.wait_deadlines.empty()) st.wait_timer.arm(self, st.wait_deadlines.begin()->first, wait_dl_atom::value);
 }
 
 // Sends an instance API call, then waits for `check`. A refused call
@@ -306,7 +337,9 @@ void call_and_wait(node_pointer self, const std::string& id, Atom atom, Check ch
   }
   const uint64_t no = self->state.next_waiter;  // the number add_waiter hands out
   add_waiter(self, id, std::move(check), deadline, std::move(done));
-  self->request(it->second.handle, self->state.cfg.phase_deadline, atom)
+  // No timeout of its own: the wait's deadline bounds the call (a timeout
+  // would be one more clock entry per call, fired long after the answer).
+  self->request(it->second.handle, caf::infinite, atom)
       .then([](ack_atom) {}, [self, id, no](caf::error& e) { resolve(self, id, no, describe(e)); });
 }
 
@@ -1467,9 +1500,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         sync_networks(self);
         schedule_tick(self);
       },
-      [=](wait_dl_atom, const std::string& id, uint64_t no) {
-        resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state");
-      },
+      [=](wait_dl_atom, uint64_t generation) { expire_waits(self, generation); },
       [=](state_atom, const std::string& id, const std::string& state, uint64_t, const std::string& target,
           const std::string& reason) {
         auto& st = self->state;

@@ -207,7 +207,7 @@ using node_actor = caf::typed_actor<
     caf::replies_to<metrics_atom>::with<std::string>,
     caf::replies_to<console_of_atom, std::string>::with<caf::actor>,
     caf::reacts_to<tick_atom>,
-    caf::reacts_to<wait_dl_atom, std::string, uint64_t>,
+    caf::reacts_to<wait_dl_atom, uint64_t>,  // internal: the state waits' timer
     caf::reacts_to<file_poll_atom, uint64_t>,
     caf::reacts_to<state_atom, std::string, std::string, uint64_t, std::string, std::string>>;  // from its instances
 

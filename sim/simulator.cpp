@@ -38,6 +38,7 @@
 #include <unordered_map>
 
 #include "actors/atoms.hpp"
+#include "actors/deadline_timer.hpp"
 #include "cluster/control_types.hpp"
 #include "cluster/controller_actor.hpp"
 #include "actors/errors.hpp"
@@ -82,6 +83,8 @@ caf::behavior proxy_impl(caf::event_based_actor* self, Simulator* sim);
 
 // The proxy's timer for a slow check-in (SimLinks).
 using sim_delay_atom = caf::atom_constant<caf::atom("simdelay")>;
+// A placer's timer for its placements' deadlines.
+using sim_place_dl_atom = caf::atom_constant<caf::atom("simplacedl")>;
 
 struct SimNode {
   std::string name;
@@ -393,8 +396,30 @@ class Simulator {
 
 // --- the client -------------------------------------------------------------------
 
+// A placer's placements under way, by number, with their deadlines under
+// one timer (actors/deadline_timer.hpp): a node's answer to `place` comes
+// once the instance runs, and a request timeout each would be a clock
+// entry per preplaced instance, a million of them on the largest scenario.
+struct Placements {
+  using Deadlines = std::multimap<caf::actor_clock::time_point, uint64_t>;
+  Deadlines deadlines;
+  std::unordered_map<uint64_t, Deadlines::iterator> open;
+  uint64_t last = 0;
+  DeadlineTimer timer;
+  // Ends placement `no`; false if it had already ended (its deadline passed).
+  bool close(uint64_t no) {
+    auto it = open.find(no);
+    if (it == open.end()) return false;
+    deadlines.erase(it->second);
+    open.erase(it);
+    return true;
+  }
+};
+
 caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
   const auto deadline = std::chrono::seconds(30);
+  const auto place_deadline = std::chrono::seconds(3600);
+  auto placements = std::make_shared<Placements>();
   return {
       [=](create_atom, const std::string& name, const std::string& bytes) {
         self->request(sim->proxy(), deadline, create_atom::value, bytes)
@@ -413,8 +438,28 @@ caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
       },
       [=](place_atom, uint32_t node, const std::string& id, const std::string& bytes) {
         if (!sim->node_up(node)) return;
-        self->request(sim->node_handle(node), std::chrono::seconds(3600), place_atom::value, id, bytes)
-            .then([=](const std::string&) { sim->on_placed(true); }, [=](caf::error&) { sim->on_placed(false); });
+        auto& p = *placements;
+        const uint64_t no = ++p.last;
+        p.open.emplace(no, p.deadlines.emplace(self->clock().now() + place_deadline, no));
+        p.timer.arm(self, p.deadlines.begin()->first, sim_place_dl_atom::value);
+        self->request(sim->node_handle(node), caf::infinite, place_atom::value, id, bytes)
+            .then(
+                [=](const std::string&) {
+                  if (placements->close(no)) sim->on_placed(true);
+                },
+                [=](caf::error&) {
+                  if (placements->close(no)) sim->on_placed(false);
+                });
+      },
+      [=](sim_place_dl_atom, uint64_t generation) {
+        auto& p = *placements;
+        if (!p.timer.fired(generation)) return;
+        const auto now = self->clock().now();
+        while (!p.deadlines.empty() && p.deadlines.begin()->first <= now) {
+          p.close(p.deadlines.begin()->second);
+          sim->on_placed(false);
+        }
+        if (!p.deadlines.empty()) p.timer.arm(self, p.deadlines.begin()->first, sim_place_dl_atom::value);
       },
       [=](fault_hook_atom, uint32_t node, const std::string& id, const std::string& hook, uint32_t index) {
         if (!sim->node_up(node)) return;

@@ -129,6 +129,27 @@ bool has_event(const ActionInfo& a, const std::string& name, const std::string& 
   return false;
 }
 
+// What the clock holds for `node`: timer messages of its state waits, and
+// timeouts of requests it made (CAF keeps one until it fires, answered or not).
+struct ClockEntries {
+  size_t wait_timers = 0;
+  size_t request_timeouts = 0;
+};
+ClockEntries clock_entries_of(caf::scheduler::test_coordinator& sched, const node_actor& node) {
+  using clock = caf::detail::simple_actor_clock;
+  const auto who = caf::actor_cast<caf::strong_actor_ptr>(node);
+  ClockEntries out;
+  for (const auto& [due, ev] : sched.clock().schedule()) {
+    if (ev->subtype == clock::actor_msg_type) {
+      const auto& m = static_cast<const clock::actor_msg&>(*ev);
+      if (m.receiver == who && m.content->content().match_element<wait_dl_atom>(0)) ++out.wait_timers;
+    } else if (ev->subtype == clock::request_timeout_type) {
+      if (static_cast<const clock::request_timeout&>(*ev).self == who) ++out.request_timeouts;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 // Group commit, end to end in the controller: requests already in its
@@ -761,6 +782,53 @@ BOOST_FIXTURE_TEST_CASE(the_scheduler_rejects_full_nodes_with_reasons, Cluster) 
   auto sched = events_named(log[0], "schedule");
   BOOST_REQUIRE(sched.size() == 1u);
   BOOST_TEST(sched[0] == "no valid host: 3 node(s) rejected, none left");
+}
+
+// A node keeps its state waits' deadlines itself, under one timer: a
+// hundred instances started at once leave no delayed message and no request
+// timeout each with the clock (both used to stay there until long after the
+// instances ran), and waits begun at different times still end each at its
+// own deadline: here the soft reboot's grace, after which the node resets a
+// guest that ignored Ctrl-Alt-Del (the simulated guest always does).
+BOOST_FIXTURE_TEST_CASE(a_nodes_state_waits_share_one_timer_and_keep_their_own_deadlines, Cluster) {
+  boot({}, 128);
+  const auto node = nodes.at("node-a");
+  const auto before = clock_entries_of(sched, node);
+  for (int i = 0; i < 100; ++i)
+    self->send(node, place_atom::value, "w-" + std::to_string(i), spec_bytes("w-" + std::to_string(i), 1, 8));
+  run();
+  int running = 0;
+  while (take([&](const std::string& power) { running += power == "running"; }, [](caf::error&) {})) {
+  }
+  BOOST_TEST(running == 100);
+  const auto after = clock_entries_of(sched, node);
+  BOOST_TEST(after.wait_timers <= 1u);
+  BOOST_TEST(after.request_timeouts <= before.request_timeouts + 1);  // a check-in's at most
+
+  auto reboot_soft = [&](const std::string& id) {
+    self->send(node, node_act_atom::value, id, std::string("softreboot"), std::string());
+  };
+  auto answers = [&] {
+    int n = 0;
+    while (take([&](const std::string&) { ++n; }, [&](caf::error& e) { BOOST_ERROR("softreboot: " << show(e)); })) {
+    }
+    return n;
+  };
+  reboot_soft("w-0");  // its grace ends at 3 s
+  run();
+  advance(1s);
+  reboot_soft("w-1");  // and this one's at 4 s
+  run();
+  advance(1500ms);  // 2.5 s
+  BOOST_TEST(answers() == 0);
+  advance(1s);  // 3.5 s: w-0 reset, w-1 still in its grace
+  BOOST_TEST(answers() == 1);
+  BOOST_TEST(vm("node-a", "w-0").first == "run");
+  advance(1s);  // 4.5 s
+  BOOST_TEST(answers() == 1);
+  BOOST_TEST(vm("node-a", "w-1").first == "run");
+  // The timer for the waits of the resets, and at most one it superseded.
+  BOOST_TEST(clock_entries_of(sched, node).wait_timers <= 2u);
 }
 
 BOOST_FIXTURE_TEST_CASE(a_node_that_cannot_run_instances_is_never_chosen, Cluster) {
