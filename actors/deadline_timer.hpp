@@ -1,7 +1,8 @@
 // One timer for an actor's many deadlines.
 //
 // CAF 0.17 files every delayed message, and every request that carries a
-// timeout, with the actor clock, and cannot take either back: a deadline
+// timeout, with the actor clock, and does not take a request's timeout
+// back when the answer arrives (nor can a delayed message be): a deadline
 // that is met still fires later, as a message nobody needs (in a real
 // process each filing also wakes the clock thread). An actor that keeps
 // deadlines for many things at once (the fan-outs of an instance, the state
@@ -40,13 +41,18 @@ class DeadlineTimer {
                        generation_);
   }
 
-  // The timer message of `generation` arrived: true if it is the one set
-  // last, which is then no longer set (the owner handles what is due and
-  // arms again for what is left).
-  bool fired(uint64_t generation) noexcept {
-    if (!armed_ || generation != generation_) return false;
+  // The timer message of `generation` arrived: if it is the one set last,
+  // the time it was set for (it is then no longer set); none for a
+  // superseded timer. The owner ends what was due by then, not by now, and
+  // arms again for the rest: a message that arrived after the timer's (an
+  // answer in time, held up behind it in the mailbox) is still handled
+  // before a deadline after the timer's time is taken as passed, since the
+  // next timer message queues behind it.
+  std::optional<time_point> fired(uint64_t generation) noexcept {
+    if (!armed_ || generation != generation_) return std::nullopt;
+    auto due = armed_;
     armed_.reset();
-    return true;
+    return due;
   }
 
   bool armed() const noexcept { return armed_.has_value(); }

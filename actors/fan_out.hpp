@@ -95,16 +95,18 @@ class FanOuts {
   }
 
   // The timer of generation `generation` fired: every fan-out whose
-  // deadline has passed fails whoever in it has not answered with
-  // request_timeout; the timer is set again for the earliest one left.
+  // deadline had passed by the time the timer was set for fails whoever in
+  // it has not answered with request_timeout (an answer queued behind the
+  // timer message still counts for a later deadline); the timer is set
+  // again for the earliest one left.
   // A superseded timer's message changes nothing.
   template <class Self>
   void expire(Self* self, uint64_t generation) {
-    if (!timer_.fired(generation)) return;
-    const auto now = self->clock().now();
+    const auto due = timer_.fired(generation);
+    if (!due) return;
     std::vector<std::shared_ptr<Pending>> expired;  // in the order they started: pending_ is ordered by id
     for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second->deadline <= now) {
+      if (it->second->deadline <= *due) {
         expired.push_back(it->second);
         it = pending_.erase(it);
       } else {

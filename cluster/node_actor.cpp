@@ -26,9 +26,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
-#include <map>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -311,12 +311,14 @@ bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::s
   return false;
 }
 
-// The wait timer fired: every wait whose deadline has passed fails.
+// The wait timer fired: every wait whose deadline had passed by the time it
+// was set for fails (deadline_timer.hpp: a state event that arrived after
+// the timer message, in time for a later deadline, is handled first).
 void expire_waits(node_pointer self, uint64_t generation) {
   auto& st = self->state;
-  if (!st.wait_timer.fired(generation)) return;
-  const auto now = self->clock().now();
-  while (!st.wait_deadlines.empty() && st.wait_deadlines.begin()->first <= now) {
+  const auto due = st.wait_timer.fired(generation);
+  if (!due) return;
+  while (!st.wait_deadlines.empty() && st.wait_deadlines.begin()->first <= *due) {
     auto [id, no] = st.wait_deadlines.begin()->second;
     // resolve() erases the entry; a forgotten waiter's is erased here.
     if (!resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state"))

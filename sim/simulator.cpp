@@ -453,9 +453,9 @@ caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
       },
       [=](sim_place_dl_atom, uint64_t generation) {
         auto& p = *placements;
-        if (!p.timer.fired(generation)) return;
-        const auto now = self->clock().now();
-        while (!p.deadlines.empty() && p.deadlines.begin()->first <= now) {
+        const auto due = p.timer.fired(generation);
+        if (!due) return;
+        while (!p.deadlines.empty() && p.deadlines.begin()->first <= *due) {
           p.close(p.deadlines.begin()->second);
           sim->on_placed(false);
         }

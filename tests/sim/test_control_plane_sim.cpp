@@ -831,6 +831,51 @@ BOOST_FIXTURE_TEST_CASE(a_nodes_state_waits_share_one_timer_and_keep_their_own_d
   BOOST_TEST(clock_entries_of(sched, node).wait_timers <= 2u);
 }
 
+// A node that gets to its mailbox late (held, or busy) finds the wait
+// timer and what arrived after it in that order. The timer ends only the
+// waits due when it was set to fire: here it fires for w-0's grace at 3 s,
+// but the node takes it only at 4.5 s, behind w-1's reboot, which came at
+// 3.5 s, within w-1's grace (4 s). w-1's wait is met, and w-1 is not reset
+// a second time by the soft reboot's fallback.
+BOOST_FIXTURE_TEST_CASE(a_wait_met_in_time_is_not_failed_by_a_timer_taken_late, Cluster) {
+  boot({}, 8);
+  const auto node = nodes.at("node-a");
+  for (std::string id : {"w-0", "w-1"}) BOOST_REQUIRE(ask<std::string>(node, place_atom::value, id, spec_bytes(id, 1, 8)));
+  const auto w0 = instance("node-a", "w-0");
+  const auto w1 = instance("node-a", "w-1");
+  auto generation = [&](const instance_actor& inst) {
+    self->send(inst, get_state_atom::value);
+    run();
+    uint64_t g = 0;
+    take([&](const std::string&, uint64_t gen, const std::string&) { g = gen; });
+    return g;
+  };
+  const uint64_t g0 = generation(w0), g1 = generation(w1);
+  self->send(node, node_act_atom::value, std::string("w-0"), std::string("softreboot"), std::string());
+  run();  // w-0's grace ends at 3 s
+  advance(1s);
+  self->send(node, node_act_atom::value, std::string("w-1"), std::string("softreboot"), std::string());
+  run();  // w-1's at 4 s
+  // From 3.5 s the node is held: everything but it runs.
+  const auto* held = caf::actor_cast<caf::abstract_actor*>(node);
+  auto others = [held](caf::resumable* job) { return dynamic_cast<caf::abstract_actor*>(job) != held; };
+  sched.advance_time(2500ms);  // the timer (for 3 s) is in the node's mailbox
+  sched.run_jobs_filtered(others);
+  self->send(w1, hard_reset_atom::value);  // w-1 reboots at 3.5 s: its states queue behind the timer
+  sched.run_jobs_filtered(others);
+  sched.advance_time(1s);  // 4.5 s: past w-1's grace
+  sched.run_jobs_filtered(others);
+  run();  // the node at last
+  advance(100ms);
+  int answers = 0;
+  while (take([&](const std::string&) { ++answers; }, [&](caf::error& e) { BOOST_ERROR(show(e)); })) {
+  }
+  BOOST_TEST(answers == 2);
+  // Each rebooted once: w-0 by the fallback, w-1 by the reset from outside.
+  BOOST_TEST(generation(w0) - g0 > 0u);
+  BOOST_TEST(generation(w1) - g1 == generation(w0) - g0);
+}
+
 BOOST_FIXTURE_TEST_CASE(a_node_that_cannot_run_instances_is_never_chosen, Cluster) {
   const std::string no_kvm = "kvm_unavailable: /dev/kvm: No such file or directory";
   boot({}, 4, {{"node-a", no_kvm}, {"node-b", no_kvm}});
