@@ -14,14 +14,18 @@
 // message left over.
 //
 // The timer message is the owner's own (msg..., generation) to itself; the
-// owner's typed interface accepts it and asks fired(generation) first: a
-// superseded timer (an earlier deadline replaced it) changes nothing.
+// owner's typed interface accepts it and asks fired(self, generation)
+// first: a superseded timer (an earlier deadline replaced it) changes
+// nothing, nor does the same message from any other sender (a node's
+// interface is open to its controller, a remote peer).
 #pragma once
 
 #include <caf/all.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <utility>
 
 namespace apiary::actors {
 
@@ -48,7 +52,11 @@ class DeadlineTimer {
   // answer in time, held up behind it in the mailbox) is still handled
   // before a deadline after the timer's time is taken as passed, since the
   // next timer message queues behind it.
-  std::optional<time_point> fired(uint64_t generation) noexcept {
+  // A timer message from anyone but the owner itself (a forged one: the
+  // interface that accepts it may be open to peers) is not the timer.
+  template <class Self>
+  std::optional<time_point> fired(Self* self, uint64_t generation) noexcept {
+    if (self->current_sender() != self->ctrl()) return std::nullopt;
     if (!armed_ || generation != generation_) return std::nullopt;
     auto due = armed_;
     armed_.reset();
@@ -60,6 +68,53 @@ class DeadlineTimer {
  private:
   std::optional<time_point> armed_;  // when the timer set last fires, while it is set
   uint64_t generation_ = 0;         // of the timer set last
+};
+
+// The deadlines of many things (keys) of one actor under one DeadlineTimer,
+// earliest first: what a node's state waits and the simulator's placements
+// keep. add() files a deadline and gives back its entry, which the owner
+// removes when the thing ends in time; when the timer message (TimerAtom,
+// generation) arrives, fired() takes every entry due by the timer's time
+// out, in deadline order (then in the order they were added), hands each
+// key to the owner, and arms the timer for the earliest one left.
+template <class Key, class TimerAtom>
+class Deadlines {
+ public:
+  using time_point = DeadlineTimer::time_point;
+  using entry = typename std::multimap<time_point, Key>::iterator;
+
+  template <class Self>
+  entry add(Self* self, time_point when, Key key) {
+    auto e = entries_.emplace(when, std::move(key));
+    timer_.arm(self, entries_.begin()->first, TimerAtom::value);
+    return e;
+  }
+
+  // The thing of `e` ended before its deadline. Only for an entry that
+  // fired() has not taken out.
+  void remove(entry e) { entries_.erase(e); }
+
+  // The timer message of `generation` arrived: `expire(key)` for every
+  // deadline that was due by the time the timer was set for (its entry is
+  // gone by then); nothing for a superseded or forged timer.
+  template <class Self, class Expire>
+  void fired(Self* self, uint64_t generation, Expire&& expire) {
+    const auto due = timer_.fired(self, generation);
+    if (!due) return;
+    while (!entries_.empty() && entries_.begin()->first <= *due) {
+      Key key = std::move(entries_.begin()->second);
+      entries_.erase(entries_.begin());
+      expire(key);
+    }
+    if (!entries_.empty()) timer_.arm(self, entries_.begin()->first, TimerAtom::value);
+  }
+
+  size_t size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+
+ private:
+  std::multimap<time_point, Key> entries_;
+  DeadlineTimer timer_;
 };
 
 }  // namespace apiary::actors

@@ -19,8 +19,8 @@
 // are four) share one timer, where each used to wake the clock thread and
 // be delivered as a message, mostly for nothing. Every fan-out still fails
 // at its own deadline, never earlier. The owner's typed interface must
-// accept the timer message (from itself only) and hand it to expire();
-// a message whose generation is not the timer's (a superseded timer) is
+// accept the timer message and hand it to expire(); one from another
+// sender, or whose generation is not the timer's (a superseded timer), is
 // ignored.
 //
 // The cost: CAF 0.17 cannot cancel a response handler, so the handler of a
@@ -102,7 +102,7 @@ class FanOuts {
   // A superseded timer's message changes nothing.
   template <class Self>
   void expire(Self* self, uint64_t generation) {
-    const auto due = timer_.fired(generation);
+    const auto due = timer_.fired(self, generation);
     if (!due) return;
     std::vector<std::shared_ptr<Pending>> expired;  // in the order they started: pending_ is ordered by id
     for (auto it = pending_.begin(); it != pending_.end();) {

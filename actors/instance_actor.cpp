@@ -812,7 +812,6 @@ instance_actor::behavior_type instance_impl(instance_pointer self, InstanceConfi
         }
       },
       [=](fan_out_deadline_atom, uint64_t generation) {
-        if (self->current_sender() != self->ctrl()) return;  // only the instance's own timer counts
         self->state.fan_outs.expire(self, generation);
       },
       [=](cond_met_atom, const std::string& which) {

@@ -60,13 +60,13 @@ using Done = std::function<void(const std::string& error)>;  // "" = success
 // One timer for all of them (actors/deadline_timer.hpp): a node starting a
 // hundred instances used to file a hundred delayed messages that fired
 // after the waits were long over.
-using WaitDeadlines = std::multimap<caf::actor_clock::time_point, std::pair<std::string, uint64_t>>;
+using WaitDeadlines = Deadlines<std::pair<std::string, uint64_t>, wait_dl_atom>;
 
 struct Waiter {
   uint64_t no = 0;
   Check check;
   Done done;
-  WaitDeadlines::iterator deadline;  // its entry, erased when it resolves
+  WaitDeadlines::entry deadline;  // its entry, removed when it resolves in time
 };
 
 struct NodeInstance {
@@ -120,7 +120,6 @@ struct NodeState {
   uint64_t next_waiter = 1;
   // Waiters of instances since forgotten stay until their deadline passes.
   WaitDeadlines wait_deadlines;
-  DeadlineTimer wait_timer;
   bool draining = false;
   bool stopped = false;
   bool partitioned = false;
@@ -132,6 +131,9 @@ struct NodeState {
   // then report_vmm sends nothing (that acknowledgement sends every state).
   bool acknowledged_once = false;
   bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
+  std::string save_dir;     // cfg.save_dir, or the default under the temp directory (save_dir())
+  bool save_dir_checked = false;  // drop_saved has looked for the save directory
+  bool save_dir_absent = false;   // it was not there, and this node has saved nothing since
   std::map<std::string, net::SpawnedNetwork> networks;  // network id -> its actor and switch here
   static inline const char* name = "node";
 };
@@ -289,21 +291,22 @@ void add_waiter(node_pointer self, const std::string& id, Check check, std::chro
   }
   auto& st = self->state;
   const uint64_t no = st.next_waiter++;
-  auto entry = st.wait_deadlines.emplace(self->clock().now() + deadline, std::pair{id, no});
+  auto entry = st.wait_deadlines.add(self, self->clock().now() + deadline, std::pair{id, no});
   it->second.waiters.push_back(Waiter{no, std::move(check), std::move(done), entry});
-  st.wait_timer.arm(self, st.wait_deadlines.begin()->first, wait_dl_atom::value);
 }
 
 // Resolves one waiter (if still pending) with `error` ("" = success);
 // false if there is no such waiter (resolved, or its instance forgotten).
-bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::string& error) {
+// `timed_out`: its deadline's entry is already gone (expire_waits).
+bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::string& error,
+             bool timed_out = false) {
   auto it = self->state.instances.find(id);
   if (it == self->state.instances.end()) return false;
   auto& ws = it->second.waiters;
   for (auto w = ws.begin(); w != ws.end(); ++w) {
     if (w->no != no) continue;
     Done done = std::move(w->done);
-    self->state.wait_deadlines.erase(w->deadline);
+    if (!timed_out) self->state.wait_deadlines.remove(w->deadline);
     ws.erase(w);
     done(error);
     return true;
@@ -315,16 +318,9 @@ bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::s
 // was set for fails (deadline_timer.hpp: a state event that arrived after
 // the timer message, in time for a later deadline, is handled first).
 void expire_waits(node_pointer self, uint64_t generation) {
-  auto& st = self->state;
-  const auto due = st.wait_timer.fired(generation);
-  if (!due) return;
-  while (!st.wait_deadlines.empty() && st.wait_deadlines.begin()->first <= *due) {
-    auto [id, no] = st.wait_deadlines.begin()->second;
-    // resolve() erases the entry; a forgotten waiter's is erased here.
-    if (!resolve(self, id, no, "instance " + id + ": deadline passed waiting for its state"))
-      st.wait_deadlines.erase(st.wait_deadlines.begin());
-  }
-  if (!st.wait_deadlines.empty()) st.wait_timer.arm(self, st.wait_deadlines.begin()->first, wait_dl_atom::value);
+  self->state.wait_deadlines.fired(self, generation, [self](const std::pair<std::string, uint64_t>& w) {
+    resolve(self, w.first, w.second, "instance " + w.first + ": deadline passed waiting for its state", true);
+  });
 }
 
 // Sends an instance API call, then waits for `check`. A refused call
@@ -378,15 +374,26 @@ void boot_vm(node_pointer self, const std::string& id, const std::string& spec_b
 }
 
 std::string saved_file(node_pointer self, const std::string& id);
+const std::string& save_dir(node_pointer self);
 
 // A fresh boot: a saved state (a suspended instance hard-rebooted, or
 // deleted) is dropped, also one saved before this node process started.
+// Every start of every instance comes here, and there is almost never a
+// file: while the node's save directory has not existed since the node
+// first looked (and the node has saved nothing into it), there is none to
+// drop; otherwise one unlink(2), not std::filesystem::remove's stat and
+// unlink.
 void drop_saved(node_pointer self, const std::string& id) {
-  std::error_code ec;
-  std::filesystem::remove(saved_file(self, id), ec);
+  auto& st = self->state;
+  if (!st.save_dir_checked) {
+    struct stat dir {};
+    st.save_dir_absent = ::stat(save_dir(self).c_str(), &dir) != 0 && errno == ENOENT;
+    st.save_dir_checked = true;
+  }
+  if (!st.save_dir_absent) ::unlink(saved_file(self, id).c_str());
   auto it = self->state.instances.find(id);
   if (it == self->state.instances.end() || it->second.saved_path.empty()) return;
-  std::filesystem::remove(it->second.saved_path, ec);
+  ::unlink(it->second.saved_path.c_str());
   it->second.saved_path.clear();
 }
 
@@ -799,12 +806,15 @@ void replace_vmm(node_pointer self, const std::string& id, const std::string& sp
   });
 }
 
-std::string save_dir(node_pointer self) {
-  const auto& cfg = self->state.cfg;
-  if (!cfg.save_dir.empty()) return cfg.save_dir;
+// Found once: std::filesystem::temp_directory_path stats the directory
+// each time it is asked.
+const std::string& save_dir(node_pointer self) {
+  auto& st = self->state;
+  if (!st.save_dir.empty()) return st.save_dir;
+  if (!st.cfg.save_dir.empty()) return st.save_dir = st.cfg.save_dir;
   std::error_code ec;
   auto tmp = std::filesystem::temp_directory_path(ec);
-  return ((ec ? std::filesystem::path("/tmp") : tmp) / ("apiary-saved-" + cfg.name)).string();
+  return st.save_dir = ((ec ? std::filesystem::path("/tmp") : tmp) / ("apiary-saved-" + st.cfg.name)).string();
 }
 std::string saved_file(node_pointer self, const std::string& id) { return save_dir(self) + "/" + id + ".snap"; }
 
@@ -818,6 +828,7 @@ void suspend_vm(node_pointer self, const std::string& id, Reply done) {
   const std::string path = saved_file(self, id);
   auto save = [self, id, path, was_running, done] {
     std::error_code ec;
+    self->state.save_dir_absent = false;  // drop_saved looks there from now on
     std::filesystem::create_directories(save_dir(self), ec);
     auto i = self->state.instances.find(id);
     if (i == self->state.instances.end() || !i->second.handle) return done("instance " + id + " went away", {});

@@ -401,16 +401,14 @@ class Simulator {
 // once the instance runs, and a request timeout each would be a clock
 // entry per preplaced instance, a million of them on the largest scenario.
 struct Placements {
-  using Deadlines = std::multimap<caf::actor_clock::time_point, uint64_t>;
-  Deadlines deadlines;
-  std::unordered_map<uint64_t, Deadlines::iterator> open;
+  Deadlines<uint64_t, sim_place_dl_atom> deadlines;
+  std::unordered_map<uint64_t, Deadlines<uint64_t, sim_place_dl_atom>::entry> open;
   uint64_t last = 0;
-  DeadlineTimer timer;
-  // Ends placement `no`; false if it had already ended (its deadline passed).
+  // Ends placement `no` before its deadline; false if it had already ended.
   bool close(uint64_t no) {
     auto it = open.find(no);
     if (it == open.end()) return false;
-    deadlines.erase(it->second);
+    deadlines.remove(it->second);
     open.erase(it);
     return true;
   }
@@ -440,8 +438,7 @@ caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
         if (!sim->node_up(node)) return;
         auto& p = *placements;
         const uint64_t no = ++p.last;
-        p.open.emplace(no, p.deadlines.emplace(self->clock().now() + place_deadline, no));
-        p.timer.arm(self, p.deadlines.begin()->first, sim_place_dl_atom::value);
+        p.open.emplace(no, p.deadlines.add(self, self->clock().now() + place_deadline, no));
         self->request(sim->node_handle(node), caf::infinite, place_atom::value, id, bytes)
             .then(
                 [=](const std::string&) {
@@ -452,14 +449,10 @@ caf::behavior client_impl(caf::event_based_actor* self, Simulator* sim) {
                 });
       },
       [=](sim_place_dl_atom, uint64_t generation) {
-        auto& p = *placements;
-        const auto due = p.timer.fired(generation);
-        if (!due) return;
-        while (!p.deadlines.empty() && p.deadlines.begin()->first <= *due) {
-          p.close(p.deadlines.begin()->second);
+        placements->deadlines.fired(self, generation, [=](uint64_t no) {
+          placements->open.erase(no);
           sim->on_placed(false);
-        }
-        if (!p.deadlines.empty()) p.timer.arm(self, p.deadlines.begin()->first, sim_place_dl_atom::value);
+        });
       },
       [=](fault_hook_atom, uint32_t node, const std::string& id, const std::string& hook, uint32_t index) {
         if (!sim->node_up(node)) return;

@@ -876,6 +876,33 @@ BOOST_FIXTURE_TEST_CASE(a_wait_met_in_time_is_not_failed_by_a_timer_taken_late, 
   BOOST_TEST(generation(w1) - g1 == generation(w0) - g0);
 }
 
+// The wait timer is the node's own message; its interface is open to the
+// controller, a remote peer: the same message from anyone else, with any
+// generation, fails no wait before its deadline.
+BOOST_FIXTURE_TEST_CASE(a_forged_wait_timer_fails_no_wait, Cluster) {
+  boot({}, 8);
+  const auto node = nodes.at("node-a");
+  BOOST_REQUIRE(ask<std::string>(node, place_atom::value, std::string("w-0"), spec_bytes("w-0", 1, 8)));
+  self->send(node, node_act_atom::value, std::string("w-0"), std::string("softreboot"), std::string());
+  run();  // its grace ends at 3 s
+  for (uint64_t g = 0; g < 64; ++g) self->send(node, wait_dl_atom::value, g);
+  run();
+  int answers = 0;
+  auto count = [&] {
+    while (take([&](const std::string&) { ++answers; }, [&](caf::error& e) { BOOST_ERROR(show(e)); })) {
+    }
+  };
+  count();
+  BOOST_TEST(answers == 0);  // still in its grace
+  advance(2500ms);
+  count();
+  BOOST_TEST(answers == 0);
+  advance(1s);  // past the grace: the node resets the guest
+  count();
+  BOOST_TEST(answers == 1);
+  BOOST_TEST(vm("node-a", "w-0").first == "run");
+}
+
 BOOST_FIXTURE_TEST_CASE(a_node_that_cannot_run_instances_is_never_chosen, Cluster) {
   const std::string no_kvm = "kvm_unavailable: /dev/kvm: No such file or directory";
   boot({}, 4, {{"node-a", no_kvm}, {"node-b", no_kvm}});

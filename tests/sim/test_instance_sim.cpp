@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE instance_sim
 #include <boost/algorithm/string/join.hpp>
 
+#include "actors/deadline_timer.hpp"
 #include "actors/device_actor.hpp"
 #include "actors/errors.hpp"
 #include "actors/instance_actor.hpp"
@@ -498,4 +499,64 @@ BOOST_AUTO_TEST_CASE(table_walk_takes_every_transition_and_only_those) {
   broken.machine.kernel = {0x7f, 'E', 'L', 'F'};
   scenario(std::move(broken), [](Fixture& f) { f.call(start_atom::value); });
   test::check_walk_covers_the_table(observed);
+}
+
+// actors/deadline_timer.hpp's Deadlines, alone: what a node's state waits
+// and the simulator's placements keep. Deadlines end in their order (ties
+// in the order they were added), one removed in time never ends, and the
+// clock holds one live timer however many deadlines there are.
+namespace {
+using test_dl_atom = caf::atom_constant<caf::atom("testdl")>;
+using add_dl_atom = caf::atom_constant<caf::atom("adddl")>;
+using remove_dl_atom = caf::atom_constant<caf::atom("rmdl")>;
+
+struct DeadlinesOwner {
+  Deadlines<int, test_dl_atom> deadlines;
+  std::map<int, Deadlines<int, test_dl_atom>::entry> open;
+};
+
+caf::behavior deadlines_owner(caf::stateful_actor<DeadlinesOwner>* self, std::shared_ptr<std::vector<int>> ended) {
+  return {
+      [=](add_dl_atom, int key, int ms) {
+        self->state.open[key] = self->state.deadlines.add(self, self->clock().now() + std::chrono::milliseconds(ms), key);
+      },
+      [=](remove_dl_atom, int key) {
+        self->state.deadlines.remove(self->state.open.at(key));
+        self->state.open.erase(key);
+      },
+      [=](test_dl_atom, uint64_t generation) {
+        self->state.deadlines.fired(self, generation, [&](int key) {
+          self->state.open.erase(key);
+          ended->push_back(key);
+        });
+      },
+  };
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(deadlines_end_in_order_under_one_timer, test::SimHarness) {
+  auto ended = std::make_shared<std::vector<int>>();
+  auto owner = sys.spawn(deadlines_owner, ended);
+  const size_t before = sched.clock().schedule().size();
+  for (auto [key, ms] : std::vector<std::pair<int, int>>{{1, 300}, {2, 100}, {3, 200}, {4, 100}, {5, 400}}) {
+    self->send(owner, add_dl_atom::value, key, ms);
+    run();
+  }
+  // 1 set the timer for 300 ms, 2 for 100 ms; 3, 4 and 5 filed nothing.
+  BOOST_TEST(sched.clock().schedule().size() - before == 2u);
+  self->send(owner, remove_dl_atom::value, 3);
+  run();
+  advance(150ms);
+  BOOST_TEST(*ended == (std::vector<int>{2, 4}));
+  advance(100ms);  // 3's deadline: it was removed in time
+  BOOST_TEST(*ended == (std::vector<int>{2, 4}));
+  advance(100ms);  // the superseded 300 ms timer and the re-armed one
+  BOOST_TEST(*ended == (std::vector<int>{2, 4, 1}));
+  // A forged timer message (any generation) ends nothing early.
+  for (uint64_t g = 0; g < 8; ++g) self->send(owner, test_dl_atom::value, g);
+  run();
+  BOOST_TEST(*ended == (std::vector<int>{2, 4, 1}));
+  advance(100ms);
+  BOOST_TEST(*ended == (std::vector<int>{2, 4, 1, 5}));
+  BOOST_TEST(sched.clock().schedule().size() == before);  // nothing left with the clock
 }

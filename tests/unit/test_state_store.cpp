@@ -1216,3 +1216,39 @@ BOOST_AUTO_TEST_CASE(a_failing_batch_opener_leaves_no_batch_open) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// SQLite's temporary files (statement journals, sorts) stay in memory
+// (PRAGMA temp_store=MEMORY): by default it spills them, past 64 KiB, to
+// unlinked files in /var/tmp whatever disk the store is on, and a
+// simulation of 100,000 instances wrote 370,000 pages there. Looked for
+// while one would be open: a statement journal holds what a statement
+// changes of the pages the transaction changed before it, here a record
+// of about 400 KiB written twice in one transaction.
+namespace {
+size_t open_sqlite_temp_files() {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.find("etilqs_") != std::string::npos) ++n;
+  }
+  return n;
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(temporary_files_stay_in_memory, Fixture) {
+  auto s = open();
+  size_t seen = 0;
+  s.with_transaction([&] {
+    auto r = new_instance("big");
+    r.name = std::string(200 << 10, 'a');
+    r.spec.set_name(r.name);
+    s.put_instance(r);
+    r.name = std::string(200 << 10, 'b');
+    r.spec.set_name(r.name);
+    s.put_instance(r);
+    seen = open_sqlite_temp_files();
+  });
+  BOOST_TEST(seen == 0u);
+  BOOST_TEST(s.get_instance("big")->name == std::string(200 << 10, 'b'));
+}
