@@ -132,8 +132,6 @@ struct NodeState {
   bool acknowledged_once = false;
   bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
   std::string save_dir;     // cfg.save_dir, or the default under the temp directory (save_dir())
-  bool save_dir_checked = false;  // drop_saved has looked for the save directory
-  bool save_dir_absent = false;   // it was not there, and this node has saved nothing since
   std::map<std::string, net::SpawnedNetwork> networks;  // network id -> its actor and switch here
   static inline const char* name = "node";
 };
@@ -378,19 +376,12 @@ const std::string& save_dir(node_pointer self);
 
 // A fresh boot: a saved state (a suspended instance hard-rebooted, or
 // deleted) is dropped, also one saved before this node process started.
-// Every start of every instance comes here, and there is almost never a
-// file: while the node's save directory has not existed since the node
-// first looked (and the node has saved nothing into it), there is none to
-// drop; otherwise one unlink(2), not std::filesystem::remove's stat and
-// unlink.
+// One unlink(2), not std::filesystem::remove's stat and unlink: every start
+// of every instance comes here, and there is almost never a file. (Not
+// skipped while the save directory is absent: resume and shelve take any
+// file they find there, whoever put it there since.)
 void drop_saved(node_pointer self, const std::string& id) {
-  auto& st = self->state;
-  if (!st.save_dir_checked) {
-    struct stat dir {};
-    st.save_dir_absent = ::stat(save_dir(self).c_str(), &dir) != 0 && errno == ENOENT;
-    st.save_dir_checked = true;
-  }
-  if (!st.save_dir_absent) ::unlink(saved_file(self, id).c_str());
+  ::unlink(saved_file(self, id).c_str());
   auto it = self->state.instances.find(id);
   if (it == self->state.instances.end() || it->second.saved_path.empty()) return;
   ::unlink(it->second.saved_path.c_str());
@@ -828,7 +819,6 @@ void suspend_vm(node_pointer self, const std::string& id, Reply done) {
   const std::string path = saved_file(self, id);
   auto save = [self, id, path, was_running, done] {
     std::error_code ec;
-    self->state.save_dir_absent = false;  // drop_saved looks there from now on
     std::filesystem::create_directories(save_dir(self), ec);
     auto i = self->state.instances.find(id);
     if (i == self->state.instances.end() || !i->second.handle) return done("instance " + id + " went away", {});

@@ -1217,13 +1217,14 @@ BOOST_AUTO_TEST_CASE(a_failing_batch_opener_leaves_no_batch_open) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
-// SQLite's temporary files (statement journals, sorts) stay in memory
+// SQLite's temporary files (savepoint journals, sorts) stay in memory
 // (PRAGMA temp_store=MEMORY): by default it spills them, past 64 KiB, to
 // unlinked files in /var/tmp whatever disk the store is on, and a
 // simulation of 100,000 instances wrote 370,000 pages there. Looked for
-// while one would be open: a statement journal holds what a statement
-// changes of the pages the transaction changed before it, here a record
-// of about 400 KiB written twice in one transaction.
+// while one would be open: the second write below runs in a savepoint of
+// the outer transaction (as every request of a group-commit batch does),
+// whose journal holds the pages it changes that the transaction had
+// changed before, here a record of about 400 KiB written twice.
 namespace {
 size_t open_sqlite_temp_files() {
   size_t n = 0;
