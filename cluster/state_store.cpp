@@ -539,14 +539,12 @@ StateStore StateStore::open(const std::string& path, Options options) {
         throw StoreError(StoreErrc::open_failed, "synchronous=FULL did not take", s.sql());
     }
     exec(db, "PRAGMA foreign_keys=ON");
-    // Savepoint journals (what undoes one writer's part of a group-commit
-    // batch, a savepoint inside the batch's transaction) and temporary sorts
-    // in memory. By default SQLite spills a journal past 64 KiB to an
-    // unlinked file in /var/tmp, whatever disk the store is on: the
-    // 1,000 x 100 simulation wrote 370,000 pages to 45 such files. They are
-    // never needed after a crash (a transaction that did not commit is not
-    // in the WAL's committed frames), so durability does not change.
-    exec(db, "PRAGMA temp_store=MEMORY");
+    // SQLite's temporary files (savepoint journals past 64 KiB) stay files
+    // (temp_store default): kept in memory (PRAGMA temp_store=MEMORY) they
+    // made the 10,000 x 100 simulation's sweep of its crashed nodes, one
+    // savepoint with 100,000 instance updates, spend its time in
+    // sqlite3PagerSavepoint: the run was still going after 18 minutes,
+    // about 6 without it (docs/control-plane.md, "Group commit").
     store.with_transaction([&] {
       Stmt tables(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
       tables.step();
