@@ -109,9 +109,6 @@ class Deadlines {
     if (!entries_.empty()) timer_.arm(self, entries_.begin()->first, TimerAtom::value);
   }
 
-  size_t size() const noexcept { return entries_.size(); }
-  bool empty() const noexcept { return entries_.empty(); }
-
  private:
   std::multimap<time_point, Key> entries_;
   DeadlineTimer timer_;

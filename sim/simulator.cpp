@@ -401,8 +401,9 @@ class Simulator {
 // once the instance runs, and a request timeout each would be a clock
 // entry per preplaced instance, a million of them on the largest scenario.
 struct Placements {
-  Deadlines<uint64_t, sim_place_dl_atom> deadlines;
-  std::unordered_map<uint64_t, Deadlines<uint64_t, sim_place_dl_atom>::entry> open;
+  using Due = Deadlines<uint64_t, sim_place_dl_atom>;  // by placement number
+  Due deadlines;
+  std::unordered_map<uint64_t, Due::entry> open;
   uint64_t last = 0;
   // Ends placement `no` before its deadline; false if it had already ended.
   bool close(uint64_t no) {
