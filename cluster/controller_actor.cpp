@@ -239,7 +239,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         // delete meanwhile, or recovery, may have moved it on).
         try {
           auto rec = self->state.store->get_instance(id);
-          auto a = self->state.store->get_action(action_id);
+          auto a = self->state.store->get_action_head(action_id);
           if (rec && rec->sf_state == SfInstanceState::preflight && rec->node.empty() && a &&
               a->result == ActionResult::running)
             build(self, id, action_id, true);

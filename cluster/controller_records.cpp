@@ -116,7 +116,7 @@ void fail_record(controller_pointer self, const std::string& id, int64_t action_
 // Counts a finished action for /metrics (its duration on the store's clock).
 void observe_finished(controller_pointer self, int64_t action_id) {
   auto& st = self->state;
-  auto a = st.store->get_action(action_id);
+  auto a = st.store->get_action_head(action_id);
   if (!a || !a->finish) return;
   const std::string name = control::to_string(a->action);
   st.action_latency->observe(name, std::chrono::milliseconds(std::max<int64_t>(0, *a->finish - a->start)));

@@ -506,6 +506,7 @@ StateStore::~StateStore() = default;
 
 UnixMillis StateStore::now() const { return options_.clock(); }
 
+
 StateStore StateStore::connect(const std::string& path, Options options, int flags, const char* what) {
   StateStore store(path, std::move(options));
   sqlite3* raw = nullptr;
@@ -959,7 +960,7 @@ bool StateStore::finish_action(int64_t action_id, ActionResult result, std::opti
     throw StoreError(StoreErrc::invalid_record, std::string("an action cannot be finished as ") + to_string(result));
   bool applied = false;
   with_transaction([&] {
-    auto entry = get_action(action_id);
+    auto entry = get_action_head(action_id);
     if (!entry) throw StoreError(StoreErrc::not_found, "action " + std::to_string(action_id));
     if (entry->finish) return;  // superseded (or finished twice): nothing to do
     auto inst = get_instance(entry->instance_id);
@@ -1012,13 +1013,12 @@ void StateStore::append_action_event(int64_t action_id, const ActionEvent& event
   with_transaction([&] {
     Stmt s(db_->get(),
            "UPDATE action_log SET events = json_insert(events, '$[#]',"
-           " json_object('name', ?2, 'start', ?3, 'finish', ?4, 'result', ?5, 'detail', ?6)) WHERE id = ?1");
+           " json_object('name', ?2, 'start', ?3, 'finish', ?4, 'result', ?5, 'detail', ?6)) WHERE id = ?1"
+           " RETURNING instance_id");
     s.bind(1, action_id).bind(2, event.name).bind(3, event.start).bind(4, event.finish).bind(5, event.result);
     s.bind(6, event.detail);
-    if (s.run() == 0) throw StoreError(StoreErrc::not_found, "action " + std::to_string(action_id));
-    Stmt owner(db_->get(), "SELECT instance_id FROM action_log WHERE id = ?1");
-    owner.bind(1, action_id);
-    if (owner.step()) changed('i', owner.text(0));
+    if (!s.step()) throw StoreError(StoreErrc::not_found, "action " + std::to_string(action_id));
+    changed('i', s.text(0));  // SQLite applies the whole update at the first step
   });
 }
 
@@ -1048,12 +1048,16 @@ int64_t StateStore::force_stopped(const std::string& instance_id, const std::str
 }
 
 std::optional<ActionLogEntry> StateStore::get_action(int64_t action_id) {
+  auto e = get_action_head(action_id);
+  if (e) e->events = read_events(db_->get(), e->id);
+  return e;
+}
+
+std::optional<ActionLogEntry> StateStore::get_action_head(int64_t action_id) {
   Stmt s(db_->get(), std::string("SELECT ") + kActionColumns + " FROM action_log WHERE id = ?1");
   s.bind(1, action_id);
   if (!s.step()) return std::nullopt;
-  ActionLogEntry e = read_action(s);
-  e.events = read_events(db_->get(), e.id);
-  return e;
+  return read_action(s);
 }
 
 std::vector<ActionLogEntry> StateStore::list_actions(const std::string& instance_id) {

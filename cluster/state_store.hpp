@@ -343,6 +343,9 @@ class StateStore {
   // the row's id. Throws not_found.
   int64_t force_stopped(const std::string& instance_id, const std::string& request_id, const ActionEvent& event);
   std::optional<ActionLogEntry> get_action(int64_t action_id);
+  // The same row without its events (empty): what deciding on an action
+  // needs, without decoding its event list (a JSON array in the row).
+  std::optional<ActionLogEntry> get_action_head(int64_t action_id);
   std::vector<ActionLogEntry> list_actions(const std::string& instance_id);  // oldest first
   // The oldest action with this request id (a client's idempotency key for
   // create), with its events; nullopt if none (or its record was purged).

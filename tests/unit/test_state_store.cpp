@@ -297,6 +297,15 @@ BOOST_AUTO_TEST_CASE(actions_follow_nova_and_are_logged) {
   BOOST_TEST(log->events[1].name == "spawn \"quoted\" \\ back\nslash \xc3\xa9");
   BOOST_TEST(!log->events[1].finish.has_value());
   BOOST_TEST(log->events[1].detail == "tab\t");
+  // The head: the same row, its events not read.
+  auto head = s.get_action_head(create);
+  BOOST_REQUIRE(head.has_value());
+  BOOST_TEST(head->id == log->id);
+  BOOST_TEST(head->request_id == "req-1");
+  BOOST_TEST((head->finish == log->finish));
+  BOOST_TEST((head->result == ActionResult::success));
+  BOOST_TEST(head->events.empty());
+  BOOST_TEST(!s.get_action_head(999).has_value());
   expect_error(StoreErrc::not_found, [&] { s.append_action_event(999, {"x", 0, std::nullopt, "", ""}); });
 
   // Wrong vm_state: 409 naming it.
