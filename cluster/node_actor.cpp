@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -293,31 +294,37 @@ void add_waiter(node_pointer self, const std::string& id, Check check, std::chro
   it->second.waiters.push_back(Waiter{no, std::move(check), std::move(done), entry});
 }
 
-// Resolves one waiter (if still pending) with `error` ("" = success);
-// false if there is no such waiter (resolved, or its instance forgotten).
-// `timed_out`: its deadline's entry is already gone (expire_waits).
-bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::string& error,
-             bool timed_out = false) {
+// Takes waiter `no` of instance `id` out of its list; nullopt if there is
+// no such waiter (resolved, or its instance forgotten).
+std::optional<Waiter> take_waiter(node_pointer self, const std::string& id, uint64_t no) {
   auto it = self->state.instances.find(id);
-  if (it == self->state.instances.end()) return false;
+  if (it == self->state.instances.end()) return std::nullopt;
   auto& ws = it->second.waiters;
-  for (auto w = ws.begin(); w != ws.end(); ++w) {
-    if (w->no != no) continue;
-    Done done = std::move(w->done);
-    if (!timed_out) self->state.wait_deadlines.remove(w->deadline);
-    ws.erase(w);
-    done(error);
-    return true;
-  }
-  return false;
+  auto w = std::find_if(ws.begin(), ws.end(), [no](const Waiter& x) { return x.no == no; });
+  if (w == ws.end()) return std::nullopt;
+  Waiter out = std::move(*w);
+  ws.erase(w);
+  return out;
+}
+
+// Resolves one waiter (if still pending) in time, with `error` ("" =
+// success): its deadline goes with it. False if there is no such waiter.
+bool resolve(node_pointer self, const std::string& id, uint64_t no, const std::string& error) {
+  auto w = take_waiter(self, id, no);
+  if (!w) return false;
+  self->state.wait_deadlines.remove(w->deadline);
+  w->done(error);
+  return true;
 }
 
 // The wait timer fired: every wait whose deadline had passed by the time it
 // was set for fails (deadline_timer.hpp: a state event that arrived after
-// the timer message, in time for a later deadline, is handled first).
+// the timer message, in time for a later deadline, is handled first). Their
+// deadline entries are gone already (fired() took them out).
 void expire_waits(node_pointer self, uint64_t generation) {
   self->state.wait_deadlines.fired(self, generation, [self](const std::pair<std::string, uint64_t>& w) {
-    resolve(self, w.first, w.second, "instance " + w.first + ": deadline passed waiting for its state", true);
+    if (auto t = take_waiter(self, w.first, w.second))
+      t->done("instance " + w.first + ": deadline passed waiting for its state");
   });
 }
 
