@@ -87,9 +87,10 @@ class Deadlines {
   entry add(Self* self, time_point when, Key key) {
     // Deadlines mostly come in time order (one clock, a few fixed
     // durations): hinted at the end, filing one is constant time instead of
-    // a descent of the tree (1.9 % of the 1,000 x 100 simulation, whose
-    // placer holds 100,000 of them). An earlier one is filed after its
-    // equals either way, so the order is what emplace() gives.
+    // a descent of the tree (perf, 2026-12-06: 1.9 % of the 1,000 x 100
+    // simulation, whose placer holds 100,000 of them). An earlier one is
+    // filed after its equals either way, so the order is what emplace()
+    // gives.
     auto e = entries_.emplace_hint(entries_.end(), when, std::move(key));
     timer_.arm(self, entries_.begin()->first, TimerAtom::value);
     return e;
