@@ -1048,8 +1048,11 @@ int64_t StateStore::force_stopped(const std::string& instance_id, const std::str
 }
 
 std::optional<ActionLogEntry> StateStore::get_action(int64_t action_id) {
-  auto e = get_action_head(action_id);
-  if (e) e->events = read_events(db_->get(), e->id);
+  std::optional<ActionLogEntry> e;
+  read_snapshot([&] {  // the row and its events from one snapshot
+    e = get_action_head(action_id);
+    if (e) e->events = read_events(db_->get(), e->id);
+  });
   return e;
 }
 
