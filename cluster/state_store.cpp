@@ -506,7 +506,6 @@ StateStore::~StateStore() = default;
 
 UnixMillis StateStore::now() const { return options_.clock(); }
 
-
 StateStore StateStore::connect(const std::string& path, Options options, int flags, const char* what) {
   StateStore store(path, std::move(options));
   sqlite3* raw = nullptr;
@@ -1077,9 +1076,7 @@ std::optional<ActionLogEntry> StateStore::find_action(const std::string& request
          std::string("SELECT ") + kActionColumns + " FROM action_log WHERE request_id = ?1 ORDER BY id LIMIT 1");
   s.bind(1, request_id);
   if (!s.step()) return std::nullopt;
-  ActionLogEntry e = read_action(s);
-  e.events = read_events(db_->get(), e.id);
-  return e;
+  return read_action(s);
 }
 
 std::vector<ActionLogEntry> StateStore::list_running_actions() {

@@ -348,7 +348,8 @@ class StateStore {
   std::optional<ActionLogEntry> get_action_head(int64_t action_id);
   std::vector<ActionLogEntry> list_actions(const std::string& instance_id);  // oldest first
   // The oldest action with this request id (a client's idempotency key for
-  // create), with its events; nullopt if none (or its record was purged).
+  // create), its row without its events (as get_action_head); nullopt if
+  // none (or its record was purged).
   std::optional<ActionLogEntry> find_action(const std::string& request_id);
   // Every action not finished yet, oldest first, with their events (after a
   // controller restart: the ones it must finish or fail).
