@@ -17,12 +17,24 @@ const char* to_string(ActorErrc e) noexcept {
     case ActorErrc::save_failed: return "save_failed";
     case ActorErrc::migrate_failed: return "migrate_failed";
     case ActorErrc::migrate_unknown: return "migrate_unknown";
+    case ActorErrc::crashed: return "crashed";
   }
   return "unknown";
 }
 
 caf::error make_error(ActorErrc e, std::string detail) {
   return caf::error(static_cast<uint8_t>(e), kErrorCategory, caf::make_message(std::move(detail)));
+}
+
+caf::error crash_reason(const std::string& who, const std::exception_ptr& thrown) {
+  std::string what = "an exception that is not a std::exception";
+  try {
+    if (thrown) std::rethrow_exception(thrown);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  return make_error(ActorErrc::crashed, who + ": a handler threw: " + what);
 }
 
 std::string describe(const caf::error& e) {

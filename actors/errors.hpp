@@ -7,6 +7,7 @@
 #include <caf/make_message.hpp>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 
 namespace apiary::actors {
@@ -23,6 +24,7 @@ enum class ActorErrc : uint8_t {
   save_failed,             // a snapshot could not be written (the vmm::Errc is in the detail)
   migrate_failed,          // a live migration failed before commit; the source runs on (vmm::Errc in the detail)
   migrate_unknown,         // the destination was told to run but never said it does: the source stays paused
+  crashed,                 // a handler threw: the actor stopped (what it threw in the detail)
 };
 
 const char* to_string(ActorErrc e) noexcept;
@@ -30,5 +32,9 @@ caf::error make_error(ActorErrc e, std::string detail);
 // Renders an apiary error as "wrong_state: detail"; other errors via CAF.
 std::string describe(const caf::error& e);
 inline constexpr caf::atom_value kErrorCategory = caf::atom("apiary");
+// An actor's exit reason for an exception one of its handlers threw
+// (scheduled_actor::set_exception_handler): `crashed` with `who` and what
+// it threw, instead of CAF's runtime_error that names nothing.
+caf::error crash_reason(const std::string& who, const std::exception_ptr& thrown);
 
 }  // namespace apiary::actors

@@ -1,11 +1,13 @@
 #include "actors/vcpu_actor.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 
+#include "actors/thread_reaper.hpp"
 #include "proto/apiary/v1/diagnostics.pb.h"
 #include "vmm-core/exit.hpp"
 
@@ -66,10 +68,32 @@ std::pair<std::string, std::string> classify(const vmm::Exit& e, uint32_t id) {
 class VcpuThread {
  public:
   VcpuThread(vmm::VcpuBackend& backend, const vmm::BootPlan& plan, caf::actor self, caf::actor owner)
-      : backend_(backend), plan_(plan), self_(std::move(self)), owner_(std::move(owner)) {
-    thread_ = std::thread([this] { loop(); });
+      : backend_(backend), plan_(plan), self_(self.address()), owner_(owner.address()) {
+    thread_ = std::thread([this] {
+      loop();
+      finished_->store(true);
+    });
   }
   ~VcpuThread() { stop(); }
+
+  // Tells the thread to leave and hands it to the process's reaper, which
+  // joins it off this (CAF worker) thread and then lets go of `keep` (this
+  // object and the machine its backend belongs to): thread_reaper.hpp.
+  static void retire(const std::shared_ptr<VcpuThread>& t, std::shared_ptr<void> machine, std::string what) {
+    {
+      std::lock_guard lock(t->mutex_);
+      t->stopping_ = true;
+    }
+    t->cv_.notify_one();
+    t->backend_.kick();
+    ThreadReaper::Job job;
+    job.thread = std::move(t->thread_);
+    job.finished = t->finished_;
+    job.kick = [b = &t->backend_] { b->kick(); };
+    job.keep = std::make_shared<std::pair<std::shared_ptr<VcpuThread>, std::shared_ptr<void>>>(t, std::move(machine));
+    job.what = std::move(what);
+    ThreadReaper::instance().reap(std::move(job));
+  }
 
   void post(Cmd c, uint64_t seq) {
     {
@@ -79,7 +103,8 @@ class VcpuThread {
     cv_.notify_one();
     backend_.kick();
   }
-  // Idempotent: makes the thread leave and joins it (bounded by the kick).
+  // Idempotent: makes the thread leave and joins it here (bounded by the
+  // kick). Only for a thread never handed to retire().
   void stop() {
     {
       std::lock_guard lock(mutex_);
@@ -90,13 +115,18 @@ class VcpuThread {
       backend_.kick();
       thread_.join();
     }
-    self_ = nullptr;
-    owner_ = nullptr;
   }
 
  private:
+  // A message to `to` if it still runs (nothing otherwise: its end is its
+  // own owner's business).
+  template <class... Ts>
+  static void tell(const caf::actor_addr& to, Ts&&... xs) {
+    if (auto strong = caf::actor_cast<caf::actor>(to)) caf::anon_send(strong, std::forward<Ts>(xs)...);
+  }
+
   void reply(uint64_t seq, std::string payload = {}) {
-    caf::anon_send(caf::actor_cast<caf::actor>(self_), thread_ack_atom::value, seq, std::move(payload));
+    tell(self_, thread_ack_atom::value, seq, std::move(payload));
   }
 
   void loop() {
@@ -123,7 +153,7 @@ class VcpuThread {
         std::lock_guard lock(mutex_);
         running_ = false;  // park until told otherwise
       }
-      caf::anon_send(owner_, guest_event_atom::value, kind, backend_.id(), detail);
+      tell(owner_, guest_event_atom::value, kind, backend_.id(), detail);
     }
     backend_.unbind_thread();
   }
@@ -144,8 +174,8 @@ class VcpuThread {
         try {
           backend_.reset(backend_.id() == 0 ? &plan_ : nullptr);
         } catch (const std::exception& ex) {
-          caf::anon_send(owner_, guest_event_atom::value, std::string("guest_fault"), backend_.id(),
-                         std::string("vCPU reset failed: ") + ex.what());
+          tell(owner_, guest_event_atom::value, std::string("guest_fault"), backend_.id(),
+               std::string("vCPU reset failed: ") + ex.what());
         }
         break;
       case Cmd::dump:
@@ -165,13 +195,16 @@ class VcpuThread {
 
   vmm::VcpuBackend& backend_;
   const vmm::BootPlan& plan_;
-  caf::actor self_;
-  caf::actor owner_;
+  // Weak: the actor's state holds this object (no cycle), and the thread
+  // may outlive both actors (the reaper joins it later).
+  caf::actor_addr self_;
+  caf::actor_addr owner_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::pair<Cmd, uint64_t>> queue_;
   bool running_ = false;
   bool stopping_ = false;
+  std::shared_ptr<std::atomic<bool>> finished_ = std::make_shared<std::atomic<bool>>(false);
   std::thread thread_;
 };
 
@@ -244,8 +277,13 @@ vcpu_actor::behavior_type vcpu_impl(vcpu_pointer self, std::shared_ptr<devices::
   st.owner = owner;
   if (!machine->simulated())
     st.thread = std::make_shared<VcpuThread>(*st.backend, machine->boot_plan(), caf::actor_cast<caf::actor>(self), owner);
-  self->attach_functor([thread = st.thread, m = machine] {
-    if (thread) thread->stop();  // never leave a thread in KVM_RUN behind; then release the machine
+  const std::string what = "vCPU " + std::to_string(index) + " of the instance actor #" +
+                           std::to_string(owner ? owner.id() : 0);
+  self->attach_functor([thread = st.thread, m = machine, what] {
+    // Never leave a thread in KVM_RUN behind, nor wait for it here: the
+    // reaper joins it, then releases the machine.
+    if (thread)
+      VcpuThread::retire(thread, m, what);
   });
   return {
       [=](hold_atom) -> caf::result<ack_atom> { return control(self, Cmd::hold); },

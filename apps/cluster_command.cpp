@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "apps/actor_runtime.hpp"
-#include "apps/controller_watch.hpp"
+#include "apps/actor_watch.hpp"
 #include "vmm-core/kvm.hpp"
 #include "cluster/controller_actor.hpp"
 #include "cluster/node_actor.hpp"
@@ -158,7 +158,7 @@ int cluster_command(const std::vector<std::string>& args) {
     std::cerr << "apiary cluster: " << e.what() << "\n";
     return 4;
   }
-  ControllerWatch watch(sys, caf::actor_cast<caf::actor>(controller));
+  ActorWatch watch(sys, caf::actor_cast<caf::actor>(controller));
   ActorControlPlane api(sys, controller, nodes, std::chrono::seconds(10), reads);
   HttpServerOptions http_options;
   http_options.bearer_token = token;
@@ -181,7 +181,7 @@ int cluster_command(const std::vector<std::string>& args) {
   server.stop();
   for (auto& [name, n] : nodes) caf::anon_send_exit(n, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(controller, caf::exit_reason::user_shutdown);
-  return failed.empty() ? 0 : kControllerFailedStatus;
+  return failed.empty() ? 0 : kActorFailedStatus;
 }
 
 }  // namespace apiary::apps

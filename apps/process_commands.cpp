@@ -8,6 +8,9 @@
 
 #include <atomic>
 #include <charconv>
+#include <cstdio>
+#include <ctime>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -19,7 +22,7 @@
 #include "api/actor_control_plane.hpp"
 #include "api/http_api.hpp"
 #include "apps/actor_runtime.hpp"
-#include "apps/controller_watch.hpp"
+#include "apps/actor_watch.hpp"
 #include "apps/http_front.hpp"
 #include "api/token_file.hpp"
 #include "apps/tls_peer.hpp"
@@ -98,6 +101,22 @@ sigset_t stop_signals() {
   sigaddset(&s, SIGINT);
   sigaddset(&s, SIGTERM);
   return s;
+}
+
+// A line for the process's log (stdout, a journal in deployment): who,
+// the UTC time to the millisecond, what.
+std::function<void(const std::string&)> log_to_stdout(std::string who) {
+  return [who = std::move(who)](const std::string& line) {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char stamp[64];
+    std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+    std::cout << (who + ": " + stamp + " " + line + "\n") << std::flush;  // one write: other threads print too
+  };
 }
 
 // True once SIGINT/SIGTERM arrived (waits at most `d`).
@@ -180,6 +199,10 @@ issue NAME --san H` makes a pair, and `apiary ctl --api https://H:P
 --cacert ca.crt` talks to it.
 A node silent for --checkin-max-ms (default 120000) is missing, for ten
 times that it is in error and its instances are declared errored.
+The cluster log (nodes coming and going, reconciliation, recovery, store
+failures) goes to stdout, one line each with its UTC time. If the controller
+stops on its own (a failed commit, a handler that throws), the process exits
+with status 5 and the reason on stderr.
 )";
       return 0;
     }
@@ -259,6 +282,7 @@ times that it is in error and its instances are declared errored.
     std::cerr << "apiary controller: " << e.what() << "\n";
     return 4;
   }
+  ccfg.on_note = log_to_stdout("apiary controller");
   actors::controller_actor controller;
   std::shared_ptr<actors::ControllerReads> reads;
   try {
@@ -276,7 +300,7 @@ times that it is in error and its instances are declared errored.
               << sys.render(published.error()) << "\n";
     return 4;
   }
-  ControllerWatch watch(sys, caf::actor_cast<caf::actor>(controller));
+  ActorWatch watch(sys, caf::actor_cast<caf::actor>(controller));
   ActorControlPlane api(sys, controller, {}, std::chrono::seconds(10), reads);
   HttpServerOptions http_options;
   http_options.bearer_token = token;
@@ -301,7 +325,7 @@ times that it is in error and its instances are declared errored.
   if (auto failed = watch.failure(); !failed.empty()) {
     std::cerr << "apiary controller: the controller stopped: " << failed << "\n";
     server.stop();
-    return kControllerFailedStatus;
+    return kActorFailedStatus;
   }
   std::cout << "apiary controller: stopping" << std::endl;
   server.stop();
@@ -353,6 +377,10 @@ network's range to reach its guests from this host. Needs CAP_NET_ADMIN and
 /dev/net/tun; an existing interface of that name is never taken over. A tap
 that cannot be made turns its network error (the reason is in the
 controller's log and the network's record).
+The node logs on stdout, with UTC times, when its check-ins start failing
+(and why) and when one is answered again. If the node itself fails (one of
+its handlers throws), the process exits with status 5 and the reason on
+stderr, for the supervisor to start it again (it registers anew).
 )";
       return 0;
     }
@@ -455,7 +483,9 @@ controller's log and the network's record).
   caf::actor_system sys{cfg};
   auto relay = sys.spawn(controller_relay, caf::actor{});
   n.controller = relay;
+  n.on_log = log_to_stdout("apiary node");
   auto node = actors::spawn_node(sys, n);
+  ActorWatch watch(sys, caf::actor_cast<caf::actor>(node));
   std::cout << "apiary node: " << n.name << " (" << n.vcpus << " vCPUs, " << n.memory_mib << " MiB), controller "
             << target << (tls ? " (mutual TLS)" : " (plain text, --insecure)") << std::endl;
 
@@ -508,9 +538,13 @@ controller's log and the network's record).
     caf::anon_send(relay, set_ctrl_atom::value, caf::actor{});
     if (lost) std::cout << "apiary node: lost the controller; reconnecting" << std::endl;
   }
+  caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+  if (auto failed = watch.failure(); !failed.empty()) {
+    std::cerr << "apiary node: the node stopped: " << failed << "\n";
+    return kActorFailedStatus;
+  }
   std::cout << "apiary node: stopping" << std::endl;
   caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
   return 0;
 }
 

@@ -119,6 +119,15 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   self->set_exit_handler([self](caf::exit_msg& m) {
     if (commit_writes(self)) self->quit(m.reason);
   });
+  // A handler that throws stops the controller with what it threw (the
+  // process watching it exits, apps/actor_watch.hpp); the open batch is not
+  // committed: the handler may have left it half done, and nothing in it
+  // was acknowledged.
+  self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& thrown) -> caf::error {
+    auto why = crash_reason("controller", thrown);
+    note(self, "stopping: " + describe(why));
+    return why;
+  });
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.store = std::move(store);
@@ -310,7 +319,8 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         }());
       },
       [=](cluster_log_atom) -> caf::result<std::vector<std::string>> {
-        return durable(self, caf::result<std::vector<std::string>>(self->state.cluster_log));
+        const auto& log = self->state.cluster_log;
+        return durable(self, caf::result<std::vector<std::string>>(std::vector<std::string>(log.begin(), log.end())));
       },
       [=](net_create_atom, const std::string& name, const std::string& cidr) -> caf::result<std::string> {
         return durable(self, [&]() -> caf::result<std::string> {

@@ -119,6 +119,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -181,6 +182,10 @@ struct ControllerConfig {
   // once (SHELVED_OFFLOADED, the node's resources freed). false: it stays
   // SHELVED on its node until shelve_offload.
   bool shelve_offloads = true;
+  // Each line of the cluster log (nodes coming and going, reconciliation,
+  // recovery, store failures) as it is noted, on the controller's actor:
+  // the controller process prints them. Empty: kept in memory only.
+  std::function<void(const std::string&)> on_note;
 };
 
 using controller_actor = caf::typed_actor<

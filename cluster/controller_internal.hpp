@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -98,6 +99,10 @@ struct ChangeFeed {
   NetworkInfo with_history(NetworkInfo info) const;
 };
 
+// How many lines of the cluster log the controller keeps in memory: a
+// controller runs for months, and its process prints every line anyway.
+constexpr size_t kClusterLogLines = 4096;
+
 struct ControllerState {
   ControllerConfig cfg;
   std::map<std::string, ResizeMemo> resizes;  // instance id -> the spec before its resize
@@ -105,7 +110,9 @@ struct ControllerState {
   std::map<std::string, node_actor> nodes;  // from check-ins
   std::map<std::string, std::string> cannot_run;  // node -> why its instances cannot run (from check-ins)
   std::mt19937_64 rng;
-  std::vector<std::string> cluster_log;
+  // The latest kClusterLogLines lines of the cluster log (cluster_log_atom);
+  // ControllerConfig::on_note sees every one.
+  std::deque<std::string> cluster_log;
   // /metrics: how long finished actions took, and how they ended.
   std::shared_ptr<LatencyFamily> action_latency = std::make_shared<LatencyFamily>("action");
   std::map<std::pair<std::string, std::string>, uint64_t> actions_finished;  // (action, result) -> count

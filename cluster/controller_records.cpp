@@ -73,7 +73,12 @@ caf::expected<std::vector<ActionInfo>> read_actions(control::StateStore& store, 
   return out;
 }
 
-void note(controller_pointer self, std::string line) { self->state.cluster_log.push_back(std::move(line)); }
+void note(controller_pointer self, std::string line) {
+  auto& st = self->state;
+  if (st.cfg.on_note) st.cfg.on_note(line);
+  if (st.cluster_log.size() == kClusterLogLines) st.cluster_log.pop_front();
+  st.cluster_log.push_back(std::move(line));
+}
 
 // Appends an event to an action; a failure to log is noted, never thrown.
 void event(controller_pointer self, int64_t action_id, const std::string& name, const std::string& result,

@@ -131,6 +131,11 @@ struct NodeState {
   // The controller has acknowledged a check-in since the node started: until
   // then report_vmm sends nothing (that acknowledgement sends every state).
   bool acknowledged_once = false;
+  // Check-ins failed in a row since the last one answered, and the last
+  // failure's reason (NodeConfig::on_log says each new one, and every
+  // kCheckinFailuresRepeat-th in a row).
+  uint64_t checkins_failed = 0;
+  std::string checkin_problem;
   bool disk_fault = false;  // simulation: disk-file jobs fail with EIO
   std::string save_dir;     // cfg.save_dir, or the default under the temp directory (save_dir())
   std::map<std::string, net::SpawnedNetwork> networks;  // network id -> its actor and switch here
@@ -1308,6 +1313,10 @@ std::string render_network(const std::string& node, const std::string& network, 
   return out;
 }
 
+// A node whose check-ins keep failing for the same reason says so again
+// after this many, so that its log shows it is still trying.
+constexpr uint64_t kCheckinFailuresRepeat = 30;
+
 void check_in(node_pointer self) {
   auto& st = self->state;
   if (!st.cfg.controller || st.partitioned || st.stopped) return;
@@ -1316,12 +1325,26 @@ void check_in(node_pointer self) {
                 st.cfg.cannot_run)
       .then(
           [self](ack_atom) {
-            self->state.acknowledged_once = true;
-            if (self->state.vmm_reported) return;
-            self->state.vmm_reported = true;
-            for (const auto& [id, ni] : self->state.instances) report_vmm(self, id, ni);
+            auto& st = self->state;
+            if (st.checkins_failed && st.cfg.on_log)
+              st.cfg.on_log("checked in again, after " + std::to_string(st.checkins_failed) + " failed check-in(s)");
+            st.checkins_failed = 0;
+            st.checkin_problem.clear();
+            st.acknowledged_once = true;
+            if (st.vmm_reported) return;
+            st.vmm_reported = true;
+            for (const auto& [id, ni] : st.instances) report_vmm(self, id, ni);
           },
-          [self](caf::error&) { self->state.vmm_reported = false; });
+          [self](caf::error& e) {
+            auto& st = self->state;
+            st.vmm_reported = false;
+            ++st.checkins_failed;
+            std::string why = describe(e);
+            if (st.cfg.on_log && why != st.checkin_problem) st.cfg.on_log("check-in failed: " + why);
+            else if (st.cfg.on_log && st.checkins_failed % kCheckinFailuresRepeat == 0)
+              st.cfg.on_log("check-ins still failing (" + std::to_string(st.checkins_failed) + " in a row): " + why);
+            st.checkin_problem = std::move(why);
+          });
 }
 
 node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
@@ -1343,7 +1366,16 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
         return;
       }
     }
+    if (self->state.cfg.on_log && msg.reason != caf::exit_reason::user_shutdown)
+      self->state.cfg.on_log("stopping: told to exit (" + describe(msg.reason) + ")");
     self->quit(msg.reason);
+  });
+  // A handler that throws stops the node with what it threw: the process
+  // watching it says so and exits (a node that is gone must not look alive).
+  self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& thrown) -> caf::error {
+    auto why = crash_reason("node " + self->state.cfg.name, thrown);
+    if (self->state.cfg.on_log) self->state.cfg.on_log("stopping: " + describe(why));
+    return why;
   });
   check_in(self);
   schedule_tick(self);

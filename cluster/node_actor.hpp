@@ -167,6 +167,11 @@ struct NodeConfig {
   // read it to see a node's own view without the controller; the chaos
   // suite compares it with the records. Empty: not written.
   std::string status_file;
+  // Where the node says what an operator needs to know about its link to
+  // the controller: a check-in failing (again when the reason changes) and
+  // the first one answered after failures. Called on the node's actor.
+  // Empty: not said.
+  std::function<void(const std::string&)> on_log;
   // Networks (net/): with data_plane, every NIC of an instance becomes a
   // port of its network's switch on this node (one network actor per
   // network, made with the first port, ended when the last one goes), and

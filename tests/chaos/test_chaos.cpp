@@ -194,7 +194,7 @@ struct Cluster {
   }
 
   static std::string tail(const std::string& path) {
-    return sh("tail -n 20 " + path).out;
+    return sh("tail -n 30 " + path).out;
   }
 };
 
@@ -376,6 +376,7 @@ void client(Cluster& c, History& h, int k, uint64_t seed, int max_instances, Sto
 // --- the checker ---------------------------------------------------------------
 
 struct Observed {
+  bool listed = false;  // the records were read (a listing of instances and their logs)
   std::vector<v1::Instance> instances;
   std::map<std::string, v1::ActionLog> logs;
   std::map<std::string, std::map<std::string, std::string>> node_view;  // node -> id -> power
@@ -404,6 +405,8 @@ std::string state_after(const std::string& action) {
 
 std::vector<std::string> check(const History& h, const Observed& o) {
   std::vector<std::string> v = h.problems;
+  // Never read: every answered create would look lost, which says nothing.
+  if (!o.listed) return v;
   std::map<std::string, const v1::Instance*> by_id;
   std::map<std::string, int> by_name;
   for (const auto& i : o.instances) {
@@ -545,6 +548,7 @@ RunSummary run(uint64_t seed, std::chrono::seconds duration, int clients, int pe
     if (a.status != 200 || !parse(a.body, list)) continue;
     why = "an instance has a task in flight or an unended action";
     settled = true;
+    o.listed = true;
     o.instances.assign(list.instances().begin(), list.instances().end());
     o.logs.clear();
     for (const auto& i : o.instances) {
@@ -567,10 +571,19 @@ RunSummary run(uint64_t seed, std::chrono::seconds duration, int clients, int pe
   }
   RunSummary s;
   s.violations = check(h, o);
+  // No process ends by itself: the nemesis kills and restarts them, and a
+  // node or controller that stops on its own is a failure of its own.
+  auto ended = [&](const std::string& who, Service& svc) {
+    svc.running();  // notices an end since the last look
+    for (const auto& how : svc.ends_by_itself()) s.violations.push_back("crash: " + who + " ended by itself (" + how + ")");
+  };
+  ended("the controller", *c.controller);
+  for (const auto& n : kNodes) ended("node " + n, *c.nodes[n]);
   s.faults = h.faults.size();
   s.creates = h.created.size();
   s.actions = h.actions.size();
-  if (!settled) s.violations.push_back("unsettled after 240 s: " + why);
+  // First, so that a short excerpt of the output still says why.
+  if (!settled) s.violations.insert(s.violations.begin(), "unsettled after 240 s: " + why);
   std::map<std::string, int> states;
   for (const auto& i : o.instances) ++states[i.vm_state()];
   std::ostringstream line;
@@ -583,13 +596,38 @@ RunSummary run(uint64_t seed, std::chrono::seconds duration, int clients, int pe
   s.line = line.str();
   std::cout << s.line << std::endl;
   for (const auto& f : h.faults) BOOST_TEST_MESSAGE("fault: " << f);
-  for (const auto& x : s.violations) BOOST_TEST_MESSAGE("violation: " << x);
+  constexpr size_t kShown = 20;  // violations printed; the rest are counted (a long list hides the logs)
+  for (size_t i = 0; i < s.violations.size() && i < kShown; ++i) BOOST_TEST_MESSAGE("violation: " << s.violations[i]);
+  if (s.violations.size() > kShown) BOOST_TEST_MESSAGE("... and " << s.violations.size() - kShown << " more");
   if (!s.violations.empty()) {
-    // The store and the processes' logs, kept for a look after the VM is gone.
-    sh("rm -rf /tmp/apiary-chaos-last && cp -a " + c.dir + " /tmp/apiary-chaos-last");
-    // On stdout, not as test messages: the VM is gone afterwards, and CI
-    // runs at --log_level=test_suite, which hides messages.
-    std::cout << "store and logs copied to /tmp/apiary-chaos-last (inside the VM)\n"
+    // The store and the processes' logs, kept for a look after the VM is gone
+    // (the system temp directory is the host's: kvm-vm shares it), one
+    // directory per case: the broken-rule case fails on purpose after this one.
+    const std::string keep =
+        "/tmp/apiary-chaos-last-" + std::string(boost::unit_test::framework::current_test_case().p_name);
+    sh("rm -rf " + keep + " && cp -a " + c.dir + " " + keep);
+    // Every thread's stack in every process, for a process that is alive
+    // but does nothing (gdb without debug info: names only, and fast under
+    // the VM's emulation); printed for the nodes that have not checked in.
+    v1::NodeList nodes;
+    auto listed = c.get("/v1/nodes");
+    if (listed.status == 200) parse(listed.body, nodes);
+    auto stacks = [&](const std::string& who, pid_t pid, bool print) {
+      if (pid <= 0) return;
+      const std::string file = keep + "/" + who + ".stacks";
+      sh("gdb --readnever -batch -p " + std::to_string(pid) + " -ex 'thread apply all bt 20' > " + file + " 2>&1",
+         120s);
+      if (print) std::cout << who << " stacks (" << file << "):\n" << sh("grep -E '^(Thread|#)' " + file).out << "\n";
+    };
+    stacks("controller", c.controller->pid(), false);
+    for (const auto& n : kNodes) {
+      bool fresh = false;
+      for (const auto& seen : nodes.nodes())
+        fresh = fresh || (seen.name() == n && seen.state() == "created" && seen.checkin_age_ms() < 3000);
+      stacks(n, c.nodes[n]->pid(), !fresh);
+    }
+    // The logs' tails on stdout: the VM and its /dev/shm are gone afterwards.
+    std::cout << "store and logs copied to " << keep << "\n"
               << "controller log:\n" << Cluster::tail(c.controller->log()) << "\n";
     for (const auto& n : kNodes) std::cout << n << " log:\n" << Cluster::tail(c.nodes[n]->log()) << "\n";
     std::cout << std::flush;

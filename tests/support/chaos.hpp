@@ -157,12 +157,17 @@ class Service {
     if (pid_ <= 0) return false;
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) != pid_) return true;
-    std::ofstream(log_, std::ios::app) << "chaos: the process ended by itself: "
-                                       << (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
-                                                             : "signal " + std::to_string(WTERMSIG(status)))
-                                       << "\n";
+    const std::string how =
+        WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : "signal " + std::to_string(WTERMSIG(status));
+    std::ofstream(log_, std::ios::app) << "chaos: the process ended by itself: " << how << "\n";
+    ends_.push_back(how);
     pid_ = -1;
     return false;
+  }
+  // How the process ended each time it ended by itself (not by kill()).
+  std::vector<std::string> ends_by_itself() {
+    std::lock_guard<std::mutex> g(m_);
+    return ends_;
   }
   pid_t pid() {
     std::lock_guard<std::mutex> g(m_);
@@ -174,6 +179,7 @@ class Service {
   std::mutex m_;
   std::string ns_;
   std::vector<std::string> argv_;
+  std::vector<std::string> ends_;
   std::string log_;
   pid_t pid_ = -1;
   bool stopped_ = false;
