@@ -13,8 +13,12 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "vmm-core/kvm.hpp"
 #include "cluster/controller_actor.hpp"
@@ -103,21 +107,60 @@ sigset_t stop_signals() {
   return s;
 }
 
-// A line for the process's log (stdout, a journal in deployment): who,
-// the UTC time to the millisecond, what.
-std::function<void(const std::string&)> log_to_stdout(std::string who) {
-  return [who = std::move(who)](const std::string& line) {
+// The process's log on stdout (a journal in deployment): one line each,
+// who, the UTC time to the millisecond, what. Lines logged before open()
+// are held back until then, so that the process's first line stays the one
+// that says where it listens (scripts and the e2e tests read it; a
+// restarted controller notes its recovery before it prints that line).
+class StdoutLog {
+ public:
+  explicit StdoutLog(std::string who) : state_(std::make_shared<State>()) { state_->who = std::move(who); }
+  // A command that ends before its first line (it could not start) still
+  // prints what was logged.
+  ~StdoutLog() { open(); }
+  StdoutLog(const StdoutLog&) = delete;
+  StdoutLog& operator=(const StdoutLog&) = delete;
+
+  // What the actors call (on their own threads).
+  std::function<void(const std::string&)> sink() const {
+    return [state = state_](const std::string& line) {
+      std::lock_guard lock(state->mutex);
+      std::string text = state->who + ": " + stamp() + " " + line + "\n";
+      if (state->open)
+        std::cout << text << std::flush;  // one write: other threads print too
+      else
+        state->held.push_back(std::move(text));
+    };
+  }
+  // Call after the first line: prints what was held back, then the rest as it comes.
+  void open() const {
+    std::lock_guard lock(state_->mutex);
+    for (const auto& text : state_->held) std::cout << text;
+    std::cout << std::flush;
+    state_->held.clear();
+    state_->open = true;
+  }
+
+ private:
+  static std::string stamp() {
     const auto now = std::chrono::system_clock::now();
     const std::time_t t = std::chrono::system_clock::to_time_t(now);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
     std::tm tm{};
     gmtime_r(&t, &tm);
-    char stamp[64];
-    std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+    char out[64];
+    std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-    std::cout << (who + ": " + stamp + " " + line + "\n") << std::flush;  // one write: other threads print too
+    return out;
+  }
+  struct State {
+    std::mutex mutex;
+    std::string who;
+    bool open = false;
+    std::vector<std::string> held;
   };
-}
+  std::shared_ptr<State> state_;
+};
 
 // True once SIGINT/SIGTERM arrived (waits at most `d`).
 bool signalled(std::chrono::milliseconds d) {
@@ -282,7 +325,8 @@ with status 5 and the reason on stderr.
     std::cerr << "apiary controller: " << e.what() << "\n";
     return 4;
   }
-  ccfg.on_note = log_to_stdout("apiary controller");
+  const StdoutLog log("apiary controller");
+  ccfg.on_note = log.sink();
   actors::controller_actor controller;
   std::shared_ptr<actors::ControllerReads> reads;
   try {
@@ -320,6 +364,7 @@ with status 5 and the reason on stderr.
   std::cout << "apiary controller: API on " << (https ? "https://" : "http://") << host << ":" << port << ", nodes connect to " << node_host << ":"
             << *published << (tls ? " with mutual TLS" : " in plain text (--insecure)") << " (store "
             << ccfg.store_path << ", token in " << token_file << ")" << std::endl;
+  log.open();
   int sig = 0;
   sigwait(&stop, &sig);
   if (auto failed = watch.failure(); !failed.empty()) {
@@ -483,11 +528,13 @@ stderr, for the supervisor to start it again (it registers anew).
   caf::actor_system sys{cfg};
   auto relay = sys.spawn(controller_relay, caf::actor{});
   n.controller = relay;
-  n.on_log = log_to_stdout("apiary node");
+  const StdoutLog log("apiary node");
+  n.on_log = log.sink();
   auto node = actors::spawn_node(sys, n);
   ActorWatch watch(sys, caf::actor_cast<caf::actor>(node));
   std::cout << "apiary node: " << n.name << " (" << n.vcpus << " vCPUs, " << n.memory_mib << " MiB), controller "
             << target << (tls ? " (mutual TLS)" : " (plain text, --insecure)") << std::endl;
+  log.open();
 
   const caf::io::middleman_actor mm = tls ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   bool stopping = false;
