@@ -18,6 +18,7 @@ const char* to_string(ActorErrc e) noexcept {
     case ActorErrc::migrate_failed: return "migrate_failed";
     case ActorErrc::migrate_unknown: return "migrate_unknown";
     case ActorErrc::crashed: return "crashed";
+    case ActorErrc::action_failed: return "action_failed";
   }
   return "unknown";
 }

@@ -25,6 +25,7 @@ enum class ActorErrc : uint8_t {
   migrate_failed,          // a live migration failed before commit; the source runs on (vmm::Errc in the detail)
   migrate_unknown,         // the destination was told to run but never said it does: the source stays paused
   crashed,                 // a handler threw: the actor stopped (what it threw in the detail)
+  action_failed,           // a node's work on an instance failed (a state not reached in time, the VM halted)
 };
 
 const char* to_string(ActorErrc e) noexcept;

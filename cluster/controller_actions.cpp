@@ -65,6 +65,16 @@ static bool answer_lost(const caf::error& e) {
   return e == caf::sec::request_timeout || e == caf::sec::request_receiver_down;
 }
 
+// The node refused the action in the VM's current state and did nothing:
+// its instance was still busy with something else (a reboot the controller
+// gave up waiting for, a pause done behind its back). Nova's compute would
+// refuse such a call and leave vm_state alone; calling it ERROR would mark a
+// VM that runs on as broken (found by the chaos suite: a pause refused while
+// the instance was still rebooting set vm_state error).
+static bool node_refused(const caf::error& e) {
+  return e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(ActorErrc::wrong_state);
+}
+
 void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id) {
   const NodeWork work = *node_work(a);
   const std::string id = rec.id;
@@ -104,8 +114,8 @@ void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int6
               // stops it (found by the chaos suite: a delete whose answer
               // was lost left its VM running with no record).
               if (node_reachable(self, node)) reconcile(self, node);
-            } else if (answer_lost(e)) {
-              settle_from_node(self, id, node, action_id, work.success, before);
+            } else if (answer_lost(e) || node_refused(e)) {
+              settle_from_node(self, id, node, action_id, work.success, before, node_refused(e));
             } else {
               finish(self, action_id, ActionResult::error);  // the node said what went wrong
             }
@@ -119,9 +129,11 @@ void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int6
 // (reverted: the record keeps its vm_state). Only an answer that is neither,
 // or no answer at all, leaves the instance in ERROR. Found by the chaos suite:
 // a stop whose message was lost with a BASP connection ended in ERROR while
-// the VM kept running on its node.
+// the VM kept running on its node. A refused action is settled the same way:
+// the record then says what the node runs (already in the action's target:
+// success; as it was: reverted).
 void settle_from_node(controller_pointer self, const std::string& id, const std::string& node, int64_t action_id,
-                      VmState success, VmState before) {
+                      VmState success, VmState before, bool refused) {
   if (!node_reachable(self, node)) {
     finish(self, action_id, ActionResult::error);
     return;
@@ -129,7 +141,8 @@ void settle_from_node(controller_pointer self, const std::string& id, const std:
   const auto start = self->state.store->now();
   self->request(self->state.nodes.at(node), self->state.cfg.node_deadline, power_list_atom::value)
       .then(
-          [self, id, node, action_id, success, before, start](const std::map<std::string, std::string>& power) {
+          [self, id, node, action_id, success, before, refused,
+           start](const std::map<std::string, std::string>& power) {
             auto p = power.find(id);
             const std::string ps = p == power.end() ? std::string(kPowerDeleted) : p->second;
             const std::optional<VmState> now = ps == kPowerRunning  ? std::optional(VmState::active)
@@ -138,14 +151,17 @@ void settle_from_node(controller_pointer self, const std::string& id, const std:
                                                : ps == kPowerSuspended ? std::optional(VmState::suspended)
                                                                       : std::nullopt;
             if (now == success && success != before) {
-              event(self, action_id, "power_check", "success", "node " + node + " reports it " + ps + ": done", start);
+              event(self, action_id, "power_check", "success",
+                    "node " + node + " reports it " + ps + (refused ? ": it was already" : ": done"), start);
               finish(self, action_id, ActionResult::success, success);
             } else if (now == before) {
               // (For a reboot, whose state is the same before and after, it
               // cannot tell whether it happened; the VM runs either way.)
               event(self, action_id, "power_check", "success",
                     "node " + node + " reports it " + ps +
-                        (success == before ? ": whether it was done is unknown" : ": not done") +
+                        (refused ? ": not done (refused)"
+                         : success == before ? ": whether it was done is unknown"
+                                             : ": not done") +
                         "; the record keeps its state",
                     start);
               finish(self, action_id, ActionResult::reverted);

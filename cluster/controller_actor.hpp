@@ -33,6 +33,10 @@
 //        message and nothing changed (control::check); 400 unknown action.
 //        action is the API name ("pause", "reboot", "delete", ...); type is
 //        "SOFT"/"HARD" for reboot, ignored otherwise.
+//        A node action whose answer was lost, or that the node refused
+//        (wrong_state: the VM was busy, e.g. still rebooting), is settled
+//        from the node's power list: in the target state, success; as it
+//        was, "reverted" (vm_state unchanged); anything else ERROR.
 //   act, id, action, type, args -> the same, with the action's arguments
 //        (the API's ActionRequest.args; the 4-element form is this with none):
 //        resize        vcpus, memory_mib (at least one; the other is kept).

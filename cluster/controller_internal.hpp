@@ -256,9 +256,10 @@ struct NodeWork {
 std::optional<NodeWork> node_work(Action a);
 void complete_delete(controller_pointer self, const std::string& id, int64_t action_id);
 void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id);
-// Ends an action whose node did not answer from the node's power state now.
+// Ends an action whose node did not answer, or refused it (`refused`: the
+// node said it did nothing), from the node's power state now.
 void settle_from_node(controller_pointer self, const std::string& id, const std::string& node, int64_t action_id,
-                      VmState success, VmState before);
+                      VmState success, VmState before, bool refused = false);
 // The act API: Nova's check, then the action runs asynchronously.
 caf::result<std::string> act(controller_pointer self, const std::string& id, const std::string& name,
                              const std::string& type, Args args);

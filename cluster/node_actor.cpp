@@ -759,6 +759,17 @@ std::string board_text(const v1::InstanceSpec& s) {
 // action (the controller reverts the action instead of erroring the instance).
 inline constexpr const char* kIntactPrefix = "vm intact: ";
 
+// A node action's failure as its answer: the instance's own refusal (it
+// was busy, e.g. still rebooting, and did nothing; call_and_wait passes on
+// its "wrong_state: ..." text) stays wrong_state, for the controller to
+// settle from the power list; any other failure is action_failed.
+caf::error action_error(const std::string& err) {
+  const std::string refused = std::string(to_string(ActorErrc::wrong_state)) + ": ";
+  if (err.compare(0, refused.size(), refused) == 0)
+    return make_error(ActorErrc::wrong_state, err.substr(refused.size()));
+  return make_error(ActorErrc::action_failed, err);
+}
+
 // Pauses a running VM, runs the job, resumes it. A VM that is not running
 // (stopped, already paused) is copied as it is.
 void quiesced(node_pointer self, const std::string& id, JobWork work, Reply done) {
@@ -1412,7 +1423,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
           if (err.empty())
             rp.deliver(power_of(self, id));
           else
-            rp.deliver(make_error(ActorErrc::wrong_state, err));
+            rp.deliver(action_error(err));
         });
         return rp;
       },
@@ -1428,7 +1439,7 @@ node_actor::behavior_type node_impl(node_pointer self, NodeConfig cfg) {
                        else if (err.compare(0, intact.size(), intact) == 0)
                          rp.deliver(make_error(ActorErrc::invalid_argument, err.substr(intact.size())));
                        else
-                         rp.deliver(make_error(ActorErrc::wrong_state, err));
+                         rp.deliver(action_error(err));
                      });
         return rp;
       },

@@ -505,6 +505,61 @@ BOOST_FIXTURE_TEST_CASE(a_simulated_vm_cannot_be_suspended_and_runs_on, Cluster)
   BOOST_TEST(named);
 }
 
+// A node that refuses an action (wrong_state: its instance is busy with
+// something the controller no longer waits for) did nothing; the record
+// follows what the node runs instead of going to ERROR while the VM runs on
+// (found by the chaos suite: a pause refused while the instance was still
+// rebooting set vm_state error). Refused while rebooting: reverted, ACTIVE.
+// Refused because it was already paused behind the controller's back:
+// success, PAUSED.
+BOOST_FIXTURE_TEST_CASE(an_action_the_node_refuses_leaves_the_record_as_the_vm_is, Cluster) {
+  boot();
+  const std::string id = create("busy");
+  const std::string node = get(id).node;
+  auto inst = instance(node, id);
+
+  // A reset reaches the instance first; the controller's pause finds it
+  // still rebooting.
+  self->send(inst, hard_reset_atom::value);
+  self->send(ctl, act_atom::value, id, std::string("pause"), std::string());
+  run();
+  while (take([](ack_atom) {}, [](const std::string&) {}, [&](caf::error& e) { BOOST_ERROR(show(e)); })) {
+  }
+  pass(2s, 100ms);
+  auto r = get(id);
+  BOOST_TEST(r.vm_state == "active");
+  BOOST_TEST(r.task_state == "none");
+  BOOST_TEST(vm(node, id).first == "run");
+  auto log = actions(id);
+  BOOST_REQUIRE(log.back().action == "pause");
+  BOOST_TEST(log.back().result == "reverted");
+  auto refusal = events_named(log.back(), "compute_pause");
+  BOOST_REQUIRE(refusal.size() == 1u);
+  BOOST_TEST(refusal[0].find("wrong_state: cannot pause instance") == 0, refusal[0]);
+  BOOST_TEST(refusal[0].find("(target reboot)") != std::string::npos, refusal[0]);
+  auto check = events_named(log.back(), "power_check");
+  BOOST_REQUIRE(check.size() == 1u);
+  BOOST_TEST(check[0] == "node " + node + " reports it running: not done (refused); the record keeps its state");
+
+  // Paused behind the controller's back: its pause is refused and the
+  // record says paused, as the VM is.
+  BOOST_REQUIRE(ask<std::string>(nodes.at(node), node_act_atom::value, id, std::string("pause"), std::string()));
+  BOOST_TEST(get(id).vm_state == "active");
+  BOOST_REQUIRE(act(id, "pause"));
+  pass(2s, 100ms);
+  r = get(id);
+  BOOST_TEST(r.vm_state == "paused");
+  BOOST_TEST((vm(node, id) == std::pair<std::string, std::string>{"quiesce", "quiesce"}));
+  log = actions(id);
+  BOOST_TEST(log.back().result == "success");
+  BOOST_TEST(has_event(log.back(), "compute_pause", "error"));
+  check = events_named(log.back(), "power_check");
+  BOOST_REQUIRE(check.size() == 1u);
+  BOOST_TEST(check[0] == "node " + node + " reports it paused: it was already");
+  BOOST_REQUIRE(act(id, "unpause"));
+  BOOST_TEST(get(id).vm_state == "active");
+}
+
 // Live migration is built (docs/snapshots.md), but a simulated VM has no
 // guest state to move: the destination the scheduler picked says so before
 // anything is sent, and the action is reverted with the instance ACTIVE and
