@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 
+#include "api/utc_time.hpp"
 #include "cluster/nova_states.hpp"
 #include "proto/apiary/v1/nova.pb.h"
 #include "proto/spec.hpp"
@@ -71,15 +72,7 @@ Response fault(const v1::ApiError& e) {
 
 Response method_not_allowed() { return fault(405, "method not allowed"); }
 
-std::string iso8601(int64_t unix_ms) {
-  if (unix_ms <= 0) return {};
-  const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string iso8601(int64_t unix_ms) { return api::utc_iso8601(unix_ms); }
 
 void add_links(pb::RepeatedPtrField<v1::NovaLink>* links, const std::string& base, const std::string& rel_path) {
   auto* self = links->Add();

@@ -40,6 +40,7 @@
 
 #include "api/http_client.hpp"
 #include "api/token_file.hpp"
+#include "api/utc_time.hpp"
 #include "net/tap.hpp"
 #include "proto/apiary/v1/api.pb.h"
 #include "proto/spec.hpp"
@@ -499,13 +500,8 @@ std::string task_text(const std::string& task_state) {
 
 // Unix milliseconds as UTC, e.g. 2024-05-01T12:00:00Z; "-" for 0.
 std::string format_time(int64_t unix_ms) {
-  if (unix_ms <= 0) return "-";
-  const std::time_t t = static_cast<std::time_t>(unix_ms / kMsPerSecond);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  const std::string s = api::utc_iso8601(unix_ms);
+  return s.empty() ? "-" : s;
 }
 
 // 4ms, 12.0s, 3m07s, 2h05m.

@@ -29,6 +29,7 @@
 #include "apps/actor_watch.hpp"
 #include "apps/http_front.hpp"
 #include "api/token_file.hpp"
+#include "api/utc_time.hpp"
 #include "apps/tls_peer.hpp"
 #include "devices/machine.hpp"
 #include "guest/embedded.hpp"
@@ -144,14 +145,8 @@ class StdoutLog {
  private:
   static std::string stamp() {
     const auto now = std::chrono::system_clock::now();
-    const std::time_t t = std::chrono::system_clock::to_time_t(now);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char out[64];
-    std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-    return out;
+    return api::utc_iso8601(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count(),
+                            true);
   }
   struct State {
     std::mutex mutex;

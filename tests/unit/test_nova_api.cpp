@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "api/nova_api.hpp"
+#include "api/utc_time.hpp"
 #include "cluster/nova_states.hpp"
 
 using namespace apiary;
@@ -129,6 +130,15 @@ v1::Instance& add(FakeApi& api, const std::string& id, const std::string& vm) {
 }
 
 }  // namespace
+
+// Every surface shows times one way (Nova's fields, ctl, the process logs).
+BOOST_AUTO_TEST_CASE(times_read_as_iso8601_utc) {
+  BOOST_TEST(api::utc_iso8601(1796374358888) == "2026-12-04T08:52:38Z");
+  BOOST_TEST(api::utc_iso8601(1796374358888, true) == "2026-12-04T08:52:38.888Z");
+  BOOST_TEST(api::utc_iso8601(1796374358005, true) == "2026-12-04T08:52:38.005Z");
+  BOOST_TEST(api::utc_iso8601(0).empty());  // a field never set
+  BOOST_TEST(api::utc_iso8601(-5, true).empty());
+}
 
 BOOST_AUTO_TEST_CASE(every_vm_state_has_a_nova_status) {
   for (auto vm : control::kAllVmStates) {
