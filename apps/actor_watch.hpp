@@ -18,6 +18,8 @@
 #include <mutex>
 #include <string>
 
+#include "actors/errors.hpp"
+
 namespace apiary::apps {
 
 inline constexpr int kActorFailedStatus = 5;
@@ -34,7 +36,7 @@ class ActorWatch {
         if (m.reason && m.reason != caf::exit_reason::user_shutdown) {
           {
             std::lock_guard lock(failure->mutex);
-            failure->reason = self->system().render(m.reason);
+            failure->reason = actors::describe(m.reason);  // "crashed: node ...", not CAF's error(12, 'apiary', ...)
           }
           ::kill(::getpid(), SIGTERM);
         }
