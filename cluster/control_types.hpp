@@ -63,6 +63,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;      // node: time to c
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;    // controller: apply the silence rule
 using purge_atom = caf::atom_constant<caf::atom("purge")>;    // controller: hard-delete old deleted records
 using flush_atom = caf::atom_constant<caf::atom("flush")>;    // controller: commit the open batch of writes
+using power_sync_atom = caf::atom_constant<caf::atom("powersync")>;  // controller: records against nodes' power lists
 using wait_dl_atom = caf::atom_constant<caf::atom("waitdl")>;  // node: its state waits' timer fired
 using file_poll_atom = caf::atom_constant<caf::atom("filepoll")>;  // node: look at a disk-file job (copy, zero)
 // tests / simulation

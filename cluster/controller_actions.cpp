@@ -51,7 +51,7 @@ void complete_delete(controller_pointer self, const std::string& id, int64_t act
   }
 }
 
-static bool node_reachable(controller_pointer self, const std::string& node) {
+bool node_reachable(controller_pointer self, const std::string& node) {
   if (node.empty() || !self->state.nodes.count(node)) return false;
   auto rec = self->state.store->get_node(node);
   return rec && (rec->state == NodeState::created || rec->state == NodeState::stopping ||

@@ -136,6 +136,8 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
   st.started = st.store->now();
   self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
   self->delayed_send(self, st.cfg.purge_interval, purge_atom::value);
+  if (st.cfg.power_sync_interval.count() > 0)
+    self->delayed_send(self, st.cfg.power_sync_interval, power_sync_atom::value);
   // A node actor that is gone (its process died, the connection dropped)
   // is not connected any more: actions on its instances answer 503 instead
   // of failing against a dead peer. Its record is left to the silence rule.
@@ -269,6 +271,19 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
         // (ChangeFeed::with_live_state), so no store read per report.
         auto& st = self->state;
         if (st.feed->report(node, id, state, power)) st.feed->tell({id}, {}, {});
+        if ((state == "halt" || state == "destroy") && st.cfg.lifecycle_sync_delay.count() > 0 &&
+            st.power_sync_pending.insert(node).second)
+          self->delayed_send(self, st.cfg.lifecycle_sync_delay, power_sync_atom::value, node);
+      },
+      [=](power_sync_atom) {
+        auto& st = self->state;
+        for (const auto& [name, handle] : st.nodes)
+          if (node_reachable(self, name)) reconcile(self, name, true);
+        self->delayed_send(self, st.cfg.power_sync_interval, power_sync_atom::value);
+      },
+      [=](power_sync_atom, const std::string& node) {
+        self->state.power_sync_pending.erase(node);
+        if (node_reachable(self, node)) reconcile(self, node, true);
       },
       [=](list_atom) -> caf::result<std::vector<InstanceInfo>> {
         return durable(self, answer_read([&] { return read_instances(*self->state.store, *self->state.feed); }));

@@ -117,6 +117,13 @@
 // store; at error the store errors the node's instances. purge (every
 // purge_interval): hard-deletes instance and network records that have been
 // deleted for longer than cleaner_delay (error records are kept).
+// powersync (every power_sync_interval, and lifecycle_sync_delay after a
+// node reports a VMM halted or destroyed): every connected node is
+// reconciled as at its registration (Nova's _sync_power_states), ERROR
+// records aside (their VMs run on, for the operator): a VM the
+// records do not want running is stopped; an ACTIVE or PAUSED record whose
+// VM no longer runs is recorded STOPPED by a "stop" action with a
+// power_sync event; an instance with an action under way is left alone.
 #pragma once
 
 #include <caf/all.hpp>
@@ -152,6 +159,16 @@ struct ControllerConfig {
   uint64_t id_seed = 0;                              // instance / request ids; 0 = random
   std::chrono::seconds cleaner_delay = control::Defaults::cleaner_delay;  // CLEANER_DELAY
   std::chrono::milliseconds purge_interval{60000};                         // how often the purge runs
+  // Nova's power sync (sync_power_state_interval, 600 s): every connected
+  // node's power list against the records, as at a node's registration.
+  // 0: off.
+  std::chrono::milliseconds power_sync_interval{600000};
+  // A VMM a node reports halted or destroyed has its node synced this long
+  // after (Nova acts on the hypervisor's "stopped" event after a delay too):
+  // a guest that powered itself off, or died, is recorded STOPPED without
+  // waiting for the periodic sync; an action under way by then is left
+  // alone. 0: off.
+  std::chrono::milliseconds lifecycle_sync_delay{5000};
   // The store's clock is the actor system's clock plus this many Unix
   // milliseconds; unset: anchored to the wall clock at spawn. The simulator
   // sets it so that record times (and its traces) are the same on every run.
@@ -216,6 +233,7 @@ using controller_actor = caf::typed_actor<
     caf::replies_to<watch_atom, caf::actor>::with<ack_atom>,
     caf::reacts_to<lifecycle_atom, std::string, std::string, std::string, std::string>,
     caf::reacts_to<sweep_atom>, caf::reacts_to<purge_atom>, caf::reacts_to<recover_atom>, caf::reacts_to<flush_atom>,
+    caf::reacts_to<power_sync_atom>, caf::reacts_to<power_sync_atom, std::string>,
     caf::reacts_to<replace_atom, std::string, int64_t>>;
 
 // Opens the store (throws control::StoreError when it cannot) and spawns.

@@ -118,6 +118,7 @@ struct ControllerState {
   std::map<std::pair<std::string, std::string>, uint64_t> actions_finished;  // (action, result) -> count
   std::set<int64_t> inherited;  // actions running in the store when this controller started
   control::UnixMillis started = 0;  // the store's clock when this controller started
+  std::set<std::string> power_sync_pending;  // nodes with a lifecycle-triggered power sync on its way
   std::set<int64_t> waiting_placements;  // create actions waiting for nodes to connect (logged once)
   // node -> its VTEP ("a.b.c.d:port"; "" = no overlay), from its nodenet
   // requests; kept in memory: every node repeats it at each tick.
@@ -256,6 +257,9 @@ struct NodeWork {
 std::optional<NodeWork> node_work(Action a);
 void complete_delete(controller_pointer self, const std::string& id, int64_t action_id);
 void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id);
+// A node the controller can ask: connected, and its record created,
+// stopping or stopped (not missing or error).
+bool node_reachable(controller_pointer self, const std::string& node);
 // Ends an action whose node did not answer, or refused it (`refused`: the
 // node said it did nothing), from the node's power state now.
 void settle_from_node(controller_pointer self, const std::string& id, const std::string& node, int64_t action_id,
@@ -265,7 +269,10 @@ caf::result<std::string> act(controller_pointer self, const std::string& id, con
                              const std::string& type, Args args);
 
 // --- reconciliation, drain, recovery (controller_recovery.cpp) --------------
-void reconcile(controller_pointer self, const std::string& node);
+// A node's power list against the records: at its registration, or for
+// the power sync (`power_sync`: a VM whose record is in ERROR runs on, as
+// Nova's sync leaves ERROR to the operator).
+void reconcile(controller_pointer self, const std::string& node, bool power_sync = false);
 void drained(controller_pointer self, const std::string& node);
 void recover(controller_pointer self);
 

@@ -69,16 +69,17 @@ static void stop_stray(controller_pointer self, const std::string& node, const s
           });
 }
 
-void reconcile(controller_pointer self, const std::string& node) {
+void reconcile(controller_pointer self, const std::string& node, bool power_sync) {
   auto h = self->state.nodes.at(node);
   self->request(h, self->state.cfg.node_deadline, power_list_atom::value)
       .then(
-          [self, node](const std::map<std::string, std::string>& power) {
+          [self, node, power_sync](const std::map<std::string, std::string>& power) {
             auto& store = *self->state.store;
             try {
               for (const auto& [id, ps] : power) {
                 if (ps == kPowerShutdown || ps == kPowerSuspended) continue;  // nothing runs
                 auto rec = store.get_instance(id);
+                if (power_sync && rec && rec->vm_state == VmState::error) continue;
                 if (!rec || !expected_running(*rec, node)) stop_stray(self, node, id, rec);
               }
               // Nova's power sync: ACTIVE on the record, nothing running on the node.

@@ -560,6 +560,61 @@ BOOST_FIXTURE_TEST_CASE(an_action_the_node_refuses_leaves_the_record_as_the_vm_i
   BOOST_TEST(get(id).vm_state == "active");
 }
 
+// Nova's power sync. A VM that went away without the controller asking (its
+// guest powered off, or it died) is reported destroyed by its node; some
+// seconds later (lifecycle_sync_delay) the controller compares the node's
+// power list with the records and records the instance STOPPED by a "stop"
+// action with a power_sync event, so that a user's start works again. A VM
+// that runs while its record says STOPPED is powered off by the periodic
+// sync (power_sync_interval).
+BOOST_FIXTURE_TEST_CASE(the_power_sync_records_a_vm_that_went_away_and_stops_one_that_should_not_run, Cluster) {
+  ControllerConfig c;
+  c.power_sync_interval = 30s;
+  c.lifecycle_sync_delay = 5s;
+  boot(c);
+  const std::string id = create("goes-away");
+  const std::string node = get(id).node;
+  auto inst = instance(node, id);
+  self->send(inst, poweroff_atom::value);  // not through the controller
+  run();
+  take([](ack_atom) {});
+  BOOST_TEST(vm(node, id).first == "destroy");
+  pass(3s, 500ms);
+  BOOST_TEST(get(id).vm_state == "active");  // before the delay
+  pass(3s, 500ms);
+  auto r = get(id);
+  BOOST_TEST(r.vm_state == "stopped");
+  BOOST_TEST(r.task_state == "none");
+  auto log = actions(id);
+  BOOST_REQUIRE(log.back().action == "stop");
+  BOOST_TEST(log.back().result == "success");
+  auto sync = events_named(log.back(), "power_sync");
+  BOOST_REQUIRE(sync.size() == 1u);
+  BOOST_TEST(sync[0] == "node " + node + " runs no VM for this active instance: recorded stopped");
+  BOOST_REQUIRE(act(id, "start"));
+  BOOST_TEST(get(id).vm_state == "active");
+  BOOST_TEST(vm(node, id).first == "run");
+
+  // Stopped on the record, started behind the controller's back: the
+  // periodic sync powers it off and the record stays STOPPED.
+  BOOST_REQUIRE(act(id, "stop"));
+  BOOST_TEST(get(id).vm_state == "stopped");
+  BOOST_REQUIRE(ask<std::string>(nodes.at(node), node_act_atom::value, id, std::string("poweron"), std::string()));
+  BOOST_TEST(vm(node, id).first == "run");
+  const size_t actions_before = actions(id).size();
+  pass(31s, 1s);
+  BOOST_TEST(vm(node, id).first == "destroy");
+  r = get(id);
+  BOOST_TEST(r.vm_state == "stopped");
+  BOOST_TEST(r.task_state == "none");
+  log = actions(id);
+  BOOST_TEST(log.size() == actions_before);  // a stopped instance cannot be stopped: the last stop says it
+  auto stray = events_named(log.back(), "reconcile_stray");
+  BOOST_REQUIRE(stray.size() == 2u);
+  BOOST_TEST(stray[0] == "node " + node + " runs it while the record says sf_state created, vm_state stopped; stopping it");
+  BOOST_TEST(stray[1].find("stopped on node " + node) == 0, stray[1]);
+}
+
 // Live migration is built (docs/snapshots.md), but a simulated VM has no
 // guest state to move: the destination the scheduler picked says so before
 // anything is sent, and the action is reverted with the instance ACTIVE and
