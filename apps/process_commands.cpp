@@ -215,7 +215,8 @@ int controller_command(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") {
       std::cout << R"(Usage: apiary controller (--ca FILE --cert FILE --key FILE | --insecure)
                          [--host H] [--port P] [--node-host NH] [--node-port NP] [--store FILE]
-                         [--token-file F] [--checkin-max-ms MS] [--https-cert FILE --https-key FILE]
+                         [--token-file F] [--checkin-max-ms MS] [--power-sync-s S]
+                         [--https-cert FILE --https-key FILE]
 
 The control plane's controller: the HTTP API on H:P (default 127.0.0.1:8080)
 and the endpoint nodes connect to on NP (default 4242), with the SQLite
@@ -237,6 +238,11 @@ issue NAME --san H` makes a pair, and `apiary ctl --api https://H:P
 --cacert ca.crt` talks to it.
 A node silent for --checkin-max-ms (default 120000) is missing, for ten
 times that it is in error and its instances are declared errored.
+Every --power-sync-s S (default 600, Nova's sync_power_state_interval; 0:
+off) each connected node's VMs are compared with the records: an ACTIVE or
+PAUSED instance whose VM is gone is recorded STOPPED, a VM whose record
+does not want it running is powered off (ERROR records are left alone). A
+node that reports a VMM halted or destroyed is compared 5 s later.
 The cluster log (nodes coming and going, reconciliation, recovery, store
 failures) goes to stdout, one line each with its UTC time. If the controller
 stops on its own (a failed commit, a handler that throws), the process exits
@@ -249,8 +255,8 @@ with status 5 and the reason on stderr.
   std::map<std::string, std::string> o;
   if (auto err = parse_options(rest, o,
                                {"--host", "--port", "--node-host", "--node-port", "--store", "--token-file",
-                                "--checkin-max-ms", "--ca", "--cert", "--key", "--https-cert", "--https-key",
-                                "--test-break"});
+                                "--checkin-max-ms", "--power-sync-s", "--ca", "--cert", "--key", "--https-cert",
+                                "--https-key", "--test-break"});
       !err.empty()) {
     std::cerr << "apiary controller: " << err << "\n";
     return 2;
@@ -301,6 +307,14 @@ with status 5 and the reason on stderr.
     // Nodes check in well within the silence limit; give them that long to
     // re-register before settling what a previous controller left running.
     ccfg.recovery_grace = std::min<std::chrono::milliseconds>(ccfg.recovery_grace, std::chrono::milliseconds(ms));
+  }
+  if (o.count("--power-sync-s")) {
+    uint64_t s = 0;
+    if (!number(o["--power-sync-s"], s) || s > 86400) {
+      std::cerr << "apiary controller: --power-sync-s: seconds from 0 (off) to 86400\n";
+      return 2;
+    }
+    ccfg.power_sync_interval = std::chrono::seconds(s);
   }
   if (o.count("--test-break")) {
     // Breaks a rule on purpose, so the chaos suite can show that its

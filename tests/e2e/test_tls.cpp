@@ -288,6 +288,11 @@ BOOST_AUTO_TEST_CASE(certs_refusals_change_nothing) {
   auto bad_rule = run_apiary({"controller", "--insecure", "--test-break", "skip-everything"});
   BOOST_TEST(bad_rule.exit_code == 2);
   BOOST_TEST(bad_rule.err.find("the only rule is ignore-request-ids") != std::string::npos, bad_rule.err);
+  for (const std::string bad : {"soon", "-1", "86401", ""}) {
+    auto r = run_apiary({"controller", "--insecure", "--power-sync-s", bad});
+    BOOST_TEST(r.exit_code == 2, bad);
+    BOOST_TEST(r.err.find("--power-sync-s: seconds from 0 (off) to 86400") != std::string::npos, bad << ": " << r.err);
+  }
   BOOST_TEST(!fs::exists(dir + "/n2.key"));
 }
 
