@@ -71,9 +71,10 @@ static bool answer_lost(const caf::error& e) {
 // refuse such a call and leave vm_state alone; calling it ERROR would mark a
 // VM that runs on as broken (found by the chaos suite: a pause refused while
 // the instance was still rebooting set vm_state error).
-static bool node_refused(const caf::error& e) {
-  return e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(ActorErrc::wrong_state);
+static bool is_node_error(const caf::error& e, ActorErrc code) {
+  return e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(code);
 }
+static bool node_refused(const caf::error& e) { return is_node_error(e, ActorErrc::wrong_state); }
 
 void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int64_t action_id) {
   const NodeWork work = *node_work(a);
@@ -114,8 +115,8 @@ void dispatch(controller_pointer self, Action a, const InstanceRecord& rec, int6
               // stops it (found by the chaos suite: a delete whose answer
               // was lost left its VM running with no record).
               if (node_reachable(self, node)) reconcile(self, node);
-            } else if (answer_lost(e) || node_refused(e)) {
-              settle_from_node(self, id, node, action_id, work.success, before, node_refused(e));
+            } else if (const bool refused = node_refused(e); refused || answer_lost(e)) {
+              settle_from_node(self, id, node, action_id, work.success, before, refused);
             } else {
               finish(self, action_id, ActionResult::error);  // the node said what went wrong
             }
@@ -299,9 +300,7 @@ static void put_spec(controller_pointer self, const std::string& id, const v1::I
 }
 
 // True for the node's "the disk-file step failed and the VM is as it was".
-static bool vm_left_intact(const caf::error& e) {
-  return e.category() == kErrorCategory && e.code() == static_cast<uint8_t>(ActorErrc::invalid_argument);
-}
+static bool vm_left_intact(const caf::error& e) { return is_node_error(e, ActorErrc::invalid_argument); }
 
 // Where an instance's shelf is: <shelf_dir>/<id>.
 static std::string shelf_of(controller_pointer self, const std::string& id) {
