@@ -45,6 +45,7 @@ v1::Node to_proto(const actors::NodeInfo& n) {
   out.set_instances(n.instances);
   out.set_cannot_run(n.cannot_run);
   for (const auto& h : n.history) out.add_history(h);
+  out.set_connected(n.connected);
   return out;
 }
 

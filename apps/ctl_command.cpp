@@ -584,9 +584,9 @@ void print_instance_details(const v1::Instance& i) {
 }
 
 void print_nodes(const std::vector<const v1::Node*>& nodes) {
-  Table t({"NAME", "STATE", "VCPUS", "MEMORY", "INSTANCES", "CHECKIN_AGE", "CAN_RUN"});
+  Table t({"NAME", "STATE", "CONNECTED", "VCPUS", "MEMORY", "INSTANCES", "CHECKIN_AGE", "CAN_RUN"});
   for (const auto* n : nodes) {
-    t.add({n->name(), dash(n->state()), std::to_string(n->vcpus()), std::to_string(n->memory_mib()) + " MiB",
+    t.add({n->name(), dash(n->state()), n->connected() ? "yes" : "no", std::to_string(n->vcpus()), std::to_string(n->memory_mib()) + " MiB",
            std::to_string(n->instances()), n->last_checkin() > 0 ? format_duration(n->checkin_age_ms()) : "-",
            n->cannot_run().empty() ? "yes" : "no: " + n->cannot_run()});
   }

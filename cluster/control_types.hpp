@@ -136,6 +136,7 @@ struct NodeInfo {
   int64_t checkin_age_ms = 0;  // the controller's clock minus last_checkin
   std::string cannot_run;      // empty: the node can run instances; else why not
   std::vector<std::string> history;  // its states as this controller saw them (like InstanceInfo's)
+  bool connected = false;            // its actor is connected to this controller now
 };
 
 // One NIC attached to a network: which instance, where it runs, its
@@ -189,7 +190,7 @@ typename Inspector::result_type inspect(Inspector& f, ActionInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NodeInfo& x) {
   return f(caf::meta::type_name("NodeInfo"), x.name, x.state, x.last_checkin, x.vcpus, x.memory_mib, x.instances,
-           x.checkin_age_ms, x.cannot_run, x.history);
+           x.checkin_age_ms, x.cannot_run, x.history, x.connected);
 }
 
 // Registers the payload types above (needed only when they cross processes).

@@ -307,7 +307,7 @@ controller_actor::behavior_type controller_impl(controller_pointer self, Control
                   NodeInfo{n.name, control::to_string(n.state), n.last_checkin, n.vcpus, n.memory_mib, n.instances,
                            std::max<int64_t>(0, self->state.store->now() - n.last_checkin),
                            self->state.cannot_run.count(n.name) ? self->state.cannot_run.at(n.name) : "",
-                           {}}));
+                           {}, self->state.nodes.count(n.name) > 0}));
             return out;
           } catch (const StoreError& e) {
             return store_failed(e);

@@ -24,7 +24,10 @@
 #include <regex>
 #include <set>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "cluster/nova_states.hpp"
+#include "proto/apiary/v1/api.pb.h"
 #include "tests/support/counter_output.hpp"
 #include "tests/support/e2e.hpp"
 #include "tests/support/test_support.hpp"
@@ -437,12 +440,26 @@ BOOST_AUTO_TEST_CASE(bad_input_is_refused_and_changes_nothing) {
   BOOST_TEST(ControlPlane::count(http_call(cp.api, http::verb::get, "/v1/instances").body,
                                  "\"name\":\"idem\",\"spec\"") == 1u);
 
-  // A node that is not connected: its instances' actions answer 503.
+  // A node that is not connected: the listing says so at once (its record
+  // keeps its state until the silence rule marks it missing), and its
+  // instances' actions answer 503. The pause waits for the listing: one sent before the
+  // controller saw the connection drop is accepted and fails against the
+  // dead node, as it should.
   const std::string node = cp.field(id, "node");
+  const auto connected = [&]() -> std::string {
+    apiary::v1::NodeList list;
+    if (!google::protobuf::util::JsonStringToMessage(cp.nodes_json(), &list).ok()) return "unparsable";
+    for (const auto& n : list.nodes())
+      if (n.name() == node) return n.state() + (n.connected() ? ", connected" : ", not connected");
+    return "unlisted";
+  };
+  BOOST_TEST(connected() == "created, connected");
   BOOST_TEST(cp.nodes.at(node)->stop(SIGKILL) == -SIGKILL);
-  BOOST_TEST(eventually([&] { return cp.act(id, R"({"action":"pause"})").status == 503; }, 20s));
+  const auto not_connected = [](const std::string& s) { return s.find(", not connected") != std::string::npos; };
+  BOOST_TEST(eventually([&] { return not_connected(connected()); }, 20s), connected());
   expect(cp.act(id, R"({"action":"pause"})"), 503, "is not connected to the controller");
   BOOST_TEST(cp.field(id, "task_state").empty());
+  BOOST_TEST(cp.field(id, "vm_state") == "active");
 }
 
 // kill -9 of the controller while an action is in flight (a soft reboot the

@@ -395,8 +395,11 @@ BOOST_AUTO_TEST_CASE(nodes_list_and_stop) {
   BOOST_TEST(contains(r.out, "CHECKIN_AGE"));
   BOOST_TEST(contains(r.out, "node-1"));
   BOOST_TEST(contains(r.out, "node-2"));
+  BOOST_TEST(contains(r.out, "CONNECTED"));
   r = ctl({"node", "list", "--json"});
-  BOOST_TEST(parse<v1::NodeList>(r.out).nodes_size() == 2);
+  const auto listed = parse<v1::NodeList>(r.out);
+  BOOST_TEST(listed.nodes_size() == 2);
+  for (const auto& n : listed.nodes()) BOOST_TEST(n.connected(), n.name());
 
   r = ctl({"node", "stop", "node-2", "--wait"});
   BOOST_TEST(r.exit_code == 0);
