@@ -759,15 +759,29 @@ std::string board_text(const v1::InstanceSpec& s) {
 // action (the controller reverts the action instead of erroring the instance).
 inline constexpr const char* kIntactPrefix = "vm intact: ";
 
-// A node action's failure as its answer: the instance's own refusal (it
-// was busy, e.g. still rebooting, and did nothing; call_and_wait passes on
-// its "wrong_state: ..." text) stays wrong_state, for the controller to
-// settle from the power list; any other failure is action_failed.
-caf::error action_error(const std::string& err) {
+// The instance refused the call: it was busy (e.g. still rebooting) and
+// did nothing. call_and_wait passes its error on as describe() renders it,
+// "wrong_state: ...".
+bool refused_by_instance(const std::string& err) {
   const std::string refused = std::string(to_string(ActorErrc::wrong_state)) + ": ";
-  if (err.compare(0, refused.size(), refused) == 0)
-    return make_error(ActorErrc::wrong_state, err.substr(refused.size()));
+  return err.compare(0, refused.size(), refused) == 0;
+}
+
+// A node action's failure as its answer: the instance's own refusal stays
+// wrong_state, for the controller to settle from the power list; any other
+// failure is action_failed.
+caf::error action_error(const std::string& err) {
+  if (refused_by_instance(err))
+    return make_error(ActorErrc::wrong_state, err.substr(std::string(to_string(ActorErrc::wrong_state)).size() + 2));
   return make_error(ActorErrc::action_failed, err);
+}
+
+// The failure of the pause an extended action starts with. A pause the
+// instance refused did nothing, so the VM is as it was and the controller
+// reverts the action (before, a snapshot that met a rebooting VM left its
+// instance in ERROR while the VM ran on).
+std::string pause_failure(const std::string& purpose, const std::string& err) {
+  return (refused_by_instance(err) ? std::string(kIntactPrefix) : std::string()) + "pause for " + purpose + ": " + err;
 }
 
 // Pauses a running VM, runs the job, resumes it. A VM that is not running
@@ -783,7 +797,7 @@ void quiesced(node_pointer self, const std::string& id, JobWork work, Reply done
   const auto deadline = self->state.cfg.state_deadline;
   call_and_wait(self, id, pause_atom::value, reach("quiesce", "quiesce"), deadline,
                 [self, id, work, done, deadline](const std::string& err) {
-                  if (!err.empty()) return done("pause for a consistent copy: " + err, {});
+                  if (!err.empty()) return done(pause_failure("a consistent copy", err), {});
                   run_file_job(self, work, [self, id, done, deadline](const std::string& jerr, const std::string& detail) {
                     call_and_wait(self, id, resume_atom::value, reach("run"), deadline,
                                   [done, jerr, detail](const std::string& rerr) {
@@ -872,7 +886,7 @@ void suspend_vm(node_pointer self, const std::string& id, Reply done) {
   if (!was_running) return save();
   call_and_wait(self, id, pause_atom::value, reach("quiesce", "quiesce"), self->state.cfg.state_deadline,
                 [save, done](const std::string& err) {
-                  if (!err.empty()) return done("pause for the save: " + err, {});
+                  if (!err.empty()) return done(pause_failure("the save", err), {});
                   save();
                 });
 }
@@ -989,7 +1003,7 @@ void shelve_vm(node_pointer self, const std::string& id, const v1::InstanceSpec&
   if (!was_running) return paused();
   call_and_wait(self, id, pause_atom::value, reach("quiesce", "quiesce"), self->state.cfg.state_deadline,
                 [paused, done](const std::string& err) {
-                  if (!err.empty()) return done("pause for the shelve: " + err, {});
+                  if (!err.empty()) return done(pause_failure("the shelve", err), {});
                   paused();
                 });
 }

@@ -558,6 +558,26 @@ BOOST_FIXTURE_TEST_CASE(an_action_the_node_refuses_leaves_the_record_as_the_vm_i
   BOOST_TEST(check[0] == "node " + node + " reports it paused: it was already");
   BOOST_REQUIRE(act(id, "unpause"));
   BOOST_TEST(get(id).vm_state == "active");
+
+  // An action that starts with a pause (suspend, snapshot, backup, shelve):
+  // the refused pause did nothing, so the action is reverted and the record
+  // stays ACTIVE (it went to ERROR before, the VM running on).
+  self->send(inst, hard_reset_atom::value);
+  self->send(ctl, act_atom::value, id, std::string("suspend"), std::string());
+  run();
+  while (take([](ack_atom) {}, [](const std::string&) {}, [&](caf::error& e) { BOOST_ERROR(show(e)); })) {
+  }
+  pass(2s, 100ms);
+  r = get(id);
+  BOOST_TEST(r.vm_state == "active");
+  BOOST_TEST(r.task_state == "none");
+  BOOST_TEST(vm(node, id).first == "run");
+  log = actions(id);
+  BOOST_REQUIRE(log.back().action == "suspend");
+  BOOST_TEST(log.back().result == "reverted");
+  auto suspend = events_named(log.back(), "compute_suspend");
+  BOOST_REQUIRE(suspend.size() == 1u);
+  BOOST_TEST(suspend[0].find("pause for the save: wrong_state: cannot pause instance") != std::string::npos, suspend[0]);
 }
 
 // Nova's power sync. A VM that went away without the controller asking (its
