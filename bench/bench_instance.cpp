@@ -15,6 +15,14 @@
 //             that creates the VM, runs it to the first byte written to
 //             COM1's data register, and closes it. Figure: apiary cycles/s
 //             over raw cycles/s (target >= 0.8x).
+//             Beside it, the protocol's floor in bare CAF: the same
+//             acknowledged fan-out (client -> instance -> each vCPU actor ->
+//             its thread and back, then each device actor) between actors
+//             that do nothing else, no VM behind them. Its ratio to the raw
+//             floor is the best any implementation of the design
+//             (ARCHITECTURE.md: quiesce is a message fan-out with
+//             acknowledgements) can reach on this machine; Apiary's ratio
+//             to it is Apiary's own overhead over that design.
 //   caf rtt   one bare CAF request/reply on the same scheduler: the cost
 //             of a single message hop, to read the fan-out figures by.
 //   memory    VMM memory per idle instance: K instances whose single vCPU
@@ -44,6 +52,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -279,6 +288,147 @@ double raw_fan_out(uint32_t vcpus, uint32_t disks, const std::string& disk_path,
   return median(pairs);
 }
 
+// ------------------------------------------- the protocol's floor in CAF --
+
+// Stands in for a vCPU thread: parked on its condition variable, it answers
+// each command with a message to its actor, as actors/vcpu_actor.cpp's
+// thread does (without a KVM_RUN to leave).
+struct FloorThread {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<uint64_t> queue;
+  bool stop = false;
+  caf::actor owner;
+  std::thread thread;
+
+  void post(uint64_t seq) {
+    std::lock_guard lock(mu);
+    queue.push_back(seq);
+    cv.notify_one();
+  }
+  void loop() {
+    for (;;) {
+      uint64_t seq = 0;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return stop || !queue.empty(); });
+        if (stop) return;
+        seq = queue.front();
+        queue.pop_front();
+      }
+      caf::anon_send(owner, actors::thread_ack_atom::value, seq);
+    }
+  }
+};
+
+struct FloorVcpu {
+  std::shared_ptr<FloorThread> thread;
+  uint64_t next = 1;
+  std::map<uint64_t, caf::response_promise> pending;
+};
+
+caf::behavior floor_vcpu(caf::stateful_actor<FloorVcpu>* self, std::shared_ptr<FloorThread> thread) {
+  self->state.thread = thread;
+  auto control = [self]() -> caf::result<actors::ack_atom> {
+    auto rp = self->make_response_promise();
+    const uint64_t seq = self->state.next++;
+    self->state.pending.emplace(seq, rp);
+    self->state.thread->post(seq);
+    return rp;
+  };
+  return {
+      [control](actors::hold_atom) { return control(); },
+      [control](actors::release_atom) { return control(); },
+      [self](actors::thread_ack_atom, uint64_t seq) {
+        auto it = self->state.pending.find(seq);
+        if (it == self->state.pending.end()) return;
+        it->second.deliver(actors::ack_atom::value);
+        self->state.pending.erase(it);
+      },
+  };
+}
+
+caf::behavior floor_device() {
+  return {
+      [](actors::pause_atom) { return actors::ack_atom::value; },
+      [](actors::resume_atom) { return actors::ack_atom::value; },
+  };
+}
+
+// Asks every actor of `to` in parallel, then runs `then` once all acked.
+template <class Atom>
+void floor_fan(caf::event_based_actor* self, const std::vector<caf::actor>& to, Atom atom, std::function<void()> then) {
+  auto left = std::make_shared<size_t>(to.size());
+  for (const auto& a : to)
+    self->request(a, 10s, atom).then([left, then](actors::ack_atom) {
+      if (--*left == 0) then();
+    });
+}
+
+// Pause: hold the vCPUs, then pause the devices; resume: the other way round.
+caf::behavior floor_instance(caf::event_based_actor* self, std::vector<caf::actor> vcpus, std::vector<caf::actor> devs) {
+  return {
+      [=](actors::pause_atom) -> caf::result<actors::ack_atom> {
+        auto rp = self->make_response_promise();
+        floor_fan(self, vcpus, actors::hold_atom::value, [=]() mutable {
+          floor_fan(self, devs, actors::pause_atom::value, [rp]() mutable { rp.deliver(actors::ack_atom::value); });
+        });
+        return rp;
+      },
+      [=](actors::resume_atom) -> caf::result<actors::ack_atom> {
+        auto rp = self->make_response_promise();
+        floor_fan(self, devs, actors::resume_atom::value, [=]() mutable {
+          floor_fan(self, vcpus, actors::release_atom::value, [rp]() mutable { rp.deliver(actors::ack_atom::value); });
+        });
+        return rp;
+      },
+  };
+}
+
+// Seconds per pause+resume pair of the bare protocol with `vcpus` vCPU
+// actors (each with its thread) and `devices` device actors.
+double caf_protocol_fan_out(uint32_t vcpus, size_t devices) {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{quiet(cfg)};
+  caf::scoped_actor self{sys};
+  std::vector<std::shared_ptr<FloorThread>> threads;
+  std::vector<caf::actor> vcpu_actors, device_actors;
+  for (uint32_t i = 0; i < vcpus; ++i) {
+    auto t = std::make_shared<FloorThread>();
+    t->owner = sys.spawn(floor_vcpu, t);
+    t->thread = std::thread([t] { t->loop(); });
+    vcpu_actors.push_back(t->owner);
+    threads.push_back(t);
+  }
+  for (size_t i = 0; i < devices; ++i) device_actors.push_back(sys.spawn(floor_device));
+  auto inst = sys.spawn(floor_instance, vcpu_actors, device_actors);
+  auto call = [&](auto atom) {
+    bool ok = false;
+    self->request(inst, 10s, atom).receive([&](actors::ack_atom) { ok = true; }, [](caf::error&) {});
+    if (!ok) throw std::runtime_error("the protocol floor's instance did not answer");
+  };
+  std::vector<double> pairs;
+  for (int i = 0; i < g.rounds; ++i) {
+    const auto t0 = Clock::now();
+    call(actors::pause_atom::value);
+    call(actors::resume_atom::value);
+    pairs.push_back(seconds_since(t0));
+  }
+  for (auto& t : threads) {
+    {
+      std::lock_guard lock(t->mu);
+      t->stop = true;
+      t->cv.notify_one();
+    }
+    t->thread.join();
+    self->send_exit(t->owner, caf::exit_reason::user_shutdown);
+    t->owner = nullptr;
+  }
+  for (auto& d : device_actors) self->send_exit(d, caf::exit_reason::user_shutdown);
+  self->send_exit(inst, caf::exit_reason::user_shutdown);
+  return median(pairs);
+}
+
 void BM_FanOut(benchmark::State& state) {
   const auto vcpus = static_cast<uint32_t>(state.range(0));
   const auto disks = static_cast<uint32_t>(state.range(1));
@@ -291,6 +441,8 @@ void BM_FanOut(benchmark::State& state) {
       const std::string size = std::to_string(vcpus) + " vCPUs, " + std::to_string(disks) + " disks";
       step("fan-out " + size + ": raw floor");
       const double raw = raw_fan_out(vcpus, disks, disk, devices);
+      step("fan-out " + size + ": the protocol in bare CAF");
+      const double protocol = caf_protocol_fan_out(vcpus, devices);
       step("fan-out " + size + ": apiary");
       const double apiary = apiary_fan_out(vcpus, disks, disk);
       state.SetIterationTime(apiary);
@@ -302,6 +454,9 @@ void BM_FanOut(benchmark::State& state) {
       figure("fanout_pause_resume_us_" + tag, apiary * 1e6, "us");
       figure("fanout_raw_floor_us_" + tag, raw * 1e6, "us");
       figure("fanout_ratio_" + tag, apiary / raw, "x");
+      figure("fanout_caf_protocol_us_" + tag, protocol * 1e6, "us");
+      figure("fanout_protocol_floor_ratio_" + tag, protocol / raw, "x");
+      figure("fanout_over_protocol_" + tag, apiary / protocol, "x");
     }
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
