@@ -246,7 +246,8 @@ void schedule_step(vcpu_pointer self) {
 // the queue keeps it ordered before any later command, and a resume's last
 // phase then waits for no thread wake-up. Waiting for them cost a resume
 // up to a scheduler tick per vCPU (seen: 1.8 ms per release phase of a
-// 4-vCPU instance natively, its APs woken behind the spinning BSP). A hold
+// 4-vCPU instance on a machine's own, software-emulated /dev/kvm, its APs
+// woken behind the spinning BSP; docs/benchmarks.md). A hold
 // is still acknowledged by the thread: only it knows the vCPU left guest
 // context.
 caf::result<ack_atom> control(vcpu_pointer self, Cmd c) {

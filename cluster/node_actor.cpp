@@ -762,17 +762,18 @@ inline constexpr const char* kIntactPrefix = "vm intact: ";
 // The instance refused the call: it was busy (e.g. still rebooting) and
 // did nothing. call_and_wait passes its error on as describe() renders it,
 // "wrong_state: ...".
-bool refused_by_instance(const std::string& err) {
-  const std::string refused = std::string(to_string(ActorErrc::wrong_state)) + ": ";
-  return err.compare(0, refused.size(), refused) == 0;
+const std::string& refusal_prefix() {
+  static const std::string prefix = std::string(to_string(ActorErrc::wrong_state)) + ": ";
+  return prefix;
 }
+bool refused_by_instance(const std::string& err) { return err.compare(0, refusal_prefix().size(), refusal_prefix()) == 0; }
 
 // A node action's failure as its answer: the instance's own refusal stays
 // wrong_state, for the controller to settle from the power list; any other
 // failure is action_failed.
 caf::error action_error(const std::string& err) {
   if (refused_by_instance(err))
-    return make_error(ActorErrc::wrong_state, err.substr(std::string(to_string(ActorErrc::wrong_state)).size() + 2));
+    return make_error(ActorErrc::wrong_state, err.substr(refusal_prefix().size()));
   return make_error(ActorErrc::action_failed, err);
 }
 
