@@ -14,7 +14,7 @@ namespace apiary::vmm {
 
 enum class Errc {
   // Host / KVM
-  kvm_unavailable,       // /dev/kvm missing
+  kvm_unavailable,       // /dev/kvm missing, or a software-emulated KVM (no SSE3)
   kvm_permission,        // /dev/kvm present but not accessible
   kvm_api_version,       // KVM_GET_API_VERSION != 12
   kvm_capability,        // a required KVM capability is missing

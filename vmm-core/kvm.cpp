@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "vmm-core/layout.hpp"
+#include "vmm-core/x86.hpp"
 
 namespace apiary::vmm::kvm {
 
@@ -116,6 +117,16 @@ System::System(const std::string& path) {
   std::memcpy(&h, buf.data(), sizeof h);
   cpuid_.resize(h.count);
   std::memcpy(cpuid_.data(), buf.data() + sizeof h, h.count * sizeof(kvm_cpuid_entry2));
+  // Every CPU with VT-x or AMD-V has SSE3, and KVM on one offers it: a KVM
+  // that does not is emulated in software (some machines of this project's
+  // CI kind have one), cannot execute every SSE instruction and does not
+  // boot a stock Linux kernel. scripts/kvm-vm applies the same test.
+  const auto features = std::find_if(cpuid_.begin(), cpuid_.end(), [](const kvm_cpuid_entry2& e) {
+    return e.function == x86::kCpuidFeatures && e.index == 0;
+  });
+  if (features == cpuid_.end() || !(features->ecx & x86::kCpuidEcxSse3))
+    throw Error(Errc::kvm_unavailable, path + ": its KVM offers no SSE3 (KVM_GET_SUPPORTED_CPUID, leaf 1): a "
+                                              "software-emulated KVM, which cannot boot a stock Linux guest");
 
   std::vector<uint32_t> list(1 + kMaxMsrIndices);
   list[0] = kMaxMsrIndices;

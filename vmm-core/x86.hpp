@@ -51,6 +51,7 @@ inline constexpr uint32_t kMxcsrDefault = 0x1f80;
 inline constexpr uint32_t kCpuidFeatures = 0x1;
 inline constexpr uint32_t kCpuidTopology = 0xb;
 inline constexpr uint32_t kCpuidEcxHypervisor = 1u << 31;
+inline constexpr uint32_t kCpuidEcxSse3 = 1u << 0;
 inline constexpr uint32_t kCpuidEcxTscDeadline = 1u << 24;
 // XCR0 state components Apiary may start guests with: x87, SSE, AVX,
 // AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM) and PKRU. Not MPX (deprecated) nor
