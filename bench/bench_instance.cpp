@@ -361,6 +361,7 @@ caf::behavior floor_device() {
 // a floor paying it was slower than Apiary in the nested VM.
 template <class Atom>
 void floor_fan(caf::event_based_actor* self, const std::vector<caf::actor>& to, Atom atom, std::function<void()> then) {
+  if (to.empty()) return then();
   auto left = std::make_shared<size_t>(to.size());
   for (const auto& a : to)
     self->request(a, caf::infinite, atom).then([left, then](actors::ack_atom) {
