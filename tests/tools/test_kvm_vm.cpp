@@ -252,14 +252,20 @@ BOOST_AUTO_TEST_CASE(a_vm_that_resets_itself_is_named_and_retried_on_request) {
 // not at --timeout, and retried like a kernel failure. Stopping the init's
 // heartbeat (the process whose stdout is the apiary.heartbeat port) is what
 // such a VM looks like from outside.
+//
+// The heartbeat's processes are found first and stopped last, after the
+// command's "stopped": walking /proc forks twice per process, which under a
+// slow TCG took longer than the stall limit, so a walk that stopped the
+// heartbeat as it went was named stalled before it could print anything.
 BOOST_AUTO_TEST_CASE(a_vm_that_stops_beating_is_named_at_once_and_retried) {
-  const std::string stop_heartbeat =
-      "for p in /proc/[0-9]*; do t=$(readlink $p/fd/1 2>/dev/null); case \"$t\" in /dev/vport*) "
+  const std::string find_heartbeat =
+      "beat=; for p in /proc/[0-9]*; do t=$(readlink $p/fd/1 2>/dev/null); case \"$t\" in /dev/vport*) "
       "[ \"$(cat /sys/class/virtio-ports/${t#/dev/}/name)\" = apiary.heartbeat ] && "
-      "kill -STOP ${p#/proc/};; esac; done;";
+      "beat=\"$beat ${p#/proc/}\";; esac; done; [ -n \"$beat\" ] || exit 9;";
+  const std::string stop_heartbeat = find_heartbeat + " kill -STOP $beat;";
   ::setenv("KVM_VM_STALL_LIMIT", "5", 1);
   const auto start = std::chrono::steady_clock::now();
-  auto r = kvm_vm({"--", "sh", "-c", stop_heartbeat + " echo stopped; sleep 300"});
+  auto r = kvm_vm({"--", "sh", "-c", find_heartbeat + " echo stopped; kill -STOP $beat; sleep 300"});
   ::unsetenv("KVM_VM_STALL_LIMIT");
   BOOST_TEST(r.exit_code == 125, r.err);
   BOOST_TEST(has(r.err, "kvm-vm: vm_stalled: the VM stopped: no heartbeat"), r.err);
