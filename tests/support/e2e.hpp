@@ -15,9 +15,11 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/test/unit_test.hpp>
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -150,6 +152,13 @@ inline Reply http_call(int port, http::verb verb, const std::string& target, con
 // The console websocket of an instance (/v1/instances/{id}/console), with
 // the bearer token. Everything received accumulates in `received` (the
 // history frame first); every wait is bounded.
+//
+// A wait on one console also serves every other open one (the test's
+// thread owns them all): the control plane pings a console that has sent
+// nothing for half its 60 s idle timeout and closes it at the full timeout,
+// and a console whose io nobody runs cannot answer. Seen: test_overlay's
+// first console, opened before two more Linux guests booted under TCG (over
+// a minute), was closed before the test used it.
 class ConsoleClient {
  public:
   ConsoleClient(int port, const std::string& id, const std::string& host = "127.0.0.1") {
@@ -169,15 +178,16 @@ class ConsoleClient {
                                << res.body() << ")");
     ws_.binary(true);
     start_read();
+    open_consoles().insert(this);
   }
+  ConsoleClient(const ConsoleClient&) = delete;
+  ConsoleClient& operator=(const ConsoleClient&) = delete;
   void send(const std::string& text) { ws_.write(net::buffer(text)); }
   // True once `needle` occurs in what arrived after position `from`.
   bool wait_for(const std::string& needle, std::chrono::milliseconds d = 20s, size_t from = 0) {
     const auto end = std::chrono::steady_clock::now() + d;
-    while (received.find(needle, from) == std::string::npos && !closed_ && std::chrono::steady_clock::now() < end) {
-      io_.restart();
-      io_.run_for(50ms);
-    }
+    while (received.find(needle, from) == std::string::npos && !closed_ && std::chrono::steady_clock::now() < end)
+      serve(50ms);
     return received.find(needle, from) != std::string::npos;
   }
   // Sends a line and waits for `needle` in the output that follows it.
@@ -188,11 +198,13 @@ class ConsoleClient {
   }
   // Lets output arrive for `d` (to check that none does).
   void idle(std::chrono::milliseconds d) {
-    io_.restart();
-    io_.run_for(d);
+    const auto end = std::chrono::steady_clock::now() + d;
+    for (auto now = std::chrono::steady_clock::now(); now < end; now = std::chrono::steady_clock::now())
+      serve(std::min<std::chrono::milliseconds>(50ms, std::chrono::ceil<std::chrono::milliseconds>(end - now)));
   }
   bool closed() const { return closed_; }
   ~ConsoleClient() {
+    open_consoles().erase(this);
     beast::error_code ec;
     beast::get_lowest_layer(ws_).socket().close(ec);
     io_.restart();
@@ -201,6 +213,21 @@ class ConsoleClient {
   std::string received;
 
  private:
+  static std::set<ConsoleClient*>& open_consoles() {
+    static std::set<ConsoleClient*> open;
+    return open;
+  }
+  // Runs this console's io for `d`, after what the other consoles can do at
+  // once (their reads, which answer the server's pings).
+  void serve(std::chrono::milliseconds d) {
+    for (auto* other : open_consoles()) {
+      if (other == this) continue;
+      other->io_.restart();
+      other->io_.poll();
+    }
+    io_.restart();
+    io_.run_for(d);
+  }
   // One read always outstanding; its handler appends and reads again.
   void start_read() {
     ws_.async_read(buf_, [this](beast::error_code ec, std::size_t) {
