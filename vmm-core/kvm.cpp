@@ -56,6 +56,14 @@ std::vector<uint8_t> var_buffer(const Entry* entries, uint32_t n) {
   if (entries) std::memcpy(buf.data() + sizeof h, entries, n * sizeof(Entry));
   return buf;
 }
+
+// The entry of CPUID leaf `function`, subleaf `index`, or null.
+const kvm_cpuid_entry2* find_cpuid(const std::vector<kvm_cpuid_entry2>& entries, uint32_t function,
+                                   uint32_t index) noexcept {
+  for (const auto& e : entries)
+    if (e.function == function && e.index == index) return &e;
+  return nullptr;
+}
 }  // namespace
 
 Fd::~Fd() {
@@ -121,10 +129,8 @@ System::System(const std::string& path) {
   // that does not is emulated in software (some machines of this project's
   // CI kind have one), cannot execute every SSE instruction and does not
   // boot a stock Linux kernel. scripts/kvm-vm applies the same test.
-  const auto features = std::find_if(cpuid_.begin(), cpuid_.end(), [](const kvm_cpuid_entry2& e) {
-    return e.function == x86::kCpuidFeatures && e.index == 0;
-  });
-  if (features == cpuid_.end() || !(features->ecx & x86::kCpuidEcxSse3))
+  const auto* features = find_cpuid(cpuid_, x86::kCpuidFeatures, 0);
+  if (!features || !(features->ecx & x86::kCpuidEcxSse3))
     throw Error(Errc::kvm_unavailable, path + ": its KVM offers no SSE3 (KVM_GET_SUPPORTED_CPUID, leaf 1): a "
                                               "software-emulated KVM, which cannot boot a stock Linux guest");
 
@@ -278,9 +284,8 @@ void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
 }
 
 uint64_t cpuid_xcr0(const std::vector<kvm_cpuid_entry2>& entries) noexcept {
-  for (const auto& e : entries)
-    if (e.function == 0xd && e.index == 0) return e.eax | (static_cast<uint64_t>(e.edx) << 32);
-  return 0;
+  const auto* e = find_cpuid(entries, 0xd, 0);
+  return e ? e->eax | (static_cast<uint64_t>(e->edx) << 32) : 0;
 }
 
 void Vcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
