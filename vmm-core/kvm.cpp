@@ -125,19 +125,19 @@ System::System(const std::string& path) {
   std::memcpy(&h, buf.data(), sizeof h);
   cpuid_.resize(h.count);
   std::memcpy(cpuid_.data(), buf.data() + sizeof h, h.count * sizeof(kvm_cpuid_entry2));
-  // Every CPU with VT-x or AMD-V has SSE3, and KVM on one offers it: a KVM
-  // that does not is emulated in software (some machines of this project's
-  // CI kind have one), cannot execute every SSE instruction and does not
-  // boot a stock Linux kernel. scripts/kvm-vm applies the same test.
-  const auto* features = find_cpuid(cpuid_, x86::kCpuidFeatures, 0);
-  if (!features || !(features->ecx & x86::kCpuidEcxSse3))
-    throw Error(Errc::kvm_unavailable, path + ": its KVM offers no SSE3 (KVM_GET_SUPPORTED_CPUID, leaf 1): a "
-                                              "software-emulated KVM, which cannot boot a stock Linux guest");
+  require_hardware_cpuid(cpuid_, path);
 
   std::vector<uint32_t> list(1 + kMaxMsrIndices);
   list[0] = kMaxMsrIndices;
   checked_ioctl(fd, kGetMsrIndexList, "KVM_GET_MSR_INDEX_LIST", list.data());
   msr_list_.assign(list.begin() + 1, list.begin() + 1 + std::min<uint32_t>(list[0], kMaxMsrIndices));
+}
+
+void require_hardware_cpuid(const std::vector<kvm_cpuid_entry2>& supported, const std::string& path) {
+  const auto* features = find_cpuid(supported, x86::kCpuidFeatures, 0);
+  if (!features || !(features->ecx & x86::kCpuidEcxSse3))
+    throw Error(Errc::kvm_unavailable, path + ": its KVM offers no SSE3 (KVM_GET_SUPPORTED_CPUID, leaf 1): a "
+                                              "software-emulated KVM, which cannot boot a stock Linux guest");
 }
 
 int System::check_extension(long cap) const {

@@ -45,6 +45,14 @@ long checked_ioctl(int fd, unsigned long request, const char* name, T* arg) {
 }
 #define APIARY_KVM_IOCTL(fd, req, ...) ::apiary::vmm::kvm::checked_ioctl(fd, req, #req, ##__VA_ARGS__)
 
+// Throws Errc::kvm_unavailable unless `supported` (KVM_GET_SUPPORTED_CPUID
+// of the KVM at `path`) offers SSE3. Every CPU with VT-x or AMD-V has SSE3,
+// and KVM on one offers it: a KVM that does not is emulated in software
+// (some machines of this project's CI kind have one), cannot execute every
+// SSE instruction and does not boot a stock Linux kernel. scripts/kvm-vm
+// applies the same test. System's constructor calls it.
+void require_hardware_cpuid(const std::vector<kvm_cpuid_entry2>& supported, const std::string& path);
+
 class System {
  public:
   // Opens the KVM device. Errc::kvm_unavailable if it does not exist,

@@ -2,8 +2,10 @@
 // COMMAND's exit status becomes kvm-vm's, its stdout and stderr come back
 // apart (and free of kernel messages), stdin reaches it, its working
 // directory and environment are kept, /dev/kvm works inside, and --timeout
-// kills the VM with status 124. Every case boots the VM (--force-vm), also
-// where /dev/kvm exists, since that path is what is under test.
+// kills the VM with status 124. Every case but one boots the VM
+// (--force-vm), also where /dev/kvm exists, since that path is what is under
+// test; the one checks that kvm-vm judges this machine's /dev/kvm as the
+// VMM does.
 #define BOOST_TEST_MODULE kvm_vm
 #include <boost/test/unit_test.hpp>
 
@@ -21,6 +23,8 @@
 #include <thread>
 
 #include "tests/support/process.hpp"
+#include "vmm-core/error.hpp"
+#include "vmm-core/kvm.hpp"
 
 using namespace std::chrono_literals;
 using apiary::test::ProcessResult;
@@ -107,6 +111,35 @@ BOOST_AUTO_TEST_CASE(kvm_works_inside_with_the_same_directory_and_environment) {
   BOOST_TEST(line == "written");
   std::remove((dir + "/out.txt").c_str());
   ::rmdir(dir.c_str());
+}
+
+// kvm-vm decides whether a command runs natively by the same test the VMM
+// applies when it opens /dev/kvm (a KVM without SSE3 is emulated in
+// software: refused), so a test it runs natively never finds a KVM the VMM
+// refuses, and it never boots a VM where the VMM would have run. Compared on
+// whatever this machine's /dev/kvm is: missing, emulated (refused by both,
+// the CI machine's kind) or backed by the CPU (taken by both). Natively,
+// without a VM: the VM's own KVM is the kvm case above.
+BOOST_AUTO_TEST_CASE(kvm_vm_and_the_vmm_judge_this_machines_kvm_alike) {
+  const std::string probe =
+      "import importlib.machinery, importlib.util, sys\n"
+      "loader = importlib.machinery.SourceFileLoader('kvm_vm', sys.argv[1])\n"
+      "spec = importlib.util.spec_from_loader('kvm_vm', loader)\n"
+      "m = importlib.util.module_from_spec(spec); loader.exec_module(m)\n"
+      "ok, why = m.kvm_usable()\n"
+      "print('usable' if ok else 'refused: ' + why)\n";
+  auto r = run_process({"/usr/bin/env", "python3", "-c", probe, kScript}, "", 30s);  // as its shebang
+  BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  std::string vmm_says = "usable";
+  try {
+    apiary::vmm::kvm::System sys("/dev/kvm");
+  } catch (const apiary::vmm::Error& e) {
+    vmm_says = std::string("refused: ") + e.what();
+  }
+  BOOST_TEST_MESSAGE("kvm-vm: " << r.out << "VMM: " << vmm_says);
+  BOOST_TEST((r.out.rfind("usable", 0) == 0) == (vmm_says == "usable"), "kvm-vm " << r.out << "VMM " << vmm_says);
+  // Where both refuse for want of SSE3, both say so.
+  if (has(r.out, "offers no SSE3")) BOOST_TEST(has(vmm_says, "offers no SSE3"), vmm_says);
 }
 
 BOOST_AUTO_TEST_CASE(a_missing_command_is_127_with_its_name) {

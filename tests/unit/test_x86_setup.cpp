@@ -5,6 +5,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "vmm-core/kvm.hpp"
 #include "vmm-core/layout.hpp"
@@ -188,6 +190,34 @@ BOOST_AUTO_TEST_CASE(boot_xcr0_is_what_the_cpuid_offers_and_apiary_supports) {
   BOOST_TEST(x86::boot_xcr0(0x1000003e7ull) == 0x2e7u);
   BOOST_TEST(x86::boot_xcr0(0) == x86::kXcr0X87);
   BOOST_TEST(x86::boot_xcr0(0x6) == 0x7u);  // x87 even when not offered
+}
+
+// A KVM emulated in software offers no SSE3 (leaf 1, ECX bit 0), and Apiary
+// refuses it by name rather than take instances whose Linux never boots. The
+// check reads leaf 1, subleaf 0 only: SSE3 found elsewhere does not count.
+BOOST_AUTO_TEST_CASE(a_kvm_that_offers_no_sse3_is_unavailable_by_name) {
+  auto leaf = [](uint32_t function, uint32_t index, uint32_t ecx) {
+    kvm_cpuid_entry2 e{};
+    e.function = function;
+    e.index = index;
+    e.ecx = ecx;
+    return e;
+  };
+  auto refused = [](const std::vector<kvm_cpuid_entry2>& supported) {
+    try {
+      vmm::kvm::require_hardware_cpuid(supported, "/dev/kvm");
+    } catch (const vmm::Error& e) {
+      BOOST_TEST(std::string(vmm::to_string(e.code())) == "kvm_unavailable");
+      BOOST_TEST(std::string(e.what()).find("/dev/kvm: its KVM offers no SSE3") != std::string::npos, e.what());
+      return true;
+    }
+    return false;
+  };
+  const uint32_t sse3 = x86::kCpuidEcxSse3;
+  BOOST_TEST(!refused({leaf(0, 0, 0), leaf(x86::kCpuidFeatures, 0, sse3 | 0x80000000u)}));
+  BOOST_TEST(refused({leaf(0, 0, 0), leaf(x86::kCpuidFeatures, 0, 0xfffffffeu)}));  // all but SSE3
+  BOOST_TEST(refused({}));                                                           // no leaf 1 at all
+  BOOST_TEST(refused({leaf(x86::kCpuidFeatures, 1, sse3), leaf(7, 0, sse3)}));       // SSE3 in other leaves
 }
 
 // LINT0 delivers the 8259 (ExtINT) and LINT1 NMIs, both unmasked; the rest of
