@@ -70,7 +70,9 @@ echo
 # stolen time is printed with its figures, so a slow figure says whether
 # the machine or the code was slow.
 cpu_ticks() {  # prints "steal total" from /proc/stat's aggregate line
-  awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print $9, t; exit}' /proc/stat
+  # user nice system idle iowait irq softirq steal; guest and guest_nice
+  # (fields 10 and 11) are counted in user and nice already.
+  awk '/^cpu /{t=0; for (i=2;i<=9;i++) t+=$i; print $9, t; exit}' /proc/stat
 }
 
 # One benchmark run: NAME LABEL [EXTRA ARGS...]
@@ -80,7 +82,7 @@ run_bench() {
   local name
   name=$(basename "$b")
   echo "==> $label"
-  local before after
+  local before after s0 t0 s1 t1
   before=$(cpu_ticks)
   # Each benchmark's stdout goes to the terminal and the log; stderr (Google
   # Benchmark's context block) straight to the terminal.
