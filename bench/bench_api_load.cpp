@@ -56,9 +56,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
-#include <time.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,7 +79,6 @@
 #include <mutex>
 #include <optional>
 #include <regex>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
